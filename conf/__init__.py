@@ -1,0 +1,1 @@
+"""Hydra configs, packaged into the wheel as tokenize_mm/conf."""

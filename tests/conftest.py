@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny tokenizers trained in memory on data generated in code (no downloads)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from tokenize_mm import ImageTokenizer, TextTokenizer
+
+TINY_IMAGE = dict(
+    image_size=32, downsample=8, base_channels=8, latent_dim=16, codebook_size=32,
+    codebook_dim=8, batch_size=8, learning_rate=2e-3,
+)  # fmt: skip
+
+WORDS = "red green blue yellow circle square triangle star small large top left right bottom".split()
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/integration" in Path(str(item.fspath)).as_posix():
+            item.add_marker(pytest.mark.integration)
+
+
+def make_sentences(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))).capitalize() + "."
+        for _ in range(n)
+    ]
+
+
+def make_images(n: int, size: int = 32, seed: int = 0) -> list[Image.Image]:
+    """Coloured rectangles and ellipses on coloured backgrounds."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        bg = tuple(rng.randrange(256) for _ in range(3))
+        img = Image.new("RGB", (size, size), bg)
+        draw = ImageDraw.Draw(img)
+        for _ in range(2):
+            x0, y0 = rng.randrange(size // 2), rng.randrange(size // 2)
+            x1, y1 = x0 + rng.randrange(4, size // 2), y0 + rng.randrange(4, size // 2)
+            fill = tuple(rng.randrange(256) for _ in range(3))
+            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=fill)
+        out.append(img)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sentences() -> list[str]:
+    return make_sentences(400)
+
+
+@pytest.fixture(scope="session")
+def tiny_text(sentences) -> TextTokenizer:
+    return TextTokenizer.fit(sentences, vocab_size=300, model_type="bpe")
+
+
+@pytest.fixture(scope="session")
+def images() -> list[Image.Image]:
+    return make_images(40)
+
+
+@pytest.fixture(scope="session")
+def tiny_image(images) -> ImageTokenizer:
+    torch.set_num_threads(2)
+    return ImageTokenizer.fit(images, max_steps=12, seed=0, **TINY_IMAGE)

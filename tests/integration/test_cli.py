@@ -1,0 +1,86 @@
+"""The command-line entry points end to end, as a user runs them (subprocesses, tiny configs)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from conftest import make_images
+from tokenize_mm import load_tokenizer
+from tokenize_mm.tokenizers.token_file import load_encoded
+
+TINY_SOURCE = ["source=builtin", "source.num_examples=48", "source.image_size=32"]
+
+
+def run(module: str, *overrides: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", f"tokenize_mm.cli.{module}", *overrides, f"hydra.run.dir={cwd}/hydra"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_fit_encode_decode_images(tmp_path):
+    art = tmp_path / "image_tiny"
+    out = run("fit_tokenizer", "tokenizer=image_tiny", *TINY_SOURCE, f"out_dir={art}", cwd=tmp_path)
+    assert "tokens per 32x32 image" in out.stdout
+    tok = load_tokenizer(art)
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i, img in enumerate(make_images(3, size=50)):
+        img.save(src / f"p{i}.png")
+    (src / "broken.png").write_bytes(b"not a png")
+    enc = run("encode", f"tokenizer_dir={art}", f"inputs=[{src}]", f"out_dir={tmp_path}/tok",
+              cwd=tmp_path, check=False)  # fmt: skip
+    assert enc.returncode == 1 and "broken.png" in enc.stderr and "encoded 3 of 4" in enc.stdout
+    encoded, meta = load_encoded(tmp_path / "tok" / "p0.png.tokens.safetensors")
+    assert encoded == tok.encode(src / "p0.png") and meta["kind"] == "image.vq"
+    run("decode", f"tokenizer_dir={art}", f"inputs=[{tmp_path}/tok]", f"out_dir={tmp_path}/dec",
+        cwd=tmp_path)  # fmt: skip
+    decoded = Image.open(tmp_path / "dec" / "p0.png")
+    assert decoded.size == (32, 32)
+    expected = tok.decode(encoded)
+    got = torch.from_numpy(__import__("numpy").asarray(decoded).copy()).permute(2, 0, 1) / 255
+    assert torch.allclose(got, expected, atol=1 / 255 + 1e-6)
+
+
+def test_fit_encode_decode_text_exactly(tmp_path):
+    art = tmp_path / "text_tiny"
+    run("fit_tokenizer", "tokenizer=text_tiny", *TINY_SOURCE, f"out_dir={art}", cwd=tmp_path)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    texts = {"a.txt": "A red circle.\n  Two  spaces, émoji 🙂, 汉字\x00end", "b.txt": ""}
+    for name, text in texts.items():
+        (docs / name).write_bytes(text.encode("utf-8"))
+    run("encode", f"tokenizer_dir={art}", f"inputs=[{docs}]", f"out_dir={tmp_path}/tok", cwd=tmp_path)
+    run("decode", f"tokenizer_dir={art}", f"inputs=[{tmp_path}/tok]", f"out_dir={tmp_path}/dec",
+        cwd=tmp_path)  # fmt: skip
+    for name, text in texts.items():
+        assert (tmp_path / "dec" / name).read_bytes().decode("utf-8") == text
+
+
+def test_decode_refuses_tokens_of_another_tokenizer(tmp_path):
+    text_art, image_art = tmp_path / "t", tmp_path / "i"
+    run("fit_tokenizer", "tokenizer=text_tiny", *TINY_SOURCE, f"out_dir={text_art}", cwd=tmp_path)
+    run("fit_tokenizer", "tokenizer=image_tiny", *TINY_SOURCE, f"out_dir={image_art}", cwd=tmp_path)
+    (tmp_path / "x.txt").write_text("hello")
+    run("encode", f"tokenizer_dir={text_art}", f"inputs=[{tmp_path}/x.txt]",
+        f"out_dir={tmp_path}/tok", cwd=tmp_path)  # fmt: skip
+    res = run("decode", f"tokenizer_dir={image_art}", f"inputs=[{tmp_path}/tok]",
+              f"out_dir={tmp_path}/dec", cwd=tmp_path, check=False)  # fmt: skip
+    assert res.returncode == 1 and "text.sentencepiece" in res.stderr
+
+
+def test_main_job_prints_the_rates_table(tmp_path):
+    out = run(
+        "train", *TINY_SOURCE, "text_tokenizer=text_tiny", "image_tokenizer=image_tiny",
+        f"out_dir={tmp_path}/run", cwd=tmp_path,
+    )  # fmt: skip
+    assert "characters per token" in out.stdout and "tokens per 32x32 image" in out.stdout
+    assert (tmp_path / "run" / "rates.md").is_file()
+    for name in ("text_tiny", "image_tiny"):
+        load_tokenizer(tmp_path / "run" / "tokenizers" / name)

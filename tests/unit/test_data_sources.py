@@ -1,0 +1,345 @@
+"""Data sources: the built-in generator, JSONL manifests and folders (fixtures made in code)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tokenize_mm.data import (
+    AudioRef,
+    BadRecordError,
+    BuiltinSource,
+    DataError,
+    DataNotFoundError,
+    Example,
+    FolderSource,
+    ManifestSource,
+    SkippedRecord,
+    split_examples,
+)
+from tokenize_mm.data.builtin import COLOURS, SHAPES
+
+# ------------------------------------------------------------------------------------ Example
+
+
+def test_example_modalities_in_canonical_order():
+    ref = AudioRef(Path("a.wav"), {"sr": 16000})
+    assert Example("x", text="t", image=Path("i.png"), audio=(ref,)).modalities == (
+        "text",
+        "image",
+        "audio",
+    )
+    assert Example("x", audio=[ref]).modalities == ("audio",)  # a list becomes a tuple
+    assert Example("x", text="", audio=()).modalities == ("text",)
+
+
+def test_example_rejects_unknown_split():
+    with pytest.raises(DataError, match="split"):
+        Example("x", text="t", split="dev")
+
+
+def test_split_examples_filters_and_checks():
+    examples = [Example(str(i), text="t", split=s) for i, s in enumerate(["train", "val", "val"])]
+    assert [e.id for e in split_examples(examples, "val")] == ["1", "2"]
+    with pytest.raises(DataError):
+        split_examples(examples, "validation")
+
+
+# ------------------------------------------------------------------------------------ Builtin
+
+
+def _image_bytes(source: BuiltinSource) -> list[bytes]:
+    return [image.tobytes() for image in source.images()]
+
+
+def test_builtin_is_deterministic_per_seed():
+    a, b = BuiltinSource(num_examples=24, seed=3), BuiltinSource(num_examples=24, seed=3)
+    assert _image_bytes(a) == _image_bytes(b)
+    assert list(a.texts()) == list(b.texts())
+    assert [e.concept for e in a] == [e.concept for e in b]
+
+    c = BuiltinSource(num_examples=24, seed=4)
+    assert _image_bytes(a) != _image_bytes(c)
+    assert list(a.texts()) != list(c.texts())
+
+
+def test_builtin_example_depends_on_its_index_only():
+    small, large = BuiltinSource(num_examples=12), BuiltinSource(num_examples=30)
+    for x, y in zip(small, list(large)[:12], strict=True):
+        assert (x.id, x.text, x.split, x.concept) == (y.id, y.text, y.split, y.concept)
+        assert x.image is None or x.image.tobytes() == y.image.tobytes()
+
+
+def test_builtin_images_are_rgb_of_the_given_size_and_not_trivial():
+    images = list(BuiltinSource(num_examples=12, image_size=32).images())
+    assert images and all(im.mode == "RGB" and im.size == (32, 32) for im in images)
+    for image in images:  # a textured background and an anti-aliased shape: several colours
+        assert len(np.unique(np.asarray(image).reshape(-1, 3), axis=0)) >= 4
+
+
+def test_builtin_sources_and_modalities():
+    source = BuiltinSource(num_examples=30)
+    by_source = {e.source: e.modalities for e in source}
+    assert by_source == {
+        "trimodal": ("text", "image"),
+        "image_text": ("text", "image"),
+        "text_only": ("text",),
+    }
+    texts = [e.text for e in source]
+    assert list(source.texts()) == texts
+    assert len(list(source.images())) == 20
+    only = BuiltinSource(num_examples=6, sources=("text_only",))
+    assert {e.source for e in only} == {"text_only"} and list(only.images()) == []
+    # text_only paragraphs are longer than captions
+    lengths = {s: np.mean([len(e.text) for e in source if e.source == s]) for s in by_source}
+    assert lengths["text_only"] > 2 * lengths["image_text"]
+
+
+def test_builtin_concepts_and_captions_agree():
+    concepts = BuiltinSource.concepts()
+    assert len(concepts) == len(set(concepts)) == len(SHAPES) * len(COLOURS) >= 48
+    source = BuiltinSource(num_examples=60)
+    for example in source:
+        assert example.concept in concepts
+        colour, shape = example.concept.split()
+        assert (example.meta["colour"], example.meta["shape"]) == (colour, shape)
+        words = example.text.lower().replace(".", " ").replace(",", " ").split()
+        assert colour in words and shape in words, example.text
+    captions = {e.text for e in source if e.source == "image_text"}
+    assert len(captions) > 10  # templates give variety
+
+
+def test_builtin_splits_are_about_80_10_10_and_partition_the_data():
+    source = BuiltinSource(num_examples=600, sources=("text_only",))
+    counts = Counter(e.split for e in source)
+    assert 0.72 < counts["train"] / 600 < 0.88
+    assert 0.05 < counts["val"] / 600 < 0.15 and 0.05 < counts["test"] / 600 < 0.15
+    by_split = {s: BuiltinSource(num_examples=600, sources=("text_only",), split=s) for s in counts}
+    assert {s: len(v) for s, v in by_split.items()} == counts
+    ids = [e.id for v in by_split.values() for e in v]
+    assert sorted(ids) == sorted(e.id for e in source)
+    assert all(e.split == s for s, v in by_split.items() for e in v)
+    assert by_split["val"][0].text == next(e for e in source if e.split == "val").text
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"num_examples": -1},
+        {"image_size": 4},
+        {"sources": ("video",)},
+        {"sources": ()},
+        {"split": "dev"},
+    ],
+)
+def test_builtin_rejects_bad_arguments(kwargs):
+    with pytest.raises(DataError):
+        BuiltinSource(**kwargs)
+
+
+# ----------------------------------------------------------------------------------- Manifest
+
+
+def _make_files(root: Path) -> None:
+    (root / "img").mkdir()
+    (root / "snd").mkdir()
+    for name, colour in (("a", "red"), ("b", "blue")):
+        Image.new("RGB", (8, 8), colour).save(root / "img" / f"{name}.png")
+    for name in ("a", "b"):
+        (root / "snd" / f"{name}.wav").write_bytes(b"RIFF")  # existence is all that is checked
+
+
+def _write_manifest(root: Path, lines: list) -> Path:
+    path = root / "manifest.jsonl"
+    with path.open("wb") as f:
+        for line in lines:
+            raw = (
+                line
+                if isinstance(line, bytes)
+                else (line if isinstance(line, str) else json.dumps(line)).encode()
+            )
+            f.write(raw + b"\n")
+    return path
+
+
+GOOD = [
+    {"id": "t1", "text": "only text", "split": "train", "lang": "en"},
+    {"id": "i1", "text": "a red square", "image": "img/a.png", "split": "val", "subset": "pics"},
+    {"id": "a1", "text": None, "audio": "snd/a.wav", "split": "test", "concept": "beep"},
+    {
+        "id": "ta1",
+        "text": "two clips",
+        "image": None,
+        "audio": [{"path": "snd/a.wav", "sr": 16000}, {"path": "snd/b.wav", "kind": "speech"}],
+        "modalities": ["text", "audio"],
+    },
+    {"id": "e1", "text": "empty audio list", "image": "img/b.png", "audio": []},
+]
+
+
+def test_manifest_reads_good_records(tmp_path):
+    _make_files(tmp_path)
+    source = ManifestSource(_write_manifest(tmp_path, GOOD))
+    assert source.skipped == [] and len(source) == 5 and source.num_records == 5
+    t1, i1, a1, ta1, e1 = source
+    assert (t1.modalities, t1.split, t1.meta) == (("text",), "train", {"lang": "en"})
+    assert t1.source == tmp_path.name  # no subset: the manifest folder's name
+    assert i1.image == tmp_path / "img" / "a.png" and i1.image.is_absolute()
+    assert (i1.split, i1.source) == ("val", "pics")
+    assert a1.modalities == ("audio",) and a1.audio == (AudioRef(tmp_path / "snd" / "a.wav", {}),)
+    assert a1.concept == "beep"
+    assert [r.path.name for r in ta1.audio] == ["a.wav", "b.wav"]
+    assert [r.meta for r in ta1.audio] == [{"sr": 16000}, {"kind": "speech"}]
+    assert ta1.split == "train" and ta1.modalities == ("text", "audio")
+    assert e1.modalities == ("text", "image")
+    assert list(source.texts()) == ["only text", "a red square", "two clips", "empty audio list"]
+    assert len(list(source.images())) == 2
+
+
+def test_manifest_accepts_absolute_paths_and_a_folder(tmp_path):
+    _make_files(tmp_path)
+    _write_manifest(tmp_path, [{"id": "x", "image": str(tmp_path / "img" / "a.png")}])
+    (example,) = ManifestSource(tmp_path)
+    assert example.image == tmp_path / "img" / "a.png"
+
+
+BAD = [
+    ("{not json", "invalid_json"),
+    (b'{"id": "\xff"}', "invalid_json"),
+    ("[1, 2]", "wrong_type"),
+    ({"text": "no id"}, "missing_id"),
+    ({"id": None, "text": "null id"}, "missing_id"),
+    ({"id": 7, "text": "int id"}, "wrong_type"),
+    ({"id": "t1", "text": "again"}, "duplicate_id"),
+    ({"id": "b1", "text": 3}, "wrong_type"),
+    ({"id": "b2", "audio": {"path": "snd/a.wav"}}, "wrong_type"),
+    ({"id": "b3", "audio": [{"file": "snd/a.wav"}]}, "wrong_type"),
+    ({"id": "b4", "text": "x", "split": "dev"}, "bad_split"),
+    ({"id": "b5", "text": None, "image": None}, "no_modality"),
+    ({"id": "b6", "text": "x", "modalities": ["text", "image"]}, "modalities_mismatch"),
+    ({"id": "b7", "text": "x", "image": "img/missing.png"}, "missing_file"),
+    ({"id": "b8", "audio": [{"path": "snd/a.wav"}, {"path": "snd/nope.wav"}]}, "missing_file"),
+]
+
+
+def test_manifest_reports_every_bad_record_with_line_and_reason(tmp_path):
+    _make_files(tmp_path)
+    lines = [*GOOD[:2], "", *[line for line, _ in BAD], "   "]
+    source = ManifestSource(_write_manifest(tmp_path, lines))
+    assert [e.id for e in source] == ["t1", "i1"]
+    assert [(r.line, r.reason) for r in source.skipped] == [
+        (4 + k, reason) for k, (_, reason) in enumerate(BAD)
+    ]
+    # nothing dropped silently: every non-blank line is an example or a skipped record
+    assert len(source) + len(source.skipped) == source.num_records == len(GOOD[:2]) + len(BAD)
+    assert source.skip_counts() == Counter(reason for _, reason in BAD)
+    by_id = {r.id: r for r in source.skipped}
+    assert by_id["t1"].reason == "duplicate_id" and "line 1" in by_id["t1"].detail
+    assert "img/missing.png" in by_id["b7"].detail and "snd/nope.wav" in by_id["b8"].detail
+    assert [r.id for r in source.skipped if r.reason == "missing_id"] == [None, None]
+    assert isinstance(source.skipped[0], SkippedRecord) and "line 4" in str(source.skipped[0])
+
+
+def test_manifest_strict_mode_raises_typed_error(tmp_path):
+    _make_files(tmp_path)
+    path = _write_manifest(tmp_path, [GOOD[0], {"id": "b", "image": "img/none.png"}])
+    with pytest.raises(BadRecordError, match="line 2") as info:
+        ManifestSource(path, strict=True)
+    assert isinstance(info.value, DataError) and isinstance(info.value, ValueError)
+    assert info.value.record == SkippedRecord(2, "b", "missing_file", info.value.record.detail)
+    assert pickle.loads(pickle.dumps(info.value)).record == info.value.record
+
+
+def test_manifest_missing_file_names_the_path(tmp_path):
+    missing = tmp_path / "nope.jsonl"
+    with pytest.raises(DataNotFoundError, match=r"nope\.jsonl") as info:
+        ManifestSource(missing)
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_manifest_split_and_modality_filters(tmp_path):
+    _make_files(tmp_path)
+    lines = [*GOOD, {"id": "m1", "text": "image gone", "image": "img/gone.png"}]
+    path = _write_manifest(tmp_path, lines)
+    val = ManifestSource(path, split="val")
+    assert [e.id for e in val] == ["i1"] and val.num_filtered == 5
+    # missing image is reported only when images are kept
+    assert ManifestSource(path).skip_counts() == Counter(missing_file=1)
+    texts = ManifestSource(path, modalities=("text",))
+    assert texts.skipped == [] and all(e.modalities == ("text",) for e in texts)
+    assert [e.id for e in texts] == ["t1", "i1", "ta1", "e1", "m1"] and texts.num_filtered == 1
+    with pytest.raises(DataError):
+        ManifestSource(path, modalities=("video",))
+
+
+def test_manifest_records_without_split_use_the_id_hash(tmp_path):
+    lines = [{"id": f"r{i}", "text": "x"} for i in range(200)]
+    path = _write_manifest(tmp_path, lines)
+    assert {e.split for e in ManifestSource(path)} == {"train"}
+    counts = Counter(e.split for e in ManifestSource(path, val_fraction=0.2, test_fraction=0.2))
+    assert 20 < counts["val"] < 60 and 20 < counts["test"] < 60
+    again = Counter(e.split for e in ManifestSource(path, val_fraction=0.2, test_fraction=0.2))
+    assert counts == again
+
+
+# ------------------------------------------------------------------------------------- Folder
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    for rel in (
+        "b.png",
+        "a/z.JPG",
+        "a/c/d.webp",
+        ".hidden.png",
+        ".git/x.png",
+        "notes.txt",
+        "s.wav",
+    ):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() in (".png", ".jpg", ".webp"):
+            Image.new("RGB", (4, 4)).save(path)
+        else:
+            path.write_bytes("héllo\n".encode())
+    return tmp_path
+
+
+def test_folder_lists_files_of_a_modality_in_sorted_order(folder):
+    images = FolderSource(folder, "image")
+    assert [e.id for e in images] == ["a/c/d.webp", "a/z.JPG", "b.png"]
+    assert all(e.image == folder / e.id and e.split == "train" for e in images)
+    assert list(images.images()) == [folder / e.id for e in images]
+    assert [e.id for e in FolderSource(folder, "image", recursive=False)] == ["b.png"]
+    assert [e.id for e in FolderSource(folder, "image", extensions=(".jpg", "webp"))] == [
+        "a/c/d.webp",
+        "a/z.JPG",
+    ]
+    (text,) = FolderSource(folder, "text")
+    assert (text.id, text.text, text.modalities) == ("notes.txt", "héllo\n", ("text",))
+    (clip,) = FolderSource(folder, "audio")
+    assert clip.audio == (AudioRef(folder / "s.wav"),)
+
+
+def test_folder_val_fraction_is_deterministic(tmp_path):
+    for i in range(100):
+        (tmp_path / f"{i:03d}.txt").write_text("x")
+    splits = [e.split for e in FolderSource(tmp_path, "text", val_fraction=0.3)]
+    assert splits == [e.split for e in FolderSource(tmp_path, "text", val_fraction=0.3)]
+    assert 15 < splits.count("val") < 45 and set(splits) == {"train", "val"}
+    assert len(FolderSource(tmp_path, "text", val_fraction=0.3, split="val")) == splits.count("val")
+
+
+def test_folder_errors(tmp_path):
+    with pytest.raises(DataNotFoundError, match="nowhere"):
+        FolderSource(tmp_path / "nowhere", "image")
+    with pytest.raises(DataError, match="modality"):
+        FolderSource(tmp_path, "video")
+    with pytest.raises(DataError):
+        FolderSource(tmp_path, "text", val_fraction=1.5)

@@ -1,0 +1,124 @@
+"""The tokenizer contract (design.md section 3) as invariants over every tokenizer."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from tokenize_mm import (
+    Encoded,
+    InvalidCodesError,
+    InvalidInputError,
+    TokenizerInfo,
+    load_tokenizer,
+)
+from tokenize_mm.tokenizers import Tokenizer
+
+TEXTS = ["Hello world.", "", "  two  spaces\tand a tab\n", "emoji 🙂 and 汉字 and é"]
+
+
+@pytest.fixture(params=["text", "image"])
+def case(request, tiny_text, tiny_image, images):
+    """(tokenizer, items, a valid item of the wrong type for this tokenizer)."""
+    if request.param == "text":
+        return tiny_text, TEXTS, 42
+    return tiny_image, [images[0], images[1], torch.rand(3, 40, 24), images[2].convert("L")], 42
+
+
+def test_is_a_tokenizer(case):
+    tok, _, _ = case
+    assert isinstance(tok, Tokenizer)
+    assert tok.kind == tok.info.kind
+
+
+def test_codes_shape_dtype_and_range(case):
+    tok, items, _ = case
+    for enc in tok.encode_batch(items):
+        assert enc.codes.dtype == torch.int64
+        assert enc.codes.shape[0] == tok.info.num_codebooks
+        if enc.codes.numel():
+            assert 0 <= int(enc.codes.min()) and int(enc.codes.max()) < tok.info.codebook_size
+
+
+def test_info_agrees_with_shapes(case):
+    tok, items, _ = case
+    info = tok.info
+    enc = tok.encode(items[0])
+    if info.modality == "image":
+        assert enc.num_steps == info.tokens_per_image == info.grid[0] * info.grid[1]
+    assert TokenizerInfo.from_dict(json.loads(json.dumps(info.to_dict()))) == info
+
+
+def test_round_trip(case):
+    tok, items, _ = case
+    for item, enc in zip(items, tok.encode_batch(items), strict=True):
+        out = tok.decode(enc)
+        if tok.info.modality == "text":
+            assert out == item
+        else:
+            s = tok.info.image_size
+            assert out.shape == (3, s, s) and out.dtype == torch.float32
+            assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_batch_equals_one_by_one(case):
+    tok, items, _ = case
+    batch = tok.encode_batch(items)
+    assert batch == [tok.encode(it) for it in items]
+    decoded = tok.decode_batch(batch)
+    for a, b in zip(decoded, [tok.decode(e) for e in batch], strict=True):
+        assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+
+
+def test_deterministic(case):
+    tok, items, _ = case
+    assert tok.encode_batch(items) == tok.encode_batch(items)
+
+
+def test_save_load_identical(case, tmp_path):
+    tok, items, _ = case
+    tok.save(tmp_path / "art")
+    for loaded in (type(tok).load(tmp_path / "art"), load_tokenizer(tmp_path / "art")):
+        assert type(loaded) is type(tok)
+        assert loaded.info == tok.info
+        assert loaded.encode_batch(items) == tok.encode_batch(items)
+
+
+def test_pickle_round_trip(case):
+    tok, items, _ = case
+    clone = pickle.loads(pickle.dumps(tok))
+    assert clone.info == tok.info
+    assert clone.encode_batch(items) == tok.encode_batch(items)
+
+
+def test_decode_refuses_out_of_range_ids(case):
+    tok, items, _ = case
+    enc = tok.encode(items[0])
+    steps = max(enc.num_steps, 1)
+    for bad in (tok.info.codebook_size, -1):
+        with pytest.raises(InvalidCodesError, match="out of range"):
+            tok.decode(Encoded(codes=torch.full((tok.info.num_codebooks, steps), bad)))
+
+
+def test_decode_refuses_wrong_codebook_count(case):
+    tok, _, _ = case
+    with pytest.raises(InvalidCodesError, match="codebooks"):
+        tok.decode(Encoded(codes=torch.zeros(tok.info.num_codebooks + 1, 4, dtype=torch.long)))
+
+
+def test_batch_error_names_the_index(case):
+    tok, items, wrong = case
+    with pytest.raises(InvalidInputError) as err:
+        tok.encode_batch([items[0], items[1], wrong])
+    assert err.value.index == 2
+    assert "batch item 2" in str(err.value)
+
+
+def test_encoded_refuses_bad_codes():
+    with pytest.raises(InvalidCodesError):
+        Encoded(codes=torch.zeros(4, dtype=torch.long))
+    with pytest.raises(InvalidCodesError):
+        Encoded(codes=torch.zeros(1, 4, dtype=torch.int32))

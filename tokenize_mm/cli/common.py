@@ -1,0 +1,53 @@
+"""Shared pieces of the command-line entry points: config location, fitting from a source, tables.
+
+Configs live only here and in ``conf/``: below ``cli/`` everything takes flat typed arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from tokenize_mm.data import Example, iter_items
+from tokenize_mm.tokenizers.base import TokenizerInfo
+
+
+def config_dir() -> str:
+    """The ``conf/`` folder: the checkout's own, else the copy packaged as ``tokenize_mm/conf``."""
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[2] / "conf", here.parents[1] / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError("tokenize_mm configs not found (expected conf/ beside the package)")
+
+
+def fit_from_source(
+    fit: Callable[..., Any], modality: str, source: Iterable[Example], fit_split: str = "train"
+):
+    """Fit a tokenizer on the ``fit_split`` examples of ``source``.
+
+    For images, examples of the other splits become the held-out set for PSNR and codebook usage.
+    """
+    examples = list(source)
+    train = [ex for ex in examples if ex.split == fit_split]
+    held = [ex for ex in examples if ex.split != fit_split]
+    kwargs: dict[str, Any] = {"description": f"{type(source).__name__}, split={fit_split}"}
+    if modality == "image" and held:
+        kwargs["held_out"] = list(iter_items(held, modality))
+    return fit(list(iter_items(train, modality)), **kwargs)
+
+
+def rates_table(infos: dict[str, TokenizerInfo]) -> str:
+    """A markdown table of token rates and fit metrics, one row per tokenizer."""
+    rows = ["| tokenizer | kind | codebook | rate | fit metrics |", "|---|---|---|---|---|"]
+    for name, info in infos.items():
+        if info.modality == "text":
+            rate = f"{info.chars_per_token:.2f} characters per token"
+        elif info.modality == "image":
+            rate = f"{info.tokens_per_image} tokens per {info.image_size}x{info.image_size} image"
+        else:
+            rate = f"{info.tokens_per_second:g} tokens per second"
+        metrics = ", ".join(f"{k}={v:.3g}" for k, v in info.metrics.items()) or "-"
+        rows.append(f"| {name} | {info.kind} | {info.codebook_size} | {rate} | {metrics} |")
+    return "\n".join(rows)

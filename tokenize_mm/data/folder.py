@@ -1,0 +1,138 @@
+"""A folder of files of one modality as a data source (images, audio clips or text files).
+
+The quickest way to fit a tokenizer on your own files: ``FolderSource("photos", "image")`` yields
+one example per image file under ``photos/``, with the file's path relative to the folder as its
+id, in sorted (hence deterministic) order. Files and folders whose name starts with a dot are
+ignored. A ``.txt`` file's example text is the file's content, exactly (UTF-8).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from tokenize_mm.data.errors import DataError, DataNotFoundError
+from tokenize_mm.data.example import (
+    MODALITIES,
+    AudioRef,
+    Example,
+    check_fractions,
+    check_split,
+    iter_items,
+    split_for_id,
+)
+
+EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "image": ("png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"),
+    "audio": ("wav", "flac", "ogg", "mp3"),
+    "text": ("txt",),
+}
+
+
+class FolderSource:
+    """Examples made from every file of one modality under a folder.
+
+    Args:
+        root: the folder.
+        modality: ``"image"``, ``"audio"`` or ``"text"``.
+        recursive: also look in sub-folders.
+        extensions: file extensions to take (case-insensitive, with or without the dot);
+            ``None`` takes the usual ones of the modality (``EXTENSIONS``).
+        val_fraction: share of files that go to ``"val"``, by a hash of the id (0: none).
+        test_fraction: likewise for ``"test"``; the rest is ``"train"``.
+        split: keep only that split's files; ``None`` keeps all.
+        name: the examples' sub-source name; defaults to the folder's name.
+
+    Raises:
+        DataNotFoundError: ``root`` does not exist.
+        DataError: ``root`` is not a folder, or an argument is invalid.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        modality: str,
+        recursive: bool = True,
+        extensions: tuple[str, ...] | None = None,
+        val_fraction: float = 0.0,
+        test_fraction: float = 0.0,
+        split: str | None = None,
+        name: str | None = None,
+    ):
+        self.root = Path(root).expanduser().absolute()
+        if not self.root.exists():
+            raise DataNotFoundError(f"data folder not found: {self.root}")
+        if not self.root.is_dir():
+            raise DataError(
+                f"{self.root} is not a folder; FolderSource reads every file under a folder"
+            )
+        if modality not in MODALITIES:
+            raise DataError(f"modality must be one of {MODALITIES}, got {modality!r}.")
+        if isinstance(extensions, str):
+            extensions = (extensions,)
+        chosen = EXTENSIONS[modality] if extensions is None else tuple(extensions)
+        if not chosen:
+            raise DataError("extensions must name at least one file extension, or be None.")
+        check_fractions(val_fraction, test_fraction)
+        self.modality = modality
+        self.recursive = recursive
+        self.extensions = tuple(sorted({"." + e.lower().lstrip(".") for e in chosen}))
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.split = check_split(split)
+        self.name = name or self.root.name
+        splits = ((rel, self._split(rel)) for rel in self._list_files())
+        self._files = [(rel, s) for rel, s in splits if split is None or s == split]
+
+    def _list_files(self) -> list[str]:
+        """Relative POSIX paths of the matching files, sorted."""
+        found = []
+        for folder, dirs, files in os.walk(self.root):
+            dirs[:] = [d for d in dirs if not d.startswith(".")] if self.recursive else []
+            for file in files:
+                if (
+                    not file.startswith(".")
+                    and os.path.splitext(file)[1].lower() in self.extensions
+                ):
+                    found.append(Path(folder, file).relative_to(self.root).as_posix())
+        return sorted(found)
+
+    def _split(self, rel: str) -> str:
+        return split_for_id(rel, self.val_fraction, self.test_fraction)
+
+    def _example(self, rel: str, split: str) -> Example:
+        path = self.root / rel
+        items: dict[str, object] = {}
+        if self.modality == "text":
+            try:
+                items["text"] = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as error:
+                raise DataError(
+                    f"{path} is not UTF-8 text ({error.reason}); re-encode it as UTF-8"
+                ) from None
+        elif self.modality == "image":
+            items["image"] = path
+        else:
+            items["audio"] = (AudioRef(path),)
+        return Example(id=rel, split=split, source=self.name, **items)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def __getitem__(self, i: int) -> Example:
+        return self._example(*self._files[i])
+
+    def __iter__(self) -> Iterator[Example]:
+        for rel, split in self._files:
+            yield self._example(rel, split)
+
+    def texts(self) -> Iterator[str]:
+        """The texts of the examples (text folders only; empty otherwise)."""
+        return iter_items(self, "text")
+
+    def images(self) -> Iterator[Path]:
+        """The image paths of the examples (image folders only; empty otherwise)."""
+        return iter_items(self, "image")
+
+    def __repr__(self) -> str:
+        return f"FolderSource({str(self.root)!r}, {self.modality!r}: {len(self)} files)"

@@ -1,0 +1,314 @@
+"""``ImageTokenizer``: VQ image patches on the tokenizer contract (design.md section 3).
+
+An image (path, PIL image or float tensor (C, H, W) in [0, 1]) is converted by the policy of
+``image_io.py`` to (3, S, S), encoded to a (S/f) × (S/f) grid of codebook ids, and returned as
+codes of shape (1, (S/f)²), row-major. ``decode`` returns a float tensor (3, S, S) in [0, 1].
+
+``fit`` trains the autoencoder of ``image_model.py`` with Lightning (imported only then), and at
+the end measures reconstruction PSNR and codebook usage on held-out images, kept in ``info``.
+Weights are saved as safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from tokenize_mm.tokenizers import image_io
+from tokenize_mm.tokenizers.artifact import Artifact, read_artifact, write_artifact
+from tokenize_mm.tokenizers.base import (
+    Encoded,
+    TokenizerInfo,
+    check_codes,
+    map_batch,
+    register_tokenizer,
+)
+from tokenize_mm.tokenizers.errors import ArtifactError, InvalidInputError, NotFittedError
+from tokenize_mm.tokenizers.image_model import VQImageModel
+from tokenize_mm.tokenizers.quantizer import codebook_usage
+
+WEIGHTS = "weights.safetensors"
+#: Constructor arguments of ``VQImageModel``; saved in the artifact to rebuild the model.
+ARCH_KEYS = (
+    "image_size", "downsample", "base_channels", "channel_mult", "num_res_blocks", "latent_dim",
+    "codebook_size", "codebook_dim", "commitment_weight", "decay", "threshold_ema_dead_code",
+)  # fmt: skip
+
+
+@register_tokenizer
+class ImageTokenizer:
+    """VQ patch tokenizer. Build one with ``fit`` or ``load``.
+
+    Args:
+        model: a trained ``VQImageModel``.
+        info: its ``TokenizerInfo``.
+        hparams: architecture and fit hyper-parameters (saved in the artifact).
+        fit_data: description of the fit data (saved in the artifact).
+        batch_size: images per forward pass in ``encode_batch``/``decode_batch``.
+    """
+
+    kind: ClassVar[str] = "image.vq"
+
+    def __init__(
+        self,
+        model: VQImageModel,
+        info: TokenizerInfo,
+        hparams: dict[str, Any],
+        fit_data: dict[str, Any] | None = None,
+        batch_size: int = 32,
+    ):
+        self.model = model.eval()
+        self._info = info
+        self.hparams = dict(hparams)
+        self.fit_data = dict(fit_data or {})
+        self.batch_size = batch_size
+
+    # -- contract --------------------------------------------------------------------------------
+    @property
+    def info(self) -> TokenizerInfo:
+        return self._info
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> ImageTokenizer:
+        """Move the model (encode/decode then run there); returns self."""
+        self.model.to(device)
+        return self
+
+    def preprocess(self, item: Any) -> torch.Tensor:
+        """One item → float tensor (3, S, S) in [0, 1] (the policy of ``image_io``)."""
+        return image_io.to_model_input(item, self._info.image_size or 0)
+
+    def encode(self, item: Any) -> Encoded:
+        return self.encode_batch([item])[0]
+
+    def encode_batch(self, items: Sequence[Any]) -> list[Encoded]:
+        """Encode images in forward passes of ``batch_size``; errors name the batch index."""
+        pixels = map_batch(self.preprocess, items)
+        out: list[Encoded] = []
+        for start in range(0, len(pixels), self.batch_size):
+            chunk = torch.stack(pixels[start : start + self.batch_size]).to(self.device)
+            with torch.inference_mode():
+                codes = self.model.encode(chunk).cpu()  # (B, h*w)
+            out += [Encoded(codes=c.unsqueeze(0).clone()) for c in codes]
+        return out
+
+    def decode(self, encoded: Encoded) -> torch.Tensor:
+        """Codes (1, (S/f)²) → float tensor (3, S, S) in [0, 1]."""
+        return self.decode_batch([encoded])[0]
+
+    def decode_batch(self, encoded: Sequence[Encoded]) -> list[torch.Tensor]:
+        steps = self._info.tokens_per_image
+        map_batch(lambda e: check_codes(e, self._info, steps=steps), encoded)
+        out: list[torch.Tensor] = []
+        for start in range(0, len(encoded), self.batch_size):
+            codes = torch.stack([e.codes[0] for e in encoded[start : start + self.batch_size]])
+            with torch.inference_mode():
+                pixels = self.model.decode(codes.to(self.device)).cpu()
+            out += list(pixels)
+        return out
+
+    # -- fit -------------------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        images: Iterable[Any] | str | os.PathLike,
+        *,
+        held_out: Iterable[Any] | None = None,
+        image_size: int = 256,
+        downsample: int = 16,
+        base_channels: int = 64,
+        channel_mult: Sequence[int] | None = None,
+        num_res_blocks: int = 1,
+        latent_dim: int = 256,
+        codebook_size: int = 1024,
+        codebook_dim: int = 64,
+        commitment_weight: float = 0.25,
+        decay: float = 0.99,
+        threshold_ema_dead_code: float = 2.0,
+        max_steps: int = 2000,
+        batch_size: int = 16,
+        learning_rate: float = 1e-3,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        accelerator: str = "cpu",
+        precision: str | None = None,
+        progress: bool = False,
+        description: str | None = None,
+    ) -> ImageTokenizer:
+        """Train a VQ image tokenizer.
+
+        Args:
+            images: an iterable of images (paths, PIL images, float tensors), a folder of image
+                files, or a JSONL manifest (records with an ``image``; split ``val``/``test``
+                records become the held-out set unless ``held_out`` is given).
+            held_out: images for the final PSNR and codebook-usage measurement; when ``None``
+                (and no manifest split), a ``val_fraction`` of ``images`` is held out.
+            image_size, downsample, ...: architecture (see ``VQImageModel``).
+            max_steps, batch_size, learning_rate, seed: optimisation.
+            accelerator, precision: passed to ``lightning.Trainer`` (e.g. ``"gpu"``, ``"bf16-mixed"``).
+            progress: show Lightning's progress bar.
+            description: free text stored in the artifact's ``fit_data``.
+
+        Raises:
+            InvalidInputError: an image cannot be read (names the item).
+            NotFittedError: there are no training images.
+        """
+        from tokenize_mm.tokenizers.image_fit import train_vq  # Lightning only here
+
+        arch = {
+            "image_size": image_size, "downsample": downsample, "base_channels": base_channels,
+            "channel_mult": list(channel_mult) if channel_mult is not None else None,
+            "num_res_blocks": num_res_blocks, "latent_dim": latent_dim,
+            "codebook_size": codebook_size, "codebook_dim": codebook_dim,
+            "commitment_weight": commitment_weight, "decay": decay,
+            "threshold_ema_dead_code": threshold_ema_dead_code,
+        }  # fmt: skip
+        torch.manual_seed(seed)
+        model = VQImageModel(**arch)  # validates the architecture before reading any data
+        train_items, held_items, source = _resolve_images(images, held_out)
+        train = _load_u8(train_items, image_size)
+        held = _load_u8(held_items, image_size) if held_items is not None else None
+        if len(train) == 0:
+            raise NotFittedError("ImageTokenizer.fit got no training images")
+        if held is None:
+            perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+            n_held = max(1, round(len(train) * val_fraction)) if len(train) > 1 else 0
+            held, train = train[perm[:n_held]], train[perm[n_held:]]
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+        history = train_vq(
+            model, train, max_steps=max_steps, batch_size=batch_size,
+            learning_rate=learning_rate, seed=seed, accelerator=accelerator,
+            precision=precision, progress=progress,
+        )  # fmt: skip
+        model = model.cpu().eval()
+        hparams = {**arch, "max_steps": max_steps, "batch_size": batch_size,
+                   "learning_rate": learning_rate, "seed": seed, "precision": precision}  # fmt: skip
+        tail = max(1, len(history) // 10)
+        fit_data = {
+            "source": source, "num_train": len(train), "num_held_out": len(held),
+            "description": description,
+            "loss_start": sum(history[:tail]) / tail, "loss_end": sum(history[-tail:]) / tail,
+        }  # fmt: skip
+        tok = cls(model, _make_info(arch), hparams, fit_data)
+        metrics = tok.evaluate(held) if len(held) else {}
+        tok._info = _make_info(arch, metrics)
+        return tok
+
+    def evaluate(self, pixels_u8: torch.Tensor) -> dict[str, float]:
+        """PSNR (dB, mean over images) and codebook usage on (N, 3, S, S) uint8 images."""
+        psnrs, codes = [], []
+        for start in range(0, len(pixels_u8), self.batch_size):
+            x = pixels_u8[start : start + self.batch_size].float().div(255.0).to(self.device)
+            with torch.inference_mode():
+                c = self.model.encode(x)
+                y = self.model.decode(c)
+            mse = (y - x).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+            psnrs.append(-10.0 * torch.log10(mse).cpu())
+            codes.append(c.cpu())
+        usage = codebook_usage(torch.cat(codes).flatten(), self._info.codebook_size)
+        return {
+            "psnr_db": float(torch.cat(psnrs).mean()),
+            "perplexity": float(usage["perplexity"]),
+            "used_fraction": float(usage["used_fraction"]),
+            "num_eval_images": float(len(pixels_u8)),
+        }
+
+    # -- artifacts -------------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> Path:
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        return write_artifact(
+            directory, kind=self.kind, info=self._info, hparams=self.hparams,
+            fit_data=self.fit_data, write_payload=lambda d: save_file(state, str(d / WEIGHTS)),
+        )  # fmt: skip
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> ImageTokenizer:
+        return cls.from_artifact(read_artifact(directory))
+
+    @classmethod
+    def from_artifact(cls, artifact: Artifact) -> ImageTokenizer:
+        if artifact.kind != cls.kind:
+            raise ArtifactError(
+                f"{artifact.directory}: artifact kind is {artifact.kind!r}, not {cls.kind!r}; "
+                "load it with tokenize_mm.load_tokenizer"
+            )
+        arch = {k: artifact.hparams[k] for k in ARCH_KEYS if k in artifact.hparams}
+        model = VQImageModel(**arch)
+        state = load_file(str(artifact.path(WEIGHTS)))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ArtifactError(
+                f"{artifact.directory}: weights do not match the architecture in the manifest "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]}); save the tokenizer again"
+            )
+        return cls(model, artifact.info, artifact.hparams, artifact.fit_data)
+
+    def __repr__(self) -> str:
+        i = self._info
+        return f"ImageTokenizer(image_size={i.image_size}, grid={i.grid}, codebook_size={i.codebook_size})"
+
+
+def _make_info(arch: dict[str, Any], metrics: dict[str, float] | None = None) -> TokenizerInfo:
+    g = arch["image_size"] // arch["downsample"]
+    return TokenizerInfo(
+        modality="image", kind=ImageTokenizer.kind, codebook_size=arch["codebook_size"],
+        num_codebooks=1, image_size=arch["image_size"], grid=(g, g), tokens_per_image=g * g,
+        input_policy=image_io.POLICY, metrics=metrics or {},
+    )  # fmt: skip
+
+
+def _load_u8(items: Iterable[Any], size: int) -> torch.Tensor:
+    """Preprocess images into one (N, 3, S, S) uint8 tensor; errors name the item's index."""
+    pixels = map_batch(lambda it: image_io.to_model_input(it, size), items)
+    if not pixels:
+        return torch.zeros(0, 3, size, size, dtype=torch.uint8)
+    return (torch.stack(pixels) * 255.0).round_().to(torch.uint8)
+
+
+def _resolve_images(
+    images: Iterable[Any] | str | os.PathLike, held_out: Iterable[Any] | None
+) -> tuple[list[Any], list[Any] | None, str]:
+    """Turn the ``images`` argument of ``fit`` into (train items, held-out items, description)."""
+    if isinstance(images, (str, os.PathLike)):
+        path = Path(images)
+        if path.is_dir():
+            files = image_io.iter_image_files(path)
+            return files, (list(held_out) if held_out is not None else None), f"folder:{path}"
+        if path.is_file() and path.suffix == ".jsonl":
+            train, held = _manifest_images(path)
+            if held_out is not None:
+                held = list(held_out)
+            return train, held or None, f"manifest:{path}"
+        raise InvalidInputError(
+            "expected a folder of images or a .jsonl manifest (or pass an iterable of images)",
+            item=str(path),
+        )
+    return list(images), (list(held_out) if held_out is not None else None), "iterable"
+
+
+def _manifest_images(path: Path) -> tuple[list[Path], list[Path]]:
+    """Image paths of a JSONL manifest: (train split or no split, val and test splits)."""
+    train, held = [], []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InvalidInputError(f"line {n} is not valid JSON ({err})", item=str(path)) from err
+            image = record.get("image") if isinstance(record, dict) else None
+            if image:
+                target = held if record.get("split") in ("val", "test") else train
+                target.append(path.parent / image)
+    return train, held

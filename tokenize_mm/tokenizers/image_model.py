@@ -1,0 +1,164 @@
+"""The VQ image autoencoder: convolutional encoder, vector quantizer, convolutional decoder.
+
+A VQGAN-style autoencoder (Esser et al. 2021, "Taming Transformers"; van den Oord et al. 2017,
+VQ-VAE) without the adversarial loss: ``log2(f)`` stride-2 stages map an S × S image to an
+(S/f) × (S/f) grid of latents, each latent is replaced by its nearest codebook vector (k-means
+initialised, EMA-updated, dead codes restarted: see ``quantizer.py``), and the mirrored decoder
+maps the grid back to pixels. With f = 16 a 256 × 256 image becomes 16 × 16 = 256 tokens.
+
+Pixels enter in [0, 1] and are mapped to [-1, 1] inside; ``decode`` returns [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from tokenize_mm.tokenizers.quantizer import VectorQuantizer
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(32, channels), channels, eps=1e-6)
+
+
+class ResBlock(nn.Module):
+    """Pre-norm residual block: (B, C_in, H, W) → (B, C_out, H, W)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            _norm(c_in), nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1),
+            _norm(c_out), nn.SiLU(), nn.Conv2d(c_out, c_out, 3, padding=1),
+        )  # fmt: skip
+        self.skip = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.body(x)
+
+
+def stage_channels(base_channels: int, channel_mult: Sequence[int] | None, levels: int) -> list[int]:
+    """Channels of each downsampling stage; the default doubles up to 4× the base."""
+    mult = list(channel_mult) if channel_mult is not None else [min(2**i, 4) for i in range(levels)]
+    if len(mult) != levels:
+        raise ValueError(f"channel_mult needs {levels} entries (one per stage of f), got {len(mult)}")
+    return [base_channels * m for m in mult]
+
+
+class Encoder(nn.Module):
+    """(B, 3, S, S) in [-1, 1] → latents (B, latent_dim, S/f, S/f)."""
+
+    def __init__(self, channels: list[int], num_res_blocks: int, latent_dim: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, channels[0], 3, padding=1)]
+        c = channels[0]
+        for ch in channels:
+            for _ in range(num_res_blocks):
+                layers.append(ResBlock(c, ch))
+                c = ch
+            layers.append(nn.Conv2d(c, c, 4, stride=2, padding=1))  # halve H and W
+        layers += [ResBlock(c, c), _norm(c), nn.SiLU(), nn.Conv2d(c, latent_dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """Latents (B, latent_dim, S/f, S/f) → (B, 3, S, S), unbounded (trained towards [-1, 1])."""
+
+    def __init__(self, channels: list[int], num_res_blocks: int, latent_dim: int):
+        super().__init__()
+        c = channels[-1]
+        layers: list[nn.Module] = [nn.Conv2d(latent_dim, c, 3, padding=1), ResBlock(c, c)]
+        for ch in reversed(channels):
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, ch, 3, padding=1)]
+            c = ch
+            for _ in range(num_res_blocks):
+                layers.append(ResBlock(c, c))
+        layers += [_norm(c), nn.SiLU(), nn.Conv2d(c, 3, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class VQImageModel(nn.Module):
+    """Encoder + vector quantizer + decoder.
+
+    Args:
+        image_size: side S of the square input.
+        downsample: factor f, a power of two dividing ``image_size``; the grid is S/f × S/f.
+        base_channels: channels of the first stage.
+        channel_mult: per-stage channel multipliers (``log2(f)`` entries), or ``None`` for the
+            default doubling capped at 4×.
+        num_res_blocks: residual blocks per stage.
+        latent_dim: channels of the encoder output fed to the quantizer.
+        codebook_size: number of codes.
+        codebook_dim: dimension of the codes (a linear projection maps ``latent_dim`` to it when
+            they differ: low-dimensional codes are used more evenly, Yu et al. 2022).
+        commitment_weight: weight of the commitment loss.
+        decay: EMA decay of the codebook.
+        threshold_ema_dead_code: codes whose EMA usage falls below this are restarted.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 256,
+        downsample: int = 16,
+        base_channels: int = 64,
+        channel_mult: Sequence[int] | None = None,
+        num_res_blocks: int = 1,
+        latent_dim: int = 256,
+        codebook_size: int = 1024,
+        codebook_dim: int = 64,
+        commitment_weight: float = 0.25,
+        decay: float = 0.99,
+        threshold_ema_dead_code: float = 2.0,
+    ):
+        super().__init__()
+        if downsample < 2 or downsample & (downsample - 1):
+            raise ValueError(f"downsample must be a power of two >= 2, got {downsample}")
+        if image_size % downsample:
+            raise ValueError(f"image_size {image_size} must be a multiple of downsample {downsample}")
+        levels = int(math.log2(downsample))
+        channels = stage_channels(base_channels, channel_mult, levels)
+        self.image_size = image_size
+        self.grid = (image_size // downsample, image_size // downsample)
+        self.encoder = Encoder(channels, num_res_blocks, latent_dim)
+        self.quantizer = VectorQuantizer(
+            dim=latent_dim,
+            codebook_size=codebook_size,
+            codebook_dim=codebook_dim,
+            decay=decay,
+            commitment_weight=commitment_weight,
+            threshold_ema_dead_code=threshold_ema_dead_code,
+        )
+        self.decoder = Decoder(channels, num_res_blocks, latent_dim)
+
+    def _latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        z = self.encoder(pixels * 2.0 - 1.0)  # (B, D, h, w)
+        return z.flatten(2).transpose(1, 2)  # (B, h*w, D), row-major grid
+
+    def _pixels(self, q: torch.Tensor) -> torch.Tensor:
+        h, w = self.grid
+        z = q.transpose(1, 2).reshape(q.shape[0], -1, h, w)  # (B, D, h, w)
+        return self.decoder(z)
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pixels (B, 3, S, S) in [0, 1] → (reconstruction in [-1, 1] space (B, 3, S, S),
+        codes (B, h*w), commitment loss)."""
+        q, codes, commit = self.quantizer(self._latents(pixels))
+        return self._pixels(q), codes, commit
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, 3, S, S) in [0, 1] → codes (B, h*w) int64, grid flattened row-major."""
+        return self.quantizer.encode(self._latents(pixels))
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (B, h*w) → pixels (B, 3, S, S) in [0, 1]."""
+        return ((self._pixels(self.quantizer.decode(codes)) + 1.0) / 2.0).clamp(0.0, 1.0)

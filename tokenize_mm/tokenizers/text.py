@@ -1,0 +1,454 @@
+"""Text tokenizer: SentencePiece subwords with exact, lossless round trips.
+
+The idea: learn subword pieces straight from raw text, with no language-specific pre-tokenizer
+(Kudo & Richardson 2018, "SentencePiece: A simple and language independent subword tokenizer and
+detokenizer for Neural Text Processing"), using either the unigram language model (Kudo 2018,
+"Subword Regularization: Improving Neural Network Translation Models with Multiple Subword
+Candidates") or BPE.
+
+Exactness: ``decode(encode(s)) == s`` for every ``str`` that has a UTF-8 encoding. Nothing is
+normalized (identity rule, no dummy prefix, no whitespace squeezing), and byte fallback spells any
+character outside the vocabulary as its UTF-8 bytes, so ``<unk>`` never appears. One collision
+remains: SentencePiece writes a space as U+2581 "▁" (its whitespace meta symbol), so a literal "▁"
+would come back as a space. We cut the input at every literal "▁", encode the segments, and join
+them with the byte-fallback ids of "▁" (E2 96 81), which decode to "▁" itself.
+
+Quirks of sentencepiece 0.2.x found by fuzzing, and what we do about each:
+- A lone surrogate makes it raise an untyped RuntimeError: refused up front (InvalidInputError).
+- Bytes that are not valid UTF-8 are silently replaced by U+FFFD: we decode bytes strictly.
+- Training silently drops sentences longer than ``max_sentence_length`` bytes (and fails when none
+  is left): long texts are cut at character boundaries for training only; encode has no limit.
+- Training ignores NUL, so "\\x00" never gets a piece; it still round trips via byte fallback.
+- A ``vocab_size`` above what the data supports fails under the hard limit; by default the limit
+  is soft and ``info.codebook_size`` is the size actually learned.
+- The model proto records the trainer's ``num_threads``; the pieces do not depend on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import sentencepiece as spm
+import torch
+
+from tokenize_mm.tokenizers.artifact import Artifact, read_artifact, write_artifact
+from tokenize_mm.tokenizers.base import (
+    Encoded,
+    TokenizerInfo,
+    check_codes,
+    map_batch,
+    register_tokenizer,
+)
+from tokenize_mm.tokenizers.errors import ArtifactError, InvalidInputError, NotFittedError
+
+MODEL_FILE = "tokenizer.model"
+MODEL_TYPES = ("unigram", "bpe")
+INPUT_POLICY = (
+    "str encoded exactly, no normalization; unseen characters as UTF-8 byte pieces; "
+    "bytes accepted if valid UTF-8; lone surrogates refused"
+)
+_MARK = "\u2581"  # SentencePiece's whitespace meta symbol
+_MIN_VOCAB = 258  # <unk> + 256 byte pieces + at least one learned piece
+# Checked on every model we wrap: spaces runs, a combining mark, a full-width letter (NFKC would
+# fold it), control characters and a literal mark must all survive.
+_PROBE = "  a\u0301\uff21\t\x00\u2581b  "
+
+
+def default_num_threads() -> int:
+    """Cores this process may use, capped at 8 (sentencepiece gains little beyond)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
+
+
+def as_text(item: Any) -> str:
+    """One encode input as ``str``; raises ``InvalidInputError`` naming the item otherwise."""
+    if isinstance(item, (bytes, bytearray)):
+        try:
+            return bytes(item).decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InvalidInputError(
+                f"not valid UTF-8 ({err.reason} at byte {err.start}); decode the bytes with "
+                "their real encoding and pass a str",
+                item=f"{len(item)} bytes",
+            ) from None
+    if not isinstance(item, str):
+        raise InvalidInputError(
+            f"expected a str (or UTF-8 bytes), got {type(item).__name__}",
+            item=f"{type(item).__name__} object",
+        )
+    if not item.isascii():
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise InvalidInputError(
+                f"lone surrogate U+{ord(item[err.start]):04X} at position {err.start} has no UTF-8 "
+                "encoding; fix the source (e.g. read files with errors='replace')",
+                item="text " + repr(item[:24] + ("…" if len(item) > 24 else "")),
+            ) from None
+    return item
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_at_least(low: int) -> Callable[[Any], bool]:
+    return lambda v: _is_int(v) and v >= low
+
+
+# Fit hyper-parameters: (test, what a valid value is).
+_HPARAMS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "vocab_size": (
+        _int_at_least(_MIN_VOCAB),
+        f"an int >= {_MIN_VOCAB} (<unk> + 256 byte pieces + 1)",
+    ),
+    "model_type": (lambda v: v in MODEL_TYPES, f"one of {MODEL_TYPES}"),
+    "character_coverage": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "in (0, 1]"),
+    "hard_vocab_limit": (lambda v: isinstance(v, bool), "a bool"),
+    "seed": (lambda v: _is_int(v) and 0 <= v < 2**32 - 1, "an int in [0, 2**32 - 1)"),
+    "max_sentence_length": (_int_at_least(4), "an int >= 4 (bytes)"),
+    "input_sentence_size": (_int_at_least(0), "an int >= 0 (0: all sentences)"),
+    "num_threads": (_int_at_least(1), "an int >= 1"),
+}
+
+
+def _check_hparams(hparams: Mapping[str, Any]) -> None:
+    for name, value in hparams.items():
+        test, need = _HPARAMS[name]
+        if not test(value):
+            raise InvalidInputError(f"must be {need}", item=f"{name}={value!r}")
+
+
+def _read_fit_item(item: Any) -> tuple[list[str], bool]:
+    """A fit item as sentences: a text is one, a file one per line. Returns (sentences, is_file)."""
+    if not isinstance(item, os.PathLike):
+        return [as_text(item)], False
+    try:
+        data = Path(item).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        reason = f"not valid UTF-8 ({err.reason} at byte {err.start}); re-encode the file"
+    except OSError as err:
+        reason = f"cannot read the file ({err.strerror or err})"
+    else:  # universal newlines: "\n", "\r\n" and "\r" end a line
+        return [line.removesuffix("\n") for line in io.StringIO(data, newline=None)], True
+    raise InvalidInputError(reason, item=os.fspath(item))
+
+
+def _training_sentences(corpus: Iterable[str], max_bytes: int) -> Iterator[str]:
+    """What the trainer sees: segments between literal marks (as encode sees them), cut into
+    pieces of at most ``max_bytes`` UTF-8 bytes so that the trainer drops none."""
+    for text in corpus:
+        for seg in text.split(_MARK):
+            if len(seg) * 4 <= max_bytes:  # at most 4 bytes a character: fits as is
+                if seg:
+                    yield seg
+                continue
+            data, start = seg.encode("utf-8"), 0
+            while start < len(data):
+                end = min(start + max_bytes, len(data))
+                while end < len(data) and data[end] & 0xC0 == 0x80:  # inside a character
+                    end -= 1
+                yield data[start:end].decode("utf-8")
+                start = end
+
+
+@register_tokenizer
+class TextTokenizer:
+    """SentencePiece (unigram or BPE) tokenizer; codes have shape (1, T).
+
+    Build one with ``fit`` or ``load``. The constructor wraps a serialized SentencePiece model
+    that was trained with byte fallback and no normalization (``fit`` does so).
+
+    Args:
+        model_proto: the serialized model (the bytes of a ``.model`` file).
+        chars_per_token: characters per token measured on the fit data.
+        hparams: the fit hyper-parameters, kept for the artifact.
+        fit_data: a description of the fit data, kept for the artifact.
+        num_threads: threads for batch encode/decode; default: the usable cores, at most 8.
+
+    Raises:
+        ArtifactError: the bytes are not a SentencePiece model, or the model cannot round-trip.
+    """
+
+    kind: ClassVar[str] = "text.sentencepiece"
+
+    def __init__(
+        self,
+        model_proto: bytes,
+        *,
+        chars_per_token: float | None = None,
+        hparams: Mapping[str, Any] | None = None,
+        fit_data: Mapping[str, Any] | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        num_threads = default_num_threads() if num_threads is None else num_threads
+        _check_hparams({"num_threads": num_threads})
+        self.num_threads = num_threads
+        self._proto = bytes(model_proto)
+        self._sp = spm.SentencePieceProcessor()
+        try:
+            self._sp.LoadFromSerializedProto(self._proto)
+        except (RuntimeError, TypeError) as err:
+            raise ArtifactError(f"not a SentencePiece model ({err})") from err
+        self._mark_ids = [self._sp.piece_to_id(f"<0x{b:02X}>") for b in _MARK.encode("utf-8")]
+        if (
+            not all(map(self._sp.is_byte, self._mark_ids))
+            or self._decode([self._ids([_PROBE])[0]])[0] != _PROBE
+        ):
+            raise ArtifactError(
+                "this SentencePiece model cannot round-trip text exactly; train it with "
+                "byte_fallback=True, normalization_rule_name='identity', add_dummy_prefix=False, "
+                "remove_extra_whitespaces=False (TextTokenizer.fit does)"
+            )
+        self.hparams = dict(hparams or {})
+        self.fit_data = dict(fit_data or {})
+        self._info = TokenizerInfo(
+            modality="text",
+            kind=self.kind,
+            codebook_size=self._sp.get_piece_size(),
+            num_codebooks=1,
+            chars_per_token=chars_per_token,
+            input_policy=INPUT_POLICY,
+        )
+
+    @classmethod
+    def fit(
+        cls,
+        texts: Iterable[str | bytes | os.PathLike],
+        *,
+        vocab_size: int = 8000,
+        model_type: str = "unigram",
+        character_coverage: float = 0.9995,
+        hard_vocab_limit: bool = False,
+        num_threads: int | None = None,
+        seed: int = 0,
+        max_sentence_length: int = 4192,
+        input_sentence_size: int = 0,
+        description: str | None = None,
+    ) -> TextTokenizer:
+        """Train a tokenizer in memory.
+
+        Args:
+            texts: items that are texts (``str``, or UTF-8 ``bytes``) or paths (``os.PathLike``)
+                of UTF-8 files read line by line, one sentence a line. A ``str`` is never a path.
+            vocab_size: pieces wanted, including ``<unk>`` and the 256 byte pieces.
+            model_type: ``"unigram"`` or ``"bpe"``.
+            character_coverage: share of characters covered by pieces; rarer ones use bytes.
+            hard_vocab_limit: if true, fail when the data supports fewer than ``vocab_size``
+                pieces; if false, learn as many as it supports (``info.codebook_size`` tells).
+            num_threads: training and batch threads; default: usable cores, at most 8.
+            seed: seed of sentencepiece's (process-wide) random generator.
+            max_sentence_length: longest training sentence in bytes; longer texts are cut.
+            input_sentence_size: train on a random sample of this many sentences; 0 for all.
+            description: free text about the fit data, kept in the artifact.
+
+        Raises:
+            InvalidInputError: a bad hyper-parameter or fit item (named, with its index).
+            NotFittedError: no usable text, or sentencepiece could not train on it.
+        """
+        threads = default_num_threads() if num_threads is None else num_threads
+        hparams = {
+            "vocab_size": vocab_size,
+            "model_type": model_type,
+            "character_coverage": character_coverage,
+            "hard_vocab_limit": hard_vocab_limit,
+            "seed": seed,
+            "max_sentence_length": max_sentence_length,
+            "input_sentence_size": input_sentence_size,
+        }
+        _check_hparams({**hparams, "num_threads": threads})
+        if isinstance(texts, (str, bytes, bytearray, os.PathLike)):
+            raise InvalidInputError(
+                "fit expects an iterable of texts or paths; wrap the one item in a list",
+                item=f"texts={type(texts).__name__}",
+            )
+        read = map_batch(_read_fit_item, texts)
+        corpus = [s for sentences, _ in read for s in sentences]
+        num_files = sum(is_file for _, is_file in read)
+        if not any(text.strip(_MARK) for text in corpus):
+            raise NotFittedError(
+                f"fit got {len(read)} items but no non-empty text; pass texts or files with text"
+            )
+        model = io.BytesIO()
+        spm.set_random_generator_seed(seed)
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=_training_sentences(corpus, max_sentence_length),
+                model_writer=model,
+                **{k: v for k, v in hparams.items() if k != "seed"},
+                num_threads=threads,
+                shuffle_input_sentence=True,
+                byte_fallback=True,
+                normalization_rule_name="identity",
+                remove_extra_whitespaces=False,
+                add_dummy_prefix=False,
+                unk_id=0,
+                bos_id=-1,  # sequence specials belong to the vocab layout, not to the tokenizer
+                eos_id=-1,
+                pad_id=-1,
+                minloglevel=2,
+            )
+        except RuntimeError as err:
+            reason = str(err).rpartition("] ")[2].strip()  # drop "INTERNAL: src/x.cc(638) [...]"
+            raise NotFittedError(f"SentencePiece could not train on this data: {reason}") from err
+        tok = cls(model.getvalue(), hparams=hparams, num_threads=threads)
+        chars = sum(map(len, corpus))
+        step = 4096  # measure with the batch path, a chunk at a time to bound memory
+        tokens = sum(
+            sum(map(len, tok._ids(corpus[i : i + step]))) for i in range(0, len(corpus), step)
+        )
+        tok._info = dataclasses.replace(tok._info, chars_per_token=chars / tokens)
+        tok.fit_data = {
+            "num_texts": len(read) - num_files,
+            "num_files": num_files,
+            "num_sentences": len(corpus),
+            "total_chars": chars,
+            "total_tokens": tokens,
+            "description": description,
+        }
+        return tok
+
+    @property
+    def info(self) -> TokenizerInfo:
+        return self._info
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids (= ``info.codebook_size``)."""
+        return self._info.codebook_size
+
+    @property
+    def model_proto(self) -> bytes:
+        """The serialized SentencePiece model, as saved in ``tokenizer.model``."""
+        return self._proto
+
+    def piece(self, token_id: int) -> str:
+        """The SentencePiece piece of ``token_id`` (e.g. ``"▁the"`` or ``"<0xE2>"``)."""
+        if not (_is_int(token_id) and 0 <= token_id < self.vocab_size):
+            raise InvalidInputError(
+                f"must be an int in [0, {self.vocab_size})", item=f"id {token_id!r}"
+            )
+        return self._sp.id_to_piece(token_id)
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        """Ids of valid texts, through sentencepiece's multithreaded batch path.
+
+        Segments between literal marks of all texts go in one call; marks become byte pieces.
+        """
+        parts = [text.split(_MARK) for text in texts]
+        flat = [seg for segs in parts for seg in segs]
+        ids = self._sp.encode(flat, out_type=int, num_threads=self.num_threads) if flat else []
+        out, k = [], 0
+        for segs in parts:
+            row = list(ids[k])
+            for seg_ids in ids[k + 1 : k + len(segs)]:
+                row += self._mark_ids
+                row += seg_ids
+            out.append(row)
+            k += len(segs)
+        return out
+
+    def _decode(self, ids: list[list[int]]) -> list[str]:
+        return self._sp.decode(ids, num_threads=self.num_threads) if ids else []
+
+    @staticmethod
+    def _encoded(row: list[int]) -> Encoded:
+        return Encoded(torch.tensor(row, dtype=torch.int64).reshape(1, -1))
+
+    def _codes_ids(self, encoded: Encoded) -> list[int]:
+        check_codes(encoded, self._info)
+        return encoded.codes[0].tolist()
+
+    def encode(self, text: str) -> Encoded:
+        """Encode one text (``str``, or UTF-8 ``bytes``) to codes of shape (1, T); "" gives T = 0.
+
+        Raises:
+            InvalidInputError: not a str, invalid UTF-8 bytes, or a lone surrogate.
+        """
+        return self._encoded(self._ids([as_text(text)])[0])
+
+    def encode_batch(self, texts: Sequence[str]) -> list[Encoded]:
+        """Encode many texts at once (multithreaded); equals encoding them one by one.
+
+        Raises:
+            InvalidInputError: an item is invalid; the message names its batch index.
+        """
+        return [self._encoded(row) for row in self._ids(map_batch(as_text, texts))]
+
+    def decode(self, encoded: Encoded) -> str:
+        """The text of ``encoded``: exactly the encoded text.
+
+        Raises:
+            InvalidCodesError: wrong shape, or ids outside ``[0, codebook_size)``.
+        """
+        return self._decode([self._codes_ids(encoded)])[0]
+
+    def decode_batch(self, encoded: Sequence[Encoded]) -> list[str]:
+        """Decode many at once (multithreaded); errors name the batch index."""
+        return self._decode(map_batch(self._codes_ids, encoded))
+
+    def save(self, directory: str | Path) -> Path:
+        """Write an artifact: ``manifest.json`` and ``tokenizer.model`` (plain sentencepiece)."""
+        return write_artifact(
+            directory,
+            kind=self.kind,
+            info=self._info,
+            hparams=self.hparams,
+            fit_data=self.fit_data,
+            write_payload=lambda d: (d / MODEL_FILE).write_bytes(self._proto),
+        )
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TextTokenizer:
+        """Load an artifact written by ``save`` (verified; see ``artifact.py``)."""
+        return cls.from_artifact(read_artifact(directory))
+
+    @classmethod
+    def from_artifact(cls, artifact: Artifact) -> TextTokenizer:
+        """Build the tokenizer from a verified artifact (``load_tokenizer`` calls this)."""
+        if artifact.kind != cls.kind:
+            raise ArtifactError(
+                f"{artifact.directory}: artifact kind is {artifact.kind!r}, not {cls.kind!r}; "
+                "load it with tokenize_mm.load_tokenizer"
+            )
+        path = artifact.path(MODEL_FILE)
+        try:
+            tok = cls(
+                path.read_bytes(),
+                chars_per_token=artifact.info.chars_per_token,
+                hparams=artifact.hparams,
+                fit_data=artifact.fit_data,
+            )
+        except ArtifactError as err:
+            raise ArtifactError(f"{path}: {err}") from err
+        if tok.info.codebook_size != artifact.info.codebook_size:
+            raise ArtifactError(
+                f"{path}: the model has {tok.info.codebook_size} pieces but the manifest says "
+                f"{artifact.info.codebook_size}; save the tokenizer again"
+            )
+        return tok
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled as the model bytes, so DataLoader workers rebuild the processor.
+        return {
+            "model_proto": self._proto,
+            "chars_per_token": self._info.chars_per_token,
+            "hparams": self.hparams,
+            "fit_data": self.fit_data,
+            "num_threads": self.num_threads,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        model_type = self.hparams.get("model_type", "?")
+        return f"TextTokenizer({model_type}, vocab_size={self.vocab_size}, chars_per_token={self._info.chars_per_token})"
