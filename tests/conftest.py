@@ -16,7 +16,22 @@ TINY_IMAGE = dict(
     codebook_dim=8, batch_size=8, learning_rate=2e-3,
 )  # fmt: skip
 
-WORDS = "red green blue yellow circle square triangle star small large top left right bottom".split()
+WORDS = [
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "small",
+    "large",
+    "top",
+    "left",
+    "right",
+    "bottom",
+]
 
 
 def pytest_collection_modifyitems(items):

@@ -7,7 +7,7 @@ The public API, stable from the first release::
 
 __version__ = "0.1.0"
 
-from tokenize_mm.tokenizers import (  # noqa: E402
+from tokenize_mm.tokenizers import (
     ArtifactError,
     ArtifactIntegrityError,
     ArtifactVersionError,

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import torch
+from conftest import make_images
 from PIL import Image
 
-from conftest import make_images
 from tokenize_mm import load_tokenizer
 from tokenize_mm.tokenizers.token_file import load_encoded
 
@@ -17,7 +17,13 @@ TINY_SOURCE = ["source=builtin", "source.num_examples=48", "source.image_size=32
 
 
 def run(module: str, *overrides: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", f"tokenize_mm.cli.{module}", *overrides, f"hydra.run.dir={cwd}/hydra"]
+    cmd = [
+        sys.executable,
+        "-m",
+        f"tokenize_mm.cli.{module}",
+        *overrides,
+        f"hydra.run.dir={cwd}/hydra",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600)
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
@@ -56,7 +62,13 @@ def test_fit_encode_decode_text_exactly(tmp_path):
     texts = {"a.txt": "A red circle.\n  Two  spaces, émoji 🙂, 汉字\x00end", "b.txt": ""}
     for name, text in texts.items():
         (docs / name).write_bytes(text.encode("utf-8"))
-    run("encode", f"tokenizer_dir={art}", f"inputs=[{docs}]", f"out_dir={tmp_path}/tok", cwd=tmp_path)
+    run(
+        "encode",
+        f"tokenizer_dir={art}",
+        f"inputs=[{docs}]",
+        f"out_dir={tmp_path}/tok",
+        cwd=tmp_path,
+    )
     run("decode", f"tokenizer_dir={art}", f"inputs=[{tmp_path}/tok]", f"out_dir={tmp_path}/dec",
         cwd=tmp_path)  # fmt: skip
     for name, text in texts.items():
@@ -77,7 +89,8 @@ def test_decode_refuses_tokens_of_another_tokenizer(tmp_path):
 
 def test_main_job_prints_the_rates_table(tmp_path):
     out = run(
-        "train", *TINY_SOURCE, "text_tokenizer=text_tiny", "image_tokenizer=image_tiny",
+        "train", *TINY_SOURCE, "tokenizer@text_tokenizer=text_tiny",
+        "tokenizer@image_tokenizer=image_tiny",
         f"out_dir={tmp_path}/run", cwd=tmp_path,
     )  # fmt: skip
     assert "characters per token" in out.stdout and "tokens per 32x32 image" in out.stdout

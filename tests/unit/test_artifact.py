@@ -88,7 +88,7 @@ def test_unknown_kind_refused(saved):
 
 
 def test_not_an_artifact(tmp_path):
-    with pytest.raises(ArtifactError, match="manifest.json"):
+    with pytest.raises(ArtifactError, match=r"manifest\.json"):
         load_tokenizer(tmp_path)
 
 

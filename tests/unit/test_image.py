@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_IMAGE, make_images
 from PIL import Image
 
-from conftest import TINY_IMAGE, make_images
 from tokenize_mm import ImageTokenizer, InvalidInputError, NotFittedError
 from tokenize_mm.tokenizers import image_io
 from tokenize_mm.tokenizers.image_model import VQImageModel
@@ -18,7 +18,7 @@ from tokenize_mm.tokenizers.image_model import VQImageModel
 
 def _mode_images() -> dict[str, Image.Image]:
     rgb = make_images(1, size=48)[0]
-    i16 = Image.fromarray((np.arange(48 * 40, dtype=np.uint16).reshape(40, 48) * 30), mode="I;16")
+    i16 = Image.fromarray(np.arange(48 * 40, dtype=np.uint16).reshape(40, 48) * 30)
     p_transparent = rgb.convert("P")
     p_transparent.info["transparency"] = 0
     return {
@@ -42,7 +42,7 @@ def test_every_mode_is_converted(mode, tiny_image):
     img = _mode_images()[mode]
     x = image_io.to_model_input(img, 32)
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
-    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     assert tiny_image.encode(img).codes.shape == (1, tiny_image.info.tokens_per_image)
 
 
@@ -52,7 +52,8 @@ def test_transparent_pixels_become_white():
 
 
 def test_sixteen_bit_scaled_from_full_range():
-    img = Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16), mode="I;16")
+    img = Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16))
+    assert img.mode == "I;16"
     assert torch.allclose(image_io.to_model_input(img, 4), torch.ones(3, 4, 4))
 
 
@@ -114,7 +115,7 @@ def test_bad_files_refused(tiny_image, tmp_path):
         with pytest.raises(InvalidInputError, match=match) as err:
             tiny_image.encode(path)
         assert str(path) in str(err.value)
-    with pytest.raises(InvalidInputError, match="batch item 1.*truncated"):
+    with pytest.raises(InvalidInputError, match=r"batch item 1.*truncated"):
         tiny_image.encode_batch([make_images(1)[0], truncated])
 
 

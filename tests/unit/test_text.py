@@ -23,11 +23,12 @@ from tokenize_mm.tokenizers.errors import (
 from tokenize_mm.tokenizers.text import TextTokenizer
 
 MARK = "\u2581"
-WORDS = (
+_WORDS = (
     "the of and a to in is was for on that with as it by at from his an were are which this "
     "東京 タワー 日本語 中文 한국어 café naïve Zürich déjà Ωμέγα Привет мир שלום مرحبا हिन्दी "
     "😀 👍🏽 🇫🇷 ☃ 1999 3.14 (x) [y] {z} a+b=c foo_bar"
-).split()
+)
+WORDS = _WORDS.split()
 
 
 def corpus(n: int = 400, seed: int = 0) -> list[str]:
@@ -71,6 +72,7 @@ HARD = [
     "\u2028 \u2029 \x85",
     "Ａ ｆｕｌｌ ｗｉｄｔｈ ﬁ ligature ① ㎏",  # NFKC would fold these
     "ǅ İ ß ẞ",  # case and casefold oddities
+    "\u2585 rare-char stand-in \u2585\u2585 and <0x41> literal byte-piece text",
 ]
 
 
@@ -103,9 +105,9 @@ def random_text(rng: random.Random) -> str:
 
 def test_fuzz_random_code_points_round_trip_and_batch_equals_single(tok):
     rng = random.Random(0)
-    texts = [random_text(rng) for _ in range(400)]
+    texts = [random_text(rng) for _ in range(1000)]
     singles = [tok.encode(t) for t in texts]
-    for text, enc in zip(texts, singles):
+    for text, enc in zip(texts, singles, strict=True):
         assert tok.decode(enc) == text, repr(text)
         assert 0 not in enc.codes.tolist()[0], repr(text)
     assert tok.encode_batch(texts) == singles
@@ -201,6 +203,23 @@ def test_fit_cuts_long_texts_instead_of_dropping_them():
     assert round_trip(tok, text) == text
 
 
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_fit_without_spaces_still_round_trips_spaces(model_type):
+    # Without "▁" in the vocabulary a space would be spelled as the bytes of "▁" (decoded "▁").
+    texts = [t.replace(" ", "\t") for t in corpus(150, seed=9)]
+    tok = TextTokenizer.fit(texts, vocab_size=400, model_type=model_type)
+    for text in ["a b", "  lead", "trail  ", *HARD]:
+        assert round_trip(tok, text) == text
+
+
+def test_fit_keeps_texts_holding_the_trainers_rare_char():
+    # The trainer drops every sentence that holds U+2585; fit cuts there instead.
+    texts = [t + " \u2585 " + t for t in corpus(150, seed=10)]
+    tok = TextTokenizer.fit(texts, vocab_size=400)
+    assert tok.info.chars_per_token > 1.5
+    assert all(round_trip(tok, t) == t for t in texts[:20])
+
+
 def test_vocab_limit_soft_by_default_and_hard_on_request():
     texts = ["hello world", "hello there"]
     soft = TextTokenizer.fit(texts, vocab_size=5000)
@@ -210,11 +229,19 @@ def test_vocab_limit_soft_by_default_and_hard_on_request():
         TextTokenizer.fit(texts, vocab_size=5000, hard_vocab_limit=True)
 
 
+def test_fit_is_reproducible():
+    texts = corpus(300, seed=8)
+    for kwargs in ({}, {"input_sentence_size": 150, "seed": 3}):  # sampling uses the seed
+        a = TextTokenizer.fit(texts, vocab_size=400, num_threads=2, **kwargs)
+        b = TextTokenizer.fit(texts, vocab_size=400, num_threads=2, **kwargs)
+        assert a.model_proto == b.model_proto and a.info == b.info
+
+
 def test_fit_needs_text():
     with pytest.raises(NotFittedError):
         TextTokenizer.fit([])
     with pytest.raises(NotFittedError):
-        TextTokenizer.fit(["", MARK * 2, ""])
+        TextTokenizer.fit(["", MARK * 2, "\u2585", ""])
     with pytest.raises(NotFittedError, match="vocab"):  # fewer pieces than required characters
         TextTokenizer.fit(["".join(map(chr, range(0x4E00, 0x4E80)))], vocab_size=300)
 
@@ -227,10 +254,13 @@ def test_fit_needs_text():
         ({"vocab_size": 100}, "vocab_size"),
         ({"vocab_size": 300.0}, "vocab_size"),
         ({"character_coverage": 0.0}, "character_coverage"),
+        ({"character_coverage": 0.9}, "character_coverage"),
         ({"num_threads": 0}, "num_threads"),
         ({"seed": -1}, "seed"),
-        ({"max_sentence_length": 2}, "max_sentence_length"),
+        ({"max_sentence_length": 9}, "max_sentence_length"),
+        ({"num_threads": 2000}, "num_threads"),
         ({"input_sentence_size": -5}, "input_sentence_size"),
+        ({"input_sentence_size": 50}, "input_sentence_size"),
     ],
 )
 def test_fit_refuses_bad_hparams(kwargs, name):
@@ -273,7 +303,7 @@ def test_load_refuses_another_kind(tok, tmp_path):
     manifest = json.loads((directory / "manifest.json").read_text())
     manifest["kind"] = "image.vq"
     (directory / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match="image.vq"):
+    with pytest.raises(ArtifactError, match=r"image\.vq"):
         TextTokenizer.load(directory)
 
 
@@ -288,7 +318,7 @@ def test_normalizing_model_is_refused():
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(corpus(100)),
         model_writer=model,
-        vocab_size=300,
+        vocab_size=400,
         byte_fallback=True,
         normalization_rule_name="nfkc",
         minloglevel=2,

@@ -40,7 +40,7 @@ def test_codes_shape_dtype_and_range(case):
         assert enc.codes.dtype == torch.int64
         assert enc.codes.shape[0] == tok.info.num_codebooks
         if enc.codes.numel():
-            assert 0 <= int(enc.codes.min()) and int(enc.codes.max()) < tok.info.codebook_size
+            assert int(enc.codes.min()) >= 0 and int(enc.codes.max()) < tok.info.codebook_size
 
 
 def test_info_agrees_with_shapes(case):
@@ -70,7 +70,10 @@ def test_batch_equals_one_by_one(case):
     assert batch == [tok.encode(it) for it in items]
     decoded = tok.decode_batch(batch)
     for a, b in zip(decoded, [tok.decode(e) for e in batch], strict=True):
-        assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+        if isinstance(a, torch.Tensor):  # convolutions may sum in another order for another batch
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+        else:
+            assert a == b
 
 
 def test_deterministic(case):

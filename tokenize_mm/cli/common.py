@@ -23,15 +23,20 @@ def config_dir() -> str:
 
 
 def fit_from_source(
-    fit: Callable[..., Any], modality: str, source: Iterable[Example], fit_split: str = "train"
+    fit: Callable[..., Any],
+    modality: str,
+    source: Iterable[Example],
+    fit_split: str = "train",
+    eval_split: str | None = None,
 ):
     """Fit a tokenizer on the ``fit_split`` examples of ``source``.
 
-    For images, examples of the other splits become the held-out set for PSNR and codebook usage.
+    For images, the ``eval_split`` examples (default: all outside ``fit_split``) are the held-out
+    set for PSNR and codebook usage.
     """
     examples = list(source)
     train = [ex for ex in examples if ex.split == fit_split]
-    held = [ex for ex in examples if ex.split != fit_split]
+    held = [ex for ex in examples if ex.split != fit_split and eval_split in (None, ex.split)]
     kwargs: dict[str, Any] = {"description": f"{type(source).__name__}, split={fit_split}"}
     if modality == "image" and held:
         kwargs["held_out"] = list(iter_items(held, modality))

@@ -28,7 +28,9 @@ def expand_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> list[tuple[Pa
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            files = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
+            )
             out += [(p, p.relative_to(path)) for p in files]
         else:
             out.append((path, Path(path.name)))

@@ -13,7 +13,11 @@ from tokenize_mm.cli.common import config_dir, fit_from_source, rates_table
 def main(cfg: DictConfig) -> None:
     source = instantiate(cfg.source)
     tokenizer = fit_from_source(
-        instantiate(cfg.tokenizer.fit), cfg.tokenizer.modality, source, cfg.fit_split
+        instantiate(cfg.tokenizer.fit),
+        cfg.tokenizer.modality,
+        source,
+        cfg.fit_split,
+        cfg.eval_split,
     )
     path = tokenizer.save(cfg.out_dir)
     skipped = getattr(source, "skip_counts", lambda: {})()

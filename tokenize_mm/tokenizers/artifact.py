@@ -171,7 +171,9 @@ def read_artifact(directory: str | Path) -> Artifact:
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ArtifactError(f"{manifest_path}: not valid JSON ({err}); save the tokenizer again") from err
+        raise ArtifactError(
+            f"{manifest_path}: not valid JSON ({err}); save the tokenizer again"
+        ) from err
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ArtifactError(
             f"{manifest_path}: format is {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
@@ -179,7 +181,9 @@ def read_artifact(directory: str | Path) -> Artifact:
         )
     version = manifest.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise ArtifactVersionError(f"{manifest_path}: format_version must be an integer, got {version!r}")
+        raise ArtifactVersionError(
+            f"{manifest_path}: format_version must be an integer, got {version!r}"
+        )
     if version > FORMAT_VERSION:
         raise ArtifactVersionError(
             f"{directory}: artifact format_version {version} was written by tokenize_mm "
@@ -187,7 +191,9 @@ def read_artifact(directory: str | Path) -> Artifact:
             f"({library_version()}) reads up to version {FORMAT_VERSION}: upgrade tokenize_mm"
         )
     if version < 1:
-        raise ArtifactVersionError(f"{manifest_path}: format_version {version} is not a valid version")
+        raise ArtifactVersionError(
+            f"{manifest_path}: format_version {version} is not a valid version"
+        )
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise ArtifactError(f"{manifest_path}: 'files' must map payload names to sha256 and size")
@@ -234,7 +240,9 @@ def _looks_like_pickle(path: Path) -> bool:
 def _verify_file(directory: Path, name: str, meta: Any) -> None:
     path = directory / name
     if Path(name).name != name:
-        raise ArtifactIntegrityError(f"{directory}: payload name {name!r} must be a plain file name")
+        raise ArtifactIntegrityError(
+            f"{directory}: payload name {name!r} must be a plain file name"
+        )
     if not isinstance(meta, dict) or "sha256" not in meta or "size" not in meta:
         raise ArtifactIntegrityError(f"{directory}: manifest entry for {name!r} lacks sha256/size")
     if not path.is_file():

@@ -59,7 +59,9 @@ class TokenizerInfo:
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
-            raise ValueError(f"TokenizerInfo.modality must be one of {MODALITIES}, got {self.modality!r}")
+            raise ValueError(
+                f"TokenizerInfo.modality must be one of {MODALITIES}, got {self.modality!r}"
+            )
         if self.grid is not None:
             object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
         object.__setattr__(self, "metrics", {str(k): float(v) for k, v in self.metrics.items()})
@@ -93,7 +95,9 @@ class Encoded:
 
     def __post_init__(self) -> None:
         if not isinstance(self.codes, torch.Tensor):
-            raise InvalidCodesError(f"codes must be a torch.Tensor, got {type(self.codes).__name__}")
+            raise InvalidCodesError(
+                f"codes must be a torch.Tensor, got {type(self.codes).__name__}"
+            )
         if self.codes.dtype != torch.int64 or self.codes.dim() != 2:
             raise InvalidCodesError(
                 f"codes must be an int64 tensor of shape (K, T), got {self.codes.dtype} "
@@ -136,7 +140,9 @@ def check_codes(encoded: Encoded, info: TokenizerInfo, *, steps: int | None = No
             f"codes have {codes.shape[0]} codebooks but this tokenizer has {info.num_codebooks}"
         )
     if steps is not None and codes.shape[1] != steps:
-        raise InvalidCodesError(f"codes have {codes.shape[1]} steps; this tokenizer decodes exactly {steps}")
+        raise InvalidCodesError(
+            f"codes have {codes.shape[1]} steps; this tokenizer decodes exactly {steps}"
+        )
     if codes.numel():
         lo, hi = int(codes.min()), int(codes.max())
         if lo < 0 or hi >= info.codebook_size:
@@ -203,7 +209,9 @@ def register_tokenizer(cls: type[T]) -> type[T]:
     """Class decorator: make ``load_tokenizer`` able to load artifacts of ``cls.kind``."""
     kind = cls.kind  # type: ignore[attr-defined]
     if kind in _REGISTRY and _REGISTRY[kind] is not cls:
-        raise ValueError(f"tokenizer kind {kind!r} is already registered by {_REGISTRY[kind].__name__}")
+        raise ValueError(
+            f"tokenizer kind {kind!r} is already registered by {_REGISTRY[kind].__name__}"
+        )
     _REGISTRY[kind] = cls
     return cls
 

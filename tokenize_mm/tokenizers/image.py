@@ -11,7 +11,6 @@ Weights are saved as safetensors.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -277,38 +276,29 @@ def _load_u8(items: Iterable[Any], size: int) -> torch.Tensor:
 
 def _resolve_images(
     images: Iterable[Any] | str | os.PathLike, held_out: Iterable[Any] | None
-) -> tuple[list[Any], list[Any] | None, str]:
-    """Turn the ``images`` argument of ``fit`` into (train items, held-out items, description)."""
+) -> tuple[list[Any], list[Any] | None, dict[str, Any]]:
+    """Turn the ``images`` argument of ``fit`` into (train items, held-out items, description).
+
+    Manifest records that cannot be used are counted by reason in the description."""
     if isinstance(images, (str, os.PathLike)):
         path = Path(images)
         if path.is_dir():
             files = image_io.iter_image_files(path)
-            return files, (list(held_out) if held_out is not None else None), f"folder:{path}"
+            return files, (list(held_out) if held_out is not None else None), {"folder": str(path)}
         if path.is_file() and path.suffix == ".jsonl":
-            train, held = _manifest_images(path)
+            # The manifest reader has no dependency on the training stack; imported here only.
+            from tokenize_mm.data.manifest import ManifestSource
+
+            manifest = ManifestSource(path, modalities=("image",))
+            examples = list(manifest)
+            train = [ex.image for ex in examples if ex.split == "train"]
+            held = [ex.image for ex in examples if ex.split != "train"]
             if held_out is not None:
                 held = list(held_out)
-            return train, held or None, f"manifest:{path}"
+            skipped = dict(manifest.skip_counts())
+            return train, held or None, {"manifest": str(path), "skipped_records": skipped}
         raise InvalidInputError(
             "expected a folder of images or a .jsonl manifest (or pass an iterable of images)",
             item=str(path),
         )
-    return list(images), (list(held_out) if held_out is not None else None), "iterable"
-
-
-def _manifest_images(path: Path) -> tuple[list[Path], list[Path]]:
-    """Image paths of a JSONL manifest: (train split or no split, val and test splits)."""
-    train, held = [], []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InvalidInputError(f"line {n} is not valid JSON ({err})", item=str(path)) from err
-            image = record.get("image") if isinstance(record, dict) else None
-            if image:
-                target = held if record.get("split") in ("val", "test") else train
-                target.append(path.parent / image)
-    return train, held
+    return list(images), (list(held_out) if held_out is not None else None), {"iterable": True}

@@ -21,7 +21,9 @@ from tokenize_mm.tokenizers.image_model import VQImageModel
 class VQImageFitModule(L.LightningModule):
     """Wraps a ``VQImageModel`` for training; records the loss of every step in ``history``."""
 
-    def __init__(self, model: VQImageModel, learning_rate: float, max_steps: int, warmup_steps: int):
+    def __init__(
+        self, model: VQImageModel, learning_rate: float, max_steps: int, warmup_steps: int
+    ):
         super().__init__()
         self.model = model
         self.learning_rate = learning_rate

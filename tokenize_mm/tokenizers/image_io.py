@@ -114,7 +114,9 @@ def check_tensor(x: torch.Tensor, name: str) -> None:
             item=name,
         )
     if x.dim() != 3 or x.shape[0] not in (1, 3, 4):
-        hint = " (a batch? pass a list of (C, H, W) tensors to encode_batch)" if x.dim() == 4 else ""
+        hint = (
+            " (a batch? pass a list of (C, H, W) tensors to encode_batch)" if x.dim() == 4 else ""
+        )
         raise InvalidInputError(
             f"image tensor must have shape (C, H, W) with C in 1, 3, 4; got {tuple(x.shape)}{hint}",
             item=name,
@@ -144,7 +146,9 @@ def tensor_to_rgb_square(x: torch.Tensor, size: int) -> torch.Tensor:
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
     if (nh, nw) != (h, w):
-        x = F.interpolate(x[None], size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)[0]
+        x = F.interpolate(
+            x[None], size=(nh, nw), mode="bicubic", antialias=True, align_corners=False
+        )[0]
     top, left = (nh - size) // 2, (nw - size) // 2
     return x[:, top : top + size, left : left + size].clamp(0.0, 1.0).contiguous()
 

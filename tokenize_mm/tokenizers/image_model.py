@@ -39,11 +39,15 @@ class ResBlock(nn.Module):
         return self.skip(x) + self.body(x)
 
 
-def stage_channels(base_channels: int, channel_mult: Sequence[int] | None, levels: int) -> list[int]:
+def stage_channels(
+    base_channels: int, channel_mult: Sequence[int] | None, levels: int
+) -> list[int]:
     """Channels of each downsampling stage; the default doubles up to 4× the base."""
     mult = list(channel_mult) if channel_mult is not None else [min(2**i, 4) for i in range(levels)]
     if len(mult) != levels:
-        raise ValueError(f"channel_mult needs {levels} entries (one per stage of f), got {len(mult)}")
+        raise ValueError(
+            f"channel_mult needs {levels} entries (one per stage of f), got {len(mult)}"
+        )
     return [base_channels * m for m in mult]
 
 
@@ -122,7 +126,9 @@ class VQImageModel(nn.Module):
         if downsample < 2 or downsample & (downsample - 1):
             raise ValueError(f"downsample must be a power of two >= 2, got {downsample}")
         if image_size % downsample:
-            raise ValueError(f"image_size {image_size} must be a multiple of downsample {downsample}")
+            raise ValueError(
+                f"image_size {image_size} must be a multiple of downsample {downsample}"
+            )
         levels = int(math.log2(downsample))
         channels = stage_channels(base_channels, channel_mult, levels)
         self.image_size = image_size

@@ -16,11 +16,16 @@ them with the byte-fallback ids of "▁" (E2 96 81), which decode to "▁" itsel
 Quirks of sentencepiece 0.2.x found by fuzzing, and what we do about each:
 - A lone surrogate makes it raise an untyped RuntimeError: refused up front (InvalidInputError).
 - Bytes that are not valid UTF-8 are silently replaced by U+FFFD: we decode bytes strictly.
-- Training silently drops sentences longer than ``max_sentence_length`` bytes (and fails when none
-  is left): long texts are cut at character boundaries for training only; encode has no limit.
+- Training silently drops sentences longer than ``max_sentence_length`` bytes, and sentences that
+  hold "▅" (U+2585, its rare-character stand-in), and fails when none is left: for training only,
+  texts are cut at "▅" and at character boundaries to fit; encode has neither limit.
+- If no space occurs in the fit data, "▁" gets no piece and a space is encoded as the byte pieces
+  of "▁", which decode to "▁": we force "▁" into the vocabulary (``required_chars``).
 - Training ignores NUL, so "\\x00" never gets a piece; it still round trips via byte fallback.
 - A ``vocab_size`` above what the data supports fails under the hard limit; by default the limit
   is soft and ``info.codebook_size`` is the size actually learned.
+- The trainer refuses out-of-range options (e.g. ``character_coverage`` < 0.98,
+  ``input_sentence_size`` in [1, 100]) with empty messages: fit checks them first.
 - The model proto records the trainer's ``num_threads``; the pieces do not depend on it.
 """
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -53,13 +59,14 @@ INPUT_POLICY = (
     "bytes accepted if valid UTF-8; lone surrogates refused"
 )
 _MARK = "\u2581"  # SentencePiece's whitespace meta symbol
+_RARE = "\u2585"  # the trainer's stand-in for rare characters: it drops sentences that hold it
 _MIN_VOCAB = 258  # <unk> + 256 byte pieces + at least one learned piece
-# Checked on every model we wrap: spaces runs, a combining mark, a full-width letter (NFKC would
-# fold it), control characters and a literal mark must all survive.
+# Every wrapped model must return this exactly: runs of spaces, a combining mark, a full-width
+# letter (NFKC would fold it), control characters and a literal mark.
 _PROBE = "  a\u0301\uff21\t\x00\u2581b  "
 
 
-def default_num_threads() -> int:
+def _default_num_threads() -> int:
     """Cores this process may use, capped at 8 (sentencepiece gains little beyond)."""
     try:
         n = len(os.sched_getaffinity(0))
@@ -68,7 +75,7 @@ def default_num_threads() -> int:
     return max(1, min(8, n))
 
 
-def as_text(item: Any) -> str:
+def _as_text(item: Any) -> str:
     """One encode input as ``str``; raises ``InvalidInputError`` naming the item otherwise."""
     if isinstance(item, (bytes, bytearray)):
         try:
@@ -96,27 +103,23 @@ def as_text(item: Any) -> str:
     return item
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _int_at_least(low: int) -> Callable[[Any], bool]:
-    return lambda v: _is_int(v) and v >= low
+def _int_in(lo: int, hi: float = float("inf")) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
 # Fit hyper-parameters: (test, what a valid value is).
 _HPARAMS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "vocab_size": (
-        _int_at_least(_MIN_VOCAB),
-        f"an int >= {_MIN_VOCAB} (<unk> + 256 byte pieces + 1)",
-    ),
+    "vocab_size": (_int_in(_MIN_VOCAB), f"an int >= {_MIN_VOCAB} (<unk>, 256 bytes, 1 piece)"),
     "model_type": (lambda v: v in MODEL_TYPES, f"one of {MODEL_TYPES}"),
-    "character_coverage": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "in (0, 1]"),
+    "character_coverage": (
+        lambda v: isinstance(v, (int, float)) and 0.98 <= v <= 1,
+        "in [0.98, 1]",
+    ),
     "hard_vocab_limit": (lambda v: isinstance(v, bool), "a bool"),
-    "seed": (lambda v: _is_int(v) and 0 <= v < 2**32 - 1, "an int in [0, 2**32 - 1)"),
-    "max_sentence_length": (_int_at_least(4), "an int >= 4 (bytes)"),
-    "input_sentence_size": (_int_at_least(0), "an int >= 0 (0: all sentences)"),
-    "num_threads": (_int_at_least(1), "an int >= 1"),
+    "seed": (_int_in(0, 2**32 - 2), "an int in [0, 2**32 - 2]"),
+    "max_sentence_length": (_int_in(10, 2**30), "an int in [10, 2**30] (bytes)"),
+    "input_sentence_size": (lambda v: _int_in(0)(v) and v not in range(1, 101), "0 (all) or > 100"),
+    "num_threads": (_int_in(1, 1024), "an int in [1, 1024]"),
 }
 
 
@@ -130,7 +133,7 @@ def _check_hparams(hparams: Mapping[str, Any]) -> None:
 def _read_fit_item(item: Any) -> tuple[list[str], bool]:
     """A fit item as sentences: a text is one, a file one per line. Returns (sentences, is_file)."""
     if not isinstance(item, os.PathLike):
-        return [as_text(item)], False
+        return [_as_text(item)], False
     try:
         data = Path(item).read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
@@ -143,10 +146,10 @@ def _read_fit_item(item: Any) -> tuple[list[str], bool]:
 
 
 def _training_sentences(corpus: Iterable[str], max_bytes: int) -> Iterator[str]:
-    """What the trainer sees: segments between literal marks (as encode sees them), cut into
-    pieces of at most ``max_bytes`` UTF-8 bytes so that the trainer drops none."""
+    """What the trainer sees: the segments between literal marks (as encode sees them) and "▅",
+    cut into pieces of at most ``max_bytes`` UTF-8 bytes, so that the trainer drops none."""
     for text in corpus:
-        for seg in text.split(_MARK):
+        for seg in text.replace(_RARE, _MARK).split(_MARK):
             if len(seg) * 4 <= max_bytes:  # at most 4 bytes a character: fits as is
                 if seg:
                     yield seg
@@ -165,7 +168,7 @@ class TextTokenizer:
     """SentencePiece (unigram or BPE) tokenizer; codes have shape (1, T).
 
     Build one with ``fit`` or ``load``. The constructor wraps a serialized SentencePiece model
-    that was trained with byte fallback and no normalization (``fit`` does so).
+    trained with byte fallback and no normalization (as ``fit`` trains it).
 
     Args:
         model_proto: the serialized model (the bytes of a ``.model`` file).
@@ -189,9 +192,10 @@ class TextTokenizer:
         fit_data: Mapping[str, Any] | None = None,
         num_threads: int | None = None,
     ) -> None:
-        num_threads = default_num_threads() if num_threads is None else num_threads
-        _check_hparams({"num_threads": num_threads})
-        self.num_threads = num_threads
+        self.num_threads = _default_num_threads() if num_threads is None else num_threads
+        _check_hparams({"num_threads": self.num_threads})
+        self.hparams = dict(hparams or {})
+        self.fit_data = dict(fit_data or {})
         self._proto = bytes(model_proto)
         self._sp = spm.SentencePieceProcessor()
         try:
@@ -199,17 +203,13 @@ class TextTokenizer:
         except (RuntimeError, TypeError) as err:
             raise ArtifactError(f"not a SentencePiece model ({err})") from err
         self._mark_ids = [self._sp.piece_to_id(f"<0x{b:02X}>") for b in _MARK.encode("utf-8")]
-        if (
-            not all(map(self._sp.is_byte, self._mark_ids))
-            or self._decode([self._ids([_PROBE])[0]])[0] != _PROBE
-        ):
+        exact = all(map(self._sp.is_byte, self._mark_ids))
+        if not exact or self._decode(self._ids([_PROBE])) != [_PROBE]:
             raise ArtifactError(
                 "this SentencePiece model cannot round-trip text exactly; train it with "
                 "byte_fallback=True, normalization_rule_name='identity', add_dummy_prefix=False, "
                 "remove_extra_whitespaces=False (TextTokenizer.fit does)"
             )
-        self.hparams = dict(hparams or {})
-        self.fit_data = dict(fit_data or {})
         self._info = TokenizerInfo(
             modality="text",
             kind=self.kind,
@@ -239,12 +239,12 @@ class TextTokenizer:
         Args:
             texts: items that are texts (``str``, or UTF-8 ``bytes``) or paths (``os.PathLike``)
                 of UTF-8 files read line by line, one sentence a line. A ``str`` is never a path.
-            vocab_size: pieces wanted, including ``<unk>`` and the 256 byte pieces.
+            vocab_size: pieces wanted, counting ``<unk>`` and the 256 byte pieces.
             model_type: ``"unigram"`` or ``"bpe"``.
-            character_coverage: share of characters covered by pieces; rarer ones use bytes.
+            character_coverage: share of characters that get a piece; rarer ones use bytes.
             hard_vocab_limit: if true, fail when the data supports fewer than ``vocab_size``
                 pieces; if false, learn as many as it supports (``info.codebook_size`` tells).
-            num_threads: training and batch threads; default: usable cores, at most 8.
+            num_threads: training and batch threads; default: the usable cores, at most 8.
             seed: seed of sentencepiece's (process-wide) random generator.
             max_sentence_length: longest training sentence in bytes; longer texts are cut.
             input_sentence_size: train on a random sample of this many sentences; 0 for all.
@@ -252,9 +252,9 @@ class TextTokenizer:
 
         Raises:
             InvalidInputError: a bad hyper-parameter or fit item (named, with its index).
-            NotFittedError: no usable text, or sentencepiece could not train on it.
+            NotFittedError: no non-empty text, or sentencepiece could not train on it.
         """
-        threads = default_num_threads() if num_threads is None else num_threads
+        threads = _default_num_threads() if num_threads is None else num_threads
         hparams = {
             "vocab_size": vocab_size,
             "model_type": model_type,
@@ -272,40 +272,38 @@ class TextTokenizer:
             )
         read = map_batch(_read_fit_item, texts)
         corpus = [s for sentences, _ in read for s in sentences]
-        num_files = sum(is_file for _, is_file in read)
-        if not any(text.strip(_MARK) for text in corpus):
-            raise NotFittedError(
-                f"fit got {len(read)} items but no non-empty text; pass texts or files with text"
-            )
+        sentences = _training_sentences(corpus, max_sentence_length)
+        first = next(sentences, None)
+        if first is None:
+            raise NotFittedError(f"fit got {len(read)} items but no non-empty text to learn from")
         model = io.BytesIO()
         spm.set_random_generator_seed(seed)
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=_training_sentences(corpus, max_sentence_length),
+                sentence_iterator=itertools.chain([first], sentences),
                 model_writer=model,
                 **{k: v for k, v in hparams.items() if k != "seed"},
                 num_threads=threads,
-                shuffle_input_sentence=True,
                 byte_fallback=True,
+                required_chars=_MARK,  # else a corpus without spaces spells " " as bytes of "▁"
                 normalization_rule_name="identity",
                 remove_extra_whitespaces=False,
                 add_dummy_prefix=False,
                 unk_id=0,
                 bos_id=-1,  # sequence specials belong to the vocab layout, not to the tokenizer
                 eos_id=-1,
-                pad_id=-1,
                 minloglevel=2,
             )
-        except RuntimeError as err:
-            reason = str(err).rpartition("] ")[2].strip()  # drop "INTERNAL: src/x.cc(638) [...]"
+        except RuntimeError as err:  # drop "INTERNAL: src/x.cc(638) [check] " before a message
+            reason = str(err).rpartition("] ")[2].strip() or str(err)
             raise NotFittedError(f"SentencePiece could not train on this data: {reason}") from err
         tok = cls(model.getvalue(), hparams=hparams, num_threads=threads)
-        chars = sum(map(len, corpus))
-        step = 4096  # measure with the batch path, a chunk at a time to bound memory
-        tokens = sum(
-            sum(map(len, tok._ids(corpus[i : i + step]))) for i in range(0, len(corpus), step)
-        )
+        # chars_per_token as encode counts: the batch path, a chunk at a time to bound memory.
+        chars, tokens, step = sum(map(len, corpus)), 0, 4096
+        for i in range(0, len(corpus), step):
+            tokens += sum(map(len, tok._ids(corpus[i : i + step])))
         tok._info = dataclasses.replace(tok._info, chars_per_token=chars / tokens)
+        num_files = sum(is_file for _, is_file in read)
         tok.fit_data = {
             "num_texts": len(read) - num_files,
             "num_files": num_files,
@@ -332,38 +330,34 @@ class TextTokenizer:
 
     def piece(self, token_id: int) -> str:
         """The SentencePiece piece of ``token_id`` (e.g. ``"▁the"`` or ``"<0xE2>"``)."""
-        if not (_is_int(token_id) and 0 <= token_id < self.vocab_size):
-            raise InvalidInputError(
-                f"must be an int in [0, {self.vocab_size})", item=f"id {token_id!r}"
-            )
+        if not _int_in(0, self.vocab_size - 1)(token_id):
+            raise InvalidInputError(f"not an id in [0, {self.vocab_size})", item=repr(token_id))
         return self._sp.id_to_piece(token_id)
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
-        """Ids of valid texts, through sentencepiece's multithreaded batch path.
-
-        Segments between literal marks of all texts go in one call; marks become byte pieces.
-        """
+        """Ids of valid texts. The segments between literal marks of all texts go to
+        sentencepiece in one call (its multithreaded batch path); marks become byte pieces."""
         parts = [text.split(_MARK) for text in texts]
         flat = [seg for segs in parts for seg in segs]
-        ids = self._sp.encode(flat, out_type=int, num_threads=self.num_threads) if flat else []
+        if len(flat) == 1:  # the batch path starts a thread pool: ~10x slower for one segment
+            ids = [self._sp.encode(flat[0], out_type=int)]
+        else:
+            ids = self._sp.encode(flat, out_type=int, num_threads=self.num_threads) if flat else []
         out, k = [], 0
         for segs in parts:
             row = list(ids[k])
             for seg_ids in ids[k + 1 : k + len(segs)]:
-                row += self._mark_ids
-                row += seg_ids
+                row += self._mark_ids + seg_ids
             out.append(row)
             k += len(segs)
         return out
 
     def _decode(self, ids: list[list[int]]) -> list[str]:
+        if len(ids) == 1:
+            return [self._sp.decode(ids[0])]
         return self._sp.decode(ids, num_threads=self.num_threads) if ids else []
 
-    @staticmethod
-    def _encoded(row: list[int]) -> Encoded:
-        return Encoded(torch.tensor(row, dtype=torch.int64).reshape(1, -1))
-
-    def _codes_ids(self, encoded: Encoded) -> list[int]:
+    def _checked_ids(self, encoded: Encoded) -> list[int]:
         check_codes(encoded, self._info)
         return encoded.codes[0].tolist()
 
@@ -373,7 +367,7 @@ class TextTokenizer:
         Raises:
             InvalidInputError: not a str, invalid UTF-8 bytes, or a lone surrogate.
         """
-        return self._encoded(self._ids([as_text(text)])[0])
+        return _encoded(self._ids([_as_text(text)])[0])
 
     def encode_batch(self, texts: Sequence[str]) -> list[Encoded]:
         """Encode many texts at once (multithreaded); equals encoding them one by one.
@@ -381,19 +375,19 @@ class TextTokenizer:
         Raises:
             InvalidInputError: an item is invalid; the message names its batch index.
         """
-        return [self._encoded(row) for row in self._ids(map_batch(as_text, texts))]
+        return [_encoded(row) for row in self._ids(map_batch(_as_text, texts))]
 
     def decode(self, encoded: Encoded) -> str:
-        """The text of ``encoded``: exactly the encoded text.
+        """The text of ``encoded``: exactly the text that was encoded.
 
         Raises:
             InvalidCodesError: wrong shape, or ids outside ``[0, codebook_size)``.
         """
-        return self._decode([self._codes_ids(encoded)])[0]
+        return self._decode([self._checked_ids(encoded)])[0]
 
     def decode_batch(self, encoded: Sequence[Encoded]) -> list[str]:
-        """Decode many at once (multithreaded); errors name the batch index."""
-        return self._decode(map_batch(self._codes_ids, encoded))
+        """Decode many at once (multithreaded); an error names the batch index."""
+        return self._decode(map_batch(self._checked_ids, encoded))
 
     def save(self, directory: str | Path) -> Path:
         """Write an artifact: ``manifest.json`` and ``tokenizer.model`` (plain sentencepiece)."""
@@ -429,11 +423,6 @@ class TextTokenizer:
             )
         except ArtifactError as err:
             raise ArtifactError(f"{path}: {err}") from err
-        if tok.info.codebook_size != artifact.info.codebook_size:
-            raise ArtifactError(
-                f"{path}: the model has {tok.info.codebook_size} pieces but the manifest says "
-                f"{artifact.info.codebook_size}; save the tokenizer again"
-            )
         return tok
 
     def __getstate__(self) -> dict[str, Any]:
@@ -449,6 +438,6 @@ class TextTokenizer:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
 
-    def __repr__(self) -> str:
-        model_type = self.hparams.get("model_type", "?")
-        return f"TextTokenizer({model_type}, vocab_size={self.vocab_size}, chars_per_token={self._info.chars_per_token})"
+
+def _encoded(row: list[int]) -> Encoded:
+    return Encoded(torch.tensor(row, dtype=torch.int64).reshape(1, -1))  # (1, T)

@@ -30,7 +30,9 @@ def save_encoded(path: str | os.PathLike, encoded: Encoded, metadata: Mapping[st
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"codes": encoded.codes.contiguous()}
-    tensors.update({f"extras.{k}": v.detach().cpu().contiguous() for k, v in encoded.extras.items()})
+    tensors.update(
+        {f"extras.{k}": v.detach().cpu().contiguous() for k, v in encoded.extras.items()}
+    )
     meta = {str(k): str(v) for k, v in metadata.items()}
     meta.update(format=TOKENS_FORMAT, format_version=str(TOKENS_FORMAT_VERSION))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -58,7 +60,9 @@ def load_encoded(path: str | os.PathLike) -> tuple[Encoded, dict[str, str]]:
             meta = dict(fh.metadata() or {})
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (not a dict)
     except (SafetensorError, OSError, ValueError) as err:
-        raise InvalidInputError(f"not a readable safetensors token file ({err})", item=name) from err
+        raise InvalidInputError(
+            f"not a readable safetensors token file ({err})", item=name
+        ) from err
     if meta.get("format") != TOKENS_FORMAT or "codes" not in tensors:
         raise InvalidInputError(
             f"not a tokenize_mm token file (format {meta.get('format')!r}); write it with tmm-encode",
