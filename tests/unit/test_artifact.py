@@ -159,3 +159,12 @@ def test_save_overwrites(tiny_text, tmp_path):
     tiny_text.save(target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["text"]
     load_tokenizer(target)
+
+
+def test_load_with_the_wrong_class_refused(tiny_text, tiny_image, tmp_path):
+    text_dir = tiny_text.save(tmp_path / "t")
+    image_dir = tiny_image.save(tmp_path / "i")
+    with pytest.raises(ArtifactError, match=r"not 'image\.vq'.*load_tokenizer"):
+        type(tiny_image).load(text_dir)
+    with pytest.raises(ArtifactError, match=r"not 'text\.sentencepiece'"):
+        type(tiny_text).load(image_dir)

@@ -62,6 +62,14 @@ class Artifact:
     library_version: str
     files: dict[str, dict[str, Any]]
 
+    def require_kind(self, kind: str) -> None:
+        """Raise ``ArtifactError`` unless this artifact holds a tokenizer of ``kind``."""
+        if self.kind != kind:
+            raise ArtifactError(
+                f"{self.directory}: artifact kind is {self.kind!r}, not {kind!r}; "
+                "load it with tokenize_mm.load_tokenizer"
+            )
+
     def path(self, name: str) -> Path:
         if name not in self.files:
             raise ArtifactIntegrityError(

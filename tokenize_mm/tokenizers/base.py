@@ -177,6 +177,9 @@ class Tokenizer(Protocol):
     @classmethod
     def load(cls, directory: str | Path) -> Tokenizer: ...
 
+    @classmethod
+    def from_artifact(cls, artifact: Any) -> Tokenizer: ...
+
 
 def map_batch(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
     """Apply ``fn`` to each item; an ``InvalidInputError`` is re-raised naming the batch index."""

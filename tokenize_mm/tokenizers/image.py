@@ -11,7 +11,6 @@ Weights are saved as safetensors.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -183,7 +182,6 @@ class ImageTokenizer:
             perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
             n_held = max(1, round(len(train) * val_fraction)) if len(train) > 1 else 0
             held, train = train[perm[:n_held]], train[perm[n_held:]]
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
         history = train_vq(
             model, train, max_steps=max_steps, batch_size=batch_size,
             learning_rate=learning_rate, seed=seed, accelerator=accelerator,
@@ -236,11 +234,7 @@ class ImageTokenizer:
 
     @classmethod
     def from_artifact(cls, artifact: Artifact) -> ImageTokenizer:
-        if artifact.kind != cls.kind:
-            raise ArtifactError(
-                f"{artifact.directory}: artifact kind is {artifact.kind!r}, not {cls.kind!r}; "
-                "load it with tokenize_mm.load_tokenizer"
-            )
+        artifact.require_kind(cls.kind)
         arch = {k: artifact.hparams[k] for k in ARCH_KEYS if k in artifact.hparams}
         model = VQImageModel(**arch)
         state = load_file(str(artifact.path(WEIGHTS)))

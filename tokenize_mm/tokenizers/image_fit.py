@@ -8,7 +8,9 @@ progress bar; this module stays importable only where Lightning is installed.
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 
 import lightning as L
 import torch
@@ -68,6 +70,7 @@ def train_vq(
     progress: bool,
 ) -> list[float]:
     """Train ``model`` in place on ``pixels_u8`` (N, 3, S, S) uint8; returns the per-step losses."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner on every fit
     L.seed_everything(seed, workers=True, verbose=False)
     module = VQImageFitModule(model, learning_rate, max_steps, warmup_steps=max(1, max_steps // 20))
     generator = torch.Generator().manual_seed(seed)
@@ -90,5 +93,8 @@ def train_vq(
         num_sanity_val_steps=0,
         deterministic=False,
     )
-    trainer.fit(module, loader)
+    with warnings.catch_warnings():
+        # Lightning 2.6 calls a deprecated torch pytree API; nothing for our users to act on.
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=Warning)
+        trainer.fit(module, loader)
     return module.history

@@ -408,11 +408,7 @@ class TextTokenizer:
     @classmethod
     def from_artifact(cls, artifact: Artifact) -> TextTokenizer:
         """Build the tokenizer from a verified artifact (``load_tokenizer`` calls this)."""
-        if artifact.kind != cls.kind:
-            raise ArtifactError(
-                f"{artifact.directory}: artifact kind is {artifact.kind!r}, not {cls.kind!r}; "
-                "load it with tokenize_mm.load_tokenizer"
-            )
+        artifact.require_kind(cls.kind)
         path = artifact.path(MODEL_FILE)
         try:
             tok = cls(
