@@ -5,6 +5,9 @@ Measures, in one run on one machine: (a) GFLOP/s of a large square float32 matmu
 EnCodec's ``EuclideanCodebook.quantize``, and (d) ``nearest_code`` at several ``chunk_rows`` for
 the default configuration (K = 1024). Each timing is the median of repeated calls after a warm-up.
 
+``benchmarks/tokenizers.py`` imports the helpers here (``timeit``, ``matmul_case``,
+``measure_assignment``, ``cpu_name``, ``write_outputs``), so both scripts time and compare alike.
+
     .venv/bin/python benchmarks/vq_assign.py [--quick] [--out PATH.json] [--md PATH.md]
 """
 
@@ -16,12 +19,15 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from encodec.quantization.core_vq import EuclideanCodebook
 
 from tokenize_mm.tokenizers.quantizer import default_chunk_rows, nearest_code
+
+METHODS = ("nearest_code", "cdist_argmin", "encodec_quantize")
 
 
 def timeit(fns: dict, min_repeats: int, min_seconds: float) -> dict[str, dict[str, float]]:
@@ -57,6 +63,107 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def matmul_case(size: int) -> tuple[dict[str, Callable[[], object]], int]:
+    """The machine's reference speed: a float32 (size × size) @ (size × size) matmul.
+
+    Returns a ``timeit`` entry named ``"matmul"`` and its flop count (2·size³); time it in the same
+    rounds as the code it is compared with, and turn the stats into rows with ``gflops_rows``.
+    """
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    return {"matmul": lambda: torch.mm(a, b)}, 2 * size**3
+
+
+def gflops_rows(stats: dict, flops: int, matmul_flops: int, **fields) -> list[dict]:
+    """Rows of GFLOP/s and ratio to the matmul timed in the same rounds (``stats["matmul"]``)."""
+    stats = dict(stats)
+    mm = matmul_flops / stats.pop("matmul")["median_s"] / 1e9
+    out = []
+    for name, t in stats.items():
+        g = flops / t["median_s"] / 1e9
+        out.append(
+            {"method": name, **fields, **t, "gflops": g, "matmul_gflops": mm, "ratio": g / mm}
+        )
+    return out
+
+
+def assignment_methods(x: torch.Tensor, codebook: torch.Tensor, names: Sequence[str]) -> dict:
+    """``timeit`` entries assigning the rows of x (N, D) to the codebook (K, D), by name."""
+    make = {
+        "nearest_code": lambda: lambda: nearest_code(x, codebook),
+        "cdist_argmin": lambda: lambda: torch.cdist(x, codebook).argmin(1),
+        "encodec_quantize": lambda: _encodec_quantize(codebook, x),
+    }
+    return {name: make[name]() for name in names}
+
+
+def _encodec_quantize(codebook: torch.Tensor, x: torch.Tensor) -> Callable[[], torch.Tensor]:
+    encodec_codebook = EuclideanCodebook(codebook.shape[1], codebook.shape[0])
+    encodec_codebook.embed.copy_(codebook)
+    return lambda: encodec_codebook.quantize(x)
+
+
+def measure_assignment(
+    n: int, k: int, d: int, square: int, repeats: int, seconds: float, methods=METHODS
+) -> list[dict]:
+    """Assignment of N random vectors to K random codes of dimension D, one row per method:
+    GFLOP/s (2·N·K·D flops) and the ratio to a ``square``³ matmul timed in the same rounds."""
+    x, codebook = torch.randn(n, d), torch.randn(k, d)
+    matmul, matmul_flops = matmul_case(square)
+    stats = timeit({**matmul, **assignment_methods(x, codebook, methods)}, repeats, seconds)
+    return gflops_rows(stats, 2 * n * k * d, matmul_flops, N=n, K=k, D=d)
+
+
+def write_outputs(json_path: str | Path, data: dict, md_path: str | Path, markdown: str) -> None:
+    """Write the machine-readable results and the markdown, creating folders as needed."""
+    for path, text in [(json_path, json.dumps(data, indent=2)), (md_path, markdown)]:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+
+
+def chunk_sweep(n: int, k: int, d: int, chunks: list[int], square: int, reps: int, secs: float):
+    """``nearest_code`` at several ``chunk_rows``, with the matmul timed in the same rounds."""
+    x, codebook = torch.randn(n, d), torch.randn(k, d)
+    matmul, matmul_flops = matmul_case(square)
+    variants = {
+        f"chunk_rows={c}": lambda c=c: nearest_code(x, codebook, chunk_rows=c) for c in chunks
+    }
+    stats = timeit({**matmul, **variants}, reps, secs)
+    return gflops_rows(stats, 2 * n * k * d, matmul_flops, N=n, K=k, D=d)
+
+
+def markdown_table(rows: list[dict], sweep: list[dict], meta: dict, sizes, dims) -> str:
+    n, square, mm = rows[0]["N"], meta["matmul_size"], meta["matmul_gflops_median"]
+    lo, hi = meta["matmul_gflops_range"]
+    k0, d0 = sweep[0]["K"], sweep[0]["D"]
+    lines = [
+        f"Nearest-code assignment, N = {n} float32 vectors, {meta['threads']} threads, "
+        f"{meta['cpu']}, torch {meta['torch']}. Float32 matmul {square}^3: **{mm:.1f} GFLOP/s** "
+        f"(median over the runs; range {lo:.1f}-{hi:.1f}). "
+        "Cells: GFLOP/s counting 2·N·K·D flops, and the ratio to the matmul timed in the same "
+        "interleaved rounds.",
+        "",
+        "| K | D | matmul | nearest_code | cdist + argmin | encodec quantize |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    by = {(r["K"], r["D"], r["method"]): r for r in rows}
+    for k in sizes:
+        for d in dims:
+            cells = [by[(k, d, m)] for m in METHODS]
+            cols = " | ".join(f"{r['gflops']:.1f} ({r['ratio']:.0%})" for r in cells)
+            lines.append(f"| {k} | {d} | {cells[0]['matmul_gflops']:.1f} | {cols} |")
+    lines += [
+        "",
+        f"nearest_code by chunk_rows at K = {k0}, D = {d0} (default {default_chunk_rows(k0)}):",
+        "",
+        "| chunk_rows | GFLOP/s | ratio to matmul |",
+        "|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['method'].split('=')[1]} | {r['gflops']:.1f} | {r['ratio']:.0%} |" for r in sweep
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
@@ -72,94 +179,39 @@ def main() -> None:
     else:
         square, n, sizes, dims = 2048, 16384, [256, 1024, 8192], [32, 64, 256]
         chunks, reps, secs = [128, 256, 512, 1024, 2048, 4096, 16384], 5, 1.0
-    a, b = torch.randn(square, square), torch.randn(square, square)
-    matmul = {"matmul": lambda: torch.mm(a, b)}
+
+    rows: list[dict] = []
     matmul_gflops: list[float] = []
-
-    def record(stats: dict, flops: int, **fields) -> list[dict]:
-        """Rows of GFLOP/s and ratio to the matmul timed in the same rounds."""
-        mm = 2 * square**3 / stats.pop("matmul")["median_s"] / 1e9
-        matmul_gflops.append(mm)
-        out = []
-        for name, t in stats.items():
-            g = flops / t["median_s"] / 1e9
-            out.append(
-                {"method": name, **fields, **t, "gflops": g, "matmul_gflops": mm, "ratio": g / mm}
-            )
-        return out
-
-    rows = []
     for k in sizes:
         for d in dims:
-            x, codebook = torch.randn(n, d), torch.randn(k, d)
-            encodec_codebook = EuclideanCodebook(d, k)
-            encodec_codebook.embed.copy_(codebook)
-            methods = {
-                "nearest_code": lambda x=x, e=codebook: nearest_code(x, e),
-                "cdist_argmin": lambda x=x, e=codebook: torch.cdist(x, e).argmin(1),
-                "encodec_quantize": lambda x=x, c=encodec_codebook: c.quantize(x),
-            }
-            rows += record(timeit({**matmul, **methods}, reps, secs), 2 * n * k * d, N=n, K=k, D=d)
+            config = measure_assignment(n, k, d, square, reps, secs)
+            rows += config
+            matmul_gflops.append(config[0]["matmul_gflops"])
             print(
                 f"K={k:5d} D={d:3d} matmul={matmul_gflops[-1]:6.1f} "
-                + " ".join(f"{r['method']}={r['gflops']:6.1f}" for r in rows[-3:])
+                + " ".join(f"{r['method']}={r['gflops']:6.1f}" for r in config)
                 + " GFLOP/s",
                 flush=True,
             )
-
     k0, d0 = (1024, 64) if not args.quick else (256, 32)
-    x, codebook = torch.randn(n, d0), torch.randn(k0, d0)
-    variants = {
-        f"chunk_rows={c}": lambda c=c: nearest_code(x, codebook, chunk_rows=c) for c in chunks
-    }
-    sweep = record(timeit({**matmul, **variants}, reps, secs), 2 * n * k0 * d0, N=n, K=k0, D=d0)
+    sweep = chunk_sweep(n, k0, d0, chunks, square, reps, secs)
+    matmul_gflops.append(sweep[0]["matmul_gflops"])
 
-    mm_median = statistics.median(matmul_gflops)
     meta = {
         "cpu": cpu_name(),
         "threads": threads,
         "torch": torch.__version__,
         "matmul_size": square,
-        "matmul_gflops_median": mm_median,
+        "matmul_gflops_median": statistics.median(matmul_gflops),
         "matmul_gflops_range": [min(matmul_gflops), max(matmul_gflops)],
         "default_chunk_rows": {k: default_chunk_rows(k) for k in sizes},
     }
-    by = {(r["K"], r["D"], r["method"]): r for r in rows}
-    lines = [
-        f"Nearest-code assignment, N = {n} float32 vectors, {threads} threads, {meta['cpu']}, "
-        f"torch {torch.__version__}. Float32 matmul {square}^3: **{mm_median:.1f} GFLOP/s** "
-        f"(median over the runs; range {min(matmul_gflops):.1f}-{max(matmul_gflops):.1f}). "
-        "Cells: GFLOP/s counting 2·N·K·D flops, and the ratio to the matmul timed in the same "
-        "interleaved rounds.",
-        "",
-        "| K | D | matmul | nearest_code | cdist + argmin | encodec quantize |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
-    for k in sizes:
-        for d in dims:
-            cells = [by[(k, d, m)] for m in ("nearest_code", "cdist_argmin", "encodec_quantize")]
-            cols = " | ".join(f"{r['gflops']:.1f} ({r['ratio']:.0%})" for r in cells)
-            lines.append(f"| {k} | {d} | {cells[0]['matmul_gflops']:.1f} | {cols} |")
-    lines += [
-        "",
-        f"nearest_code by chunk_rows at K = {k0}, D = {d0} (default {default_chunk_rows(k0)}):",
-        "",
-        "| chunk_rows | GFLOP/s | ratio to matmul |",
-        "|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {r['method'].split('=')[1]} | {r['gflops']:.1f} | {r['ratio']:.0%} |" for r in sweep
-    ]
-    markdown = "\n".join(lines) + "\n"
+    markdown = markdown_table(rows, sweep, meta, sizes, dims)
     print()
     print(markdown)
-
-    for path, text in [
-        (args.out, json.dumps({"meta": meta, "results": rows, "chunk_sweep": sweep}, indent=2)),
-        (args.md, markdown),
-    ]:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text)
+    write_outputs(
+        args.out, {"meta": meta, "results": rows, "chunk_sweep": sweep}, args.md, markdown
+    )
 
 
 if __name__ == "__main__":

@@ -112,6 +112,10 @@ def test_fuzz_random_code_points_round_trip_and_batch_equals_single(tok):
         assert 0 not in enc.codes.tolist()[0], repr(text)
     assert tok.encode_batch(texts) == singles
     assert tok.decode_batch(singles) == texts
+    tokens, offsets = tok.encode_packed(texts)
+    assert offsets.shape == (len(texts) + 1,) and int(offsets[-1]) == tokens.shape[1]
+    for i, enc in enumerate(singles):
+        assert torch.equal(tokens[:, offsets[i] : offsets[i + 1]], enc.codes)
 
 
 def test_empty_string_has_zero_tokens(tok):

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import sentencepiece as spm
 import torch
 
@@ -335,14 +336,12 @@ class TextTokenizer:
         return self._sp.id_to_piece(token_id)
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
-        """Ids of valid texts. The segments between literal marks of all texts go to
-        sentencepiece in one call (its multithreaded batch path); marks become byte pieces."""
+        """Ids of valid texts. All texts go to sentencepiece in one call (its multithreaded batch
+        path); a text holding literal marks is cut there and the marks become byte pieces."""
+        if not any(_MARK in text for text in texts):  # the common case: no re-assembly needed
+            return self._sp_encode(texts)
         parts = [text.split(_MARK) for text in texts]
-        flat = [seg for segs in parts for seg in segs]
-        if len(flat) == 1:  # the batch path starts a thread pool: ~10x slower for one segment
-            ids = [self._sp.encode(flat[0], out_type=int)]
-        else:
-            ids = self._sp.encode(flat, out_type=int, num_threads=self.num_threads) if flat else []
+        ids = self._sp_encode([seg for segs in parts for seg in segs])
         out, k = [], 0
         for segs in parts:
             row = list(ids[k])
@@ -351,6 +350,11 @@ class TextTokenizer:
             out.append(row)
             k += len(segs)
         return out
+
+    def _sp_encode(self, texts: list[str]) -> list[list[int]]:
+        if len(texts) == 1:  # the batch path starts a thread pool: ~10x slower for one text
+            return [self._sp.encode(texts[0], out_type=int)]
+        return self._sp.encode(texts, out_type=int, num_threads=self.num_threads) if texts else []
 
     def _decode(self, ids: list[list[int]]) -> list[str]:
         if len(ids) == 1:
@@ -367,7 +371,8 @@ class TextTokenizer:
         Raises:
             InvalidInputError: not a str, invalid UTF-8 bytes, or a lone surrogate.
         """
-        return _encoded(self._ids([_as_text(text)])[0])
+        row = self._ids([_as_text(text)])[0]
+        return Encoded(torch.tensor(row, dtype=torch.int64).reshape(1, -1))  # (1, T)
 
     def encode_batch(self, texts: Sequence[str]) -> list[Encoded]:
         """Encode many texts at once (multithreaded); equals encoding them one by one.
@@ -375,7 +380,28 @@ class TextTokenizer:
         Raises:
             InvalidInputError: an item is invalid; the message names its batch index.
         """
-        return [_encoded(row) for row in self._ids(map_batch(_as_text, texts))]
+        tokens, offsets = self.encode_packed(texts)
+        # One copy per item, so that an Encoded does not keep the whole batch's storage alive.
+        return [Encoded(c.clone()) for c in torch.split(tokens, offsets.diff().tolist(), dim=1)]
+
+    def encode_packed(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode many texts into one packed tensor: the fast path for pretokenization.
+
+        Returns:
+            ``tokens`` of shape (1, N), int64, all texts' ids one after the other, and
+            ``offsets`` of shape (B + 1,): text ``i`` is ``tokens[:, offsets[i]:offsets[i + 1]]``.
+
+        Raises:
+            InvalidInputError: an item is invalid; the message names its batch index.
+        """
+        rows = self._ids(map_batch(_as_text, texts))
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = np.fromiter(
+            itertools.chain.from_iterable(rows), dtype=np.int64, count=int(offsets[-1])
+        )
+        return torch.from_numpy(flat).view(1, -1), torch.from_numpy(offsets)
 
     def decode(self, encoded: Encoded) -> str:
         """The text of ``encoded``: exactly the text that was encoded.
@@ -433,7 +459,3 @@ class TextTokenizer:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
-
-
-def _encoded(row: list[int]) -> Encoded:
-    return Encoded(torch.tensor(row, dtype=torch.int64).reshape(1, -1))  # (1, T)

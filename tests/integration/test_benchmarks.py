@@ -1,0 +1,63 @@
+"""The benchmark scripts run end to end at --quick sizes and write their outputs.
+
+Only the structure of the outputs is checked: timings belong in benchmarks, never in assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_tokenizer_benchmark_quick(tmp_path):
+    out, md = tmp_path / "tmp" / "x.json", tmp_path / "tmp" / "x.md"
+    run_script("tokenizers.py", "--out", str(out), "--md", str(md))
+    results = json.loads(out.read_text())
+    assert {"meta", "settings", "goals", "text", "image", "vq_assign"} <= results.keys()
+    meta = results["meta"]
+    assert meta["quick"] is True
+    assert {"cpu", "torch_threads", "torch", "sentencepiece", "date", "command"} <= meta.keys()
+    text = results["text"]
+    assert {"ratio", "batch", "single", "identical_ids", "corpus", "tokenizer"} <= text.keys()
+    for mode in ("batch", "single"):
+        assert {"ours", "raw"} == text[mode].keys()
+        assert {"tokens_per_s", "items_per_s", "median_s"} <= text[mode]["ours"].keys()
+    assert {"default", "small"} == results["image"].keys()
+    for case in results["image"].values():
+        timings = case["timings"]
+        assert {"encode", "preprocess", "model", "decode"} <= timings.keys()
+        assert all("images_per_s" in t for t in timings.values())
+    assert results["image"]["default"]["arch"]["image_size"] == 256
+    assert results["image"]["small"]["arch"]["image_size"] == 64
+    vq = {(r["D"], r["method"]) for r in results["vq_assign"]}
+    assert {(d, m) for d in (32, 64, 256) for m in ("nearest_code", "cdist_argmin")} <= vq
+    assert all({"gflops", "matmul_gflops", "ratio"} <= r.keys() for r in results["vq_assign"])
+    assert all({"name", "target", "value", "met"} <= g.keys() for g in results["goals"])
+    markdown = md.read_text()
+    assert markdown.startswith("# Tokenizer benchmark\n\nCommand: `")
+    assert "--quick" in markdown.splitlines()[2] and str(md) in markdown.splitlines()[2]
+    for section in ("## Goals", "## Text", "## Image", "## VQ"):
+        assert section in markdown
+
+
+def test_vq_assign_quick(tmp_path):
+    out, md = tmp_path / "vq.json", tmp_path / "vq.md"
+    run_script("vq_assign.py", "--out", str(out), "--md", str(md))
+    results = json.loads(out.read_text())
+    assert {"meta", "results", "chunk_sweep"} <= results.keys()
+    assert {"cpu", "threads", "matmul_gflops_median"} <= results["meta"].keys()
+    methods = {r["method"] for r in results["results"]}
+    assert methods == {"nearest_code", "cdist_argmin", "encodec_quantize"}
+    assert all({"gflops", "matmul_gflops", "ratio"} <= r.keys() for r in results["results"])
+    assert results["chunk_sweep"] and "| K | D |" in md.read_text()
