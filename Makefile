@@ -39,5 +39,5 @@ format: $(STAMP) ## Apply ruff fixes and formatting.
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP) ## Run the tokenizer benchmark and write docs/benchmarks/.
+bench: $(STAMP) ## Run the tokenizer benchmark and write docs/results/tokenizer_benchmark.{md,json}.
 	$(BIN)/python benchmarks/tokenizers.py
