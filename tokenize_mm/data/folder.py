@@ -22,9 +22,10 @@ from tokenize_mm.data.example import (
     iter_items,
     split_for_id,
 )
+from tokenize_mm.tokenizers.image_io import IMAGE_SUFFIXES
 
 EXTENSIONS: dict[str, tuple[str, ...]] = {
-    "image": ("png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"),
+    "image": tuple(s.lstrip(".") for s in IMAGE_SUFFIXES),  # what the image tokenizer reads
     "audio": ("wav", "flac", "ogg", "mp3"),
     "text": ("txt",),
 }
