@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,9 +31,10 @@ def test_tokenizer_benchmark_quick(tmp_path):
     assert meta["quick"] is True
     assert {"cpu", "torch_threads", "torch", "sentencepiece", "date", "command"} <= meta.keys()
     text = results["text"]
-    assert {"ratio", "batch", "single", "identical_ids", "corpus", "tokenizer"} <= text.keys()
+    assert {"ratio", "packed_ratio", "batch", "single", "identical_ids"} <= text.keys()
+    assert {"ours", "packed", "raw"} == text["batch"].keys()
+    assert {"ours", "raw"} == text["single"].keys()
     for mode in ("batch", "single"):
-        assert {"ours", "raw"} == text[mode].keys()
         assert {"tokens_per_s", "items_per_s", "median_s"} <= text[mode]["ours"].keys()
     assert {"default", "small"} == results["image"].keys()
     for case in results["image"].values():
@@ -61,3 +64,21 @@ def test_vq_assign_quick(tmp_path):
     assert methods == {"nearest_code", "cdist_argmin", "encodec_quantize"}
     assert all({"gflops", "matmul_gflops", "ratio"} <= r.keys() for r in results["results"])
     assert results["chunk_sweep"] and "| K | D |" in md.read_text()
+
+
+def test_image_fit_report(tmp_path, tiny_image, images):
+    art = tiny_image.save(tmp_path / "art")
+    lines = []
+    for i, img in enumerate(images[:6]):
+        img.save(tmp_path / f"{i}.png")
+        lines.append(json.dumps({"id": str(i), "image": f"{i}.png", "split": "test"}))
+    (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    md, png = tmp_path / "r.md", tmp_path / "r.png"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "image_fit_report.py"), "--tokenizer",
+           str(art), "--manifest", str(tmp_path / "manifest.jsonl"), "--md", str(md),
+           "--png", str(png), "--grid", "4"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| test | 6 |" in md.read_text() and "Report command" in md.read_text()
+    size = tiny_image.info.image_size
+    assert Image.open(png).size == (4 * size, 2 * size)
