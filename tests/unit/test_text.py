@@ -331,3 +331,13 @@ def test_normalizing_model_is_refused():
         TextTokenizer(model.getvalue())
     with pytest.raises(ArtifactError, match="not a SentencePiece model"):
         TextTokenizer(b"definitely not a model")
+
+
+def test_packed_fast_path_equals_the_public_path(tok, monkeypatch):
+    texts = [*corpus(300, seed=5), "", "ünïcødé 🙂", "  spaced  "]
+    assert tok._buffer_batch is not None  # sentencepiece >= 0.2.3 offers the buffer entry point
+    fast_tokens, fast_offsets = tok.encode_packed(texts)
+    monkeypatch.setattr(tok, "_buffer_batch", None)
+    slow_tokens, slow_offsets = tok.encode_packed(texts)
+    assert torch.equal(fast_tokens, slow_tokens) and torch.equal(fast_offsets, slow_offsets)
+    assert fast_tokens.dtype == torch.int64

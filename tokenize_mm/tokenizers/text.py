@@ -204,6 +204,7 @@ class TextTokenizer:
         except (RuntimeError, TypeError) as err:
             raise ArtifactError(f"not a SentencePiece model ({err})") from err
         self._mark_ids = [self._sp.piece_to_id(f"<0x{b:02X}>") for b in _MARK.encode("utf-8")]
+        self._buffer_batch = self._find_buffer_batch()
         exact = all(map(self._sp.is_byte, self._mark_ids))
         if not exact or self._decode(self._ids([_PROBE])) != [_PROBE]:
             raise ArtifactError(
@@ -394,14 +395,50 @@ class TextTokenizer:
         Raises:
             InvalidInputError: an item is invalid; the message names its batch index.
         """
-        rows = self._ids(map_batch(_as_text, texts))
-        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        texts = map_batch(_as_text, texts)
+        packed = self._packed_ids(texts) if len(texts) > 1 else None
+        if packed is None:
+            rows = self._ids(texts)
+            lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+            flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64)
+        else:
+            flat, lengths = packed
+        offsets = np.zeros(len(texts) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        flat = np.fromiter(
-            itertools.chain.from_iterable(rows), dtype=np.int64, count=int(offsets[-1])
-        )
         return torch.from_numpy(flat).view(1, -1), torch.from_numpy(offsets)
+
+    def _packed_ids(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """All ids of ``texts`` as one int64 array plus per-text lengths, without a Python int per
+        id: sentencepiece's batch encode into C++ buffers (what its ``return_type="numpy"`` uses
+        before it wraps each text in an array of its own), joined once. ``None`` where that entry
+        point is missing or changed (checked once, in ``_find_buffer_batch``) or a text holds a
+        literal mark."""
+        if self._buffer_batch is None or any(_MARK in text for text in texts):
+            return None
+        buffers = self._buffer_batch(texts)
+        nbytes = (memoryview(b).nbytes for b in buffers)
+        lengths = np.fromiter(nbytes, dtype=np.int64, count=len(buffers)) // 4  # int32 ids
+        flat = np.frombuffer(b"".join(buffers), dtype=np.int32).astype(np.int64)
+        return flat, lengths
+
+    def _find_buffer_batch(self) -> Callable[[list[str]], list] | None:
+        """sentencepiece's C++ batch encode into buffers (0.2.3 and newer), if it is there and
+        gives the ids of the public path on a probe; else ``None`` (the public path is used)."""
+        method = getattr(getattr(self._sp, "_processor", None), "_EncodeAsBufferBatch", None)
+        if method is None:
+            return None
+
+        def encode(texts: list[str]) -> list:
+            # Positional, as sentencepiece's own Encode passes them: (input, num_threads,
+            # thread_pool, enable_sampling, nbest_size, alpha, add_bos, add_eos, reverse).
+            return method(texts, self.num_threads, None, False, -1, 0.0, False, False, False)
+
+        probe = [_PROBE.replace(_MARK, " "), "a b", ""]
+        try:
+            got = [np.frombuffer(b, dtype=np.int32).tolist() for b in encode(probe)]
+        except (TypeError, ValueError, RuntimeError):
+            return None
+        return encode if got == self._sp.encode(probe, out_type=int) else None
 
     def decode(self, encoded: Encoded) -> str:
         """The text of ``encoded``: exactly the text that was encoded.
