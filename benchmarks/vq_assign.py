@@ -14,6 +14,7 @@ the default configuration (K = 1024). Each timing is the median of repeated call
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -34,7 +35,9 @@ def timeit(fns: dict, min_repeats: int, min_seconds: float) -> dict[str, dict[st
     """Median and best seconds per call of each fn(), after a warm-up call of each.
 
     The functions run in round-robin rounds, so that load from other processes on a shared
-    machine falls on all of them alike and their ratios stay honest.
+    machine falls on all of them alike and their ratios stay honest. A full garbage collection
+    runs before each call, outside the clock, so that no function pays for the garbage another
+    left behind; the collector stays on while a function runs, so its own garbage counts.
     """
     for fn in fns.values():
         fn()
@@ -43,6 +46,7 @@ def timeit(fns: dict, min_repeats: int, min_seconds: float) -> dict[str, dict[st
     rounds = 0
     while rounds < min_repeats or (time.perf_counter() - start < min_seconds and rounds < 100):
         for name, fn in fns.items():
+            gc.collect()
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)

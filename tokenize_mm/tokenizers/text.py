@@ -104,6 +104,20 @@ def _as_text(item: Any) -> str:
     return item
 
 
+def _as_texts(items: Sequence[Any]) -> tuple[list[str], str]:
+    """``_as_text`` over a batch, plus the texts joined. A batch of ``str`` whose concatenation
+    encodes to UTF-8 needs no per-item look (the common case, checked in C); otherwise the
+    per-item pass converts bytes or names the bad item's batch index."""
+    items = items if isinstance(items, list) else list(items)
+    try:
+        joined = "".join(items)
+        joined.encode("utf-8")
+        return items, joined
+    except (TypeError, UnicodeEncodeError):
+        texts = map_batch(_as_text, items)
+        return texts, "".join(texts)
+
+
 def _int_in(lo: int, hi: float = float("inf")) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
@@ -395,29 +409,28 @@ class TextTokenizer:
         Raises:
             InvalidInputError: an item is invalid; the message names its batch index.
         """
-        texts = map_batch(_as_text, texts)
-        packed = self._packed_ids(texts) if len(texts) > 1 else None
-        if packed is None:
+        texts, joined = _as_texts(texts)
+        fast = len(texts) > 1 and self._buffer_batch is not None and _MARK not in joined
+        if fast:
+            flat, lengths = self._packed_ids(texts)
+        else:
             rows = self._ids(texts)
             lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
             flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64)
-        else:
-            flat, lengths = packed
         offsets = np.zeros(len(texts) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         return torch.from_numpy(flat).view(1, -1), torch.from_numpy(offsets)
 
-    def _packed_ids(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
-        """All ids of ``texts`` as one int64 array plus per-text lengths, without a Python int per
-        id: sentencepiece's batch encode into C++ buffers (what its ``return_type="numpy"`` uses
-        before it wraps each text in an array of its own), joined once. ``None`` where that entry
-        point is missing or changed (checked once, in ``_find_buffer_batch``) or a text holds a
-        literal mark."""
-        if self._buffer_batch is None or any(_MARK in text for text in texts):
-            return None
+    def _packed_ids(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """All ids of ``texts`` (none holding a literal mark) as one int64 array plus per-text
+        lengths, without a Python int per id: sentencepiece's batch encode into C++ buffers (what
+        its ``return_type="numpy"`` uses before it wraps each text in an array of its own),
+        joined once. Only when ``_find_buffer_batch`` found that entry point."""
         buffers = self._buffer_batch(texts)
-        nbytes = (memoryview(b).nbytes for b in buffers)
-        lengths = np.fromiter(nbytes, dtype=np.int64, count=len(buffers)) // 4  # int32 ids
+        # Each buffer exposes int32 items ("i"), so len(memoryview) is its number of ids.
+        lengths = np.fromiter(
+            map(len, map(memoryview, buffers)), dtype=np.int64, count=len(buffers)
+        )
         flat = np.frombuffer(b"".join(buffers), dtype=np.int32).astype(np.int64)
         return flat, lengths
 
