@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -140,6 +141,10 @@ def markdown_table(rows: list[dict], sweep: list[dict], meta: dict, sizes, dims)
     lo, hi = meta["matmul_gflops_range"]
     k0, d0 = sweep[0]["K"], sweep[0]["D"]
     lines = [
+        "# VQ nearest-code assignment against matmul",
+        "",
+        f"Command: `python {' '.join(sys.argv)}`",
+        "",
         f"Nearest-code assignment, N = {n} float32 vectors, {meta['threads']} threads, "
         f"{meta['cpu']}, torch {meta['torch']}. Float32 matmul {square}^3: **{mm:.1f} GFLOP/s** "
         f"(median over the runs; range {lo:.1f}-{hi:.1f}). "

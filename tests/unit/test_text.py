@@ -341,3 +341,18 @@ def test_packed_fast_path_equals_the_public_path(tok, monkeypatch):
     slow_tokens, slow_offsets = tok.encode_packed(texts)
     assert torch.equal(fast_tokens, slow_tokens) and torch.equal(fast_offsets, slow_offsets)
     assert fast_tokens.dtype == torch.int64
+
+
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_fit_learns_held_out_text(model_type):
+    """The text counterpart of "loss falls": a fitted model spells held-out text of the same
+    distribution in fewer tokens than UTF-8 bytes, and a larger vocabulary in fewer still."""
+    train, held = corpus(400, seed=7), corpus(100, seed=8)
+    held_bytes = sum(len(t.encode("utf-8")) for t in held)
+
+    def held_tokens(vocab_size: int) -> int:
+        tok = TextTokenizer.fit(train, vocab_size=vocab_size, model_type=model_type)
+        return sum(e.num_steps for e in tok.encode_batch(held))
+
+    small, large = held_tokens(400), held_tokens(700)
+    assert large < small < held_bytes / 2
