@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -9,11 +10,16 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from tokenize_mm import ImageTokenizer, TextTokenizer
+from tokenize_mm import AudioTokenizer, ImageTokenizer, TextTokenizer
 
 TINY_IMAGE = dict(
     image_size=32, downsample=8, base_channels=8, latent_dim=16, codebook_size=32,
     codebook_dim=8, batch_size=8, learning_rate=2e-3,
+)  # fmt: skip
+
+TINY_AUDIO = dict(
+    n_filters=4, dimension=16, lstm=0, codebook_size=32, num_codebooks=2, batch_size=4,
+    segment_seconds=0.2, learning_rate=1e-3,
 )  # fmt: skip
 
 WORDS = [
@@ -84,3 +90,25 @@ def images() -> list[Image.Image]:
 def tiny_image(images) -> ImageTokenizer:
     torch.set_num_threads(2)
     return ImageTokenizer.fit(images, max_steps=12, seed=0, **TINY_IMAGE)
+
+
+def make_clips(n: int, seed: int = 0) -> list[tuple[torch.Tensor, int]]:
+    """(waveform (1, S), sample rate) pairs: tones with a little noise, 16 kHz and 24 kHz."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        sr = (16_000, 24_000)[i % 2]
+        t = torch.arange(int(sr * (0.3 + 0.05 * i))) / sr
+        wav = 0.3 * torch.sin(2 * math.pi * (180 + 40 * i) * t)
+        out.append(((wav + 0.01 * torch.randn(t.shape, generator=g))[None], sr))
+    return out
+
+
+@pytest.fixture(scope="session")
+def clips() -> list[tuple[torch.Tensor, int]]:
+    return make_clips(12)
+
+
+@pytest.fixture(scope="session")
+def tiny_audio(clips) -> AudioTokenizer:
+    return AudioTokenizer.fit(clips, max_steps=8, seed=0, **TINY_AUDIO)

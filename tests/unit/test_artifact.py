@@ -20,9 +20,9 @@ from tokenize_mm import (
 from tokenize_mm.tokenizers.artifact import FORMAT_VERSION, MANIFEST, sha256_file
 
 
-@pytest.fixture(params=["text", "image"])
-def saved(request, tiny_text, tiny_image, tmp_path) -> Path:
-    tok = tiny_text if request.param == "text" else tiny_image
+@pytest.fixture(params=["text", "image", "audio"])
+def saved(request, tiny_text, tiny_image, tiny_audio, tmp_path) -> Path:
+    tok = {"text": tiny_text, "image": tiny_image, "audio": tiny_audio}[request.param]
     return tok.save(tmp_path / request.param)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 
 import pytest
@@ -20,11 +21,13 @@ from tokenize_mm.tokenizers import Tokenizer
 TEXTS = ["Hello world.", "", "  two  spaces\tand a tab\n", "emoji 🙂 and 汉字 and é"]
 
 
-@pytest.fixture(params=["text", "image"])
-def case(request, tiny_text, tiny_image, images):
+@pytest.fixture(params=["text", "image", "audio"])
+def case(request, tiny_text, tiny_image, tiny_audio, images, clips):
     """(tokenizer, items, a valid item of the wrong type for this tokenizer)."""
     if request.param == "text":
         return tiny_text, TEXTS, 42
+    if request.param == "audio":
+        return tiny_audio, [clips[0], clips[1], (torch.zeros(2, 100), 8000), clips[3]], 42
     return tiny_image, [images[0], images[1], torch.rand(3, 40, 24), images[2].convert("L")], 42
 
 
@@ -49,6 +52,12 @@ def test_info_agrees_with_shapes(case):
     enc = tok.encode(items[0])
     if info.modality == "image":
         assert enc.num_steps == info.tokens_per_image == info.grid[0] * info.grid[1]
+    if info.modality == "audio":
+        wav, rate = items[0]
+        samples = -(-wav.shape[-1] * info.sample_rate // rate)  # after resampling
+        assert int(enc.extras["num_samples"][0]) == samples
+        assert enc.num_steps == math.ceil(samples * info.frame_rate / info.sample_rate)
+        assert info.tokens_per_second == info.frame_rate * info.num_codebooks
     assert TokenizerInfo.from_dict(json.loads(json.dumps(info.to_dict()))) == info
 
 
@@ -58,6 +67,9 @@ def test_round_trip(case):
         out = tok.decode(enc)
         if tok.info.modality == "text":
             assert out == item
+        elif tok.info.modality == "audio":
+            assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
+            assert out.shape == (1, int(enc.extras["num_samples"][0]))
         else:
             s = tok.info.image_size
             assert out.shape == (3, s, s) and out.dtype == torch.float32

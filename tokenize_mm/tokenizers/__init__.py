@@ -4,6 +4,7 @@
 """
 
 from tokenize_mm.tokenizers.artifact import load_tokenizer, read_artifact
+from tokenize_mm.tokenizers.audio import AudioTokenizer
 from tokenize_mm.tokenizers.base import Encoded, Tokenizer, TokenizerInfo, registered_kinds
 from tokenize_mm.tokenizers.errors import (
     ArtifactError,
@@ -23,6 +24,7 @@ __all__ = [
     "ArtifactError",
     "ArtifactIntegrityError",
     "ArtifactVersionError",
+    "AudioTokenizer",
     "Encoded",
     "ImageTokenizer",
     "InvalidCodesError",

@@ -205,6 +205,7 @@ _REGISTRY: dict[str, type] = {}
 _BUILTIN_KINDS = {
     "text.sentencepiece": "tokenize_mm.tokenizers.text",
     "image.vq": "tokenize_mm.tokenizers.image",
+    "audio.codec": "tokenize_mm.tokenizers.audio",
 }
 
 

@@ -1,0 +1,80 @@
+"""Audio tokenizer specifics: exact frame counts, the 50 Hz default, inputs, fit, decode checks."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from conftest import TINY_AUDIO
+
+from tokenize_mm import AudioTokenizer, Encoded, InvalidCodesError, InvalidInputError
+from tokenize_mm.tokenizers.audio_io import num_frames, save_wav
+from tokenize_mm.tokenizers.audio_model import CodecModel
+
+
+def test_default_codec_is_50_frames_per_second():
+    model = CodecModel()  # the defaults of AudioTokenizer.fit
+    assert model.sample_rate == 24_000 and model.hop_length == 480 and model.frame_rate == 50.0
+
+
+def test_frames_are_ceil_of_duration_times_frame_rate(tiny_audio):
+    """For random durations and input rates: frames = ceil(d × frame_rate) of the resampled clip."""
+    rng = random.Random(0)
+    info = tiny_audio.info
+    for _ in range(12):
+        rate = rng.choice([8000, 16000, 22050, 24000, 44100, 48000])
+        n = rng.randint(1, rate)  # up to one second, including clips shorter than one frame
+        enc = tiny_audio.encode((torch.zeros(1, n), rate))
+        samples = int(enc.extras["num_samples"][0])
+        assert enc.num_steps == num_frames(samples, info.sample_rate, info.frame_rate)
+        assert enc.num_steps == -(-samples // 480)
+        assert tiny_audio.decode(enc).shape == (1, samples)
+
+
+def test_silence_is_valid(tiny_audio):
+    enc = tiny_audio.encode((torch.zeros(1, 24_000), 24_000))
+    assert enc.codes.shape == (2, 50)
+
+
+@pytest.mark.parametrize(
+    ("item", "match"),
+    [
+        ((torch.zeros(1, 0), 24_000), "empty"),
+        ((torch.full((1, 100), float("nan")), 24_000), "NaN"),
+        ((torch.zeros(1, 100, dtype=torch.int32), 24_000), "int32"),
+        (torch.zeros(1, 100), "sample rate"),
+    ],
+)
+def test_bad_audio_refused(tiny_audio, item, match):
+    with pytest.raises(InvalidInputError, match=match):
+        tiny_audio.encode(item)
+
+
+def test_bad_file_named_in_a_batch(tiny_audio, tmp_path, clips):
+    bad = tmp_path / "noise.wav"
+    bad.write_text("not audio")
+    with pytest.raises(InvalidInputError, match=r"batch item 1 \(.*noise\.wav") as err:
+        tiny_audio.encode_batch([clips[0], bad])
+    assert err.value.index == 1
+
+
+def test_files_encode_like_tensors(tiny_audio, tmp_path, clips):
+    wav, rate = clips[1]
+    path = save_wav(tmp_path / "clip.wav", wav, rate, subtype="FLOAT")
+    assert tiny_audio.encode(path) == tiny_audio.encode((wav, rate))
+
+
+def test_decode_checks_num_samples_against_codes(tiny_audio, clips):
+    enc = tiny_audio.encode(clips[0])
+    wrong = Encoded(codes=enc.codes, extras={"num_samples": enc.extras["num_samples"] + 10_000})
+    with pytest.raises(InvalidCodesError, match="num_samples"):
+        tiny_audio.decode(wrong)
+
+
+def test_fit_loss_falls_and_metrics_kept(clips):
+    tok = AudioTokenizer.fit(clips, max_steps=30, seed=1, **TINY_AUDIO)
+    assert tok.fit_data["loss_end"] < tok.fit_data["loss_start"]
+    m = tok.info.metrics
+    assert {"si_snr_db", "mel_distance", "perplexity_0", "used_fraction_1"} <= set(m)
+    assert 0.0 < m["used_fraction_0"] <= 1.0

@@ -1,0 +1,98 @@
+"""The 50 Hz audio codec: EnCodec's architecture (Défossez et al., 2022) at 24 kHz, hop 480.
+
+The encoder and decoder are the ``encodec`` package's SEANet modules; the strides (8, 5, 4, 3)
+multiply to 480, so a 24 kHz waveform becomes exactly 50 latent frames per second, each quantized
+by K residual codebooks (``residual_quantizer.py``). A clip of S samples gives ceil(S / 480) frames
+(SEANet pads the end so the last window is full); decode returns frames × 480 samples, trimmed by
+the caller to the original length.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import torch
+from encodec.modules import SEANetDecoder, SEANetEncoder
+from torch import nn
+
+from tokenize_mm.tokenizers.residual_quantizer import ResidualVectorQuantizer
+
+
+class CodecModel(nn.Module):
+    """SEANet encoder → residual VQ → SEANet decoder.
+
+    Args:
+        sample_rate: waveform rate in Hz.
+        channels: audio channels (1: mono).
+        ratios: decoder upsampling ratios (the encoder uses them reversed); their product is the
+            hop in samples, ``sample_rate / hop`` the frame rate.
+        n_filters: base width (EnCodec: 32).
+        n_residual_layers: residual layers per stage.
+        dimension: latent dimension (EnCodec: 128).
+        lstm: LSTM layers at the end of the encoder and the start of the decoder (EnCodec: 2).
+        causal: causal convolutions (EnCodec 24 kHz: true).
+        num_codebooks: K residual codebooks.
+        codebook_size: codes per codebook.
+        codebook_dim: code dimension (``None``: ``dimension``).
+        commitment_weight: weight of each stage's commitment loss.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 24_000,
+        channels: int = 1,
+        ratios: Sequence[int] = (8, 5, 4, 3),
+        n_filters: int = 32,
+        n_residual_layers: int = 1,
+        dimension: int = 128,
+        lstm: int = 2,
+        causal: bool = True,
+        num_codebooks: int = 1,
+        codebook_size: int = 1024,
+        codebook_dim: int | None = None,
+        commitment_weight: float = 1.0,
+    ):
+        super().__init__()
+        if not ratios or any(int(r) < 1 for r in ratios):
+            raise ValueError(f"ratios must be positive integers, got {list(ratios)}")
+        self.sample_rate, self.channels = sample_rate, channels
+        self.hop_length = math.prod(int(r) for r in ratios)
+        kwargs = dict(
+            channels=channels, dimension=dimension, n_filters=n_filters,
+            n_residual_layers=n_residual_layers, ratios=[int(r) for r in ratios], lstm=lstm,
+            causal=causal, norm="weight_norm",
+        )  # fmt: skip
+        with warnings.catch_warnings():  # encodec uses the deprecated torch weight_norm
+            warnings.simplefilter("ignore", FutureWarning)
+            self.encoder = SEANetEncoder(**kwargs)
+            self.decoder = SEANetDecoder(**kwargs)
+        self.quantizer = ResidualVectorQuantizer(
+            dimension, num_codebooks, codebook_size, codebook_dim=codebook_dim,
+            commitment_weight=commitment_weight,
+        )  # fmt: skip
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    def num_frames(self, num_samples: int) -> int:
+        """ceil(num_samples / hop): the frames of a clip of ``num_samples`` samples."""
+        return -(-num_samples // self.hop_length)
+
+    def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """wav (B, C, S) → (reconstruction (B, C, frames·hop), codes (B, K, frames), commit loss)."""
+        z = self.encoder(wav).transpose(1, 2)  # (B, frames, D)
+        q, codes, commit = self.quantizer(z)
+        return self.decoder(q.transpose(1, 2)), codes, commit
+
+    @torch.no_grad()
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav (B, C, S) → codes (B, K, ceil(S / hop)) int64."""
+        return self.quantizer.encode(self.encoder(wav).transpose(1, 2))
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, K, T) → wav (B, C, T·hop)."""
+        return self.decoder(self.quantizer.decode(codes).transpose(1, 2))
