@@ -11,6 +11,7 @@ from conftest import make_images
 from PIL import Image
 
 from tokenize_mm import load_tokenizer
+from tokenize_mm.tokenizers.audio_io import load_audio, save_wav
 from tokenize_mm.tokenizers.token_file import load_encoded
 
 TINY_SOURCE = ["source=builtin", "source.num_examples=48", "source.image_size=32"]
@@ -97,3 +98,23 @@ def test_main_job_prints_the_rates_table(tmp_path):
     assert (tmp_path / "run" / "rates.md").is_file()
     for name in ("text_tiny", "image_tiny"):
         load_tokenizer(tmp_path / "run" / "tokenizers" / name)
+
+
+def test_fit_encode_decode_audio(tmp_path, clips):
+    folder = tmp_path / "sounds"
+    for i, (wav, rate) in enumerate(clips):
+        save_wav(folder / f"s{i:02d}.wav", wav, rate)
+    art = tmp_path / "audio_tiny"
+    out = run("fit_tokenizer", "tokenizer=audio_tiny", "source=folder", f"source.root={folder}",
+              "+source.val_fraction=0.2", f"out_dir={art}", cwd=tmp_path)  # fmt: skip
+    assert "50 tokens per second" in out.stdout or "100 tokens per second" in out.stdout
+    tok = load_tokenizer(art)
+    run("encode", f"tokenizer_dir={art}", f"inputs=[{folder}]", f"out_dir={tmp_path}/tok",
+        cwd=tmp_path)  # fmt: skip
+    encoded, meta = load_encoded(tmp_path / "tok" / "s01.wav.tokens.safetensors")
+    assert encoded == tok.encode(folder / "s01.wav") and meta["kind"] == "audio.codec"
+    run("decode", f"tokenizer_dir={art}", f"inputs=[{tmp_path}/tok]", f"out_dir={tmp_path}/dec",
+        cwd=tmp_path)  # fmt: skip
+    wav, rate = load_audio(tmp_path / "dec" / "s01.wav")
+    assert rate == tok.info.sample_rate
+    assert wav.shape[-1] == int(encoded.extras["num_samples"][0])

@@ -35,16 +35,22 @@ def fit_from_source(
 ):
     """Fit a tokenizer on the ``fit_split`` examples of ``source``.
 
-    For images, the ``eval_split`` examples (default: all outside ``fit_split``) are the held-out
+    For images and audio, the ``eval_split`` examples (default: all outside ``fit_split``) are the held-out
     set for PSNR and codebook usage.
     """
     examples = list(source)
     train = [ex for ex in examples if ex.split == fit_split]
     held = [ex for ex in examples if ex.split != fit_split and eval_split in (None, ex.split)]
     kwargs: dict[str, Any] = {"description": f"{type(source).__name__}, split={fit_split}"}
-    if modality == "image" and held:
-        kwargs["held_out"] = list(iter_items(held, modality))
-    return fit(list(iter_items(train, modality)), **kwargs)
+    if modality in ("image", "audio") and held:
+        kwargs["held_out"] = _fit_items(held, modality)
+    return fit(_fit_items(train, modality), **kwargs)
+
+
+def _fit_items(examples: list[Example], modality: str) -> list[Any]:
+    """What a tokenizer's fit reads: texts, images, or audio file paths."""
+    items = list(iter_items(examples, modality))
+    return [ref.path for ref in items] if modality == "audio" else items
 
 
 def rates_table(infos: dict[str, TokenizerInfo]) -> str:

@@ -14,10 +14,11 @@ from omegaconf import DictConfig
 from tokenize_mm.cli.common import config_dir, expand_inputs, process_files
 from tokenize_mm.tokenizers import InvalidInputError, load_tokenizer
 from tokenize_mm.tokenizers.artifact import MANIFEST, sha256_file
+from tokenize_mm.tokenizers.audio_io import AUDIO_SUFFIXES
 from tokenize_mm.tokenizers.image_io import IMAGE_SUFFIXES
 from tokenize_mm.tokenizers.token_file import SUFFIX, save_encoded
 
-SUFFIXES = {"text": (".txt",), "image": IMAGE_SUFFIXES}
+SUFFIXES = {"text": (".txt",), "image": IMAGE_SUFFIXES, "audio": AUDIO_SUFFIXES}
 
 
 def read_item(path: Path, modality: str):
