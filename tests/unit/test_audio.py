@@ -78,3 +78,21 @@ def test_fit_loss_falls_and_metrics_kept(clips):
     m = tok.info.metrics
     assert {"si_snr_db", "mel_distance", "perplexity_0", "used_fraction_1"} <= set(m)
     assert 0.0 < m["used_fraction_0"] <= 1.0
+
+
+def test_long_recordings_are_encoded_in_chunks(tiny_audio):
+    """Chunked encoding keeps the exact frame count, and for a causal codec without LSTM layers
+    (the tiny one) with enough left context, the very codes of a one-shot encode."""
+    chunked = AudioTokenizer(
+        tiny_audio.model,
+        tiny_audio.info,
+        tiny_audio.hparams,
+        chunk_seconds=2.0,
+        context_seconds=0.5,
+    )
+    g = torch.Generator().manual_seed(0)
+    wav = 0.1 * torch.randn(1, 24_000 * 9 + 123, generator=g)  # 9 s and a bit: 5 chunks
+    one_shot = tiny_audio.encode((wav, 24_000)).codes
+    codes = chunked.encode((wav, 24_000)).codes
+    assert codes.shape == one_shot.shape == (2, 451)
+    assert torch.equal(codes, one_shot)

@@ -48,6 +48,11 @@ class AudioTokenizer:
         info: its ``TokenizerInfo``.
         hparams: architecture and fit hyper-parameters (saved in the artifact).
         fit_data: description of the fit data (saved in the artifact).
+        chunk_seconds: clips longer than this are encoded chunk by chunk, so that memory stays
+            bounded for recordings of any length (see ``encode``).
+        context_seconds: audio before each chunk that the encoder sees and whose frames are
+            dropped, so that frames near a chunk boundary have the left context of a one-shot
+            encode.
     """
 
     kind: ClassVar[str] = "audio.codec"
@@ -58,11 +63,17 @@ class AudioTokenizer:
         info: TokenizerInfo,
         hparams: dict[str, Any],
         fit_data: dict[str, Any] | None = None,
+        chunk_seconds: float = 30.0,
+        context_seconds: float = 1.0,
     ):
         self.model = model.eval()
         self._info = info
         self.hparams = dict(hparams)
         self.fit_data = dict(fit_data or {})
+        hop, rate = model.hop_length, model.sample_rate
+        # Both are whole numbers of frames, so that chunk boundaries fall on frame boundaries.
+        self.chunk = max(1, round(chunk_seconds * rate / hop)) * hop
+        self.context = max(0, round(context_seconds * rate / hop)) * hop
 
     @property
     def info(self) -> TokenizerInfo:
@@ -84,11 +95,29 @@ class AudioTokenizer:
 
     def encode(self, item: Any, sample_rate: int | None = None) -> Encoded:
         """A path, a ``(tensor, sample_rate)`` pair, or a tensor with ``sample_rate`` → codes
-        (K, ceil(S / hop)) and ``extras["num_samples"]`` (S at the model's rate)."""
+        (K, ceil(S / hop)) and ``extras["num_samples"]`` (S at the model's rate).
+
+        A clip longer than ``chunk_seconds`` is encoded in chunks of that length, each preceded
+        by ``context_seconds`` of the audio before it (their frames are dropped): memory is
+        bounded by the chunk, and the frame count is exactly that of a one-shot encode. With a
+        causal codec without LSTM layers and a context longer than its receptive field, the codes
+        equal a one-shot encode (tested); with non-causal convolutions the last frames of each
+        chunk can differ, and with LSTM layers any frame can, through the LSTM state.
+        """
         wav = self.preprocess(item, sample_rate)
         with torch.inference_mode():
-            codes = self.model.encode(wav[None].to(self.device))[0].cpu()  # (K, T)
-        return Encoded(codes=codes.clone(), extras={"num_samples": torch.tensor([wav.shape[-1]])})
+            codes = torch.cat(
+                [self._encode_span(wav, start) for start in range(0, wav.shape[-1], self.chunk)],
+                dim=-1,
+            )
+        return Encoded(codes=codes, extras={"num_samples": torch.tensor([wav.shape[-1]])})
+
+    def _encode_span(self, wav: torch.Tensor, start: int) -> torch.Tensor:
+        """Codes (K, frames) of ``wav[:, start:start + chunk]``, encoded with left context."""
+        left = max(0, start - self.context)
+        piece = wav[None, :, left : start + self.chunk].to(self.device)  # (1, C, <= ctx + chunk)
+        codes = self.model.encode(piece)[0].cpu()  # (K, frames of the piece)
+        return codes[:, (start - left) // self.model.hop_length :].clone()
 
     def encode_batch(self, items: Sequence[Any]) -> list[Encoded]:
         """Encode clips one after another (identical to ``encode``); errors name the index."""
