@@ -12,6 +12,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from tokenize_mm.tokenizers.audio_io import save_wav
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -82,3 +84,22 @@ def test_image_fit_report(tmp_path, tiny_image, images):
     assert "| test | 6 |" in md.read_text() and "Report command" in md.read_text()
     size = tiny_image.info.image_size
     assert Image.open(png).size == (4 * size, 2 * size)
+
+
+def test_audio_fit_report(tmp_path, tiny_audio, clips):
+    art = tiny_audio.save(tmp_path / "art")
+    lines = []
+    for i, (wav, rate) in enumerate(clips[:6]):
+        save_wav(tmp_path / f"{i}.wav", wav, rate)
+        split = "test" if i < 2 else "train"
+        lines.append(json.dumps({"id": str(i), "audio": f"{i}.wav", "split": split}))
+    (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    md, png = tmp_path / "r.md", tmp_path / "r.png"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "audio_fit_report.py"), "--tokenizer",
+           str(art), "--manifest", str(tmp_path / "manifest.jsonl"), "--md", str(md),
+           "--png", str(png)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = md.read_text()
+    assert "| at initialisation |" in text and "| fitted |" in text and "2 clips" in text
+    assert Image.open(png).size[0] > 0
