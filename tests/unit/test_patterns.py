@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -180,14 +178,3 @@ def test_registry():
     with pytest.raises(UnknownPatternError, match="known patterns: delay, flatten"):
         get_pattern("parallel")
     assert issubclass(UnknownPatternError, ValueError)
-
-
-def test_sequence_imports_neither_lightning_nor_hydra():
-    code = (
-        "import sys, tokenize_mm.sequence\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('lightning', 'pytorch_lightning', 'hydra', 'omegaconf'))\n"
-        "print(bad); sys.exit(1 if bad else 0)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, f"imported: {result.stdout} {result.stderr}"

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from tokenize_mm.tokenizers import audio_io
-from tokenize_mm.tokenizers.artifact import Artifact, read_artifact, write_artifact
+from tokenize_mm.tokenizers.artifact import Artifact, read_artifact
 from tokenize_mm.tokenizers.audio_model import CodecModel
 from tokenize_mm.tokenizers.base import (
     Encoded,
@@ -29,10 +28,10 @@ from tokenize_mm.tokenizers.base import (
     map_batch,
     register_tokenizer,
 )
-from tokenize_mm.tokenizers.errors import ArtifactError, InvalidCodesError, NotFittedError
+from tokenize_mm.tokenizers.errors import InvalidCodesError, NotFittedError
+from tokenize_mm.tokenizers.module_artifact import hold_out, load_module, loss_summary, save_module
 from tokenize_mm.tokenizers.quantizer import codebook_usage
 
-WEIGHTS = "weights.safetensors"
 ARCH_KEYS = (
     "sample_rate", "channels", "ratios", "n_filters", "n_residual_layers", "dimension", "lstm",
     "causal", "num_codebooks", "codebook_size", "codebook_dim", "commitment_weight",
@@ -210,10 +209,7 @@ class AudioTokenizer:
         if not train:
             raise NotFittedError("AudioTokenizer.fit got no training clips")
         if held is None:
-            perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-            n_held = max(1, round(len(train) * val_fraction)) if len(train) > 1 else 0
-            held = [train[i] for i in perm[:n_held]]
-            train = [train[i] for i in perm[n_held:]]
+            train, held = hold_out(train, val_fraction, seed)
         history = train_codec(
             model, train, segment=max(model.hop_length, round(segment_seconds * sample_rate)),
             max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
@@ -224,11 +220,10 @@ class AudioTokenizer:
         hparams = {**arch, "segment_seconds": segment_seconds, "mel_weight": mel_weight,
                    "max_steps": max_steps, "batch_size": batch_size,
                    "learning_rate": learning_rate, "seed": seed, "precision": precision}  # fmt: skip
-        tail = max(1, len(history) // 10)
         fit_data = {
             "num_train": len(train), "num_held_out": len(held), "description": description,
             "train_seconds": sum(c.shape[-1] for c in train) / sample_rate,
-            "loss_start": sum(history[:tail]) / tail, "loss_end": sum(history[-tail:]) / tail,
+            **loss_summary(history),
         }  # fmt: skip
         tok = cls(model, _make_info(arch), hparams, fit_data)
         tok._info = _make_info(arch, tok.evaluate(held) if held else {})
@@ -260,10 +255,9 @@ class AudioTokenizer:
 
     # -- artifacts -------------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        return write_artifact(
-            directory, kind=self.kind, info=self._info, hparams=self.hparams,
-            fit_data=self.fit_data, write_payload=lambda d: save_file(state, str(d / WEIGHTS)),
+        return save_module(
+            directory, self.model, kind=self.kind, info=self._info, hparams=self.hparams,
+            fit_data=self.fit_data,
         )  # fmt: skip
 
     @classmethod
@@ -273,15 +267,7 @@ class AudioTokenizer:
     @classmethod
     def from_artifact(cls, artifact: Artifact) -> AudioTokenizer:
         artifact.require_kind(cls.kind)
-        model = CodecModel(**{k: artifact.hparams[k] for k in ARCH_KEYS if k in artifact.hparams})
-        missing, unexpected = model.load_state_dict(
-            load_file(str(artifact.path(WEIGHTS))), strict=False
-        )
-        if missing or unexpected:
-            raise ArtifactError(
-                f"{artifact.directory}: weights do not match the architecture in the manifest "
-                f"(missing {missing[:3]}, unexpected {unexpected[:3]}); save the tokenizer again"
-            )
+        model = load_module(artifact, CodecModel, ARCH_KEYS)
         return cls(model, artifact.info, artifact.hparams, artifact.fit_data)
 
     def __repr__(self) -> str:

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from tokenize_mm.tokenizers import image_io
-from tokenize_mm.tokenizers.artifact import Artifact, read_artifact, write_artifact
+from tokenize_mm.tokenizers.artifact import Artifact, read_artifact
 from tokenize_mm.tokenizers.base import (
     Encoded,
     TokenizerInfo,
@@ -28,11 +27,11 @@ from tokenize_mm.tokenizers.base import (
     map_batch,
     register_tokenizer,
 )
-from tokenize_mm.tokenizers.errors import ArtifactError, InvalidInputError, NotFittedError
+from tokenize_mm.tokenizers.errors import InvalidInputError, NotFittedError
 from tokenize_mm.tokenizers.image_model import VQImageModel
+from tokenize_mm.tokenizers.module_artifact import hold_out, load_module, loss_summary, save_module
 from tokenize_mm.tokenizers.quantizer import codebook_usage
 
-WEIGHTS = "weights.safetensors"
 #: Constructor arguments of ``VQImageModel``; saved in the artifact to rebuild the model.
 ARCH_KEYS = (
     "image_size", "downsample", "base_channels", "channel_mult", "num_res_blocks", "latent_dim",
@@ -179,9 +178,8 @@ class ImageTokenizer:
         if len(train) == 0:
             raise NotFittedError("ImageTokenizer.fit got no training images")
         if held is None:
-            perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-            n_held = max(1, round(len(train) * val_fraction)) if len(train) > 1 else 0
-            held, train = train[perm[:n_held]], train[perm[n_held:]]
+            train_idx, held_idx = hold_out(range(len(train)), val_fraction, seed)
+            held, train = train[held_idx], train[train_idx]
         history = train_vq(
             model, train, max_steps=max_steps, batch_size=batch_size,
             learning_rate=learning_rate, seed=seed, accelerator=accelerator,
@@ -190,11 +188,9 @@ class ImageTokenizer:
         model = model.cpu().eval()
         hparams = {**arch, "max_steps": max_steps, "batch_size": batch_size,
                    "learning_rate": learning_rate, "seed": seed, "precision": precision}  # fmt: skip
-        tail = max(1, len(history) // 10)
         fit_data = {
             "source": source, "num_train": len(train), "num_held_out": len(held),
-            "description": description,
-            "loss_start": sum(history[:tail]) / tail, "loss_end": sum(history[-tail:]) / tail,
+            "description": description, **loss_summary(history),
         }  # fmt: skip
         tok = cls(model, _make_info(arch), hparams, fit_data)
         metrics = tok.evaluate(held) if len(held) else {}
@@ -222,10 +218,9 @@ class ImageTokenizer:
 
     # -- artifacts -------------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        return write_artifact(
-            directory, kind=self.kind, info=self._info, hparams=self.hparams,
-            fit_data=self.fit_data, write_payload=lambda d: save_file(state, str(d / WEIGHTS)),
+        return save_module(
+            directory, self.model, kind=self.kind, info=self._info, hparams=self.hparams,
+            fit_data=self.fit_data,
         )  # fmt: skip
 
     @classmethod
@@ -235,15 +230,7 @@ class ImageTokenizer:
     @classmethod
     def from_artifact(cls, artifact: Artifact) -> ImageTokenizer:
         artifact.require_kind(cls.kind)
-        arch = {k: artifact.hparams[k] for k in ARCH_KEYS if k in artifact.hparams}
-        model = VQImageModel(**arch)
-        state = load_file(str(artifact.path(WEIGHTS)))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ArtifactError(
-                f"{artifact.directory}: weights do not match the architecture in the manifest "
-                f"(missing {missing[:3]}, unexpected {unexpected[:3]}); save the tokenizer again"
-            )
+        model = load_module(artifact, VQImageModel, ARCH_KEYS)
         return cls(model, artifact.info, artifact.hparams, artifact.fit_data)
 
     def __repr__(self) -> str:
