@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
 from tokenize_mm.tokenizers import audio_io
-from tokenize_mm.tokenizers.artifact import Artifact, read_artifact
 from tokenize_mm.tokenizers.audio_model import CodecModel
 from tokenize_mm.tokenizers.base import (
     Encoded,
@@ -29,7 +27,7 @@ from tokenize_mm.tokenizers.base import (
     register_tokenizer,
 )
 from tokenize_mm.tokenizers.errors import InvalidCodesError, NotFittedError
-from tokenize_mm.tokenizers.module_artifact import hold_out, load_module, loss_summary, save_module
+from tokenize_mm.tokenizers.module_artifact import ModuleTokenizer, hold_out, loss_summary
 from tokenize_mm.tokenizers.quantizer import codebook_usage
 
 ARCH_KEYS = (
@@ -39,7 +37,7 @@ ARCH_KEYS = (
 
 
 @register_tokenizer
-class AudioTokenizer:
+class AudioTokenizer(ModuleTokenizer):
     """The 50 Hz codec tokenizer. Build one with ``fit`` or ``load``.
 
     Args:
@@ -54,6 +52,8 @@ class AudioTokenizer:
             encode.
     """
 
+    model_class = CodecModel
+    arch_keys = ARCH_KEYS
     kind: ClassVar[str] = "audio.codec"
 
     def __init__(
@@ -73,18 +73,6 @@ class AudioTokenizer:
         # Both are whole numbers of frames, so that chunk boundaries fall on frame boundaries.
         self.chunk = max(1, round(chunk_seconds * rate / hop)) * hop
         self.context = max(0, round(context_seconds * rate / hop)) * hop
-
-    @property
-    def info(self) -> TokenizerInfo:
-        return self._info
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def to(self, device: str | torch.device) -> AudioTokenizer:
-        self.model.to(device)
-        return self
 
     def preprocess(self, item: Any, sample_rate: int | None = None) -> torch.Tensor:
         """One clip → float32 (C, S) at the model's rate and channels (``audio_io`` policy)."""
@@ -252,23 +240,6 @@ class AudioTokenizer:
             out[f"perplexity_{k}"] = float(usage["perplexity"])
             out[f"used_fraction_{k}"] = float(usage["used_fraction"])
         return out
-
-    # -- artifacts -------------------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike) -> Path:
-        return save_module(
-            directory, self.model, kind=self.kind, info=self._info, hparams=self.hparams,
-            fit_data=self.fit_data,
-        )  # fmt: skip
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> AudioTokenizer:
-        return cls.from_artifact(read_artifact(directory))
-
-    @classmethod
-    def from_artifact(cls, artifact: Artifact) -> AudioTokenizer:
-        artifact.require_kind(cls.kind)
-        model = load_module(artifact, CodecModel, ARCH_KEYS)
-        return cls(model, artifact.info, artifact.hparams, artifact.fit_data)
 
     def __repr__(self) -> str:
         i = self._info

@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 import torch
 
 from tokenize_mm.tokenizers import image_io
-from tokenize_mm.tokenizers.artifact import Artifact, read_artifact
 from tokenize_mm.tokenizers.base import (
     Encoded,
     TokenizerInfo,
@@ -29,7 +28,7 @@ from tokenize_mm.tokenizers.base import (
 )
 from tokenize_mm.tokenizers.errors import InvalidInputError, NotFittedError
 from tokenize_mm.tokenizers.image_model import VQImageModel
-from tokenize_mm.tokenizers.module_artifact import hold_out, load_module, loss_summary, save_module
+from tokenize_mm.tokenizers.module_artifact import ModuleTokenizer, hold_out, loss_summary
 from tokenize_mm.tokenizers.quantizer import codebook_usage
 
 #: Constructor arguments of ``VQImageModel``; saved in the artifact to rebuild the model.
@@ -40,7 +39,7 @@ ARCH_KEYS = (
 
 
 @register_tokenizer
-class ImageTokenizer:
+class ImageTokenizer(ModuleTokenizer):
     """VQ patch tokenizer. Build one with ``fit`` or ``load``.
 
     Args:
@@ -51,6 +50,8 @@ class ImageTokenizer:
         batch_size: images per forward pass in ``encode_batch``/``decode_batch``.
     """
 
+    model_class = VQImageModel
+    arch_keys = ARCH_KEYS
     kind: ClassVar[str] = "image.vq"
 
     def __init__(
@@ -68,19 +69,6 @@ class ImageTokenizer:
         self.batch_size = batch_size
 
     # -- contract --------------------------------------------------------------------------------
-    @property
-    def info(self) -> TokenizerInfo:
-        return self._info
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def to(self, device: str | torch.device) -> ImageTokenizer:
-        """Move the model (encode/decode then run there); returns self."""
-        self.model.to(device)
-        return self
-
     def preprocess(self, item: Any) -> torch.Tensor:
         """One item → float tensor (3, S, S) in [0, 1] (the policy of ``image_io``)."""
         return image_io.to_model_input(item, self._info.image_size or 0)
@@ -215,23 +203,6 @@ class ImageTokenizer:
             "used_fraction": float(usage["used_fraction"]),
             "num_eval_images": float(len(pixels_u8)),
         }
-
-    # -- artifacts -------------------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike) -> Path:
-        return save_module(
-            directory, self.model, kind=self.kind, info=self._info, hparams=self.hparams,
-            fit_data=self.fit_data,
-        )  # fmt: skip
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> ImageTokenizer:
-        return cls.from_artifact(read_artifact(directory))
-
-    @classmethod
-    def from_artifact(cls, artifact: Artifact) -> ImageTokenizer:
-        artifact.require_kind(cls.kind)
-        model = load_module(artifact, VQImageModel, ARCH_KEYS)
-        return cls(model, artifact.info, artifact.hparams, artifact.fit_data)
 
     def __repr__(self) -> str:
         i = self._info

@@ -1,18 +1,18 @@
 """What the trained tokenizers (image VQ, audio codec) share: held-out split, loss summary, and
-saving / loading an ``nn.Module`` as a safetensors artifact rebuilt from its manifest."""
+an ``nn.Module`` kept as a safetensors artifact and rebuilt from its manifest (``ModuleTokenizer``)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tokenize_mm.tokenizers.artifact import Artifact, write_artifact
+from tokenize_mm.tokenizers.artifact import Artifact, read_artifact, write_artifact
 from tokenize_mm.tokenizers.base import TokenizerInfo
 from tokenize_mm.tokenizers.errors import ArtifactError
 
@@ -69,3 +69,52 @@ def load_module(artifact: Artifact, build: Callable[..., M], arch_keys: Sequence
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}); save the tokenizer again"
         )
     return module
+
+
+class ModuleTokenizer:
+    """Mechanics shared by tokenizers that wrap a trained ``nn.Module`` (``self.model``):
+    ``info``, device placement, and artifacts (``save``, ``load``, ``from_artifact``).
+
+    Subclasses set ``kind``, ``model_class`` (built from the manifest's ``arch_keys``
+    hyper-parameters) and take ``(model, info, hparams, fit_data)`` as their first arguments.
+    """
+
+    kind: ClassVar[str]
+    model_class: ClassVar[type[nn.Module]]
+    arch_keys: ClassVar[tuple[str, ...]]
+    model: nn.Module
+    _info: TokenizerInfo
+    hparams: dict[str, Any]
+    fit_data: dict[str, Any]
+
+    @property
+    def info(self) -> TokenizerInfo:
+        return self._info
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device):
+        """Move the model (encode/decode then run there); returns self."""
+        self.model.to(device)
+        return self
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write an artifact: ``manifest.json`` and ``weights.safetensors`` (atomic)."""
+        return save_module(
+            directory, self.model, kind=self.kind, info=self._info, hparams=self.hparams,
+            fit_data=self.fit_data,
+        )  # fmt: skip
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike):
+        """Load an artifact written by ``save`` (verified; see ``artifact.py``)."""
+        return cls.from_artifact(read_artifact(directory))
+
+    @classmethod
+    def from_artifact(cls, artifact: Artifact):
+        """Build the tokenizer from a verified artifact (``load_tokenizer`` calls this)."""
+        artifact.require_kind(cls.kind)
+        model = load_module(artifact, cls.model_class, cls.arch_keys)
+        return cls(model, artifact.info, artifact.hparams, artifact.fit_data)  # type: ignore[call-arg]
