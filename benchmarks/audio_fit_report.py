@@ -13,6 +13,7 @@ log-mel spectrogram of one clip: original, reconstruction at initialisation, aft
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -28,6 +29,7 @@ import torchaudio
 from tokenize_mm import AudioTokenizer, load_tokenizer
 from tokenize_mm.data import ManifestSource, iter_items
 from tokenize_mm.tokenizers.audio import ARCH_KEYS
+from tokenize_mm.tokenizers.audio_fit import SegmentDataset
 from tokenize_mm.tokenizers.audio_model import CodecModel
 
 
@@ -41,12 +43,9 @@ def initial_codec(tok: AudioTokenizer, train: list[torch.Tensor]) -> AudioTokeni
     hp = tok.hparams
     torch.manual_seed(hp["seed"])
     model = CodecModel(**{k: hp[k] for k in ARCH_KEYS if k in hp})
-    segment = round(hp["segment_seconds"] * hp["sample_rate"])
-    g = torch.Generator().manual_seed(hp["seed"])
-    crops = []
-    for i in torch.randperm(len(train), generator=g)[: hp["batch_size"]].tolist():
-        clip = train[i][:, :segment]
-        crops.append(torch.nn.functional.pad(clip, (0, segment - clip.shape[-1])))
+    # The first batch of crops the fit's own sampler would draw from these clips.
+    segments = SegmentDataset(train, round(hp["segment_seconds"] * hp["sample_rate"]), hp["seed"])
+    crops = list(itertools.islice(segments, hp["batch_size"]))
     with torch.no_grad():
         model.train()(torch.stack(crops))  # the first forward runs the k-means initialisation
     return AudioTokenizer(model.eval(), tok.info, hp)

@@ -11,6 +11,7 @@ distance and per-codebook usage on held-out clips, kept in ``info``. Weights are
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
@@ -247,10 +248,7 @@ class AudioTokenizer(ModuleTokenizer):
 
 
 def _make_info(arch: dict[str, Any], metrics: dict[str, float] | None = None) -> TokenizerInfo:
-    hop = 1
-    for r in arch["ratios"]:
-        hop *= int(r)
-    frame_rate = arch["sample_rate"] / hop
+    frame_rate = arch["sample_rate"] / math.prod(int(r) for r in arch["ratios"])
     return TokenizerInfo(
         modality="audio", kind=AudioTokenizer.kind, codebook_size=arch["codebook_size"],
         num_codebooks=arch["num_codebooks"], sample_rate=arch["sample_rate"],

@@ -3,14 +3,10 @@
 Losses (EnCodec, Défossez et al. 2022, without the adversarial terms): L1 on the waveform, L1 on
 log-mel spectrograms at several resolutions (torchaudio), and the residual quantizer's commitment
 loss. Training reads random fixed-length segments of the clips. AdamW with linear warm-up and
-cosine decay, as for the image tokenizer.
+cosine decay (``fit_loop.py``), as for the image tokenizer.
 """
 
 from __future__ import annotations
-
-import logging
-import math
-import warnings
 
 import lightning as L
 import torch
@@ -18,6 +14,7 @@ import torch.nn.functional as F
 import torchaudio
 
 from tokenize_mm.tokenizers.audio_model import CodecModel
+from tokenize_mm.tokenizers.fit_loop import run_fit, warmup_cosine
 
 
 class MultiScaleMelLoss(torch.nn.Module):
@@ -61,16 +58,7 @@ class CodecFitModule(L.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.learning_rate, betas=(0.5, 0.9))
-        warmup = max(1, self.max_steps // 20)
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, self.max_steps - warmup))
-            return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return warmup_cosine(opt, self.max_steps)
 
 
 class SegmentDataset(torch.utils.data.IterableDataset):
@@ -106,18 +94,12 @@ def train_codec(
     progress: bool,
 ) -> list[float]:
     """Train ``model`` in place on random segments of ``clips``; returns the per-step losses."""
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    L.seed_everything(seed, workers=True, verbose=False)
     module = CodecFitModule(model, learning_rate, max_steps, mel_weight)
     loader = torch.utils.data.DataLoader(
         SegmentDataset(clips, segment, seed), batch_size=batch_size
     )
-    trainer = L.Trainer(
-        max_steps=max_steps, accelerator=accelerator, devices=1, precision=precision,
-        logger=False, enable_checkpointing=False, enable_model_summary=False,
-        enable_progress_bar=progress, num_sanity_val_steps=0,
+    run_fit(
+        module, loader, max_steps=max_steps, seed=seed, accelerator=accelerator,
+        precision=precision, progress=progress,
     )  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=Warning)
-        trainer.fit(module, loader)
     return module.history

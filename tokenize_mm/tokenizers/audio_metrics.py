@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torchaudio
 
@@ -21,7 +23,13 @@ def si_snr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = 1e-8) -
     return float(10.0 * torch.log10(ratio).mean())
 
 
+@functools.cache
+def _mel(sample_rate: int) -> torchaudio.transforms.MelSpectrogram:
+    """One transform per rate: its filter bank is built once, not once per clip."""
+    return torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=1024, hop_length=256, n_mels=64)
+
+
 def log_mel_distance(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int) -> float:
     """Mean absolute difference of log-mel spectrograms (n_fft 1024, hop 256, 64 mels)."""
-    mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=1024, hop_length=256, n_mels=64)
+    mel = _mel(sample_rate)
     return float((torch.log(mel(estimate) + 1e-5) - torch.log(mel(reference) + 1e-5)).abs().mean())
