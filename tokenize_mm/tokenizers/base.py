@@ -192,10 +192,6 @@ def map_batch(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
     return out
 
 
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 # ---------------------------------------------------------------------------------------------
 # Registry of artifact kinds. Each tokenizer module registers itself on import; the registry also
 # knows which module provides each built-in kind, so load_tokenizer works on a fresh interpreter.
