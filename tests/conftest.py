@@ -112,3 +112,57 @@ def clips() -> list[tuple[torch.Tensor, int]]:
 @pytest.fixture(scope="session")
 def tiny_audio(clips) -> AudioTokenizer:
     return AudioTokenizer.fit(clips, max_steps=8, seed=0, **TINY_AUDIO)
+
+
+def write_encodec_checkpoint(folder: Path, name: str, seed: int = 0) -> str:
+    """A checkpoint shaped like the official one for ``name`` (``"encodec_24khz"`` or
+    ``"encodec_48khz"``): a randomly initialised package model with random codebooks (the
+    package initialises them to zeros until k-means runs), saved with ``torch.save`` under
+    ``<name>-<sha256 prefix>.th`` as the package names its files. Returns the file name."""
+    import hashlib
+    import os
+    import warnings
+
+    from encodec import EncodecModel
+
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():  # the package's deprecated weight_norm
+        warnings.simplefilter("ignore", FutureWarning)
+        build = getattr(EncodecModel, name.replace("encodec_", "encodec_model_"))
+        model = build(pretrained=False)
+    state = model.state_dict()
+    for key in state:
+        if key.endswith("_codebook.embed"):
+            state[key] = torch.randn_like(state[key])
+        elif key.endswith("_codebook.inited"):
+            state[key] = torch.ones_like(state[key])
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{name}.tmp"
+    torch.save(state, tmp)
+    file_name = f"{name}-{hashlib.sha256(tmp.read_bytes()).hexdigest()[:8]}.th"
+    os.replace(tmp, folder / file_name)
+    return file_name
+
+
+@pytest.fixture(scope="session")
+def encodec_repository(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """(folder, {model name: checkpoint file name}) with both checkpoint-shaped files."""
+    folder = tmp_path_factory.mktemp("encodec_repository")
+    names = {n: write_encodec_checkpoint(folder, n) for n in ("encodec_24khz", "encodec_48khz")}
+    return folder, names
+
+
+@pytest.fixture(scope="session")
+def encodec_24khz(encodec_repository) -> AudioTokenizer:
+    folder, names = encodec_repository
+    return AudioTokenizer.from_pretrained(
+        "encodec_24khz", num_codebooks=2, repository=folder, checkpoint=names["encodec_24khz"]
+    )
+
+
+@pytest.fixture(scope="session")
+def encodec_48khz(encodec_repository) -> AudioTokenizer:
+    folder, names = encodec_repository
+    return AudioTokenizer.from_pretrained(
+        "encodec_48khz", num_codebooks=2, repository=folder, checkpoint=names["encodec_48khz"]
+    )

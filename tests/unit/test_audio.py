@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import random
+from fractions import Fraction
 
 import pytest
 import torch
@@ -18,18 +20,25 @@ def test_default_codec_is_50_frames_per_second():
     assert model.sample_rate == 24_000 and model.hop_length == 480 and model.frame_rate == 50.0
 
 
-def test_frames_are_ceil_of_duration_times_frame_rate(tiny_audio):
-    """For random durations and input rates: frames = ceil(d × frame_rate) of the resampled clip."""
+@pytest.mark.parametrize("backend", ["tiny_audio", "encodec_24khz", "encodec_48khz"])
+def test_frames_are_ceil_of_duration_times_frame_rate(request, backend):
+    """Every backend, random durations and input rates: frames = ceil(d × frame_rate), d the
+    duration of the resampled clip, and tokens per second = frame rate × K."""
+    tok = request.getfixturevalue(backend)
     rng = random.Random(0)
-    info = tiny_audio.info
-    for _ in range(12):
-        rate = rng.choice([8000, 16000, 22050, 24000, 44100, 48000])
-        n = rng.randint(1, rate)  # up to one second, including clips shorter than one frame
-        enc = tiny_audio.encode((torch.zeros(1, n), rate))
+    info = tok.info
+    assert info.tokens_per_second == info.frame_rate * info.num_codebooks
+    for _ in range(10):
+        rate = rng.choice([8000, 11025, 16000, 22050, 24000, 44100, 48000])
+        n = rng.randint(1, 2 * rate)  # up to two seconds, including clips shorter than one frame
+        enc = tok.encode((torch.zeros(1, n), rate))
         samples = int(enc.extras["num_samples"][0])
+        assert samples == -(-n * info.sample_rate // rate)
+        assert enc.num_steps == math.ceil(
+            Fraction(samples, info.sample_rate) * Fraction(info.frame_rate)
+        )
         assert enc.num_steps == num_frames(samples, info.sample_rate, info.frame_rate)
-        assert enc.num_steps == -(-samples // 480)
-        assert tiny_audio.decode(enc).shape == (1, samples)
+        assert tok.decode(enc).shape[-1] == samples
 
 
 def test_silence_is_valid(tiny_audio):

@@ -21,13 +21,15 @@ from tokenize_mm.tokenizers import Tokenizer
 TEXTS = ["Hello world.", "", "  two  spaces\tand a tab\n", "emoji 🙂 and 汉字 and é"]
 
 
-@pytest.fixture(params=["text", "image", "audio"])
-def case(request, tiny_text, tiny_image, tiny_audio, images, clips):
-    """(tokenizer, items, a valid item of the wrong type for this tokenizer)."""
+@pytest.fixture(params=["text", "image", "audio", "encodec_24khz", "encodec_48khz"])
+def case(request, tiny_text, tiny_image, images, clips):
+    """(tokenizer, items, a valid item of the wrong type for this tokenizer). The audio cases are
+    both backends: the 50 Hz codec and pretrained EnCodec (checkpoint-shaped random weights)."""
     if request.param == "text":
         return tiny_text, TEXTS, 42
-    if request.param == "audio":
-        return tiny_audio, [clips[0], clips[1], (torch.zeros(2, 100), 8000), clips[3]], 42
+    if request.param != "image":
+        tok = request.getfixturevalue("tiny_audio" if request.param == "audio" else request.param)
+        return tok, [clips[0], clips[1], (torch.zeros(2, 100), 8000), clips[3]], 42
     return tiny_image, [images[0], images[1], torch.rand(3, 40, 24), images[2].convert("L")], 42
 
 
@@ -69,7 +71,7 @@ def test_round_trip(case):
             assert out == item
         elif tok.info.modality == "audio":
             assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
-            assert out.shape == (1, int(enc.extras["num_samples"][0]))
+            assert out.dim() == 2 and out.shape[-1] == int(enc.extras["num_samples"][0])
         else:
             s = tok.info.image_size
             assert out.shape == (3, s, s) and out.dtype == torch.float32

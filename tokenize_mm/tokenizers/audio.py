@@ -1,11 +1,15 @@
 """``AudioTokenizer``: the 50 Hz EnCodec-architecture codec on the tokenizer contract.
 
+Two backends share this class's input policy, chunking, batching and decoding: the 50 Hz codec
+that ``fit`` trains (kind ``audio.codec``), and pretrained EnCodec 24/48 kHz through
+``AudioTokenizer.from_pretrained`` (``audio_pretrained.py``, kind ``audio.encodec``).
+
 A clip (path, or a tensor (C, S) / (S,) with its sample rate) is converted by the policy of
 ``audio_io.py`` (mixed to the model's channels, resampled to its rate), encoded to codes of shape
 (K, ceil(S / hop)) — exactly ``info.frame_rate`` frames per second of audio, K residual codebooks
 — and decoded back to a float tensor (C, S) at ``info.sample_rate``, trimmed to the encoded length
-(``Encoded.extras["num_samples"]``). A clip shorter than one hop is one frame (SEANet pads the
-end). ``fit`` trains the codec with Lightning (imported only then) and measures SI-SNR, log-mel
+(``Encoded.extras["num_samples"]``). The clip is zero-padded to whole frames first, so a clip
+shorter than one hop is one frame. ``fit`` trains the codec with Lightning (imported only then) and measures SI-SNR, log-mel
 distance and per-codebook usage on held-out clips, kept in ``info``. Weights are safetensors.
 """
 
@@ -17,8 +21,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from tokenize_mm.tokenizers import audio_io
+from tokenize_mm.tokenizers.audio_batch import encode_pieces, folded_copy
 from tokenize_mm.tokenizers.audio_model import CodecModel
 from tokenize_mm.tokenizers.base import (
     Encoded,
@@ -39,7 +46,7 @@ ARCH_KEYS = (
 
 @register_tokenizer
 class AudioTokenizer(ModuleTokenizer):
-    """The 50 Hz codec tokenizer. Build one with ``fit`` or ``load``.
+    """The 50 Hz codec tokenizer. Build one with ``fit``, ``load`` or ``from_pretrained``.
 
     Args:
         model: a ``CodecModel``.
@@ -51,6 +58,8 @@ class AudioTokenizer(ModuleTokenizer):
         context_seconds: audio before each chunk that the encoder sees and whose frames are
             dropped, so that frames near a chunk boundary have the left context of a one-shot
             encode.
+        batch_seconds: most audio (pieces × the longest) that ``encode_batch`` puts in one
+            forward pass.
     """
 
     model_class = CodecModel
@@ -59,12 +68,13 @@ class AudioTokenizer(ModuleTokenizer):
 
     def __init__(
         self,
-        model: CodecModel,
+        model: nn.Module,
         info: TokenizerInfo,
         hparams: dict[str, Any],
         fit_data: dict[str, Any] | None = None,
         chunk_seconds: float = 30.0,
         context_seconds: float = 1.0,
+        batch_seconds: float = 60.0,
     ):
         self.model = model.eval()
         self._info = info
@@ -74,6 +84,13 @@ class AudioTokenizer(ModuleTokenizer):
         # Both are whole numbers of frames, so that chunk boundaries fall on frame boundaries.
         self.chunk = max(1, round(chunk_seconds * rate / hop)) * hop
         self.context = max(0, round(context_seconds * rate / hop)) * hop
+        self.batch_samples = max(self.chunk + self.context, round(batch_seconds * rate))
+        self._folded: nn.Module | None = None
+
+    @property
+    def causal(self) -> bool:
+        """Whether the encoder's convolutions are causal (pieces of any length then batch)."""
+        return bool(self.hparams.get("causal", True))
 
     def preprocess(self, item: Any, sample_rate: int | None = None) -> torch.Tensor:
         """One clip → float32 (C, S) at the model's rate and channels (``audio_io`` policy)."""
@@ -85,37 +102,77 @@ class AudioTokenizer(ModuleTokenizer):
         """A path, a ``(tensor, sample_rate)`` pair, or a tensor with ``sample_rate`` → codes
         (K, ceil(S / hop)) and ``extras["num_samples"]`` (S at the model's rate).
 
-        A clip longer than ``chunk_seconds`` is encoded in chunks of that length, each preceded
-        by ``context_seconds`` of the audio before it (their frames are dropped): memory is
-        bounded by the chunk, and the frame count is exactly that of a one-shot encode. With a
+        The clip is zero-padded at the end to whole frames (a clip shorter than one frame is one
+        frame). A clip longer than ``chunk_seconds`` is encoded in chunks of that length, each
+        preceded by ``context_seconds`` of the audio before it (their frames are dropped): memory
+        is bounded by the chunk, and the frame count is exactly that of a one-shot encode. With a
         causal codec without LSTM layers and a context longer than its receptive field, the codes
         equal a one-shot encode (tested); with non-causal convolutions the last frames of each
         chunk can differ, and with LSTM layers any frame can, through the LSTM state.
         """
-        wav = self.preprocess(item, sample_rate)
-        with torch.inference_mode():
-            codes = torch.cat(
-                [self._encode_span(wav, start) for start in range(0, wav.shape[-1], self.chunk)],
-                dim=-1,
-            )
-        return Encoded(codes=codes, extras={"num_samples": torch.tensor([wav.shape[-1]])})
-
-    def _encode_span(self, wav: torch.Tensor, start: int) -> torch.Tensor:
-        """Codes (K, frames) of ``wav[:, start:start + chunk]``, encoded with left context."""
-        left = max(0, start - self.context)
-        piece = wav[None, :, left : start + self.chunk].to(self.device)  # (1, C, <= ctx + chunk)
-        codes = self.model.encode(piece)[0].cpu()  # (K, frames of the piece)
-        return codes[:, (start - left) // self.model.hop_length :].clone()
+        return self._encode_wavs([self.preprocess(item, sample_rate)])[0]
 
     def encode_batch(self, items: Sequence[Any]) -> list[Encoded]:
-        """Encode clips one after another (identical to ``encode``); errors name the index."""
-        return map_batch(self.encode, items)
+        """Encode many clips in few batched forward passes (``audio_batch.py``), with the codes
+        that ``encode`` gives each of them; errors name the index of the item at fault."""
+        out: list[Encoded] = []
+        pending: list[torch.Tensor] = []
+        for wav in map_batch(self.preprocess, items):
+            pending.append(wav)
+            if sum(w.shape[-1] for w in pending) >= 4 * self.batch_samples:  # bound the memory
+                out += self._encode_wavs(pending)
+                pending = []
+        return out + (self._encode_wavs(pending) if pending else [])
+
+    def _pieces(self, wav: torch.Tensor) -> tuple[list[tuple[torch.Tensor, int]], Any]:
+        """A clip (C, S) zero-padded to whole frames → (pieces (C, L) with the number of their
+        leading frames to drop, per-segment scales or ``None``)."""
+        hop = self.model.hop_length
+        padded = F.pad(wav, (0, -wav.shape[-1] % hop))
+        spans = []
+        for start in range(0, padded.shape[-1], self.chunk):
+            left = max(0, start - self.context)
+            spans.append((padded[:, left : start + self.chunk], (start - left) // hop))
+        return spans, None
+
+    def _encode_wavs(self, wavs: Sequence[torch.Tensor]) -> list[Encoded]:
+        """Preprocessed clips (C, S_i) → one ``Encoded`` each, all pieces encoded together."""
+        pieces, plan = [], []
+        for wav in wavs:
+            spans, scale = self._pieces(wav)
+            plan.append((wav.shape[-1], [drop for _, drop in spans], scale))
+            pieces += [piece.to(self.device) for piece, _ in spans]
+        codes = encode_pieces(
+            self.inference_model(), pieces, causal=self.causal,
+            batch_samples=self.batch_samples, batch_convs=self.device.type != "cpu",
+        )  # fmt: skip
+        out, k = [], 0
+        for num_samples, drops, scale in plan:
+            parts = [codes[k + j][:, drop:] for j, drop in enumerate(drops)]
+            k += len(drops)
+            extras = {"num_samples": torch.tensor([num_samples])}
+            if scale is not None:
+                extras["scale"] = scale
+            out.append(Encoded(codes=torch.cat(parts, dim=-1).cpu(), extras=extras))
+        return out
+
+    def inference_model(self) -> nn.Module:
+        """The model with weight normalisation folded into plain weights (``audio_batch``),
+        built on first use and again after the model moves to another device."""
+        folded = self._folded
+        if folded is None or next(folded.parameters()).device != self.device:
+            arch = {k: self.hparams[k] for k in self.arch_keys if k in self.hparams}
+            self._folded = folded_copy(self.model, lambda: self.model_class(**arch))
+        return self._folded
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_folded": None}  # rebuilt on first use
 
     def decode(self, encoded: Encoded) -> torch.Tensor:
         """Codes (K, T) → float32 waveform (C, S) at ``info.sample_rate``."""
         check_codes(encoded, self._info)
         with torch.inference_mode():
-            wav = self.model.decode(encoded.codes[None].to(self.device))[0].cpu()
+            wav = self._decode_codes(encoded).cpu()
         if "num_samples" in encoded.extras:
             n = int(encoded.extras["num_samples"].reshape(-1)[0])
             if self.model.num_frames(n) != encoded.num_steps:
@@ -126,8 +183,31 @@ class AudioTokenizer(ModuleTokenizer):
             wav = wav[:, :n]
         return wav.clone()
 
+    def _decode_codes(self, encoded: Encoded) -> torch.Tensor:
+        """Checked codes (K, T) → waveform (C, T · hop) on the model's device."""
+        return self.inference_model().decode(encoded.codes[None].to(self.device))[0]
+
     def decode_batch(self, encoded: Sequence[Encoded]) -> list[torch.Tensor]:
         return map_batch(self.decode, encoded)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: str,
+        *,
+        num_codebooks: int | None = None,
+        bandwidth: float | None = None,
+        repository: str | os.PathLike | None = None,
+        checkpoint: str | None = None,
+    ) -> AudioTokenizer:
+        """Pretrained EnCodec (``"encodec_24khz"`` or ``"encodec_48khz"``) with an explicit number
+        of codebooks; see ``EncodecTokenizer.from_pretrained``."""
+        from tokenize_mm.tokenizers.audio_pretrained import EncodecTokenizer
+
+        return EncodecTokenizer.from_pretrained(
+            name, num_codebooks=num_codebooks, bandwidth=bandwidth, repository=repository,
+            checkpoint=checkpoint,
+        )  # fmt: skip
 
     # -- fit -------------------------------------------------------------------------------------
     @classmethod
@@ -219,18 +299,17 @@ class AudioTokenizer(ModuleTokenizer):
         return tok
 
     def evaluate(self, clips: Sequence[torch.Tensor]) -> dict[str, float]:
-        """SI-SNR (dB), log-mel L1 distance and per-codebook usage on preprocessed clips (C, S)."""
+        """SI-SNR (dB), log-mel L1 distance and per-codebook usage on preprocessed clips (C, S),
+        each encoded and decoded as ``encode`` and ``decode`` do."""
         from tokenize_mm.tokenizers.audio_metrics import log_mel_distance, si_snr
 
-        snrs, mels, codes = [], [], []
-        for wav in clips:
-            with torch.inference_mode():
-                c = self.model.encode(wav[None].to(self.device))
-                y = self.model.decode(c)[0, :, : wav.shape[-1]].cpu()
+        snrs, mels = [], []
+        encoded = self._encode_wavs(list(clips))
+        for wav, enc in zip(clips, encoded, strict=True):
+            y = self.decode(enc)
             snrs.append(si_snr(y, wav))
             mels.append(log_mel_distance(y, wav, self.model.sample_rate))
-            codes.append(c[0].cpu())
-        all_codes = torch.cat(codes, dim=1)  # (K, sum T)
+        all_codes = torch.cat([enc.codes for enc in encoded], dim=1)  # (K, sum T)
         out = {
             "si_snr_db": sum(snrs) / len(snrs),
             "mel_distance": sum(mels) / len(mels),

@@ -90,7 +90,12 @@ class CodecModel(nn.Module):
     @torch.no_grad()
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """wav (B, C, S) → codes (B, K, ceil(S / hop)) int64."""
-        return self.quantizer.encode(self.encoder(wav).transpose(1, 2))
+        return self.quantize(self.encoder(wav))
+
+    @torch.no_grad()
+    def quantize(self, latent: torch.Tensor) -> torch.Tensor:
+        """Encoder output (B, D, T) → codes (B, K, T) int64."""
+        return self.quantizer.encode(latent.transpose(1, 2))
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

@@ -202,6 +202,7 @@ _BUILTIN_KINDS = {
     "text.sentencepiece": "tokenize_mm.tokenizers.text",
     "image.vq": "tokenize_mm.tokenizers.image",
     "audio.codec": "tokenize_mm.tokenizers.audio",
+    "audio.encodec": "tokenize_mm.tokenizers.audio_pretrained",
 }
 
 

@@ -69,5 +69,9 @@ class UnsafeArtifactError(ArtifactError):
     """The artifact holds a pickle (or a torch.save archive); loading it could execute code."""
 
 
+class PretrainedWeightsError(ArtifactError):
+    """Pretrained weights are missing, fail their checksum, or do not fit the model."""
+
+
 class NotFittedError(TokenizeMMError):
     """A fit was asked to run on data that cannot train the tokenizer (e.g. no items)."""

@@ -1,0 +1,113 @@
+"""Batched, exact inference for SEANet codecs (the 50 Hz codec and pretrained EnCodec).
+
+Many clips of different lengths are encoded in few forward passes, with the codes each clip gets
+when it is encoded alone:
+
+* Weight normalisation (Salimans & Kingma, 2016) is folded into plain weights once
+  (``folded_copy``); the ``encodec`` modules recompute w = g · v / ||v|| at every forward.
+* Every piece is zero-padded to whole frames before it reaches the encoder, also when it is
+  encoded alone, so that no convolution pads its right edge by reflection. With causal
+  convolutions frame t then depends only on samples before (t + 1) · hop, and padding a piece
+  further with zeros to the length of a batch leaves its frames unchanged. Pieces of a non-causal
+  encoder are batched only with pieces of the same length.
+* The convolutions before the LSTM run piece by piece on the CPU (a batch of long pieces leaves the
+  cache and was slower; ``benchmarks/audio_encode.py``) and as padded batches on a GPU. The LSTM,
+  the last convolution and the quantizer always run on the padded batch, where the LSTM's
+  matrix-vector products become matrix products.
+
+A model used here has ``encoder`` (an ``encodec.modules.SEANetEncoder``), ``hop_length``, and
+``quantize(latent (B, D, T)) -> codes (B, K, T)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from encodec.modules.lstm import SLSTM
+from torch import nn
+
+
+def folded_copy(model: nn.Module, build: Callable[[], nn.Module]) -> nn.Module:
+    """A copy of ``model`` (``build()`` makes an empty one) with weight normalisation folded into
+    plain weights, in eval mode, without gradients, on ``model``'s device. ``model`` is unchanged
+    (its state dict keeps ``weight_g`` / ``weight_v``, as artifacts store them)."""
+    copy = build()
+    copy.load_state_dict(model.state_dict())
+    for module in copy.modules():
+        if hasattr(module, "weight_g") and hasattr(module, "weight_v"):
+            torch.nn.utils.remove_weight_norm(module)
+    device = next(model.parameters()).device
+    return copy.to(device).eval().requires_grad_(False)
+
+
+def split_encoder(encoder: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """A SEANet encoder → (the convolutions before its LSTM, the LSTM and what follows)."""
+    layers = list(encoder.model)
+    cut = next((i for i, layer in enumerate(layers) if isinstance(layer, SLSTM)), len(layers))
+    return nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:])
+
+
+def _groups(lengths: Sequence[int], *, causal: bool, batch_samples: int) -> list[list[int]]:
+    """Indices grouped for batching, longest first: a group's padded size (members × longest)
+    stays within ``batch_samples`` (a longer piece is a group of its own); a non-causal encoder's
+    groups hold pieces of one length."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups:
+            group = groups[-1]
+            longest = lengths[group[0]]
+            fits = (len(group) + 1) * longest <= batch_samples
+            if fits and (causal or lengths[i] == longest):
+                group.append(i)
+                continue
+        groups.append([i])
+    return groups
+
+
+def _pad_stack(xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Tensors (C, L_i) → (N, C, max L) with zeros on the right."""
+    longest = max(x.shape[-1] for x in xs)
+    return torch.stack([F.pad(x, (0, longest - x.shape[-1])) for x in xs])
+
+
+@torch.inference_mode()
+def encode_pieces(
+    model: nn.Module,
+    pieces: Sequence[torch.Tensor],
+    *,
+    causal: bool,
+    batch_samples: int,
+    batch_convs: bool,
+) -> list[torch.Tensor]:
+    """Encode pieces (C, L_i), each L_i a multiple of ``model.hop_length``, on the model's device.
+
+    Args:
+        model: a folded codec (see the module docstring).
+        pieces: waveforms, already at the model's rate, channels and device.
+        causal: whether the encoder's convolutions are causal (pieces of any length may then share
+            a padded batch).
+        batch_samples: most samples (members × longest) in one batch.
+        batch_convs: run the convolutions before the LSTM on the padded batch (GPU) rather than
+            piece by piece (CPU).
+
+    Returns:
+        Codes (K, L_i / hop) int64 per piece, in the order given, on the model's device.
+    """
+    hop = model.hop_length
+    lengths = [int(p.shape[-1]) for p in pieces]
+    if any(n % hop for n in lengths):
+        raise ValueError(f"piece lengths must be multiples of the hop {hop}, got {lengths}")
+    convs, rest = split_encoder(model.encoder)
+    out: list[torch.Tensor | None] = [None] * len(pieces)
+    for group in _groups(lengths, causal=causal, batch_samples=batch_samples):
+        if batch_convs:
+            latent = convs(_pad_stack([pieces[i] for i in group]))
+        else:
+            latent = _pad_stack([convs(pieces[i][None])[0] for i in group])
+        codes = model.quantize(rest(latent))  # (N, K, longest / hop)
+        for j, i in enumerate(group):
+            out[i] = codes[j, :, : lengths[i] // hop]
+    return out  # type: ignore[return-value]
