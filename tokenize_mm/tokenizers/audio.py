@@ -230,6 +230,10 @@ class AudioTokenizer(ModuleTokenizer):
         commitment_weight: float = 1.0,
         segment_seconds: float = 1.0,
         mel_weight: float = 1.0,
+        adversarial_weight: float = 0.0,
+        feature_weight: float = 3.0,
+        disc_filters: int = 32,
+        disc_start_step: int = 0,
         max_steps: int = 2000,
         batch_size: int = 16,
         learning_rate: float = 3e-4,
@@ -249,6 +253,12 @@ class AudioTokenizer(ModuleTokenizer):
             sample_rate, channels, ratios, ...: architecture (see ``CodecModel``).
             segment_seconds: length of the random training crops.
             mel_weight: weight of the multi-scale mel loss against the waveform L1.
+            adversarial_weight: weight of the hinge loss against the ``encodec`` package's
+                multi-scale STFT discriminator (EnCodec: 3); ``0`` (default) trains without it.
+            feature_weight: weight of the discriminator's relative feature-matching loss (EnCodec:
+                3), with ``adversarial_weight > 0`` only.
+            disc_filters: the discriminator's width (EnCodec: 32).
+            disc_start_step: codec steps on reconstruction only before the discriminator starts.
             max_steps, batch_size, learning_rate, seed: optimisation.
             accelerator, precision: passed to ``lightning.Trainer``.
 
@@ -283,10 +293,14 @@ class AudioTokenizer(ModuleTokenizer):
             model, train, segment=max(model.hop_length, round(segment_seconds * sample_rate)),
             max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
             mel_weight=mel_weight, seed=seed, accelerator=accelerator, precision=precision,
-            progress=progress,
+            progress=progress, adversarial_weight=adversarial_weight,
+            feature_weight=feature_weight, disc_filters=disc_filters,
+            disc_start_step=disc_start_step,
         )  # fmt: skip
         model = model.cpu().eval()
         hparams = {**arch, "segment_seconds": segment_seconds, "mel_weight": mel_weight,
+                   "adversarial_weight": adversarial_weight, "feature_weight": feature_weight,
+                   "disc_filters": disc_filters, "disc_start_step": disc_start_step,
                    "max_steps": max_steps, "batch_size": batch_size,
                    "learning_rate": learning_rate, "seed": seed, "precision": precision}  # fmt: skip
         fit_data = {
