@@ -103,3 +103,16 @@ def test_audio_fit_report(tmp_path, tiny_audio, clips):
     text = md.read_text()
     assert "| at initialisation |" in text and "| fitted |" in text and "2 clips" in text
     assert Image.open(png).size[0] > 0
+
+
+def test_audio_encode_quick(tmp_path):
+    out, md = tmp_path / "a.json", tmp_path / "a.md"
+    run_script("audio_encode.py", "--out", str(out), "--md", str(md))
+    results = json.loads(out.read_text())
+    assert {"meta", "settings", "methods", "codes", "codec50", "matmul_gflops"} <= results.keys()
+    assert set(results["methods"]) == {"package_loop", "ours_loop", "ours_batch"}
+    for row in results["methods"].values():
+        assert {"median_s", "gflops", "fraction_of_matmul", "speedup_vs_package"} <= row.keys()
+    assert results["codes"]["total_codes"] > 0
+    assert {"encode_realtime_factor", "decode_realtime_factor"} <= results["codec50"].keys()
+    assert md.read_text().startswith("# Audio encoding")

@@ -118,3 +118,21 @@ def test_fit_encode_decode_audio(tmp_path, clips):
     wav, rate = load_audio(tmp_path / "dec" / "s01.wav")
     assert rate == tok.info.sample_rate
     assert wav.shape[-1] == int(encoded.extras["num_samples"][0])
+
+
+def test_encode_decode_with_pretrained_48khz(tmp_path, encodec_48khz, clips):
+    """A pretrained EnCodec artifact on the command line: the per-segment scales travel in the
+    token files and decode writes stereo 48 kHz wav."""
+    art = encodec_48khz.save(tmp_path / "encodec48")
+    folder = tmp_path / "sounds"
+    for i, (wav, rate) in enumerate(clips[:2]):
+        save_wav(folder / f"s{i}.wav", wav, rate)
+    run("encode", f"tokenizer_dir={art}", f"inputs=[{folder}]", f"out_dir={tmp_path}/tok",
+        cwd=tmp_path)  # fmt: skip
+    encoded, meta = load_encoded(tmp_path / "tok" / "s1.wav.tokens.safetensors")
+    assert meta["kind"] == "audio.encodec" and "scale" in encoded.extras
+    assert encoded == encodec_48khz.encode(folder / "s1.wav")
+    run("decode", f"tokenizer_dir={art}", f"inputs=[{tmp_path}/tok]", f"out_dir={tmp_path}/dec",
+        cwd=tmp_path)  # fmt: skip
+    wav, rate = load_audio(tmp_path / "dec" / "s1.wav")
+    assert rate == 48_000 and wav.shape == (2, int(encoded.extras["num_samples"][0]))

@@ -55,7 +55,7 @@ def test_batch_codes_equal_one_by_one(causal):
 def test_small_batch_budget_gives_the_same_codes():
     clips = mixed_clips()
     big, small = untrained(), untrained()
-    small.batch_samples = small.chunk + small.context  # many small groups
+    small.batch_seconds = 0.0  # the smallest budget: one chunk with its context, many groups
     assert big.encode_batch(clips) == small.encode_batch(clips)
 
 

@@ -86,7 +86,7 @@ def encode_pieces(
 
     Args:
         model: a folded codec (see the module docstring).
-        pieces: waveforms, already at the model's rate, channels and device.
+        pieces: waveforms at the model's rate and channels, on any device.
         causal: whether the encoder's convolutions are causal (pieces of any length may then share
             a padded batch).
         batch_samples: most samples (members × longest) in one batch.
@@ -94,20 +94,21 @@ def encode_pieces(
             piece by piece (CPU).
 
     Returns:
-        Codes (K, L_i / hop) int64 per piece, in the order given, on the model's device.
+        Codes (K, L_i / hop) int64 per piece, in the order given, on the CPU.
     """
     hop = model.hop_length
+    device = next(model.parameters()).device
     lengths = [int(p.shape[-1]) for p in pieces]
     if any(n % hop for n in lengths):
         raise ValueError(f"piece lengths must be multiples of the hop {hop}, got {lengths}")
     convs, rest = split_encoder(model.encoder)
     out: list[torch.Tensor | None] = [None] * len(pieces)
     for group in _groups(lengths, causal=causal, batch_samples=batch_samples):
-        if batch_convs:
-            latent = convs(_pad_stack([pieces[i] for i in group]))
+        if batch_convs:  # one copy to the device per group
+            latent = convs(_pad_stack([pieces[i] for i in group]).to(device))
         else:
-            latent = _pad_stack([convs(pieces[i][None])[0] for i in group])
-        codes = model.quantize(rest(latent))  # (N, K, longest / hop)
+            latent = _pad_stack([convs(pieces[i][None].to(device))[0] for i in group])
+        codes = model.quantize(rest(latent)).cpu()  # (N, K, longest / hop), one copy back
         for j, i in enumerate(group):
             out[i] = codes[j, :, : lengths[i] // hop]
     return out  # type: ignore[return-value]
