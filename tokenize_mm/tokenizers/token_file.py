@@ -9,7 +9,6 @@ matched to the exact tokenizer that wrote it), plus free-form entries such as ``
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from tokenize_mm.atomic import write_atomic
 from tokenize_mm.tokenizers.base import Encoded
 from tokenize_mm.tokenizers.errors import InvalidInputError
 
@@ -27,23 +27,13 @@ SUFFIX = ".tokens.safetensors"
 
 def save_encoded(path: str | os.PathLike, encoded: Encoded, metadata: Mapping[str, str]) -> Path:
     """Write ``encoded`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"codes": encoded.codes.contiguous()}
     tensors.update(
         {f"extras.{k}": v.detach().cpu().contiguous() for k, v in encoded.extras.items()}
     )
     meta = {str(k): str(v) for k, v in metadata.items()}
     meta.update(format=TOKENS_FORMAT, format_version=str(TOKENS_FORMAT_VERSION))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def load_encoded(path: str | os.PathLike) -> tuple[Encoded, dict[str, str]]:
