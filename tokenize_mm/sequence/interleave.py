@@ -79,6 +79,9 @@ class SpanOrder:
         return sorted(present, key=order.index)
 
 
+DEFAULT_ORDER = SpanOrder()
+
+
 @dataclass(frozen=True)
 class Interleaved:
     """One example as a sequence.
@@ -130,7 +133,7 @@ def interleave(
     layout: VocabLayout,
     items: Sequence[tuple[str, torch.Tensor]],
     *,
-    order: SpanOrder = SpanOrder(),
+    order: SpanOrder = DEFAULT_ORDER,
     example_id: str = "",
 ) -> Interleaved:
     """Encoded items of one example → its sequence.
