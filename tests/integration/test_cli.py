@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,25 @@ def test_encode_decode_with_pretrained_48khz(tmp_path, encodec_48khz, clips):
         cwd=tmp_path)  # fmt: skip
     wav, rate = load_audio(tmp_path / "dec" / "s1.wav")
     assert rate == 48_000 and wav.shape == (2, int(encoded.extras["num_samples"][0]))
+
+
+def test_pretokenize_builtin_with_accounting(tmp_path, tiny_text, tiny_image, tiny_audio):
+    """The store command on the built-in data: parts, merge, and the accounting report whose
+    image (and audio) costs agree with the tokenizers' info."""
+    dirs = {m: tok.save(tmp_path / m) for m, tok in
+            [("text", tiny_text), ("image", tiny_image), ("audio", tiny_audio)]}  # fmt: skip
+    out = tmp_path / "store"
+    args = [*TINY_SOURCE, f"tokenizers.text={dirs['text']}", f"tokenizers.image={dirs['image']}",
+            f"tokenizers.audio={dirs['audio']}", f"out_dir={out}", "chunk_size=8", "workers=2"]  # fmt: skip
+    result = run("pretokenize", *args, cwd=tmp_path)
+    assert "# Token accounting" in result.stdout
+    report = json.loads((out / "accounting.json").read_text())
+    assert report["examples"] == 48 and report["errors"]["total"] == 0
+    per_image = tiny_image.info.tokens_per_image + 2  # the codes and the two span markers
+    assert report["cost"]["image"]["agrees"] and report["cost"]["image"]["measured"] == per_image
+    if "audio" in report["cost"]:
+        assert report["cost"]["audio"]["agrees"]
+    assert sum(m["share"] for m in report["modalities"].values()) <= 1.0
+    assert Image.open(out / "accounting.png").size[0] > 0
+    row = f"| per image (image) | {per_image:.2f} | {per_image:.2f} | yes |"
+    assert row in (out / "accounting.md").read_text()

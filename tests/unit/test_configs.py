@@ -50,3 +50,19 @@ def test_entry_point_configs_compose(name):
         instantiate(cfg.text_tokenizer.fit)
         instantiate(cfg.image_tokenizer.fit)
         instantiate(cfg.source)
+
+
+@pytest.mark.parametrize("order", ["fixed", "random", "caption_after_image"])
+@pytest.mark.parametrize("source", list(SOURCES))
+def test_pretokenize_config_composes(order, source, paths):
+    from tokenize_mm.sequence.interleave import SpanOrder
+
+    overrides = ["tokenizers.text=t", "out_dir=o", f"span_order={order}", f"source={source}"]
+    overrides += [o.format(**paths) for o in SOURCES[source]]
+    if source == "folder":
+        overrides.append("source.modality=text")  # folder.yaml reads it from a tokenizer
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("pretokenize", overrides=overrides)
+    assert SpanOrder(cfg.span_order, seed=cfg.seed).mode == order
+    assert cfg.audio_pattern in ("flatten", "delay") and cfg.num_shards >= 1
+    assert len(instantiate(cfg.source)) >= 0

@@ -31,7 +31,8 @@ class TokenizedExample:
         cuts: positions where a span begins (the packer may split there).
         tokens_per_modality: positions per modality name (``text``, ``image``, ``audio``,
             ``special``), markers counted with their modality.
-        units: what the tokens encode: ``audio_seconds``, ``images``, ``text_words``.
+        units: what the tokens encode: ``audio_seconds``, ``audio_clips``, ``images``,
+            ``text_words``.
     """
 
     tokens: np.ndarray
@@ -103,12 +104,13 @@ class ExampleTokenizer:
         seq = interleave(self.layout, pairs, order=self.order, example_id=ex.id)
         counts = torch.bincount(seq.modality.long(), minlength=len(MODALITY_IDS))
         per = {name: int(counts[i]) for name, i in MODALITY_IDS.items()}
-        units = {"audio_seconds": 0.0, "images": 0.0, "text_words": 0.0}
+        units = {"audio_seconds": 0.0, "audio_clips": 0.0, "images": 0.0, "text_words": 0.0}
         if "audio" in encoded:
             rate = self.layout.infos["audio"].sample_rate or 1
             units["audio_seconds"] = sum(
                 int(e.extras["num_samples"].reshape(-1)[0]) / rate for e in encoded["audio"]
             )
+            units["audio_clips"] = float(len(encoded["audio"]))
         if "image" in encoded:
             units["images"] = float(len(encoded["image"]))
         if ex.text is not None and "text" in encoded:
