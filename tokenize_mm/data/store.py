@@ -38,10 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from tokenize_mm.atomic import write_atomic, write_text_atomic
 from tokenize_mm.data.errors import DataError
 from tokenize_mm.data.example import Example
+from tokenize_mm.data.packing import Document
 from tokenize_mm.sequence.interleave import DEFAULT_ORDER, SpanOrder
 from tokenize_mm.sequence.vocab import VocabLayout
 
@@ -358,3 +360,23 @@ class TokenStore:
     def __iter__(self) -> Iterator[StoredExample]:
         for i in range(len(self)):
             yield self[i]
+
+    def document(self, i: int) -> Document:
+        """Example ``i`` as a packer ``Document``: int64 tokens, their modality ids, span cuts."""
+        item = self[i]
+        tokens = np.asarray(item.tokens, dtype=np.int64)
+        modality = self._modality_table[tokens]
+        return Document(tokens, modality, np.asarray(item.cuts, dtype=np.int64), doc_id=i)
+
+    def documents(self) -> list[Document]:
+        """Every example as a ``Document`` (what ``PackedDataset`` takes)."""
+        return [self.document(i) for i in range(len(self))]
+
+    @property
+    def _modality_table(self) -> np.ndarray:
+        table = self.__dict__.get("_modality_lookup")
+        if table is None:
+            ids = np.arange(self.layout.vocab_size)
+            table = self.layout.modality_of(torch.from_numpy(ids)).numpy()
+            self.__dict__["_modality_lookup"] = table
+        return table
