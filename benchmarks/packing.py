@@ -40,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from vq_assign import cpu_name, write_outputs
 
-from tokenize_mm.data.packing import (
+from tokenize_mm.data import (
     SPECIAL_MODALITY,
     Document,
     PackedDataset,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import os
 import pickle
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tokenize_mm.data import (
@@ -21,9 +25,10 @@ from tokenize_mm.data import (
     FolderSource,
     ManifestSource,
     SkippedRecord,
+    iter_items,
     split_examples,
 )
-from tokenize_mm.data.builtin import COLOURS, SHAPES
+from tokenize_mm.data.builtin import COLOURS, SHAPES, _sample_scene
 
 # ------------------------------------------------------------------------------------ Example
 
@@ -63,10 +68,20 @@ def test_builtin_is_deterministic_per_seed():
     assert _image_bytes(a) == _image_bytes(b)
     assert list(a.texts()) == list(b.texts())
     assert [e.concept for e in a] == [e.concept for e in b]
+    clips_a, clips_b = list(a.clips()), list(b.clips())
+    assert len(clips_a) == 12 and all(
+        torch.equal(x, y) and r == s for (x, r), (y, s) in zip(clips_a, clips_b, strict=True)
+    )
+    distinct = {hashlib.sha256(wav.numpy().tobytes()).digest() for wav, _ in clips_a}
+    assert len(distinct) == 12  # every index has its own clip
 
     c = BuiltinSource(num_examples=24, seed=4)
     assert _image_bytes(a) != _image_bytes(c)
     assert list(a.texts()) != list(c.texts())
+    assert not any(
+        x.shape == y.shape and torch.equal(x, y)
+        for (x, _), (y, _) in zip(clips_a, c.clips(), strict=True)
+    )
 
 
 def test_builtin_example_depends_on_its_index_only():
@@ -74,6 +89,8 @@ def test_builtin_example_depends_on_its_index_only():
     for x, y in zip(small, list(large)[:12], strict=True):
         assert (x.id, x.text, x.split, x.concept) == (y.id, y.text, y.split, y.concept)
         assert x.image is None or x.image.tobytes() == y.image.tobytes()
+        assert len(x.audio) == len(y.audio)
+        assert all(torch.equal(p, q) for (p, _), (q, _) in zip(x.audio, y.audio, strict=True))
 
 
 def test_builtin_images_are_rgb_of_the_given_size_and_not_trivial():
@@ -87,15 +104,26 @@ def test_builtin_sources_and_modalities():
     source = BuiltinSource(num_examples=30)
     by_source = {e.source: e.modalities for e in source}
     assert by_source == {
-        "trimodal": ("text", "image"),
+        "trimodal": ("text", "image", "audio"),
         "image_text": ("text", "image"),
         "text_only": ("text",),
+        "audio_text": ("text", "audio"),
     }
     texts = [e.text for e in source]
     assert list(source.texts()) == texts
-    assert len(list(source.images())) == 20
+    counts = Counter(e.source for e in source)  # sub-sources interleave: 8, 8, 7, 7 of 30
+    assert len(list(source.images())) == counts["trimodal"] + counts["image_text"] == 16
+    clips = list(source.clips())
+    assert len(clips) == counts["trimodal"] + counts["audio_text"] == 15
+    with_audio = [e for e in source if e.audio]
+    assert all(len(e.audio) == 1 for e in with_audio)
+    assert all(torch.equal(c[0], e.audio[0][0]) for c, e in zip(clips, with_audio, strict=True))
     only = BuiltinSource(num_examples=6, sources=("text_only",))
     assert {e.source for e in only} == {"text_only"} and list(only.images()) == []
+    assert list(only.clips()) == []
+    audio_text = BuiltinSource(num_examples=4, sources="audio_text")
+    assert [e.modalities for e in audio_text] == [("text", "audio")] * 4
+    assert list(audio_text.images()) == [] and len(list(audio_text.clips())) == 4
     # text_only paragraphs are longer than captions
     lengths = {s: np.mean([len(e.text) for e in source if e.source == s]) for s in by_source}
     assert lengths["text_only"] > 2 * lengths["image_text"]
@@ -113,6 +141,145 @@ def test_builtin_concepts_and_captions_agree():
         assert colour in words and shape in words, example.text
     captions = {e.text for e in source if e.source == "image_text"}
     assert len(captions) > 10  # templates give variety
+
+
+# Computed by running the generator *before* audio was added (the three sub-sources of the time)
+# and hard-coded: sampling the audio nuisances must not change any image or caption.
+# (id, caption, first 16 hex digits of sha256(image.tobytes())).
+BEFORE_AUDIO = {
+    (0, 64): [
+        ("trimodal/s0/000000", "a black background with a medium blue diamond", "bb5e8034567ae576"),
+        ("image_text/s0/000001", "a medium blue circle on the right", "1a9b557185622932"),
+        ("text_only/s0/000002", "Here is a short description of a green cross. A cross is made "
+         "of two bars that meet in the middle. A cross looks like a plus sign. Green is the "
+         "colour of fresh grass.", None),
+        ("trimodal/s0/000003", "there is a large pink hexagon near the top right",
+         "a0b15afc755f6c0e"),
+        ("image_text/s0/000004", "there is a small purple triangle near the centre",
+         "c74958e2529144b4"),
+        ("text_only/s0/000005", "This note is about a red square. Every corner of a square is a "
+         "right angle. Red is the colour of a stop sign. A small red square can hide in a corner, "
+         "while a large one fills the picture.", None),
+        ("trimodal/s0/000006", "a black background with a medium blue ring", "e904c9765b2e4c88"),
+        ("image_text/s0/000007", "a beige background with a large cyan triangle",
+         "4933d67634aeaa6a"),
+    ],
+    (7, 32): [
+        ("trimodal/s7/000000", "a large green triangle in the middle", "2a7da5b3b23e6b6b"),
+        ("image_text/s7/000001", "a large blue star in the middle", "3df9d9d2c9419077"),
+        ("text_only/s7/000002", "This note is about a cyan star. A star has five sharp points. "
+         "Cyan is the colour of shallow tropical water.", None),
+        ("trimodal/s7/000003", "you can see a red triangle on the right of the picture",
+         "c1a659ae1cba22c6"),
+    ],
+}  # fmt: skip
+
+
+def _digest(example: Example) -> tuple[str, str | None, str | None]:
+    image = example.image
+    return (
+        example.id,
+        example.text,
+        None if image is None else hashlib.sha256(image.tobytes()).hexdigest()[:16],
+    )
+
+
+@pytest.mark.parametrize("seed, image_size", list(BEFORE_AUDIO))
+def test_builtin_images_and_captions_did_not_change_when_audio_came(seed, image_size):
+    expected = BEFORE_AUDIO[seed, image_size]
+    old_mix = BuiltinSource(
+        num_examples=len(expected),
+        image_size=image_size,
+        seed=seed,
+        sources=("trimodal", "image_text", "text_only"),
+    )
+    assert [_digest(e) for e in old_mix] == expected
+    # The default mix adds audio_text last: example i is sources[i % 4], the first three agree.
+    default = BuiltinSource(num_examples=3, image_size=image_size, seed=seed)
+    assert [_digest(e) for e in default] == expected[:3]
+
+
+def test_builtin_clips_are_mono_float_at_the_given_rate_and_length():
+    for seconds, rate in ((3.0, 24_000), (1, 16_000)):
+        source = BuiltinSource(num_examples=16, audio_seconds=seconds, sample_rate=rate)
+        clips = list(source.clips())
+        assert len(clips) == 8
+        lengths = []
+        for wav, clip_rate in clips:
+            assert clip_rate == rate and wav.dtype == torch.float32 and wav.ndim == 2
+            assert wav.shape[0] == 1 and torch.isfinite(wav).all()
+            assert 0.25 <= wav.abs().max() <= 1.0  # loudness 0.3 to 0.8, plus a little noise
+            lengths.append(wav.shape[1] / rate)
+        assert all(0.92 * seconds - 1e-3 <= n <= 1.08 * seconds + 1e-3 for n in lengths)
+        assert len(set(lengths)) > 1  # tempo varies from example to example
+        assert abs(np.mean(lengths) - seconds) < 0.06 * seconds
+
+
+def _clip_features(wav: torch.Tensor, rate: int) -> np.ndarray:
+    """A log-frequency spectrogram, 40 bands (100 Hz to 8 kHz) x 16 time steps (the clip's length
+    is normalised away), centred and scaled to unit norm: simple spectral features, nothing learnt.
+    """
+    x = wav[0].numpy()
+    frames = np.lib.stride_tricks.sliding_window_view(x, 1024)[::512] * np.hanning(1024)
+    spec = np.abs(np.fft.rfft(frames, axis=1))  # (time, 513)
+    band = np.searchsorted(np.logspace(2, 3.9, 41), np.fft.rfftfreq(1024, 1 / rate)) - 1
+    pool = np.stack([band == k for k in range(40)], axis=1).astype(np.float64)  # (513, 40)
+    bands = spec @ pool
+    bands = np.log1p(100 * bands / bands.max())
+    grid = np.stack([chunk.mean(axis=0) for chunk in np.array_split(bands, 16)]).ravel()
+    grid = grid - grid.mean()
+    return grid / np.linalg.norm(grid)
+
+
+def test_builtin_audio_carries_shape_and_colour():
+    """A nearest-centroid classifier on spectral features, fitted on 2 clips per concept, names
+    the shape and the colour of held-out clips (4 shapes x 4 colours; chance is 1/4 for each)."""
+    seed, concepts = 5, [f"{c} {s}" for s in SHAPES[::2] for c in list(COLOURS)[1::2]]
+    found: dict[str, list[int]] = defaultdict(list)  # concept -> the first 4 indices that show it
+    index = 0
+    while any(len(found[c]) < 4 for c in concepts):
+        concept = _sample_scene(seed, index).concept
+        if concept in concepts and len(found[concept]) < 4:
+            found[concept].append(index)
+        index += 1
+    source = BuiltinSource(num_examples=index, seed=seed, sources=("audio_text",))
+    features = {c: [_clip_features(*source[i].audio[0]) for i in found[c]] for c in concepts}
+    assert all(source[found[c][0]].concept == c for c in concepts)
+    centroids = np.stack([np.mean(features[c][:2], axis=0) for c in concepts])
+    held_out = [(c, f) for c in concepts for f in features[c][2:]]
+    predicted = [concepts[int(np.argmax(centroids @ f))] for _, f in held_out]
+    shape_ok = [p.split()[1] == c.split()[1] for p, (c, _) in zip(predicted, held_out, strict=True)]
+    colour_ok = [
+        p.split()[0] == c.split()[0] for p, (c, _) in zip(predicted, held_out, strict=True)
+    ]
+    assert np.mean(shape_ok) >= 0.8 and np.mean(colour_ok) >= 0.8, (shape_ok, colour_ok)
+    # ... while the clips of one concept are not copies of each other.
+    assert not np.allclose(features[concepts[0]][0], features[concepts[0]][1], atol=1e-3)
+
+
+def test_iter_items_gives_what_the_audio_tokenizer_reads(tmp_path):
+    from tokenize_mm.cli.common import _fit_items
+    from tokenize_mm.tokenizers.audio_io import save_wav, to_model_input
+
+    examples = list(BuiltinSource(num_examples=8))
+    items = list(iter_items(examples, "audio"))
+    assert len(items) == 4
+    assert all(
+        item is e.audio[0] for item, e in zip(items, [e for e in examples if e.audio], strict=True)
+    )
+    assert all(item is fit for item, fit in zip(items, _fit_items(examples, "audio"), strict=True))
+    wav, rate = items[0]
+    model_input = to_model_input(items[0], target_rate=rate, channels=1)
+    assert torch.equal(model_input, wav)
+
+    save_wav(tmp_path / "a.wav", wav, rate)
+    ref = AudioRef(tmp_path / "a.wav", {"sr": rate})
+    assert os.fspath(ref) == str(tmp_path / "a.wav") and str(ref) == str(tmp_path / "a.wav")
+    from_file = Example("f", audio=(ref,))
+    assert list(iter_items([from_file], "audio")) == [ref]
+    assert _fit_items([from_file], "audio") == [tmp_path / "a.wav"]
+    loaded = to_model_input(ref, target_rate=rate, channels=1)  # an AudioRef reads as its path
+    assert loaded.shape == wav.shape and torch.allclose(loaded, wav, atol=1 / 16384)
 
 
 def test_builtin_splits_are_about_80_10_10_and_partition_the_data():
@@ -133,6 +300,12 @@ def test_builtin_splits_are_about_80_10_10_and_partition_the_data():
     [
         {"num_examples": -1},
         {"image_size": 4},
+        {"audio_seconds": 0.1},
+        {"audio_seconds": math.nan},
+        {"audio_seconds": "3"},
+        {"audio_seconds": True},
+        {"sample_rate": 100},
+        {"sample_rate": 24_000.0},
         {"sources": ("video",)},
         {"sources": ()},
         {"split": "dev"},

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from tokenize_mm.data import DataError
-from tokenize_mm.data.packing import (
+from tokenize_mm.data import (
     SPECIAL_MODALITY,
     Batch,
+    DataError,
     Document,
     PackedDataset,
     PackedRow,

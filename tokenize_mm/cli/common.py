@@ -12,7 +12,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from tokenize_mm.data import Example, iter_items
+from tokenize_mm.data import AudioRef, Example, iter_items
 from tokenize_mm.tokenizers.base import TokenizerInfo
 from tokenize_mm.tokenizers.errors import InvalidInputError
 
@@ -48,9 +48,9 @@ def fit_from_source(
 
 
 def _fit_items(examples: list[Example], modality: str) -> list[Any]:
-    """What a tokenizer's fit reads: texts, images, or audio file paths."""
+    """What a tokenizer's fit reads: texts, images, or audio (file paths, ``(wav, rate)`` pairs)."""
     items = list(iter_items(examples, modality))
-    return [ref.path for ref in items] if modality == "audio" else items
+    return [item.path if isinstance(item, AudioRef) else item for item in items]
 
 
 def rates_table(infos: dict[str, TokenizerInfo]) -> str:

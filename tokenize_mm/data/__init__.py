@@ -6,6 +6,15 @@ concept label) and offers ``texts()`` / ``images()`` for fitting tokenizers:
 - ``BuiltinSource``: deterministic coloured-shape data, drawn and described, no downloads.
 - ``ManifestSource``: your data, as a JSONL manifest (design.md section 4).
 - ``FolderSource``: every image, audio or text file under a folder.
+
+After tokenization (design.md sections 2 and 6):
+
+- ``pretokenize`` / ``merge_store`` / ``TokenStore``: examples tokenized once into memory-mapped,
+  fingerprinted, resumable shards (``store.py``), with a token-accounting report
+  (``accounting.py``).
+- ``Document``, ``Packer``, ``TokenBudgetBatcher``, ``PackedDataset``: documents packed into
+  training batches with document boundaries kept (``packing.py``, ``packer.py``,
+  ``packed_dataset.py``).
 """
 
 from tokenize_mm.data.builtin import BuiltinSource
@@ -21,20 +30,61 @@ from tokenize_mm.data.example import (
 )
 from tokenize_mm.data.folder import FolderSource
 from tokenize_mm.data.manifest import ManifestSource, SkippedRecord
+from tokenize_mm.data.packed_dataset import PackedDataset
+from tokenize_mm.data.packer import Packer, PackStats, TokenBudgetBatcher, batch_rows
+from tokenize_mm.data.packing import (
+    SPECIAL_MODALITY,
+    Batch,
+    Document,
+    PackedRow,
+    Piece,
+    attention_mask,
+    collate,
+    layout,
+    split_document,
+    target_mask,
+)
+from tokenize_mm.data.store import (
+    StoreError,
+    StoreMismatchError,
+    TokenStore,
+    merge_store,
+    pretokenize,
+)
 
 __all__ = [
     "MODALITIES",
+    "SPECIAL_MODALITY",
     "SPLITS",
     "AudioRef",
     "BadRecordError",
+    "Batch",
     "BuiltinSource",
     "DataError",
     "DataNotFoundError",
+    "Document",
     "Example",
     "FolderSource",
     "ManifestSource",
+    "PackStats",
+    "PackedDataset",
+    "PackedRow",
+    "Packer",
+    "Piece",
     "SkippedRecord",
+    "StoreError",
+    "StoreMismatchError",
+    "TokenBudgetBatcher",
+    "TokenStore",
+    "attention_mask",
+    "batch_rows",
+    "collate",
     "iter_items",
+    "layout",
+    "merge_store",
+    "pretokenize",
+    "split_document",
     "split_examples",
     "split_for_id",
+    "target_mask",
 ]

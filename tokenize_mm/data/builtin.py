@@ -1,23 +1,43 @@
-"""Built-in sample data: coloured shapes, drawn and described, generated from a seed.
+"""Built-in sample data: coloured shapes, drawn, described and played, generated from a seed.
 
 Why it exists: a multimodal pipeline needs data that runs anywhere in seconds (tests, debug
 configs, first runs) and on which cross-modal *grounding* is learnable and measurable. Here every
 example is about one concept, a colour-shape pair such as "red circle" (8 shapes x 8 colours):
-the image draws it and the caption names it, so a model can only predict the caption's colour and
-shape words well if it reads the image (and vice versa). The concept is kept as a label for
-evaluation (grounding gain, design.md section 5).
+the image draws it, the caption names it and the audio clip plays it, so a model can only predict
+the caption's colour and shape words well if it reads the image or hears the clip (and vice
+versa). The concept is kept as a label for evaluation (grounding gain, design.md section 5).
 
 Each example is a pure function of (seed, index): a ``_Scene`` (concept, position, scale,
-rotation, background colour and texture, caption choice) is sampled first, and each modality is
-then *rendered* from it by one function. Images have a textured background and anti-aliased
-shapes at random positions, scales and rotations, so that an image tokenizer has something
-non-trivial to learn; captions and paragraphs come from several templates, so that a text
-tokenizer sees some variety.
+rotation, background colour and texture, caption choice, audio tempo, pitch offset and loudness)
+is sampled first, and each modality is then *rendered* from it by one function. Images have a
+textured background and anti-aliased shapes at random positions, scales and rotations, so that an
+image tokenizer has something non-trivial to learn; captions and paragraphs come from several
+templates, so that a text tokenizer sees some variety. Audio clips are short synthetic melodies
+(mono float32 at 24 kHz, ``(wav (1, S), sample_rate)`` pairs that the audio tokenizer reads as
+they are): the shape picks the motif (pitch contour, note count and rhythm: a circle is a smooth
+four-note arch, a star ten fast high-low leaps, a ring one note struck eight times) and the colour
+picks the voice (a register, 3 semitones from the next colour's, and a harmonic mix: blue is
+hollow odd harmonics, red a bright sawtooth, green nearly a sine). Tempo (clip length within
++-8 %), a pitch offset (+-0.5 semitone), loudness, note accents and a little white noise vary
+from example to example without touching the concept.
 
 Sub-sources (``sources``):
-    ``trimodal``: caption + image, one concept (audio joins when its renderer exists).
+    ``trimodal``: caption + image + audio clip, one concept.
     ``image_text``: caption + image.
     ``text_only``: a few sentences about a concept, longer than a caption.
+    ``audio_text``: caption + audio clip.
+
+Token budget at the default sizes (``make train``'s tokenizers): a trimodal example has about
+150 audio tokens (3 s at audio_small's 50 frames per second, K = 1), 64 image tokens
+(image_small: 64 px, downsample 8) and 15 text tokens (text_small: a 512-piece SentencePiece
+model fitted on the default source's train split; its captions are 8 to 22 pieces), i.e.
+audio : image : text = 9.9 : 4.2 : 1, near real data's 10 : 5 : 1. The image-to-text ratio is
+fixed by those two tokenizers; ``audio_seconds`` sets the audio one. Measured over the 128
+trimodal examples of ``BuiltinSource()``: mean ``len(text_tok.encode(caption))``, and
+``ceil(S * 50 / 24000)`` for the audio.
+
+Generation is vectorised (numpy over samples): the 512 default examples, all four sub-sources,
+take about a second on a 2-core CPU, most of it for the audio.
 
 Adding a modality to a sub-source is one renderer function added to ``_SOURCES``.
 """
@@ -31,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from tokenize_mm.data.errors import DataError
@@ -88,6 +109,12 @@ class _Scene:
     texture: str
     choices: tuple[int, ...]  # template / sentence picks, read by the text renderers
     noise_seed: int
+    # Audio nuisances. Drawn after every field above, so adding audio left images and captions
+    # of every (seed, index) unchanged.
+    stretch: float  # clip length / audio_seconds (tempo): 0.92 to 1.08
+    detune: float  # pitch offset in semitones, -0.5 to 0.5 (colour registers are 3 apart)
+    loudness: float  # peak amplitude, 0.3 to 0.8
+    audio_seed: int  # per-note accents and background noise
 
     @property
     def concept(self) -> str:
@@ -123,6 +150,10 @@ def _sample_scene(seed: int, index: int) -> _Scene:
         texture=rng.choice(list(TEXTURES)),
         choices=tuple(rng.randrange(1 << 30) for _ in range(6)),
         noise_seed=rng.randrange(1 << 62),
+        stretch=rng.uniform(0.92, 1.08),
+        detune=rng.uniform(-0.5, 0.5),
+        loudness=rng.uniform(0.3, 0.8),
+        audio_seed=rng.randrange(1 << 62),
     )
 
 
@@ -334,29 +365,113 @@ def _render_paragraph(scene: _Scene, options: RenderOptions) -> str:
     return " ".join(sentences).format(**_words(scene))
 
 
+# ---------------------------------------------------------------------------------------- audio
+
+# Shape -> motif: (pitches in semitones above the colour's base note, note lengths in beats,
+# gate = the sounding share of each note). Contour, note count and rhythm all differ by shape.
+_MOTIFS: dict[str, tuple[tuple[int, ...], tuple[float, ...], float]] = {
+    "circle": ((0, 4, 7, 4), (1, 1, 1, 1), 0.95),  # a smooth arch, legato
+    "square": ((0, 0, 7, 7), (1, 1, 1, 1), 0.45),  # two flat blocks, staccato
+    "triangle": ((0, 4, 7), (4 / 3, 4 / 3, 4 / 3), 0.9),  # three rising notes
+    "star": ((9, 0) * 5, (0.4,) * 10, 0.5),  # five spikes: fast high-low leaps
+    "cross": ((7, 0), (2, 2), 0.95),  # two long notes, a falling fifth
+    "ring": ((4,) * 8, (0.5,) * 8, 0.6),  # one note rung eight times
+    "diamond": ((0, 3, 6, 9, 6, 3), (2 / 3,) * 6, 0.85),  # a pointed climb and descent
+    "hexagon": ((9, 7, 5, 4, 2, 0), (2 / 3,) * 6, 0.85),  # six steps down
+}
+# Colour -> voice: (base note as a MIDI number, amplitudes of harmonics 1, 2, ...). Registers are
+# 3 semitones apart and every colour has its own harmonic mix (timbre): two cues for the colour.
+_VOICES: dict[str, tuple[int, tuple[float, ...]]] = {
+    "blue": (51, (1.0, 0.0, 0.33, 0.0, 0.2, 0.0, 0.14)),  # odd harmonics: hollow, clarinet-like
+    "purple": (54, (0.5, 1.0, 0.3, 0.6)),  # the octave dominates
+    "red": (57, (1.0, 0.5, 0.33, 0.25, 0.2, 0.17, 0.14, 0.12)),  # sawtooth: bright
+    "green": (60, (1.0, 0.15, 0.05)),  # nearly a sine: soft
+    "orange": (63, (1.0, 0.0, 0.8, 0.0, 0.5, 0.0, 0.3)),  # strong odd harmonics: reedy
+    "yellow": (66, (1.0, 0.7, 0.0, 0.45, 0.0, 0.3)),  # even harmonics
+    "pink": (69, (1.0, 0.5, 0.5, 0.25, 0.25)),
+    "cyan": (72, (1.0, 0.0, 0.0, 0.2, 0.6)),  # a bell-like fifth harmonic
+}
+_ATTACK_S, _RELEASE_S = 0.01, 0.03  # note envelope: linear attack and release, in seconds
+
+
+def _render_audio(scene: _Scene, options: RenderOptions) -> tuple[torch.Tensor, int]:
+    """The scene as a short melody: ``(wav, sample_rate)``, wav float32 (1, S) in [-1, 1].
+
+    The shape picks the motif (contour, note count, rhythm), the colour picks the voice (register
+    and harmonic mix). The scene's nuisances vary what does not carry the concept: clip length
+    (tempo, S = audio_seconds x stretch x rate), pitch offset, loudness, per-note accents and a
+    little white noise. Synthesis is vectorised over samples (numpy).
+    """
+    rate = options.sample_rate
+    pitches, beats, gate = _MOTIFS[scene.shape]
+    base, amps = _VOICES[scene.colour]
+    rng = np.random.default_rng(scene.audio_seed)
+    n = max(1, round(options.audio_seconds * scene.stretch * rate))
+
+    # Which note each sample belongs to, and how far into it (in seconds).
+    bounds = np.round(np.concatenate([[0.0], np.cumsum(beats)]) * (n / sum(beats))).astype(int)
+    note = np.repeat(np.arange(len(beats)), np.diff(bounds))
+    into = (np.arange(n) - bounds[note]).astype(np.float32) / np.float32(rate)
+    sounding = (gate / rate * np.diff(bounds)).astype(np.float32)[note]
+    envelope = (
+        np.clip(into / np.float32(_ATTACK_S), 0.0, 1.0)
+        * np.clip((sounding - into) / np.float32(_RELEASE_S), 0.0, 1.0)
+        * np.exp(np.float32(-1.5) * into / sounding)  # a gentle decay within each note
+        * rng.uniform(0.75, 1.0, len(beats)).astype(np.float32)[note]  # accents
+    )
+
+    # Continuous phase through the note changes (accumulated in float64). Harmonics come from
+    # the Chebyshev recurrence sin((k+1)p) = 2 cos(p) sin(kp) - sin((k-1)p): one sin and one cos
+    # per sample whatever the voice. Harmonics above 0.45 x rate are left out.
+    note_freqs = 440.0 * 2.0 ** ((base + scene.detune + np.asarray(pitches) - 69.0) / 12.0)
+    freq = note_freqs.astype(np.float32)[note]
+    phase = np.mod(np.cumsum(freq, dtype=np.float64) * (2 * math.pi / rate), 2 * math.pi)
+    phase = phase.astype(np.float32)
+    two_cos, previous, current = 2 * np.cos(phase), np.zeros_like(phase), np.sin(phase)
+    wave = np.zeros_like(phase)
+    for k, amp in enumerate(amps, start=1):
+        keep = k * note_freqs < 0.45 * rate  # per note
+        if amp and keep.all():
+            wave += np.float32(amp) * current
+        elif amp and keep.any():
+            wave += (amp * keep).astype(np.float32)[note] * current
+        previous, current = current, two_cos * current - previous
+    wave *= envelope
+
+    wave *= scene.loudness / max(float(np.abs(wave).max()), 1e-9)
+    wave += np.float32(scene.loudness * rng.uniform(0.003, 0.02)) * rng.standard_normal(
+        n, dtype=np.float32
+    )
+    wav = np.clip(wave, -1.0, 1.0).astype(np.float32)
+    return torch.from_numpy(wav)[None], rate
+
+
 # -------------------------------------------------------------------------------------- sources
 
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """Settings that renderers read (sizes, rates); the scene holds everything random."""
+    """Settings that renderers read (sizes, lengths, rates); the scene holds everything random."""
 
     image_size: int
+    audio_seconds: float = 3.0
+    sample_rate: int = 24_000
 
 
 Renderer = Callable[[_Scene, RenderOptions], Any]
 
 # Sub-source -> modality -> renderer. Keys of the inner dicts are Example fields.
 _SOURCES: dict[str, dict[str, Renderer]] = {
-    "trimodal": {"text": _render_caption, "image": _render_image},
+    "trimodal": {"text": _render_caption, "image": _render_image, "audio": _render_audio},
     "image_text": {"text": _render_caption, "image": _render_image},
     "text_only": {"text": _render_paragraph},
+    "audio_text": {"text": _render_caption, "audio": _render_audio},
 }
 SOURCES: tuple[str, ...] = tuple(_SOURCES)
 
 
 class BuiltinSource:
-    """Deterministic built-in examples of coloured shapes, drawn and described.
+    """Deterministic built-in examples of coloured shapes, drawn, described and played.
 
     Example ``i`` belongs to sub-source ``sources[i % len(sources)]`` and depends only on
     ``(seed, i)``; its split comes from a hash of its id (about 80/10/10 train/val/test). With
@@ -366,6 +481,10 @@ class BuiltinSource:
     Args:
         num_examples: number of examples generated, before the split filter.
         image_size: side of the square RGB images, in pixels.
+        audio_seconds: nominal length of the audio clips, in seconds; each clip's tempo makes it
+            up to 8 % shorter or longer. The default, 3 s, is 150 tokens at 50 frames per second:
+            about 10 times a caption's tokens (see the module docstring).
+        sample_rate: sample rate of the audio clips, in Hz (24 kHz: the default codec's rate).
         seed: the data set's seed; the same seed always gives the same examples.
         sources: which sub-sources to interleave (see the module docstring).
         split: keep only ``"train"``, ``"val"`` or ``"test"`` examples; ``None`` keeps all.
@@ -378,6 +497,8 @@ class BuiltinSource:
         self,
         num_examples: int = 512,
         image_size: int = 64,
+        audio_seconds: float = 3.0,
+        sample_rate: int = 24_000,
         seed: int = 0,
         sources: tuple[str, ...] = SOURCES,
         split: str | None = None,
@@ -388,16 +509,36 @@ class BuiltinSource:
             raise DataError(
                 f"image_size must be an integer of at least 16 pixels, got {image_size!r}."
             )
+        if (
+            isinstance(audio_seconds, bool)
+            or not isinstance(audio_seconds, (int, float))
+            or not 0.5 <= audio_seconds <= 60
+        ):
+            raise DataError(
+                f"audio_seconds must be a number of seconds in [0.5, 60], got {audio_seconds!r}."
+            )
+        if (
+            isinstance(sample_rate, bool)
+            or not isinstance(sample_rate, int)
+            or not 8_000 <= sample_rate <= 192_000
+        ):
+            raise DataError(
+                f"sample_rate must be an integer in [8000, 192000] Hz, got {sample_rate!r}."
+            )
         sources = (sources,) if isinstance(sources, str) else tuple(sources)
         unknown = [s for s in sources if s not in _SOURCES]
         if not sources or unknown:
             raise DataError(f"sources must be a non-empty subset of {SOURCES}, got {sources!r}.")
         self.num_examples = num_examples
         self.image_size = image_size
+        self.audio_seconds = float(audio_seconds)
+        self.sample_rate = sample_rate
         self.seed = seed
         self.sources = sources
         self.split = check_split(split)
-        self._options = RenderOptions(image_size=image_size)
+        self._options = RenderOptions(
+            image_size=image_size, audio_seconds=self.audio_seconds, sample_rate=sample_rate
+        )
         self._indices = [i for i in range(num_examples) if split is None or self._split(i) == split]
 
     def _source(self, index: int) -> str:
@@ -422,7 +563,7 @@ class BuiltinSource:
             id=self._id(index),
             text=items.get("text"),
             image=items.get("image"),
-            audio=items.get("audio", ()),
+            audio=(items["audio"],) if "audio" in items else (),
             split=self._split(index),
             source=source,
             concept=scene.concept,
@@ -461,6 +602,12 @@ class BuiltinSource:
             if "image" in _SOURCES[self._source(index)]:
                 yield self._example(index, ("image",)).image  # type: ignore[misc]
 
+    def clips(self) -> Iterator[tuple[torch.Tensor, int]]:
+        """The audio clips, ``(wav (1, S) float32, sample_rate)``, in order (nothing else drawn)."""
+        for index in self._indices:
+            if "audio" in _SOURCES[self._source(index)]:
+                yield from self._example(index, ("audio",)).audio  # type: ignore[misc]
+
     @staticmethod
     def concepts() -> list[str]:
         """Every concept label, ``"<colour> <shape>"``, in a fixed order (shape-major)."""
@@ -469,5 +616,5 @@ class BuiltinSource:
     def __repr__(self) -> str:
         return (
             f"BuiltinSource(num_examples={self.num_examples}, image_size={self.image_size}, "
-            f"seed={self.seed}, sources={self.sources!r}, split={self.split!r})"
+            f"audio_seconds={self.audio_seconds}, sample_rate={self.sample_rate}, seed={self.seed}, sources={self.sources!r}, split={self.split!r})"
         )

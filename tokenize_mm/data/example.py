@@ -3,7 +3,8 @@
 An ``Example`` holds the raw items of up to three modalities (text, image, audio) that belong
 together, plus where it comes from (``source``), which split it is in, and an optional ``concept``
 label that evaluation uses to measure cross-modal grounding. The items are not tokenized here: the
-per-modality tokenizers read them later (a path, a PIL image, a string).
+per-modality tokenizers read them later (a string; a PIL image or a path; an ``AudioRef``, which is
+a path, or an in-memory ``(wav, sample_rate)`` pair).
 
 Splits are assigned deterministically from the example id (``split_for_id``), so that the same
 example lands in the same split however the data set is filtered, ordered or extended.
@@ -15,11 +16,14 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from tokenize_mm.data.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 MODALITIES: tuple[str, ...] = ("text", "image", "audio")
 """The modalities, in the canonical order used everywhere (sequences, metrics, shards)."""
@@ -31,6 +35,9 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 class AudioRef:
     """An audio file referenced by an example.
 
+    An ``AudioRef`` is path-like (``os.fspath(ref) == str(ref.path)``), so the audio tokenizer and
+    anything else that opens files read it as its path.
+
     Attributes:
         path: the audio file (absolute, or relative to the working directory).
         meta: whatever else the data source says about it (sample rate, duration, speaker, ...).
@@ -38,6 +45,12 @@ class AudioRef:
 
     path: Path
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:  # error messages name the file
+        return str(self.path)
 
 
 @dataclass(frozen=True)
@@ -49,7 +62,8 @@ class Example:
         text: the text, or ``None`` if the example has no text.
         image: a PIL image (built-in data) or an image file path (manifest, folder), or ``None``.
         audio: the audio items, in order; empty if the example has no audio. Manifest and folder
-            sources give ``AudioRef`` items (files).
+            sources give ``AudioRef`` items (files); the built-in source gives in-memory
+            ``(wav, sample_rate)`` pairs, wav a float32 tensor (channels, samples).
         split: ``"train"``, ``"val"`` or ``"test"``.
         source: name of the sub-source the example belongs to (used by the mixture sampler).
         concept: a label kept for evaluation (e.g. ``"red circle"``), or ``None``.
@@ -59,7 +73,7 @@ class Example:
     id: str
     text: str | None = None
     image: Path | Image.Image | None = None
-    audio: tuple[AudioRef, ...] = ()
+    audio: tuple[AudioRef | tuple[torch.Tensor, int], ...] = ()
     split: str = "train"
     source: str = ""
     concept: str | None = None
@@ -147,8 +161,9 @@ def split_examples(examples: Iterable[Example], split: str) -> Iterator[Example]
 def iter_items(examples: Iterable[Example], modality: str) -> Iterator[Any]:
     """Yield the item of ``modality`` of every example that has one, in order.
 
-    Text gives strings, image gives PIL images or paths, audio gives each ``AudioRef`` of each
-    example in turn. This is what a tokenizer's ``fit`` reads.
+    Text gives strings, image gives PIL images or paths, audio gives each audio item of each
+    example in turn: ``AudioRef`` files (path-like) and ``(wav, sample_rate)`` pairs, as they are.
+    Every item is one the matching tokenizer's ``encode`` and ``fit`` accept.
 
     Raises:
         DataError: ``modality`` is not one of text, image, audio.
