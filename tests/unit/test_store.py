@@ -149,3 +149,23 @@ def test_killed_run_resumes_with_every_record_exactly_once(tmp_path, artifacts):
     assert errors == ["ex007"] and len(ok) == 39 and len(set(ok)) == 39
     assert json.loads((out / "store.json").read_text())["num_examples"] == 39
     assert not list(part.glob(".*.tmp"))
+
+
+def test_manifest_records_the_source_skipped_are_reported(tmp_path, artifacts):
+    """A manifest record whose file is missing never reaches the tokenizers: the store's report
+    lists it by reason, so that every input record is accounted for."""
+    from tokenize_mm.data import ManifestSource
+    from tokenize_mm.data.accounting import account
+
+    lines = [
+        '{"id": "a", "text": "a red circle"}',
+        '{"id": "b", "text": "a blue star", "image": "missing.png"}',
+        '{"id": "c", "text": "a green ring"}',
+    ]
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    source = ManifestSource(tmp_path / "m.jsonl")
+    pretokenize(source, artifacts, tmp_path / "s", num_shards=1)
+    merge_store(tmp_path / "s")
+    report = account(TokenStore(tmp_path / "s"))
+    assert report["examples"] == 2 and report["source_skipped"]["total"] == 1
+    assert sum(report["source_skipped"]["by_reason"].values()) == 1

@@ -210,7 +210,7 @@ def pretokenize(
                 finished += 1
                 if progress:
                     progress(finished, len(chunks))
-    skipped = [{"id": r.record_id, "line": r.line, "reason": r.reason, "detail": r.detail}
+    skipped = [{"id": r.id, "line": r.line, "reason": r.reason, "detail": r.detail}
                for r in getattr(source, "skipped", [])
                if _line_in_shard(r.line, shard_index, num_shards)]  # fmt: skip
     report = {"shard_index": shard_index, "num_shards": num_shards, "num_chunks": len(chunks),

@@ -1,0 +1,320 @@
+"""Loss weightings: how per-modality losses combine into the one loss a step minimises.
+
+With L_m the mean cross-entropy over target positions of modality m and N_m their count
+(design.md section 5), every weighting returns a total ``Σ_m w_m L_m`` and reports its effective
+weights w_m (``train/weight/<m>``):
+
+- ``token_mean``: w_m = N_m / Σ N, the plain mean over all tokens (the baseline, in which the
+  modality with the most tokens dominates).
+- ``modality_mean``: w_m = 1 / M over the M modalities present in the batch (Unified-IO 2, 4M).
+- ``fixed``: given weights.
+- ``uncertainty``: Kendall, Gal & Cipolla 2018, "Multi-Task Learning Using Uncertainty to Weigh
+  Losses": learnable log variances s_m, total Σ exp(−s_m) L_m + s_m (the s_m are parameters of this
+  module, so they reach the optimizer and the checkpoint).
+- ``dwa``: Liu, Johns & Davison 2019, "End-to-End Multi-Task Learning with Attention" (dynamic
+  weight averaging): w_m = M softmax_m(r_m / T), r_m the ratio of m's mean loss over the last two
+  windows of ``window`` steps (epochs in the paper).
+- ``grad_share``: token-mean losses, but in the backward pass the rows of ∂L/∂h (h: the trunk's
+  final hidden states) are rescaled per modality so that each modality's share of the gradient
+  norm moves to ``targets`` (default equal), with EMA-smoothed norms: AudioCraft's loss balancer
+  applied to the modalities' disjoint rows, one backward pass, no extra pass through the trunk.
+- ``gradnorm``: Chen et al. 2018, "GradNorm": weights learnt so that each modality's gradient norm
+  at a shared layer follows its relative inverse training rate; one extra gradient per modality
+  through the head and that layer: the expensive reference.
+
+Protocol for the training module, each step: ``total = weighting.combine(losses, counts)``; for the
+backward, the hook on h calls ``weighting.rescale_grad(grad, target_modality)``; after it,
+``weighting.observe(losses, grad_sq_norms)`` with statistics already all-reduced over ranks, so
+every rank holds the same state. A modality absent from a batch (N_m = 0) is skipped, never divided
+by. All state lives in buffers and parameters: ``state_dict`` carries it into checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+MODALITIES: tuple[str, ...] = ("text", "image", "audio")
+
+
+class LossWeighting(nn.Module):
+    """Base: token-mean combination, no rescaling, nothing learnt. Subclasses override."""
+
+    name = "token_mean"
+
+    def __init__(self, modalities: Sequence[str] = MODALITIES):
+        super().__init__()
+        self.modalities = tuple(modalities)
+        self.register_buffer("last_weights", torch.zeros(len(self.modalities)))
+
+    def _present(self, counts: Mapping[str, Tensor]) -> list[str]:
+        return [m for m in self.modalities if float(counts.get(m, 0)) > 0]
+
+    def raw_weights(self, counts: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        total = sum(float(counts[m]) for m in self._present(counts))
+        return {m: torch.tensor(float(counts[m]) / total) for m in self._present(counts)}
+
+    def combine(
+        self,
+        losses: Mapping[str, Tensor],
+        counts: Mapping[str, Tensor],
+        shared: Sequence[Tensor] = (),
+    ) -> Tensor:
+        """Per-modality mean losses (scalars with grad) and token counts → the total loss.
+        ``shared``: parameters of a shared layer (used by ``gradnorm`` only)."""
+        weights = self.raw_weights(counts)
+        self._remember(weights)
+        parts = [weights[m].to(losses[m]) * losses[m] for m in weights]
+        return torch.stack(parts).sum() if parts else _zero(losses)
+
+    def _remember(self, weights: Mapping[str, Tensor]) -> None:
+        for i, m in enumerate(self.modalities):
+            self.last_weights[i] = float(weights[m]) if m in weights else 0.0
+
+    def weights(self) -> dict[str, float]:
+        """The effective w_m of the last ``combine`` (0 for a modality absent from it)."""
+        return {m: float(self.last_weights[i]) for i, m in enumerate(self.modalities)}
+
+    def rescale_grad(self, grad: Tensor, target_modality: Tensor) -> Tensor:
+        """∂L/∂h (B, L, D) and each row's target modality name index (B, L) → the gradient to
+        propagate (unchanged here)."""
+        return grad
+
+    def observe(self, losses: Mapping[str, float], grad_sq_norms: Mapping[str, float]) -> None:
+        """After the backward: global (all-reduced) mean losses and squared gradient norms."""
+
+
+class ModalityMean(LossWeighting):
+    name = "modality_mean"
+
+    def raw_weights(self, counts):
+        present = self._present(counts)
+        return {m: torch.tensor(1.0 / len(present)) for m in present}
+
+
+class FixedWeighting(LossWeighting):
+    """Args: weights: modality → weight (normalised over the modalities present)."""
+
+    name = "fixed"
+
+    def __init__(self, weights: Mapping[str, float], modalities: Sequence[str] = MODALITIES):
+        super().__init__(modalities)
+        unknown = sorted(set(weights) - set(self.modalities))
+        missing = [m for m in self.modalities if m not in weights]
+        if unknown or missing or any(w < 0 for w in weights.values()):
+            raise ValueError(
+                f"fixed weights need one non-negative weight per modality {self.modalities}; "
+                f"unknown {unknown}, missing {missing}"
+            )
+        self.given = {m: float(weights[m]) for m in self.modalities}
+
+    def raw_weights(self, counts):
+        present = self._present(counts)
+        total = sum(self.given[m] for m in present) or 1.0
+        return {m: torch.tensor(self.given[m] / total) for m in present}
+
+
+class UncertaintyWeighting(LossWeighting):
+    """Kendall et al. 2018. Args: init_log_var: starting s_m."""
+
+    name = "uncertainty"
+
+    def __init__(self, modalities: Sequence[str] = MODALITIES, init_log_var: float = 0.0):
+        super().__init__(modalities)
+        self.log_var = nn.Parameter(torch.full((len(self.modalities),), float(init_log_var)))
+
+    def combine(self, losses, counts, shared=()):
+        present = self._present(counts)
+        parts = []
+        for m in present:
+            s = self.log_var[self.modalities.index(m)]
+            parts.append(torch.exp(-s).to(losses[m]) * losses[m] + s.to(losses[m]))
+        self._remember({m: torch.exp(-self.log_var[self.modalities.index(m)]).detach()
+                        for m in present})  # fmt: skip
+        return torch.stack(parts).sum() if parts else _zero(losses)
+
+
+class DynamicWeightAverage(LossWeighting):
+    """Liu et al. 2019. Args: temperature: T (paper: 2); window: steps per averaging window."""
+
+    name = "dwa"
+
+    def __init__(
+        self, modalities: Sequence[str] = MODALITIES, temperature: float = 2.0, window: int = 20
+    ):
+        super().__init__(modalities)
+        if temperature <= 0 or window < 1:
+            raise ValueError(f"need temperature > 0 and window >= 1, got {temperature}, {window}")
+        self.temperature, self.window = temperature, window
+        m = len(self.modalities)
+        self.register_buffer("sums", torch.zeros(m))  # this window's loss sums
+        self.register_buffer("steps", torch.zeros(m))
+        self.register_buffer("previous", torch.zeros(2, m))  # means of the last two windows
+        self.register_buffer("windows_done", torch.zeros((), dtype=torch.long))
+        self.register_buffer("dwa_weights", torch.ones(m))
+
+    def raw_weights(self, counts):
+        present = self._present(counts)
+        if not present:
+            return {}
+        scale = len(present) / float(
+            sum(self.dwa_weights[self.modalities.index(m)] for m in present)
+        )
+        return {m: self.dwa_weights[self.modalities.index(m)].clone() * scale / len(present)
+                for m in present}  # fmt: skip
+
+    def observe(self, losses, grad_sq_norms):
+        for i, m in enumerate(self.modalities):
+            if m in losses and math.isfinite(losses[m]):
+                self.sums[i] += losses[m]
+                self.steps[i] += 1
+        if int(self.steps.max()) < self.window:
+            return
+        means = torch.where(self.steps > 0, self.sums / self.steps.clamp(min=1), self.previous[1])
+        self.previous[0], self.previous[1] = self.previous[1].clone(), means
+        self.sums.zero_()
+        self.steps.zero_()
+        self.windows_done += 1
+        if int(self.windows_done) >= 2:
+            ratio = self.previous[1] / self.previous[0].clamp(min=1e-12)
+            self.dwa_weights.copy_(
+                len(self.modalities) * torch.softmax(ratio / self.temperature, 0)
+            )
+
+
+class GradShareWeighting(LossWeighting):
+    """Rescale each modality's rows of ∂L/∂h towards target gradient shares.
+
+    Args:
+        targets: modality → target share (normalised; default equal).
+        ema: smoothing of the measured squared norms (AudioCraft's balancer: 0.999 per step;
+            smaller reacts faster).
+        max_scale: bound on any row scale, for stability while the EMA warms up.
+    """
+
+    name = "grad_share"
+
+    def __init__(
+        self,
+        modalities: Sequence[str] = MODALITIES,
+        targets: Mapping[str, float] | None = None,
+        ema: float = 0.9,
+        max_scale: float = 100.0,
+    ):
+        super().__init__(modalities)
+        t = torch.tensor([float((targets or {}).get(m, 1.0)) for m in self.modalities])
+        if bool((t < 0).any()) or float(t.sum()) <= 0 or not 0 <= ema < 1:
+            raise ValueError(f"targets must be >= 0 with a positive sum, ema in [0, 1); got {t}")
+        self.register_buffer("targets", t / t.sum())
+        self.ema, self.max_scale = ema, max_scale
+        self.register_buffer("norm_ema", torch.zeros(len(self.modalities)))  # of unscaled norms
+        self.register_buffer("seen", torch.zeros(len(self.modalities), dtype=torch.bool))
+        self.register_buffer("scales", torch.ones(len(self.modalities)))
+
+    def rescale_grad(self, grad, target_modality):
+        index = target_modality.long().clamp(max=len(self.modalities))  # special rows: last slot
+        table = torch.cat([self.scales, self.scales.new_ones(1)]).to(grad)
+        return grad * table[index].unsqueeze(-1)
+
+    def observe(self, losses, grad_sq_norms):
+        # grad_sq_norms are of the *rescaled* rows: undo this step's scale to get the raw norms
+        for i, m in enumerate(self.modalities):
+            if grad_sq_norms.get(m, 0.0) > 0:
+                raw = math.sqrt(grad_sq_norms[m]) / float(self.scales[i])
+                if bool(self.seen[i]):
+                    self.norm_ema[i] = self.ema * self.norm_ema[i] + (1 - self.ema) * raw
+                else:
+                    self.norm_ema[i], self.seen[i] = raw, True
+        if not bool(self.seen.any()):
+            return
+        seen = self.seen
+        targets = torch.where(seen, self.targets, torch.zeros_like(self.targets))
+        targets = targets / targets.sum()
+        total = float(self.norm_ema[seen].sum())
+        want = targets * total  # the norm each modality should have, same total
+        scales = torch.where(seen, want / self.norm_ema.clamp(min=1e-12), torch.ones_like(want))
+        self.scales.copy_(scales.clamp(1.0 / self.max_scale, self.max_scale))
+
+    def raw_weights(self, counts):
+        base = super().raw_weights(counts)
+        return {m: w * float(self.scales[self.modalities.index(m)]) for m, w in base.items()}
+
+    def combine(self, losses, counts, shared=()):  # token mean: rescaling acts on the gradient
+        weights = LossWeighting.raw_weights(self, counts)
+        self._remember(self.raw_weights(counts))
+        parts = [weights[m].to(losses[m]) * losses[m] for m in weights]
+        return torch.stack(parts).sum() if parts else _zero(losses)
+
+
+class GradNormWeighting(LossWeighting):
+    """Chen et al. 2018. Args: alpha: the restoring force; learning_rate: of the weights.
+
+    ``combine`` needs ``shared``: the parameters of the shared layer at which gradient norms are
+    measured (the training module passes the last trunk block's output projection weight).
+    """
+
+    name = "gradnorm"
+
+    def __init__(
+        self,
+        modalities: Sequence[str] = MODALITIES,
+        alpha: float = 1.5,
+        learning_rate: float = 0.025,
+    ):
+        super().__init__(modalities)
+        self.alpha, self.learning_rate = alpha, learning_rate
+        m = len(self.modalities)
+        self.register_buffer("task_weights", torch.ones(m))
+        self.register_buffer("initial_losses", torch.zeros(m))
+        self.register_buffer("has_initial", torch.zeros(m, dtype=torch.bool))
+        self.pending: dict[str, float] = {}
+
+    def combine(self, losses, counts, shared: Sequence[Tensor] = ()):
+        present = self._present(counts)
+        if shared and torch.is_grad_enabled():
+            self.pending = {m: _grad_norm(losses[m], shared) for m in present}
+        weights = {m: self.task_weights[self.modalities.index(m)].clone() for m in present}
+        self._remember(weights)
+        parts = [weights[m].to(losses[m]) * losses[m] for m in present]
+        return torch.stack(parts).sum() if parts else _zero(losses)
+
+    def observe(self, losses, grad_sq_norms):
+        norms, self.pending = self.pending, {}
+        present = [m for m in self.modalities if m in losses and m in norms]
+        if not present:
+            return
+        idx = [self.modalities.index(m) for m in present]
+        loss = torch.tensor([losses[m] for m in present])
+        for j, i in enumerate(idx):
+            if not bool(self.has_initial[i]):
+                self.initial_losses[i], self.has_initial[i] = loss[j], True
+        w = self.task_weights[idx]
+        g = w * torch.tensor([norms[m] for m in present])  # G_m = w_m ||∇_W L_m||
+        ratio = loss / self.initial_losses[idx].clamp(min=1e-12)
+        target = g.mean() * (ratio / ratio.mean()) ** self.alpha
+        # A scale-free step towards G_m = target_m: multiplicative in the relative error, so the
+        # rate needs no tuning to the size of the losses (the paper's L1 gradient is scaled by the
+        # raw norms, which made fixed rates oscillate on losses of different magnitudes).
+        step = (g - target) / g.mean().clamp(min=1e-12)
+        w = (w * torch.exp(-self.learning_rate * step.clamp(-5, 5))).clamp(min=1e-3)
+        self.task_weights[idx] = w * len(idx) / w.sum()
+
+
+def _grad_norm(loss: Tensor, params: Sequence[Tensor]) -> float:
+    grads = torch.autograd.grad(loss, list(params), retain_graph=True, allow_unused=True)
+    return math.sqrt(sum(float(g.pow(2).sum()) for g in grads if g is not None))
+
+
+def _zero(losses: Mapping[str, Tensor]) -> Tensor:
+    any_loss = next(iter(losses.values()), None)
+    return any_loss.sum() * 0.0 if any_loss is not None else torch.zeros(())
+
+
+WEIGHTINGS: dict[str, type[LossWeighting]] = {
+    cls.name: cls
+    for cls in (LossWeighting, ModalityMean, FixedWeighting, UncertaintyWeighting,
+                DynamicWeightAverage, GradShareWeighting, GradNormWeighting)
+}  # fmt: skip

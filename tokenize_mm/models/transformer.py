@@ -1,0 +1,334 @@
+"""``DecoderLM``: a decoder-only transformer over global token ids, for early or late fusion.
+
+Every modality's tokens live in one vocabulary (``VocabLayout``) and one sequence, and the model
+predicts the next id with one softmax, as in early-fusion models such as Chameleon (Chameleon Team
+2024, arXiv:2405.09818). A learned *modality embedding*, read from the batch's ``modality`` ids
+(text 0, image 1, audio 2, special 3), is added to each token embedding.
+
+- ``fusion="early"``: ``n_layers`` shared blocks over the interleaved sequence.
+- ``fusion="late"``: first, each modality id m (special included) has its own ``late_layers``
+  blocks, in which a position attends only to earlier positions of its own modality and segment;
+  each position keeps the output of its own modality's blocks. Then ``n_layers`` shared blocks.
+  Specials (pad, bos, eos; span markers belong to their modality) thus take a path of their own,
+  like any modality. Each per-modality stack runs over the whole row and its outputs at other
+  modalities' positions are discarded: simple and compile-friendly, at ``num_modalities`` times
+  the late stage's compute.
+
+The blocks (``attention.py``) are pre-norm RMSNorm / rotary / SwiGLU. ``forward`` returns the
+final-normed hidden states (B, L, d_model), the trunk output on which gradient shares are
+measured (design.md section 5); ``logits`` applies the output head. Initialisation follows GPT-2
+(Radford et al. 2019) as in nanoGPT: weights N(0, 0.02), residual output projections
+N(0, 0.02 / sqrt(2 · depth)) with depth the blocks on a position's path (``late_layers +
+n_layers`` under late fusion). The output head is tied to the token embedding by default.
+
+Restricted softmax: the modality of the next position is known from the layout, so the head can
+score only the ids of that modality (``allowed_ids_mask``, ``set_allowed_ids``, and
+``logits(hidden, target_modality)``), an alternative to the full-vocabulary softmax.
+
+Sizes (``SIZES``, ``preset``): ``tiny`` for tests, ``small`` the CPU default, ``base100m`` for GPUs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from tokenize_mm.models.attention import Block, block_mask, rotary_table
+from tokenize_mm.sequence.vocab import MODALITY_IDS, VocabLayout
+from tokenize_mm.tokenizers.errors import TokenizeMMError
+
+SIZES: dict[str, dict[str, int]] = {
+    # 20,608 + 32 · (vocab + 5) parameters: 23,968 at a vocab of 100.
+    "tiny": dict(d_model=32, n_layers=2, n_heads=2, d_ff=64, max_positions=128),
+    # 1,050,240 + 128 · vocab: 2,330,240 at a vocab of 10,000.
+    "small": dict(d_model=128, n_layers=4, n_heads=4, d_ff=512, max_positions=512),
+    # 92,034,816 + 768 · vocab: 99,714,816 at a vocab of 10,000 (early fusion, tied head).
+    "base100m": dict(d_model=768, n_layers=12, n_heads=12, d_ff=2304, max_positions=2048),
+}
+"""Sizes by name: ``DecoderLM(vocab_size=..., **preset(name))``. Counts are for early fusion
+with a tied head and 4 modality ids; late fusion adds ``4 · late_layers`` blocks."""
+
+FUSIONS = ("early", "late")
+
+
+class ModelConfigError(TokenizeMMError, ValueError):
+    """A model argument (size, fusion, preset name, allowed-ids mask) cannot be used."""
+
+
+class ModelInputError(TokenizeMMError, ValueError):
+    """Tensors given to the model have the wrong shape or are longer than ``max_positions``."""
+
+
+def preset(name: str) -> dict[str, int]:
+    """The constructor arguments of size ``name`` (a copy of ``SIZES[name]``), all but
+    ``vocab_size``."""
+    if name not in SIZES:
+        raise ModelConfigError(f"unknown model size {name!r}; sizes are {sorted(SIZES)}")
+    return dict(SIZES[name])
+
+
+def allowed_ids_mask(layout: VocabLayout, vocab_size: int | None = None) -> torch.Tensor:
+    """Which ids each target modality may predict, for ``DecoderLM.set_allowed_ids``.
+
+    Row m holds the ids whose modality (``layout.modality_of``) is m: its range and its span
+    markers (delay_pad for audio); row 3, special, holds pad, bos and eos. The rows partition the
+    layout's ids.
+
+    Args:
+        layout: the run's vocabulary layout.
+        vocab_size: the model's vocabulary, if larger than the layout's (padded for speed); the
+            extra ids are allowed for no modality.
+
+    Returns:
+        (4, vocab_size) bool, rows in ``MODALITY_IDS`` order.
+    """
+    size = layout.vocab_size if vocab_size is None else vocab_size
+    if size < layout.vocab_size:
+        raise ModelConfigError(
+            f"vocab_size {size} is smaller than the layout's {layout.vocab_size}; "
+            "build the model with at least layout.vocab_size ids"
+        )
+    owner = layout.modality_of(torch.arange(layout.vocab_size)).long()  # (V_layout,)
+    mask = torch.zeros(len(MODALITY_IDS), size, dtype=torch.bool)
+    mask[owner, torch.arange(layout.vocab_size)] = True
+    return mask
+
+
+class DecoderLM(nn.Module):
+    """Decoder-only transformer over global token ids with modality embeddings.
+
+    Args:
+        vocab_size: number of global ids (``VocabLayout.vocab_size`` or more).
+        d_model: residual width; a multiple of ``n_heads`` with an even head width.
+        n_layers: shared blocks (after the per-modality blocks under late fusion).
+        n_heads: attention heads.
+        d_ff: hidden width of the SwiGLU MLP.
+        max_positions: longest row L the model accepts (size of the rotary table). Positions
+            restart per document and never exceed their row index, so L <= max_positions keeps
+            every position in the table.
+        num_modalities: modality ids 0 .. num_modalities - 1 (text, image, audio, special).
+        fusion: ``"early"`` or ``"late"`` (module docstring).
+        late_layers: per-modality blocks under late fusion (ignored under early fusion).
+        dropout: dropout on embeddings, attention probabilities and residual branches.
+        tie_embeddings: share the output head's weight with the token embedding.
+        norm_eps: RMSNorm epsilon.
+        rope_base: rotary base (10,000 as in RoFormer).
+        restricted_softmax: make ``logits`` score only the ids allowed for the target modality
+            when it is given one.
+
+    Raises:
+        ModelConfigError: an argument is out of range.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int = 128,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        d_ff: int = 512,
+        max_positions: int = 512,
+        num_modalities: int = 4,
+        fusion: str = "early",
+        late_layers: int = 1,
+        dropout: float = 0.0,
+        tie_embeddings: bool = True,
+        norm_eps: float = 1e-5,
+        rope_base: float = 10_000.0,
+        restricted_softmax: bool = False,
+    ):
+        super().__init__()
+        _check_positive(
+            vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+            d_ff=d_ff, max_positions=max_positions, num_modalities=num_modalities,
+            late_layers=late_layers if fusion == "late" else 1,
+        )  # fmt: skip
+        if fusion not in FUSIONS:
+            raise ModelConfigError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if d_model % n_heads or (d_model // n_heads) % 2:
+            raise ModelConfigError(
+                f"d_model {d_model} must be a multiple of n_heads {n_heads} with an even head "
+                "width (rotary positions turn channel pairs)"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ModelConfigError(f"dropout must be in [0, 1), got {dropout}")
+        self.vocab_size, self.d_model, self.max_positions = vocab_size, d_model, max_positions
+        self.num_modalities, self.fusion = num_modalities, fusion
+        self.restricted_softmax = restricted_softmax
+
+        def stack(n: int) -> nn.ModuleList:
+            return nn.ModuleList(Block(d_model, n_heads, d_ff, dropout, norm_eps) for _ in range(n))
+
+        self.tok_emb = nn.Embedding(vocab_size, d_model)
+        self.mod_emb = nn.Embedding(num_modalities, d_model)
+        self.drop = nn.Dropout(dropout)
+        n_late = late_layers if fusion == "late" else 0
+        self.late_blocks = nn.ModuleList(
+            stack(n_late) for _ in range(num_modalities if n_late else 0)
+        )
+        self.blocks = stack(n_layers)
+        self.norm = nn.RMSNorm(d_model, eps=norm_eps)
+        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
+        if tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        cos, sin = rotary_table(max_positions, d_model // n_heads, rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        # All True = the full softmax until set_allowed_ids; saved with the weights.
+        self.register_buffer(
+            "allowed_ids", torch.ones(num_modalities, vocab_size, dtype=torch.bool)
+        )
+        self._init_weights(depth=n_late + n_layers)
+
+    def _init_weights(self, depth: int) -> None:
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        for name, param in self.named_parameters():
+            if name.endswith(".out.weight"):  # attention and MLP outputs into the residual
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * max(depth, 1)))
+
+    def num_parameters(self) -> int:
+        """Number of parameters, a tied weight counted once."""
+        return sum(p.numel() for p in self.parameters())
+
+    # -- trunk -----------------------------------------------------------------------------------
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        modality: torch.Tensor,
+        positions: torch.Tensor,
+        segment_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """Final-normed hidden states of a packed batch.
+
+        Args:
+            tokens: (B, L) global ids in [0, vocab_size).
+            modality: (B, L) modality id of each position (any integer dtype).
+            positions: (B, L) position within its document, restarting at 0 per segment.
+            segment_ids: (B, L) 1, 2, ... per document, 0 at padding.
+
+        Returns:
+            (B, L, d_model) hidden states; position t sees positions s <= t of its segment only.
+
+        Raises:
+            ModelInputError: shapes differ or L > max_positions.
+        """
+        _check_inputs(
+            tokens.shape, modality, positions, segment_ids, max_positions=self.max_positions
+        )
+        x = self.late_stage(self.embed(tokens, modality), modality, positions, segment_ids)
+        mask = block_mask(segment_ids)
+        cos, sin = self._rotary(positions)
+        for block in self.blocks:
+            x = block(x, mask, cos, sin)
+        return self.norm(x)
+
+    def embed(self, tokens: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
+        """Token plus modality embeddings: (B, L) ids and modality ids → (B, L, d_model)."""
+        return self.drop(self.tok_emb(tokens) + self.mod_emb(modality.long()))
+
+    def late_stage(
+        self,
+        x: torch.Tensor,
+        modality: torch.Tensor,
+        positions: torch.Tensor,
+        segment_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """The per-modality blocks of late fusion (the identity under early fusion).
+
+        ``x`` (B, L, d_model) embeddings → (B, L, d_model): position t holds the output of its own
+        modality's blocks, which saw only earlier positions of that modality in its segment.
+        """
+        _check_inputs(
+            x.shape[:-1], modality, positions, segment_ids, max_positions=self.max_positions
+        )
+        if not self.late_blocks:
+            return x
+        mask = block_mask(segment_ids, modality)
+        cos, sin = self._rotary(positions)
+        out = x
+        for m, blocks in enumerate(self.late_blocks):
+            h = x
+            for block in blocks:
+                h = block(h, mask, cos, sin)
+            out = torch.where((modality == m)[..., None], h, out)
+        return out
+
+    def _rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) positions → cos, sin (B, 1, L, head_dim / 2), one per head."""
+        return self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]
+
+    # -- head ------------------------------------------------------------------------------------
+    def logits(
+        self, hidden: torch.Tensor, target_modality: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Scores of every id at every position.
+
+        Args:
+            hidden: (..., d_model), usually ``forward``'s (B, L, d_model).
+            target_modality: (...) modality id of the token each position predicts (that of the
+                next position). Used only when the model has ``restricted_softmax``.
+
+        Returns:
+            (..., vocab_size). Under the restricted softmax with ``target_modality`` given, ids
+            not allowed for the target modality (``allowed_ids``) score the dtype's most negative
+            finite value (masked_fill): their softmax probability is exactly 0 and the allowed
+            ids get the full softmax renormalised over them. Finite rather than -inf so that
+            ``p · log p`` stays 0 and bf16/fp16 stay NaN-free; the tensor keeps ``hidden``'s dtype
+            policy (bf16 under autocast).
+        """
+        out = self.lm_head(hidden)
+        if not self.restricted_softmax or target_modality is None:
+            return out
+        if target_modality.shape != hidden.shape[:-1]:
+            raise ModelInputError(
+                f"target_modality must have shape {tuple(hidden.shape[:-1])} (hidden without its "
+                f"last axis), got {tuple(target_modality.shape)}"
+            )
+        allowed = self.allowed_ids[target_modality.long()]  # (..., vocab_size)
+        return out.masked_fill(~allowed, torch.finfo(out.dtype).min)
+
+    def set_allowed_ids(self, mask: torch.Tensor) -> None:
+        """Set the ids each target modality may predict: (num_modalities, vocab_size) bool, as
+        built by ``allowed_ids_mask(layout, model.vocab_size)``.
+
+        Raises:
+            ModelConfigError: wrong shape or dtype, or a modality that allows no id.
+        """
+        shape = (self.num_modalities, self.vocab_size)
+        if mask.dtype != torch.bool or tuple(mask.shape) != shape:
+            raise ModelConfigError(
+                f"allowed ids must be a bool tensor of shape {shape}, got {mask.dtype} of shape "
+                f"{tuple(mask.shape)}; build it with allowed_ids_mask(layout, model.vocab_size)"
+            )
+        empty = [m for m in range(shape[0]) if not bool(mask[m].any())]
+        if empty:
+            raise ModelConfigError(f"modality ids {empty} allow no token id; every row needs one")
+        self.allowed_ids.copy_(mask)
+
+
+def _check_positive(**sizes: int) -> None:
+    for label, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ModelConfigError(f"{label} must be a positive integer, got {value!r}")
+
+
+def _check_inputs(shape: tuple[int, ...], *tensors: torch.Tensor, max_positions: int) -> None:
+    """Every tensor has ``shape`` (B, L), and L <= max_positions (shape checks only: no device
+    sync; ids out of range fail in the embedding lookup)."""
+    if len(shape) != 2:
+        raise ModelInputError(f"tokens must be (B, L), got shape {tuple(shape)}")
+    for name, tensor in zip(("modality", "positions", "segment_ids"), tensors, strict=True):
+        if tuple(tensor.shape) != tuple(shape):
+            raise ModelInputError(
+                f"{name} must have the tokens' shape (B, L) = {tuple(shape)}, got "
+                f"{tuple(tensor.shape)}"
+            )
+    if shape[1] > max_positions:
+        raise ModelInputError(
+            f"rows of {shape[1]} tokens exceed max_positions {max_positions}; pack shorter rows "
+            "or build the model with a larger max_positions"
+        )
