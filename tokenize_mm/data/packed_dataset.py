@@ -8,7 +8,7 @@ import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
 from tokenize_mm.data.errors import DataError
-from tokenize_mm.data.packer import Packer, TokenBudgetBatcher, _check_positive, batch_rows
+from tokenize_mm.data.packer import Packer, TokenBudgetBatcher, batch_rows, check_positive
 from tokenize_mm.data.packing import Batch, Document
 
 
@@ -52,7 +52,7 @@ class PackedDataset(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
     ):
-        _check_positive(context=context, batch_size=batch_size, world_size=world_size)
+        check_positive(context=context, batch_size=batch_size, world_size=world_size)
         if not 0 <= rank < world_size:
             raise DataError(f"rank must lie in [0, world_size={world_size}), got {rank}.")
         self.documents, self.pad_id, self.context = documents, pad_id, context

@@ -56,14 +56,14 @@ class PackStats:
         return {**self.__dict__, "non_pad_fraction": self.non_pad_fraction}
 
 
-def _check_positive(**values: int) -> None:
+def check_positive(**values: int) -> None:
     for name, value in values.items():
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise DataError(f"{name} must be a positive integer, got {value!r}.")
 
 
 # -- packing --------------------------------------------------------------------------------------
-class _Pool:
+class PiecePool:
     """Pieces waiting for a row, reachable by arrival (oldest) and by length (largest that fits)."""
 
     def __init__(self) -> None:
@@ -129,25 +129,25 @@ class Packer:
     def __init__(
         self, context: int, pad_id: int, buffer_size: int = 256, split_spans: bool = False
     ):
-        _check_positive(context=context, buffer_size=buffer_size)
+        check_positive(context=context, buffer_size=buffer_size)
         self.context, self.pad_id = context, pad_id
         self.buffer_size, self.split_spans = buffer_size, split_spans
         self.stats = PackStats()
 
     def pack(self, documents: Iterable[Document]) -> Iterator[PackedRow]:
         """Yield rows of ``context`` tokens holding every token of ``documents`` exactly once."""
-        pool = _Pool()
+        pool = PiecePool()
         for doc in documents:
             pieces = split_document(doc, self.context, self.split_spans)
             self.stats.add_pieces(pieces)
             for piece in pieces:
                 pool.add(piece)
             while len(pool) >= self.buffer_size:
-                yield self._row(pool)
+                yield self.fill_row(pool)
         while len(pool):
-            yield self._row(pool)
+            yield self.fill_row(pool)
 
-    def _row(self, pool: _Pool) -> PackedRow:
+    def fill_row(self, pool: PiecePool) -> PackedRow:
         pieces = [pool.pop_oldest()]
         room = self.context - len(pieces[0])
         while room and (piece := pool.pop_largest(room)) is not None:
@@ -163,7 +163,7 @@ def batch_rows(
     rows: Iterable[PackedRow], batch_size: int, drop_last: bool = False
 ) -> Iterator[Batch]:
     """Collate consecutive rows into ``Batch`` es of ``batch_size`` (the last may be smaller)."""
-    _check_positive(batch_size=batch_size)
+    check_positive(batch_size=batch_size)
     chunk: list[PackedRow] = []
     for row in rows:
         chunk.append(row)
@@ -202,7 +202,7 @@ class TokenBudgetBatcher:
         seed: int | tuple[int, ...] = 0,
     ):
         max_length = max_tokens if max_length is None else max_length
-        _check_positive(max_tokens=max_tokens, max_length=max_length, buffer_size=buffer_size)
+        check_positive(max_tokens=max_tokens, max_length=max_length, buffer_size=buffer_size)
         if max_length > max_tokens:
             raise DataError(
                 f"max_length {max_length} exceeds max_tokens {max_tokens}: a row of "

@@ -1,0 +1,53 @@
+"""Balance: how the modalities share the data and the loss (design.md section 5).
+
+- ``sampling``: mixture samplers over sources (proportional, temperature, UniMax, fixed, adaptive),
+  seeded by the stream that draws from them, all-reduced under DDP, state in checkpoints.
+- ``weighting``: how per-modality losses combine (token_mean, modality_mean, fixed, uncertainty,
+  dwa, grad_share, gradnorm), state in buffers and parameters.
+
+Imports torch only: neither Lightning, Hydra, nor ``tokenize_mm.data``.
+"""
+
+from tokenize_mm.balance.sampling import (
+    SAMPLERS,
+    AdaptiveSampler,
+    FixedSampler,
+    MixtureSampler,
+    ProportionalSampler,
+    Reduce,
+    SamplingError,
+    TemperatureSampler,
+    UniMaxSampler,
+    build_sampler,
+)
+from tokenize_mm.balance.weighting import (
+    WEIGHTINGS,
+    DynamicWeightAverage,
+    FixedWeighting,
+    GradNormWeighting,
+    GradShareWeighting,
+    LossWeighting,
+    ModalityMean,
+    UncertaintyWeighting,
+)
+
+__all__ = [
+    "SAMPLERS",
+    "WEIGHTINGS",
+    "AdaptiveSampler",
+    "DynamicWeightAverage",
+    "FixedSampler",
+    "FixedWeighting",
+    "GradNormWeighting",
+    "GradShareWeighting",
+    "LossWeighting",
+    "MixtureSampler",
+    "ModalityMean",
+    "ProportionalSampler",
+    "Reduce",
+    "SamplingError",
+    "TemperatureSampler",
+    "UncertaintyWeighting",
+    "UniMaxSampler",
+    "build_sampler",
+]
