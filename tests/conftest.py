@@ -11,6 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from tokenize_mm import AudioTokenizer, ImageTokenizer, TextTokenizer
+from tokenize_mm.data import Example
 
 TINY_IMAGE = dict(
     image_size=32, downsample=8, base_channels=8, latent_dim=16, codebook_size=32,
@@ -166,3 +167,20 @@ def encodec_48khz(encodec_repository) -> AudioTokenizer:
     return AudioTokenizer.from_pretrained(
         "encodec_48khz", num_codebooks=2, repository=folder, checkpoint=names["encodec_48khz"]
     )
+
+
+def make_examples(n: int = 24, bad: tuple[int, ...] = ()) -> list[Example]:
+    """Mixed examples for store and training tests (text, text+image, text+audio, all three); ``bad`` ones carry NaN audio."""
+    texts, images, clips = make_sentences(n, seed=3), make_images(n, seed=3), make_clips(n, seed=3)
+    out = []
+    for i in range(n):
+        kind = i % 4
+        audio = (clips[i],) if kind in (2, 3) else ()
+        if i in bad:
+            audio = ((torch.full((1, 800), float("nan")), 16_000),)
+        out.append(Example(
+            id=f"ex{i:03d}", text=texts[i], image=images[i] if kind in (1, 3) else None,
+            audio=audio, split=("train", "val", "test")[i % 3], source=f"kind{kind}",
+            concept=f"c{i % 5}",
+        ))  # fmt: skip
+    return out

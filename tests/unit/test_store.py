@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_clips, make_images, make_sentences
+from conftest import make_examples
 
-from tokenize_mm.data import Example
 from tokenize_mm.data.store import (
     StoreError,
     StoreMismatchError,
@@ -26,23 +25,6 @@ from tokenize_mm.data.store import (
 from tokenize_mm.sequence import VocabLayout, deinterleave
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def make_examples(n: int = 24, bad: tuple[int, ...] = ()) -> list[Example]:
-    """Mixed examples (text, text+image, text+audio, all three); ``bad`` ones carry NaN audio."""
-    texts, images, clips = make_sentences(n, seed=3), make_images(n, seed=3), make_clips(n, seed=3)
-    out = []
-    for i in range(n):
-        kind = i % 4
-        audio = (clips[i],) if kind in (2, 3) else ()
-        if i in bad:
-            audio = ((torch.full((1, 800), float("nan")), 16_000),)
-        out.append(Example(
-            id=f"ex{i:03d}", text=texts[i], image=images[i] if kind in (1, 3) else None,
-            audio=audio, split=("train", "val", "test")[i % 3], source=f"kind{kind}",
-            concept=f"c{i % 5}",
-        ))  # fmt: skip
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +102,7 @@ def test_fingerprint_mismatch_is_refused(tmp_path, artifacts, tiny_text, sentenc
 KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
-from test_store import make_examples
+from conftest import make_examples
 from tokenize_mm.data.store import pretokenize
 pretokenize(make_examples(40, bad=(7,)), {artifacts!r}, {out!r}, chunk_size=2, workers=1)
 """

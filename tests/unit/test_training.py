@@ -1,0 +1,131 @@
+"""BalancedLM + StoreDataModule: per-modality metrics, skipped non-finite steps, absent
+modalities, balance state in checkpoints, fingerprint refusal."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import lightning as L
+import pytest
+import torch
+from conftest import make_examples
+
+from tokenize_mm.balance.weighting import GradShareWeighting, LossWeighting
+from tokenize_mm.data import StoreMismatchError, merge_store, pretokenize
+from tokenize_mm.data.datamodule import StoreDataModule
+from tokenize_mm.models import DecoderLM, preset
+from tokenize_mm.models.system import BalancedLM
+from tokenize_mm.sequence import VocabLayout
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, tiny_text, tiny_image, tiny_audio):
+    root = tmp_path_factory.mktemp("train_store")
+    dirs = {m: str(t.save(root / m)) for m, t in
+            [("text", tiny_text), ("image", tiny_image), ("audio", tiny_audio)]}  # fmt: skip
+    pretokenize(make_examples(48), dirs, root / "store", chunk_size=16)
+    merge_store(root / "store")
+    return root / "store", VocabLayout.from_artifacts(dirs)
+
+
+class Recorder(L.Callback):
+    def __init__(self):
+        self.steps: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+
+def fit(store_dir, layout, weighting, steps=4, sampler="proportional", ckpt_dir=None, **kw):
+    torch.manual_seed(0)
+    model = DecoderLM(vocab_size=layout.vocab_size, **preset("tiny"))
+    module = BalancedLM(model, weighting, max_steps=steps, layout_fingerprint=layout.fingerprint)
+    dm = StoreDataModule(str(store_dir), sampler=sampler, context=128, batch_size=2,
+                         expected_fingerprint=layout.fingerprint, **kw)  # fmt: skip
+    recorder = Recorder()
+    callbacks = [recorder]
+    if ckpt_dir is not None:
+        callbacks.append(L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True))
+    trainer = L.Trainer(
+        max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=callbacks, limit_val_batches=2,
+        val_check_interval=steps, enable_checkpointing=ckpt_dir is not None,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, datamodule=dm)
+    return module, recorder.steps, trainer
+
+
+def test_balance_metrics_are_logged_every_step(store):
+    store_dir, layout = store
+    module, steps, trainer = fit(store_dir, layout, GradShareWeighting(), sampler="adaptive")
+    assert len(steps) == 4
+    last = steps[-1]
+    for m in ("text", "image", "audio"):
+        assert math.isfinite(last[f"train/loss/{m}"]) and last[f"train/tokens/{m}"] > 0
+        assert 0 <= last[f"train/acc/{m}"] <= 1
+    assert sum(last[f"train/grad_share/{m}"] for m in ("text", "image", "audio")) == pytest.approx(
+        1
+    )
+    assert sum(last[f"train/token_share/{m}"] for m in ("text", "image", "audio")) == pytest.approx(
+        1
+    )
+    assert last["train/dominance"] >= 1
+    probs = [v for k, v in last.items() if k.startswith("sampling/prob/")]
+    assert probs and sum(probs) == pytest.approx(1)
+    assert any(k.startswith("val/loss/") for k in trainer.callback_metrics)
+    assert module.stream_state is not None and int(module.skipped_steps) == 0
+
+
+class NaNOnce(LossWeighting):
+    """Token mean, except that the second combine returns NaN; counts observe() calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls, self.observed = 0, 0
+
+    def combine(self, losses, counts, shared=()):
+        self.calls += 1
+        total = super().combine(losses, counts, shared)
+        return total * float("nan") if self.calls == 2 else total
+
+    def observe(self, losses, grad_sq_norms):
+        self.observed += 1
+
+
+def test_non_finite_loss_skips_the_step_and_is_counted(store):
+    store_dir, layout = store
+    weighting = NaNOnce()
+    module, _, trainer = fit(store_dir, layout, weighting, steps=3)
+    assert int(module.skipped_steps) == 1
+    assert weighting.calls == 3 and weighting.observed == 2  # the NaN never reached the balancer
+    # the skipped batch advances the schedule (global_step) but updates no weight and no state
+    optimizer = trainer.optimizers[0]
+    assert all(int(optimizer.state[p]["step"]) == 2 for p in module.model.parameters())
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_absent_modalities_never_divide_by_zero(tmp_path, tiny_text):
+    text_only = [e for e in make_examples(24) if e.image is None and not e.audio]
+    dirs = {"text": str(tiny_text.save(tmp_path / "t"))}
+    pretokenize(text_only, dirs, tmp_path / "s")
+    merge_store(tmp_path / "s")
+    layout = VocabLayout.from_artifacts(dirs)
+    _, steps, _ = fit(tmp_path / "s", layout, GradShareWeighting(), steps=2)
+    assert math.isfinite(steps[-1]["train/loss/text"]) and "train/loss/audio" not in steps[-1]
+    assert steps[-1]["train/weight/image"] == 0.0
+
+
+def test_checkpoint_holds_balance_state_and_refuses_other_layouts(store, tmp_path, tiny_text):
+    store_dir, layout = store
+    fit(store_dir, layout, GradShareWeighting(), steps=3, sampler="adaptive",
+                       ckpt_dir=tmp_path / "ckpt")  # fmt: skip
+    ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    assert ckpt["balance"]["sampler"] is not None and ckpt["balance"]["stream"] is not None
+    assert ckpt["balance"]["layout_fingerprint"] == layout.fingerprint
+    assert any(k.startswith("weighting.") for k in ckpt["state_dict"])
+    other = VocabLayout({"text": tiny_text.info}, {"text": "another"})
+    with pytest.raises(StoreMismatchError):
+        fit(store_dir, other, LossWeighting(), steps=1)

@@ -1,0 +1,245 @@
+"""``BalancedLM``: the LightningModule that trains a ``DecoderLM`` without letting a modality dominate.
+
+Each step (design.md section 5): the trunk's final hidden states h (B, L, D) predict the next
+token; the cross-entropy of every target position is grouped by the target's modality into L_m
+(mean over its N_m positions), the loss weighting combines them, and one backward pass measures
+each modality's gradient share at h (the head is position-wise and the modalities own disjoint
+rows of ∂L/∂h, so masking the rows by modality gives every g_m exactly; ``grad_share`` rescales
+those rows in the same pass). Logged under style.md's names: ``train/loss/<m>``,
+``train/acc/<m>``, ``train/tokens/<m>``, ``train/token_share/<m>``, ``train/loss_share/<m>``,
+``train/grad_share/<m>``, ``train/weight/<m>``, ``train/dominance`` (max g / min g),
+``sampling/prob/<source>``.
+
+Distributed: token counts, loss sums and gradient norms are all-reduced (sums over ranks) before a
+weighting or sampler sees them, so every rank holds the same state; each rank's loss for the
+gradient is its local sum over the *global* count times the world size, so DDP's gradient average
+is the gradient of the global mean. A non-finite loss on any rank skips the step on every rank and
+is counted (``train/skipped_steps``); it never reaches the weights, the optimizer state, or a
+balancer (the skipped batch still advances ``global_step`` and the learning-rate schedule).
+
+Targets that are special tokens (eos) are not trained: every loss belongs to a modality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from tokenize_mm.balance.weighting import LossWeighting
+from tokenize_mm.models.transformer import DecoderLM
+
+MODALITIES: tuple[str, ...] = ("text", "image", "audio")
+
+
+class BalancedLM(L.LightningModule):
+    """Train ``model`` on packed batches (``tokenize_mm.data.Batch``).
+
+    Args:
+        model: the decoder.
+        weighting: how per-modality losses combine (``tokenize_mm.balance.weighting``).
+        sampler: the mixture sampler the data stream draws from, updated with the all-reduced
+            per-modality losses after every step (``None``: a fixed stream).
+        learning_rate, weight_decay, betas: AdamW (decay on matrices only).
+        max_steps: length of the warm-up + cosine schedule.
+        layout_fingerprint: the VocabLayout fingerprint of the tokens; saved in checkpoints and
+            checked against the data module's store.
+    """
+
+    def __init__(
+        self,
+        model: DecoderLM,
+        weighting: LossWeighting,
+        sampler: Any = None,
+        learning_rate: float = 3e-4,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        max_steps: int = 1000,
+        layout_fingerprint: str | None = None,
+    ):
+        super().__init__()
+        self.model, self.weighting, self.sampler = model, weighting, sampler
+        self.learning_rate, self.weight_decay, self.betas = learning_rate, weight_decay, betas
+        self.max_steps, self.layout_fingerprint = max_steps, layout_fingerprint
+        self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("dominance_sum", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("dominance_count", torch.zeros((), dtype=torch.long))
+        self._grad_sq: dict[str, torch.Tensor] = {}
+        self._stats: dict[str, Any] = {}
+        self.stream_state: dict[str, Any] | None = None  # the data position of the last step
+
+    # -- shared forward ----------------------------------------------------------------------
+    def _reduce(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks (identity on one process)."""
+        if self.trainer is not None and self.trainer.world_size > 1:
+            return self.trainer.strategy.reduce(x, reduce_op="sum")
+        return x
+
+    def _world(self) -> int:
+        return self.trainer.world_size if self.trainer is not None else 1
+
+    def modality_losses(self, batch) -> dict[str, Any]:
+        """Forward a batch → hidden states, per-position CE and per-modality sums and counts."""
+        hidden = self.model(batch.tokens, batch.modality, batch.positions, batch.segment_ids)
+        target = batch.tokens[:, 1:]
+        target_modality = batch.modality[:, 1:].long()
+        valid = batch.target_mask()[:, :-1]
+        logits = self.model.logits(hidden[:, :-1], target_modality)
+        ce = F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")  # (B, L-1)
+        correct = logits.argmax(-1) == target
+        sums, counts, hits = {}, {}, {}
+        for i, m in enumerate(MODALITIES):
+            mask = valid & (target_modality == i)
+            sums[m] = (ce * mask).sum()
+            counts[m] = mask.sum().to(torch.float32)
+            hits[m] = (correct & mask).sum().to(torch.float32)
+        row_modality = torch.where(valid, target_modality, torch.full_like(target_modality, 3))
+        row_modality = F.pad(row_modality, (0, 1), value=3)  # the last position has no target
+        return {"hidden": hidden, "sums": sums, "counts": counts, "hits": hits,
+                "row_modality": row_modality}  # fmt: skip
+
+    # -- training -------------------------------------------------------------------------------
+    def _datamodule(self):
+        trainer = self._trainer
+        return getattr(trainer, "datamodule", None) if trainer is not None else None
+
+    def on_train_start(self) -> None:
+        """Share the data module's sampler, and put back a restored sampler and data position."""
+        dm = self._datamodule()
+        if dm is None or getattr(dm, "sampler", None) is None:
+            return
+        if self.sampler is None:
+            self.sampler = dm.sampler
+        restored = getattr(self, "_restored", None)
+        if restored:
+            if restored.get("sampler") is not None:
+                self.sampler.load_state_dict(restored["sampler"])
+            if restored.get("stream") is not None:
+                dm.stream.load_state_dict(restored["stream"])
+            self._restored = None
+
+    def training_step(self, batch, batch_idx: int):
+        dm = self._datamodule()
+        if dm is not None and getattr(dm, "iterable", None) is not None:
+            self.stream_state = dm.iterable.consumed()  # the position after this batch
+        out = self.modality_losses(batch)
+        counts = {m: self._reduce(c.detach()) for m, c in out["counts"].items()}
+        world = self._world()
+        losses = {m: out["sums"][m] * world / counts[m] for m in MODALITIES if counts[m] > 0}
+        total = self.weighting.combine(losses, counts, shared=self._shared_layer())
+        finite = torch.isfinite(total.detach()).to(torch.float32)
+        if float(self._reduce(finite)) < world:  # any rank: skip everywhere, count it
+            self.skipped_steps += 1
+            self.log("train/skipped_steps", self.skipped_steps.float(), on_step=True)
+            self._stats = {}
+            return None
+        self._watch_hidden(out["hidden"], out["row_modality"])
+        global_sums = {m: self._reduce(out["sums"][m].detach()) for m in MODALITIES}
+        global_hits = {m: self._reduce(out["hits"][m]) for m in MODALITIES}
+        self._stats = {"counts": counts, "sums": global_sums, "hits": global_hits}
+        self.log("train/loss", total.detach(), on_step=True, prog_bar=True)
+        return total
+
+    def _shared_layer(self) -> list[torch.Tensor]:
+        """GradNorm's shared layer: the trunk's last residual output projection."""
+        if self.weighting.name != "gradnorm":
+            return []
+        outs = [p for n, p in self.model.named_parameters() if n.endswith(".out.weight")]
+        return outs[-1:]
+
+    def _watch_hidden(self, hidden: torch.Tensor, row_modality: torch.Tensor) -> None:
+        """Hook on h: rescale rows (grad_share) and keep each modality's squared gradient norm."""
+        self._grad_sq = {}
+        if not hidden.requires_grad:
+            return
+
+        def hook(grad: torch.Tensor) -> torch.Tensor:
+            grad = self.weighting.rescale_grad(grad, row_modality)
+            for i, m in enumerate(MODALITIES):
+                rows = (row_modality == i).unsqueeze(-1)
+                self._grad_sq[m] = (grad.float() * rows).pow(2).sum().detach()
+            return grad
+
+        hidden.register_hook(hook)
+
+    def on_after_backward(self) -> None:
+        if not self._stats:
+            return
+        counts, sums, hits = self._stats["counts"], self._stats["sums"], self._stats["hits"]
+        present = [m for m in MODALITIES if float(counts[m]) > 0]
+        losses = {m: float(sums[m] / counts[m]) for m in present}
+        grad_sq = {m: float(self._reduce(self._grad_sq.get(m, torch.zeros((), device=self.device))))
+                   for m in MODALITIES}  # fmt: skip
+        self.weighting.observe(losses, grad_sq)
+        if self.sampler is not None:
+            self.sampler.update(losses)
+        self._log_balance(losses, counts, hits, grad_sq, present)
+
+    def _log_balance(self, losses, counts, hits, grad_sq, present) -> None:
+        total_tokens = sum(float(counts[m]) for m in present) or 1.0
+        shares = {m: float(counts[m]) / total_tokens for m in present}
+        weighted = sum(shares[m] * losses[m] for m in present) or 1.0
+        norms = {m: grad_sq[m] ** 0.5 for m in present}
+        norm_total = sum(norms.values()) or 1.0
+        metrics: dict[str, float] = {}
+        for m in MODALITIES:
+            metrics[f"train/tokens/{m}"] = float(counts[m])
+            metrics[f"train/weight/{m}"] = self.weighting.weights()[m]
+            if m in present:
+                metrics[f"train/loss/{m}"] = losses[m]
+                metrics[f"train/acc/{m}"] = float(hits[m] / counts[m])
+                metrics[f"train/token_share/{m}"] = shares[m]
+                metrics[f"train/loss_share/{m}"] = shares[m] * losses[m] / weighted
+                metrics[f"train/grad_share/{m}"] = norms[m] / norm_total
+        positive = [norms[m] for m in present if norms[m] > 0]
+        if len(positive) > 1:
+            dominance = max(positive) / min(positive)
+            self.dominance_sum += dominance
+            self.dominance_count += 1
+            metrics["train/dominance"] = dominance
+            metrics["train/dominance_mean"] = float(self.dominance_sum / self.dominance_count)
+        if self.sampler is not None:
+            for source, p in self.sampler.probabilities().items():
+                metrics[f"sampling/prob/{source}"] = p
+        self.log_dict(metrics, on_step=True)
+
+    # -- validation -----------------------------------------------------------------------------
+    def validation_step(self, batch, batch_idx: int) -> None:
+        out = self.modality_losses(batch)
+        for m in MODALITIES:
+            n = out["counts"][m]
+            if float(n) > 0:
+                self.log(f"val/loss/{m}", out["sums"][m] / n, batch_size=int(n), sync_dist=True)
+                self.log(f"val/acc/{m}", out["hits"][m] / n, batch_size=int(n), sync_dist=True)
+
+    # -- optimisation and checkpoints -----------------------------------------------------------
+    def configure_optimizers(self):
+        from tokenize_mm.tokenizers.fit_loop import warmup_cosine
+
+        decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": self.weight_decay},
+                  {"params": no_decay + list(self.weighting.parameters()), "weight_decay": 0.0}]  # fmt: skip
+        opt = torch.optim.AdamW(groups, lr=self.learning_rate, betas=self.betas)
+        return warmup_cosine(opt, self.max_steps)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["balance"] = {
+            "sampler": self.sampler.state_dict() if self.sampler is not None else None,
+            "stream": self.stream_state,
+            "layout_fingerprint": self.layout_fingerprint,
+        }
+
+    def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
+        balance = checkpoint.get("balance", {})
+        saved = balance.get("layout_fingerprint")
+        if self.layout_fingerprint and saved and saved != self.layout_fingerprint:
+            raise ValueError(
+                f"the checkpoint was trained on tokens of layout {saved[:12]}, this run's tokens "
+                f"are laid out by {self.layout_fingerprint[:12]}: resume with the same tokenizers"
+            )
+        self._restored = {"sampler": balance.get("sampler"), "stream": balance.get("stream")}
+        self.stream_state = balance.get("stream")
