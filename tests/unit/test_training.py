@@ -37,10 +37,21 @@ class Recorder(L.Callback):
         self.steps.append({k: float(v) for k, v in trainer.callback_metrics.items()})
 
 
-def fit(store_dir, layout, weighting, steps=4, sampler="proportional", ckpt_dir=None, **kw):
+def fit(
+    store_dir,
+    layout,
+    weighting,
+    steps=4,
+    sampler="proportional",
+    ckpt_dir=None,
+    ckpt_path=None,
+    schedule_steps=None,
+    **kw,
+):
     torch.manual_seed(0)
     model = DecoderLM(vocab_size=layout.vocab_size, **preset("tiny"))
-    module = BalancedLM(model, weighting, max_steps=steps, layout_fingerprint=layout.fingerprint)
+    module = BalancedLM(model, weighting, max_steps=schedule_steps or steps,
+                        layout_fingerprint=layout.fingerprint)  # fmt: skip
     dm = StoreDataModule(str(store_dir), sampler=sampler, context=128, batch_size=2,
                          expected_fingerprint=layout.fingerprint, **kw)  # fmt: skip
     recorder = Recorder()
@@ -54,7 +65,7 @@ def fit(store_dir, layout, weighting, steps=4, sampler="proportional", ckpt_dir=
     )  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(module, datamodule=dm)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     return module, recorder.steps, trainer
 
 
@@ -129,3 +140,19 @@ def test_checkpoint_holds_balance_state_and_refuses_other_layouts(store, tmp_pat
     other = VocabLayout({"text": tiny_text.info}, {"text": "another"})
     with pytest.raises(StoreMismatchError):
         fit(store_dir, other, LossWeighting(), steps=1)
+
+
+def test_resume_reproduces_the_uninterrupted_run(store, tmp_path):
+    """Stop after step k, resume from the checkpoint: steps k+1..n have the uninterrupted run's
+    losses exactly (weighting, sampler and data position included)."""
+    store_dir, layout = store
+    _, full, _ = fit(store_dir, layout, GradShareWeighting(), steps=6, sampler="adaptive")
+    fit(store_dir, layout, GradShareWeighting(), steps=3, sampler="adaptive",
+        ckpt_dir=tmp_path / "ck", schedule_steps=6)  # stopped at 3 of a 6-step run  # fmt: skip
+    _, resumed, _ = fit(store_dir, layout, GradShareWeighting(), steps=6, sampler="adaptive",
+                        ckpt_path=str(tmp_path / "ck" / "last.ckpt"))  # fmt: skip
+    assert len(resumed) == 3
+    for a, b in zip(full[3:], resumed, strict=True):
+        losses = sorted(k for k in a if k.startswith(("train/loss", "sampling/prob/")))
+        assert losses == sorted(k for k in b if k.startswith(("train/loss", "sampling/prob/")))
+        assert [a[k] for k in losses] == [b[k] for k in losses]

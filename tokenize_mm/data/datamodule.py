@@ -7,14 +7,13 @@ layout fingerprint of the tokenizers the run was given, so tokens laid out by ot
 refused (``StoreMismatchError``).
 
 The stream lives in the main process (``num_workers=0``: its state and sampler must be the ones
-the training module updates and checkpoints). ``StreamIterable`` records the stream's state after
-every batch it yields, in order; the training module takes the state of each batch it consumes,
-so a checkpoint holds the exact data position even though Lightning fetches a batch ahead.
+the training module updates and checkpoints), and the training step pulls each batch itself
+(``training_step(dataloader_iter)``), so no batch is drawn before the previous step's sampler
+update: the stream state after the step's batch is the exact data position a checkpoint keeps.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -29,21 +28,14 @@ from tokenize_mm.data.store import TokenStore
 
 
 class StreamIterable(torch.utils.data.IterableDataset):
-    """Yields the stream's batches; ``states`` holds the stream state after each, oldest first."""
+    """The stream's batches, drawn one at a time when the training step asks for one."""
 
     def __init__(self, stream: MixtureStream):
         self.stream = stream
-        self.states: deque[dict[str, Any]] = deque()
 
     def __iter__(self) -> Iterator[Batch]:
         while True:
-            batch = next(self.stream)
-            self.states.append(self.stream.state_dict())
-            yield batch
-
-    def consumed(self) -> dict[str, Any] | None:
-        """The state after the oldest batch not yet consumed (call once per consumed batch)."""
-        return self.states.popleft() if self.states else None
+            yield next(self.stream)
 
 
 class StoreDataModule(L.LightningDataModule):

@@ -69,6 +69,7 @@ class BalancedLM(L.LightningModule):
         self.register_buffer("dominance_count", torch.zeros((), dtype=torch.long))
         self._grad_sq: dict[str, torch.Tensor] = {}
         self._stats: dict[str, Any] = {}
+        self._batch_size = 1
         self.stream_state: dict[str, Any] | None = None  # the data position of the last step
 
     # -- shared forward ----------------------------------------------------------------------
@@ -115,16 +116,23 @@ class BalancedLM(L.LightningModule):
             self.sampler = dm.sampler
         restored = getattr(self, "_restored", None)
         if restored:
-            if restored.get("sampler") is not None:
-                self.sampler.load_state_dict(restored["sampler"])
+            # The stream's state holds the sampler as it was when the batch was drawn; the
+            # sampler's own state, one update newer, goes in last.
             if restored.get("stream") is not None:
                 dm.stream.load_state_dict(restored["stream"])
+            if restored.get("sampler") is not None:
+                self.sampler.load_state_dict(restored["sampler"])
             self._restored = None
 
-    def training_step(self, batch, batch_idx: int):
+    def training_step(self, dataloader_iter):
+        # Taking the iterator (not a batch) stops Lightning from fetching a batch ahead: the next
+        # batch is drawn only now, after the last step's sampler update, as it is after a resume.
+        batch, _, _ = next(dataloader_iter)
+        batch = batch.to(self.device)
+        self._batch_size = int(batch.tokens.shape[0])
         dm = self._datamodule()
-        if dm is not None and getattr(dm, "iterable", None) is not None:
-            self.stream_state = dm.iterable.consumed()  # the position after this batch
+        if dm is not None and getattr(dm, "stream", None) is not None:
+            self.stream_state = dm.stream.state_dict()  # the data position after this batch
         out = self.modality_losses(batch)
         counts = {m: self._reduce(c.detach()) for m, c in out["counts"].items()}
         world = self._world()
@@ -133,14 +141,16 @@ class BalancedLM(L.LightningModule):
         finite = torch.isfinite(total.detach()).to(torch.float32)
         if float(self._reduce(finite)) < world:  # any rank: skip everywhere, count it
             self.skipped_steps += 1
-            self.log("train/skipped_steps", self.skipped_steps.float(), on_step=True)
+            self.log("train/skipped_steps", self.skipped_steps.float(), on_step=True,
+                     batch_size=self._batch_size)  # fmt: skip
             self._stats = {}
             return None
         self._watch_hidden(out["hidden"], out["row_modality"])
         global_sums = {m: self._reduce(out["sums"][m].detach()) for m in MODALITIES}
         global_hits = {m: self._reduce(out["hits"][m]) for m in MODALITIES}
         self._stats = {"counts": counts, "sums": global_sums, "hits": global_hits}
-        self.log("train/loss", total.detach(), on_step=True, prog_bar=True)
+        self.log("train/loss", total.detach(), on_step=True, prog_bar=True,
+                 batch_size=self._batch_size)  # fmt: skip
         return total
 
     def _shared_layer(self) -> list[torch.Tensor]:
@@ -204,7 +214,7 @@ class BalancedLM(L.LightningModule):
         if self.sampler is not None:
             for source, p in self.sampler.probabilities().items():
                 metrics[f"sampling/prob/{source}"] = p
-        self.log_dict(metrics, on_step=True)
+        self.log_dict(metrics, on_step=True, batch_size=self._batch_size)
 
     # -- validation -----------------------------------------------------------------------------
     def validation_step(self, batch, batch_idx: int) -> None:
