@@ -156,3 +156,57 @@ def test_resume_reproduces_the_uninterrupted_run(store, tmp_path):
         losses = sorted(k for k in a if k.startswith(("train/loss", "sampling/prob/")))
         assert losses == sorted(k for k in b if k.startswith(("train/loss", "sampling/prob/")))
         assert [a[k] for k in losses] == [b[k] for k in losses]
+
+
+DDP_SCRIPT = """
+import json, sys, warnings
+import lightning as L, torch
+from tokenize_mm.balance.weighting import GradShareWeighting
+from tokenize_mm.data.datamodule import StoreDataModule
+from tokenize_mm.models import DecoderLM, preset
+from tokenize_mm.models.system import BalancedLM
+from tokenize_mm.sequence import VocabLayout
+
+class Dump(L.Callback):
+    def on_train_end(self, trainer, module):
+        params = torch.cat([p.detach().flatten() for p in module.model.parameters()])
+        out = {{"weights": module.weighting.weights(),
+               "scales": module.weighting.scales.tolist(),
+               "probabilities": module.sampler.probabilities(),
+               "params": params.tolist()[:2000], "param_sum": float(params.double().sum())}}
+        with open(f"{out}/rank{{trainer.global_rank}}.json", "w") as fh:
+            json.dump(out, fh)
+
+if __name__ == "__main__":
+    warnings.simplefilter("ignore")
+    layout = VocabLayout.load("{store}/layout.json")
+    torch.manual_seed(0)
+    model = DecoderLM(vocab_size=layout.vocab_size, **preset("tiny"))
+    module = BalancedLM(model, GradShareWeighting(), max_steps=4)
+    dm = StoreDataModule("{store}", sampler="adaptive", context=128, batch_size=2)
+    trainer = L.Trainer(max_steps=4, accelerator="cpu", devices=2, strategy="ddp_spawn",
+                        logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, limit_val_batches=0, callbacks=[Dump()])
+    trainer.fit(module, datamodule=dm)
+"""
+
+
+def test_ddp_ranks_hold_identical_balance_state_and_parameters(store, tmp_path):
+    """Two CPU processes (gloo): every statistic a weighting or sampler uses is all-reduced, so
+    after N steps both ranks hold the same weights, probabilities and parameters, although each
+    rank trained on different documents."""
+    import json
+    import subprocess
+    import sys
+
+    store_dir, _ = store
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(store=store_dir, out=tmp_path))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=600, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["weights"] == r1["weights"] and r0["scales"] == r1["scales"]
+    assert r0["probabilities"] == r1["probabilities"]
+    assert r0["params"] == r1["params"] and r0["param_sum"] == r1["param_sum"]
+    assert r0["scales"] != [1.0, 1.0, 1.0]  # the balancer did act
