@@ -159,3 +159,30 @@ def test_pretokenize_builtin_with_accounting(tmp_path, tiny_text, tiny_image, ti
     assert Image.open(out / "accounting.png").size[0] > 0
     row = f"| per image (image) | {per_image:.2f} | {per_image:.2f} | yes |"
     assert row in (out / "accounting.md").read_text()
+
+
+def test_train_debug_run_writes_report_and_resumes(tmp_path):
+    """The main job at debug size: tokenizers fitted and cached, store, training, run report;
+    a second run reuses the cache; resuming from last.ckpt continues the step count."""
+    common = ["+debug=tiny", f"cache_dir={tmp_path}/cache", "callbacks=default",
+              "callbacks.checkpoint.every_n_train_steps=3"]  # fmt: skip
+    first = run("train", *common, f"out_dir={tmp_path}/a", cwd=tmp_path)
+    assert "fitting text_tiny" in first.stdout and "# Training run" in first.stdout
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert "| audio |" in report and (tmp_path / "a" / "report.png").stat().st_size > 0
+    history = json.loads((tmp_path / "a" / "history.json").read_text())
+    assert len(history["train"]) == 6 and "train/grad_share/text" in history["train"][-1]
+    second = run("train", *common, f"out_dir={tmp_path}/b", "trainer.max_steps=9",
+                 f"ckpt_path={tmp_path}/a/checkpoints/last.ckpt", cwd=tmp_path)  # fmt: skip
+    assert "reusing text_tiny" in second.stdout and "reusing the store" in second.stdout
+    resumed = json.loads((tmp_path / "b" / "history.json").read_text())["train"]
+    assert [row["step"] for row in resumed] == [7, 8, 9]
+
+
+def test_train_sweep_over_weightings(tmp_path):
+    result = run("train", "-m", "+debug=tiny", f"cache_dir={tmp_path}/cache",
+                 "balance/weighting=token_mean,uncertainty", "trainer.max_steps=2",
+                 f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)  # fmt: skip
+    reports = sorted((tmp_path / "sweep").glob("*/report.md"))
+    assert len(reports) == 2, result.stdout[-2000:]
+    assert "LossWeighting" in reports[0].read_text() and "Uncertainty" in reports[1].read_text()

@@ -1,34 +1,138 @@
-"""``make train``: the main job.
+"""``tmm-train`` / ``make train``: the main job, the whole pipeline in one read.
 
-Until balanced training lands (issue 5) the main job fits the text and image tokenizers on the
-built-in data, saves their artifacts and prints their token rates.
+data source → tokenizers (fitted once per config and source, then reused from ``cache_dir``) →
+pretokenized store (reused likewise; its token accounting beside it) → ``BalancedLM`` trained by
+Lightning with the configured loss weighting and sampler → run report (``report.md``,
+``report.png``, ``history.json``) and checkpoints in ``out_dir``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import shlex
+import sys
+import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from tokenize_mm.cli.common import config_dir, fit_from_source, rates_table
+
+MODALITIES = ("text", "image", "audio")
+
+
+def _key(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+def source_identity(source_cfg: DictConfig) -> str:
+    """What a cached tokenizer or store depends on: the source config, and a manifest's bytes."""
+    text = OmegaConf.to_yaml(source_cfg)
+    path = source_cfg.get("path")
+    if path and Path(path).is_file():
+        text += hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return text
+
+
+def fit_or_reuse(tcfg: DictConfig, source: Any, source_id: str, cache: Path, split: str) -> Path:
+    """A tokenizer artifact for ``tcfg`` on ``source``: the cached one, else fitted and cached."""
+    from tokenize_mm.tokenizers.artifact import load_tokenizer
+    from tokenize_mm.tokenizers.errors import ArtifactError
+
+    path = cache / "tokenizers" / f"{tcfg.name}-{_key(OmegaConf.to_yaml(tcfg), source_id, split)}"
+    if (path / "manifest.json").is_file():
+        try:
+            load_tokenizer(path)
+            print(f"reusing {tcfg.name} from {path}", flush=True)
+            return path
+        except ArtifactError as err:  # damaged cache: fit again
+            print(f"cached {path} unusable ({err}); fitting again", flush=True)
+    print(f"fitting {tcfg.name} on {type(source).__name__} ...", flush=True)
+    fit_from_source(instantiate(tcfg.fit), tcfg.modality, source, split).save(path)
+    return path
+
+
+def store_or_reuse(source: Any, artifacts: dict[str, Path], data: DictConfig, source_id: str,
+                   cache: Path) -> Path:  # fmt: skip
+    """The pretokenized store of ``source`` under these tokenizers: cached, else written."""
+    from tokenize_mm.data.accounting import write_report
+    from tokenize_mm.data.store import TokenStore, merge_store, pretokenize
+    from tokenize_mm.sequence import SpanOrder, VocabLayout
+
+    layout = VocabLayout.from_artifacts(artifacts, audio_pattern=data.audio_pattern)
+    path = cache / "stores" / _key(layout.fingerprint, source_id, data.span_order)
+    if (path / "store.json").is_file():
+        print(f"reusing the store {path}", flush=True)
+        return path
+    print(f"pretokenizing into {path} ...", flush=True)
+    pretokenize(source, artifacts, path, audio_pattern=data.audio_pattern,
+                order=SpanOrder(data.span_order, seed=data.seed), workers=data.workers)  # fmt: skip
+    merge_store(path)
+    write_report(TokenStore(path), path / "accounting", "tmm-train (store of the main job)")
+    return path
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> None:
-    source = instantiate(cfg.source)
-    infos = {}
-    for key in ("text_tokenizer", "image_tokenizer"):
-        tcfg = cfg[key]
-        print(f"fitting {tcfg.name} on {type(source).__name__} ...", flush=True)
-        tok = fit_from_source(instantiate(tcfg.fit), tcfg.modality, source, cfg.fit_split)
-        tok.save(Path(cfg.out_dir) / "tokenizers" / tcfg.name)
-        infos[tcfg.name] = tok.info
-    table = rates_table(infos)
-    (Path(cfg.out_dir) / "rates.md").write_text(table + "\n", encoding="utf-8")
-    print(table)
-    print(f"artifacts and rates.md in {cfg.out_dir}")
+    import lightning as L
+
+    from tokenize_mm.data.datamodule import StoreDataModule
+    from tokenize_mm.models import allowed_ids_mask
+    from tokenize_mm.models.run_report import MetricsHistory, write_run_report
+    from tokenize_mm.models.system import BalancedLM
+    from tokenize_mm.sequence import VocabLayout
+    from tokenize_mm.tokenizers.artifact import load_tokenizer
+
+    start = time.perf_counter()
+    # BalancedLM pulls its batches (training_step(dataloader_iter)) so that none is drawn ahead
+    # of a sampler update; Lightning flags that signature as experimental on every run.
+    warnings.filterwarnings("ignore", message=".*dataloader_iter.*")
+    L.seed_everything(cfg.seed, verbose=False)
+    cache, out = Path(cfg.cache_dir), Path(cfg.out_dir)
+    source, source_id = instantiate(cfg.data.source), source_identity(cfg.data.source)
+    artifacts = {m: fit_or_reuse(cfg.tokenizers[m], source, source_id, cache, cfg.fit_split)
+                 for m in MODALITIES}  # fmt: skip
+    print(
+        rates_table({cfg.tokenizers[m].name: load_tokenizer(p).info for m, p in artifacts.items()})
+    )
+    store = store_or_reuse(source, artifacts, cfg.data, source_id, cache)
+    layout = VocabLayout.from_artifacts(artifacts, audio_pattern=cfg.data.audio_pattern)
+
+    model = instantiate(cfg.model)(vocab_size=layout.vocab_size)
+    if cfg.model.restricted_softmax:
+        model.set_allowed_ids(allowed_ids_mask(layout))
+    module = BalancedLM(
+        model, instantiate(cfg.balance.weighting), learning_rate=cfg.optimizer.learning_rate,
+        weight_decay=cfg.optimizer.weight_decay, betas=tuple(cfg.optimizer.betas),
+        max_steps=cfg.trainer.max_steps, layout_fingerprint=layout.fingerprint,
+    )  # fmt: skip
+    data = StoreDataModule(
+        str(store), sampler=cfg.balance.sampling.name,
+        sampler_options=OmegaConf.to_container(cfg.balance.sampling.options),
+        context=cfg.data.context, batch_size=cfg.data.batch_size,
+        buffer_size=cfg.data.buffer_size, split_spans=cfg.data.split_spans, seed=cfg.data.seed,
+        expected_fingerprint=layout.fingerprint,
+    )  # fmt: skip
+    history = MetricsHistory()
+    callbacks = [history, *(instantiate(c) for c in cfg.callbacks.values())]
+    logger = instantiate(cfg.logger) if cfg.logger else False
+    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
+                          enable_checkpointing=bool(cfg.callbacks))  # fmt: skip
+    trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
+    if trainer.global_rank == 0:
+        settings = {
+            "command": shlex.join(sys.orig_argv), "seconds": time.perf_counter() - start,
+            "weighting": cfg.balance.weighting._target_.rsplit(".", 1)[-1],
+            "sampling": cfg.balance.sampling.name, "store": str(store),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        }  # fmt: skip
+        report = write_run_report(history, out, settings)
+        print(report.read_text(encoding="utf-8"))
+        print(f"run report, plots and checkpoints in {out}")
 
 
 if __name__ == "__main__":
