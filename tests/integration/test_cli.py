@@ -89,18 +89,6 @@ def test_decode_refuses_tokens_of_another_tokenizer(tmp_path):
     assert res.returncode == 1 and "text.sentencepiece" in res.stderr
 
 
-def test_main_job_prints_the_rates_table(tmp_path):
-    out = run(
-        "train", *TINY_SOURCE, "tokenizer@text_tokenizer=text_tiny",
-        "tokenizer@image_tokenizer=image_tiny",
-        f"out_dir={tmp_path}/run", cwd=tmp_path,
-    )  # fmt: skip
-    assert "characters per token" in out.stdout and "tokens per 32x32 image" in out.stdout
-    assert (tmp_path / "run" / "rates.md").is_file()
-    for name in ("text_tiny", "image_tiny"):
-        load_tokenizer(tmp_path / "run" / "tokenizers" / name)
-
-
 def test_fit_encode_decode_audio(tmp_path, clips):
     folder = tmp_path / "sounds"
     for i, (wav, rate) in enumerate(clips):
@@ -168,6 +156,9 @@ def test_train_debug_run_writes_report_and_resumes(tmp_path):
               "callbacks.checkpoint.every_n_train_steps=3"]  # fmt: skip
     first = run("train", *common, f"out_dir={tmp_path}/a", cwd=tmp_path)
     assert "fitting text_tiny" in first.stdout and "# Training run" in first.stdout
+    assert "characters per token" in first.stdout and "tokens per 32x32 image" in first.stdout
+    for artifact in (tmp_path / "cache" / "tokenizers").iterdir():  # the cached tokenizers load
+        load_tokenizer(artifact)
     report = (tmp_path / "a" / "report.md").read_text()
     assert "| audio |" in report and (tmp_path / "a" / "report.png").stat().st_size > 0
     history = json.loads((tmp_path / "a" / "history.json").read_text())
@@ -186,3 +177,31 @@ def test_train_sweep_over_weightings(tmp_path):
     reports = sorted((tmp_path / "sweep").glob("*/report.md"))
     assert len(reports) == 2, result.stdout[-2000:]
     assert "LossWeighting" in reports[0].read_text() and "Uncertainty" in reports[1].read_text()
+
+
+def test_sigterm_leaves_a_checkpoint_to_resume_from(tmp_path):
+    """SIGTERM mid-training: the run saves checkpoints/interrupted.ckpt, and a run resumed from
+    it continues from the interrupted step."""
+    import signal
+    import time
+
+    args = ["+debug=tiny", "callbacks=default", f"cache_dir={tmp_path}/cache",
+            f"out_dir={tmp_path}/a", "trainer.max_steps=100000",
+            "+logger.flush_logs_every_n_steps=1"]  # fmt: skip
+    cmd = [sys.executable, "-m", "tokenize_mm.cli.train", *args, f"hydra.run.dir={tmp_path}/h"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    started = tmp_path / "a" / "logs" / "version_0" / "metrics.csv"  # after the first step
+    deadline = time.time() + 300
+    while not started.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # a few more steps
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    ckpt = tmp_path / "a" / "checkpoints" / "interrupted.ckpt"
+    assert ckpt.is_file(), proc.stderr.read().decode()[-2000:]
+    step = torch.load(ckpt, weights_only=False, map_location="cpu")["global_step"]
+    assert step > 0
+    run("train", "+debug=tiny", f"cache_dir={tmp_path}/cache", f"out_dir={tmp_path}/b",
+        f"ckpt_path={ckpt}", f"trainer.max_steps={step + 2}", cwd=tmp_path)  # fmt: skip
+    resumed = json.loads((tmp_path / "b" / "history.json").read_text())["train"]
+    assert [row["step"] for row in resumed] == [step + 1, step + 2]
