@@ -107,8 +107,10 @@ def test_trainer_logger_callbacks_compose(trainer, logger, callbacks, tmp_path):
 
 @pytest.mark.parametrize("extra", [["+debug=tiny"], ["experiment=balance_sweep"],
                                    ["data=tiny"], ["data=manifest", "data.source.path=m.jsonl"]])  # fmt: skip
-def test_debug_experiment_and_data_options_compose(extra):
+def test_debug_experiment_and_data_options_compose(extra, paths):
+    extra = [e.replace("m.jsonl", str(paths["manifest"])) for e in extra]
     cfg = train_cfg(*extra)
+    assert len(instantiate(cfg.data.source)) > 0
     assert cfg.data.context > 0 and set(cfg.tokenizers) == {"text", "image", "audio"}
     if "+debug=tiny" in extra:
         assert cfg.model.d_model == 32 and cfg.tokenizers.audio.name == "audio_tiny"
