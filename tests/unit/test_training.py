@@ -186,7 +186,8 @@ if __name__ == "__main__":
     dm = StoreDataModule("{store}", sampler="adaptive", context=128, batch_size=2)
     trainer = L.Trainer(max_steps=4, accelerator="cpu", devices=2, strategy="ddp_spawn",
                         logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, limit_val_batches=0, callbacks=[Dump()])
+                        enable_checkpointing=False, limit_val_batches=2, val_check_interval=2,
+                        callbacks=[Dump()])
     trainer.fit(module, datamodule=dm)
 """
 

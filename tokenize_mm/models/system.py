@@ -217,13 +217,23 @@ class BalancedLM(L.LightningModule):
         self.log_dict(metrics, on_step=True, batch_size=self._batch_size)
 
     # -- validation -----------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val = torch.zeros(len(MODALITIES), 3, dtype=torch.float64, device=self.device)
+
     def validation_step(self, batch, batch_idx: int) -> None:
         out = self.modality_losses(batch)
-        for m in MODALITIES:
-            n = out["counts"][m]
-            if float(n) > 0:
-                self.log(f"val/loss/{m}", out["sums"][m] / n, batch_size=int(n), sync_dist=True)
-                self.log(f"val/acc/{m}", out["hits"][m] / n, batch_size=int(n), sync_dist=True)
+        for i, m in enumerate(MODALITIES):  # loss sum, tokens, hits
+            self._val[i] += torch.stack([out["sums"][m], out["counts"][m], out["hits"][m]]).double()
+
+    def on_validation_epoch_end(self) -> None:
+        # One all-reduce on every rank, whatever modalities each rank's batches held (logging
+        # with sync_dist only where a modality is present would leave the other ranks waiting).
+        totals = self._reduce(self._val)
+        for i, m in enumerate(MODALITIES):
+            loss_sum, count, hits = totals[i].tolist()
+            if count > 0:
+                self.log(f"val/loss/{m}", loss_sum / count)
+                self.log(f"val/acc/{m}", hits / count)
 
     # -- optimisation and checkpoints -----------------------------------------------------------
     def configure_optimizers(self):
