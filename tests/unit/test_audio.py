@@ -105,3 +105,22 @@ def test_long_recordings_are_encoded_in_chunks(tiny_audio):
     codes = chunked.encode((wav, 24_000)).codes
     assert codes.shape == one_shot.shape == (2, 451)
     assert torch.equal(codes, one_shot)
+
+
+def test_encoder_initialisation_lets_latents_vary_over_frames():
+    """With PyTorch's default init the small codec's encoder output is nearly constant over the
+    frames of a clip (so k-means starts the codebook from one point); the init gain fixes it."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(24_000) / 24_000
+    wav = (0.3 * torch.sin(2 * math.pi * 440 * t) + 0.05 * torch.randn(24_000, generator=g))[
+        None, None
+    ]
+
+    def variation(gain: float) -> float:
+        torch.manual_seed(0)
+        model = CodecModel(n_filters=8, dimension=64, lstm=0, encoder_init_gain=gain)
+        with torch.no_grad():
+            z = model.encoder(wav)  # (1, D, frames)
+        return float(z.std(dim=2).mean() / z.abs().mean())
+
+    assert variation(1.0) < 0.02 < variation(2.0)

@@ -100,3 +100,13 @@ def test_folded_copy_is_on_the_model_device_and_frozen():
     copy = folded_copy(model, lambda: CodecModel(**ARCH))
     assert not any(p.requires_grad for p in copy.parameters())
     assert not copy.training
+
+
+def test_pieces_too_short_to_pad_alike_are_not_mixed():
+    """SEANet pads an input no longer than its padding specially; such short pieces join only
+    pieces of their own length. For the 50 Hz codec that is under 7 frames (the last k=7 conv)."""
+    from tokenize_mm.tokenizers.audio_batch import min_mixed_length
+
+    assert min_mixed_length(CodecModel(**ARCH).encoder) == 7 * 480
+    groups = _groups([480, 96_000, 960, 48_000], causal=True, batch_samples=10**6, min_mixed=3360)
+    assert groups == [[1, 3], [2], [0]]

@@ -8,8 +8,9 @@ when it is encoded alone:
 * Every piece is zero-padded to whole frames before it reaches the encoder, also when it is
   encoded alone, so that no convolution pads its right edge by reflection. With causal
   convolutions frame t then depends only on samples before (t + 1) · hop, and padding a piece
-  further with zeros to the length of a batch leaves its frames unchanged. Pieces of a non-causal
-  encoder are batched only with pieces of the same length.
+  further with zeros to the length of a batch leaves its frames unchanged, once it is long enough
+  that no layer pads it specially (``min_mixed_length``). Shorter pieces, and pieces of a
+  non-causal encoder, are batched only with pieces of the same length.
 * The convolutions before the LSTM run piece by piece on the CPU (a batch of long pieces leaves the
   cache and was slower; ``benchmarks/audio_encode.py``) and as padded batches on a GPU. The LSTM,
   the last convolution and the quantizer always run on the padded batch, where the LSTM's
@@ -49,10 +50,31 @@ def split_encoder(encoder: nn.Module) -> tuple[nn.Module, nn.Module]:
     return nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:])
 
 
-def _groups(lengths: Sequence[int], *, causal: bool, batch_samples: int) -> list[list[int]]:
+def min_mixed_length(encoder: nn.Module) -> int:
+    """The shortest piece (samples) that may share a padded batch with longer ones.
+
+    SEANet's ``pad1d`` treats an input no longer than its padding specially (it appends zeros
+    before reflecting), so a piece that short at some layer is padded differently alone and in a
+    batch: every convolution's input must be longer than its padding, at that layer's stride."""
+    from encodec.modules.conv import SConv1d
+
+    need, stride = 1, 1
+    for module in encoder.modules():
+        if isinstance(module, SConv1d):
+            conv = module.conv.conv
+            k, s, d = conv.kernel_size[0], conv.stride[0], conv.dilation[0]
+            need = max(need, ((k - 1) * d - (s - 1) + 1) * stride)
+            stride *= s
+    return need
+
+
+def _groups(
+    lengths: Sequence[int], *, causal: bool, batch_samples: int, min_mixed: int = 1
+) -> list[list[int]]:
     """Indices grouped for batching, longest first: a group's padded size (members × longest)
-    stays within ``batch_samples`` (a longer piece is a group of its own); a non-causal encoder's
-    groups hold pieces of one length."""
+    stays within ``batch_samples`` (a longer piece is a group of its own). Pieces of different
+    lengths share a group only for a causal encoder and when at least ``min_mixed`` samples long;
+    otherwise a group holds pieces of one length."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     groups: list[list[int]] = []
     for i in order:
@@ -60,7 +82,8 @@ def _groups(lengths: Sequence[int], *, causal: bool, batch_samples: int) -> list
             group = groups[-1]
             longest = lengths[group[0]]
             fits = (len(group) + 1) * longest <= batch_samples
-            if fits and (causal or lengths[i] == longest):
+            mixed = causal and lengths[i] >= min_mixed
+            if fits and (mixed or lengths[i] == longest):
                 group.append(i)
                 continue
         groups.append([i])
@@ -103,7 +126,8 @@ def encode_pieces(
         raise ValueError(f"piece lengths must be multiples of the hop {hop}, got {lengths}")
     convs, rest = split_encoder(model.encoder)
     out: list[torch.Tensor | None] = [None] * len(pieces)
-    for group in _groups(lengths, causal=causal, batch_samples=batch_samples):
+    min_mixed = min_mixed_length(model.encoder)
+    for group in _groups(lengths, causal=causal, batch_samples=batch_samples, min_mixed=min_mixed):
         if batch_convs:  # one copy to the device per group
             latent = convs(_pad_stack([pieces[i] for i in group]).to(device))
         else:
