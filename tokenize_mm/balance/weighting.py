@@ -66,9 +66,14 @@ class LossWeighting(nn.Module):
         """Per-modality mean losses (scalars with grad) and token counts → the total loss.
         ``shared``: parameters of a shared layer (used by ``gradnorm`` only)."""
         weights = self.raw_weights(counts)
-        self._remember(weights)
+        self._remember(self.effective_weights(weights))
         parts = [weights[m].to(losses[m]) * losses[m] for m in weights]
         return torch.stack(parts).sum() if parts else _zero(losses)
+
+    def effective_weights(self, weights: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+        """The w_m to report for loss weights ``weights`` (the same, unless the gradient is
+        rescaled as well)."""
+        return weights
 
     def _remember(self, weights: Mapping[str, Tensor]) -> None:
         for i, m in enumerate(self.modalities):
@@ -238,15 +243,9 @@ class GradShareWeighting(LossWeighting):
         scales = torch.where(seen, want / self.norm_ema.clamp(min=1e-12), torch.ones_like(want))
         self.scales.copy_(scales.clamp(1.0 / self.max_scale, self.max_scale))
 
-    def raw_weights(self, counts):
-        base = super().raw_weights(counts)
-        return {m: w * float(self.scales[self.modalities.index(m)]) for m, w in base.items()}
-
-    def combine(self, losses, counts, shared=()):  # token mean: rescaling acts on the gradient
-        weights = LossWeighting.raw_weights(self, counts)
-        self._remember(self.raw_weights(counts))
-        parts = [weights[m].to(losses[m]) * losses[m] for m in weights]
-        return torch.stack(parts).sum() if parts else _zero(losses)
+    def effective_weights(self, weights):
+        # the loss is the token mean; each modality's rows of dL/dh are then scaled
+        return {m: w * float(self.scales[self.modalities.index(m)]) for m, w in weights.items()}
 
 
 class GradNormWeighting(LossWeighting):

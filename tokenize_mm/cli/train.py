@@ -56,14 +56,13 @@ def fit_or_reuse(tcfg: DictConfig, source: Any, source_id: str, cache: Path, spl
     return path
 
 
-def store_or_reuse(source: Any, artifacts: dict[str, Path], data: DictConfig, source_id: str,
-                   cache: Path) -> Path:  # fmt: skip
+def store_or_reuse(source: Any, artifacts: dict[str, Path], layout: Any, data: DictConfig,
+                   source_id: str, cache: Path) -> Path:  # fmt: skip
     """The pretokenized store of ``source`` under these tokenizers: cached, else written."""
     from tokenize_mm.data.accounting import write_report
     from tokenize_mm.data.store import TokenStore, merge_store, pretokenize
-    from tokenize_mm.sequence import SpanOrder, VocabLayout
+    from tokenize_mm.sequence import SpanOrder
 
-    layout = VocabLayout.from_artifacts(artifacts, audio_pattern=data.audio_pattern)
     path = cache / "stores" / _key(layout.fingerprint, source_id, data.span_order)
     if (path / "store.json").is_file():
         print(f"reusing the store {path}", flush=True)
@@ -85,7 +84,6 @@ def main(cfg: DictConfig) -> None:
     from tokenize_mm.models.run_report import MetricsHistory, write_run_report
     from tokenize_mm.models.system import BalancedLM
     from tokenize_mm.sequence import VocabLayout
-    from tokenize_mm.tokenizers.artifact import load_tokenizer
 
     start = time.perf_counter()
     # BalancedLM pulls its batches (training_step(dataloader_iter)) so that none is drawn ahead
@@ -96,11 +94,9 @@ def main(cfg: DictConfig) -> None:
     source, source_id = instantiate(cfg.data.source), source_identity(cfg.data.source)
     artifacts = {m: fit_or_reuse(cfg.tokenizers[m], source, source_id, cache, cfg.fit_split)
                  for m in MODALITIES}  # fmt: skip
-    print(
-        rates_table({cfg.tokenizers[m].name: load_tokenizer(p).info for m, p in artifacts.items()})
-    )
-    store = store_or_reuse(source, artifacts, cfg.data, source_id, cache)
     layout = VocabLayout.from_artifacts(artifacts, audio_pattern=cfg.data.audio_pattern)
+    print(rates_table({cfg.tokenizers[m].name: info for m, info in layout.infos.items()}))
+    store = store_or_reuse(source, artifacts, layout, cfg.data, source_id, cache)
 
     model = instantiate(cfg.model)(vocab_size=layout.vocab_size)
     if cfg.model.restricted_softmax:

@@ -195,9 +195,10 @@ class BalancedLM(L.LightningModule):
         norms = {m: grad_sq[m] ** 0.5 for m in present}
         norm_total = sum(norms.values()) or 1.0
         metrics: dict[str, float] = {}
+        weights = self.weighting.weights()
         for m in MODALITIES:
             metrics[f"train/tokens/{m}"] = float(counts[m])
-            metrics[f"train/weight/{m}"] = self.weighting.weights()[m]
+            metrics[f"train/weight/{m}"] = weights[m]
             if m in present:
                 metrics[f"train/loss/{m}"] = losses[m]
                 metrics[f"train/acc/{m}"] = float(hits[m] / counts[m])

@@ -126,11 +126,13 @@ class AudioTokenizer(ModuleTokenizer):
         that ``encode`` gives each of them; errors name the index of the item at fault."""
         out: list[Encoded] = []
         pending: list[torch.Tensor] = []
+        pending_samples, bound = 0, 4 * self.batch_samples  # bound the memory held at once
         for wav in map_batch(self.preprocess, items):
             pending.append(wav)
-            if sum(w.shape[-1] for w in pending) >= 4 * self.batch_samples:  # bound the memory
+            pending_samples += wav.shape[-1]
+            if pending_samples >= bound:
                 out += self._encode_wavs(pending)
-                pending = []
+                pending, pending_samples = [], 0
         return out + (self._encode_wavs(pending) if pending else [])
 
     def _pieces(self, wav: torch.Tensor) -> tuple[list[tuple[torch.Tensor, int]], Any]:
