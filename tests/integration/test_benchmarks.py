@@ -116,3 +116,57 @@ def test_audio_encode_quick(tmp_path):
     assert results["codes"]["total_codes"] > 0
     assert {"encode_realtime_factor", "decode_realtime_factor"} <= results["codec50"].keys()
     assert md.read_text().startswith("# Audio encoding")
+
+
+def test_balance_benchmark_tiny_runs_and_reruns_from_its_record(tmp_path):
+    """Every strategy's figures, the tables and plots are written; a rerun from the recorded
+    balance.json reproduces the figures (CPU training is deterministic for a seed)."""
+    script = str(ROOT / "benchmarks" / "balance.py")
+    out, cache = tmp_path / "bal", tmp_path / "cache"
+    cmd = [sys.executable, script, "--size", "tiny", "--strategies", "token_mean,grad_share",
+           "--seeds", "0,1", "--out-dir", str(out), "--cache-dir", str(cache)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for name in ("balance.md", "balance.json", "balance.png", "grad_share.png", "grounding.png"):
+        assert (out / name).stat().st_size > 0, name
+    results = json.loads((out / "balance.json").read_text())
+    assert {"meta", "summary", "runs"} <= results.keys()
+    assert {"cpu", "torch", "lightning", "command", "seeds", "default_strategy"} <= results[
+        "meta"
+    ].keys()
+    assert [(r["strategy"], r["seed"]) for r in results["runs"]] == [
+        ("token_mean", 0), ("grad_share", 0), ("token_mean", 1), ("grad_share", 1)]  # fmt: skip
+    run = results["runs"][0]
+    assert {"val_loss", "dominance", "grad_share", "grounding", "zero_shot", "config",
+            "overrides", "train_seconds", "eval_seconds"} <= run.keys()  # fmt: skip
+    assert len(run["grounding"]) == 6 and {"image", "audio"} == run["zero_shot"].keys()
+    summary = results["summary"]
+    assert set(summary["strategies"]) == {"token_mean", "grad_share"}
+    assert {"W", "W_per_seed", "average_loss", "dominance", "grounding", "zero_shot"} <= (
+        summary["strategies"]["grad_share"].keys()
+    )
+    assert {"default", "holds"} <= summary["verdict"].keys()
+    markdown = (out / "balance.md").read_text()
+    assert markdown.startswith("# Modality-balance benchmark\n\nCommand: `")
+    for section in ("## Balance", "## Default strategy", "## Grounding and zero-shot",
+                    "## Reproduce"):  # fmt: skip
+        assert section in markdown
+
+    rerun = tmp_path / "rerun"
+    cmd = [sys.executable, script, "--from-config", str(out / "balance.json"), "--out-dir",
+           str(rerun), "--cache-dir", str(cache)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    again = json.loads((rerun / "balance.json").read_text())
+    assert again["reproduction"]["max_abs_diff"] == {
+        "val_loss": 0.0, "grounding_gain": 0.0, "zero_shot_accuracy": 0.0}  # fmt: skip
+
+
+def test_balance_benchmark_refuses_bad_arguments(tmp_path):
+    script = str(ROOT / "benchmarks" / "balance.py")
+    for args, message in [(["--strategies", "token_mean,nope"], "unknown strategies"),
+                          (["--manifest", str(tmp_path / "missing.jsonl")], "does not exist"),
+                          (["--seeds", "a,b"], "comma-separated integers")]:  # fmt: skip
+        result = subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
+                                cwd=ROOT, timeout=120)  # fmt: skip
+        assert result.returncode == 2 and message in result.stderr, result.stderr

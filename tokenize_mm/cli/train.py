@@ -13,6 +13,7 @@ import shlex
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,9 @@ def store_or_reuse(source: Any, artifacts: dict[str, Path], layout: Any, data: D
     from tokenize_mm.data.store import TokenStore, merge_store, pretokenize
     from tokenize_mm.sequence import SpanOrder
 
-    path = cache / "stores" / _key(layout.fingerprint, source_id, data.span_order)
+    # A random span order depends on its seed (data.seed); the other orders do not.
+    order_key = f"{data.span_order}/{data.seed}" if data.span_order == "random" else data.span_order
+    path = cache / "stores" / _key(layout.fingerprint, source_id, order_key)
     if (path / "store.json").is_file():
         print(f"reusing the store {path}", flush=True)
         return path
@@ -75,58 +78,113 @@ def store_or_reuse(source: Any, artifacts: dict[str, Path], layout: Any, data: D
     return path
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
-def main(cfg: DictConfig) -> None:
-    import lightning as L
+@dataclass(frozen=True)
+class Prepared:
+    """What a training run reads, built (or reused) by ``prepare``.
 
-    from tokenize_mm.data.datamodule import StoreDataModule
-    from tokenize_mm.models import allowed_ids_mask
-    from tokenize_mm.models.run_report import MetricsHistory, write_run_report
-    from tokenize_mm.models.system import BalancedLM
+    Attributes:
+        source: the data source (``cfg.data.source`` instantiated).
+        source_id: the source's identity, as the caches key it.
+        artifacts: modality → the fitted tokenizer's artifact folder.
+        layout: the global vocabulary over those tokenizers.
+        store: the merged pretokenized store of ``source``.
+    """
+
+    source: Any
+    source_id: str
+    artifacts: dict[str, Path]
+    layout: Any
+    store: Path
+
+
+def prepare(cfg: DictConfig) -> Prepared:
+    """Tokenizers (fitted or reused from ``cfg.cache_dir``), their layout and the store."""
     from tokenize_mm.sequence import VocabLayout
 
-    start = time.perf_counter()
-    # BalancedLM pulls its batches (training_step(dataloader_iter)) so that none is drawn ahead
-    # of a sampler update; Lightning flags that signature as experimental on every run.
-    warnings.filterwarnings("ignore", message=".*dataloader_iter.*")
-    L.seed_everything(cfg.seed, verbose=False)
-    cache, out = Path(cfg.cache_dir), Path(cfg.out_dir)
+    cache = Path(cfg.cache_dir)
     source, source_id = instantiate(cfg.data.source), source_identity(cfg.data.source)
     artifacts = {m: fit_or_reuse(cfg.tokenizers[m], source, source_id, cache, cfg.fit_split)
                  for m in MODALITIES}  # fmt: skip
     layout = VocabLayout.from_artifacts(artifacts, audio_pattern=cfg.data.audio_pattern)
     print(rates_table({cfg.tokenizers[m].name: info for m, info in layout.infos.items()}))
     store = store_or_reuse(source, artifacts, layout, cfg.data, source_id, cache)
+    return Prepared(source, source_id, artifacts, layout, store)
+
+
+def build_module(cfg: DictConfig, layout: Any) -> Any:
+    """The ``BalancedLM`` of ``cfg``: model, loss weighting and optimiser settings."""
+    from tokenize_mm.models import allowed_ids_mask
+    from tokenize_mm.models.system import BalancedLM
 
     model = instantiate(cfg.model)(vocab_size=layout.vocab_size)
     if cfg.model.restricted_softmax:
         model.set_allowed_ids(allowed_ids_mask(layout))
-    module = BalancedLM(
+    return BalancedLM(
         model, instantiate(cfg.balance.weighting), learning_rate=cfg.optimizer.learning_rate,
         weight_decay=cfg.optimizer.weight_decay, betas=tuple(cfg.optimizer.betas),
         max_steps=cfg.trainer.max_steps, layout_fingerprint=layout.fingerprint,
     )  # fmt: skip
-    data = StoreDataModule(
-        str(store), sampler=cfg.balance.sampling.name,
+
+
+def build_datamodule(cfg: DictConfig, prepared: Prepared) -> Any:
+    """The store's train stream (with ``cfg``'s sampler) and validation batches."""
+    from tokenize_mm.data.datamodule import StoreDataModule
+
+    return StoreDataModule(
+        str(prepared.store), sampler=cfg.balance.sampling.name,
         sampler_options=OmegaConf.to_container(cfg.balance.sampling.options),
         context=cfg.data.context, batch_size=cfg.data.batch_size,
         buffer_size=cfg.data.buffer_size, split_spans=cfg.data.split_spans, seed=cfg.data.seed,
-        expected_fingerprint=layout.fingerprint,
+        expected_fingerprint=prepared.layout.fingerprint,
     )  # fmt: skip
+
+
+@dataclass
+class Run:
+    """A finished ``train`` call: the trained module, its data, trainer and per-step history."""
+
+    module: Any
+    data: Any
+    trainer: Any
+    history: Any
+
+
+def train(cfg: DictConfig, prepared: Prepared) -> Run:
+    """Seed, build the module and data of ``cfg`` and fit them (resuming from ``cfg.ckpt_path``)."""
+    import lightning as L
+
+    from tokenize_mm.models.run_report import MetricsHistory
+
+    # BalancedLM pulls its batches (training_step(dataloader_iter)) so that none is drawn ahead
+    # of a sampler update; Lightning flags that signature as experimental on every run.
+    warnings.filterwarnings("ignore", message=".*dataloader_iter.*")
+    L.seed_everything(cfg.seed, verbose=False)
+    module, data = build_module(cfg, prepared.layout), build_datamodule(cfg, prepared)
     history = MetricsHistory()
-    callbacks = [history, *(instantiate(c) for c in cfg.callbacks.values())]
+    callbacks = [history, *(instantiate(c) for c in (cfg.callbacks or {}).values())]
     logger = instantiate(cfg.logger) if cfg.logger else False
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
                           enable_checkpointing=bool(cfg.callbacks))  # fmt: skip
     trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
-    if trainer.global_rank == 0:
+    return Run(module, data, trainer, history)
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def main(cfg: DictConfig) -> None:
+    from tokenize_mm.models.run_report import write_run_report
+
+    start = time.perf_counter()
+    prepared = prepare(cfg)
+    run = train(cfg, prepared)
+    if run.trainer.global_rank == 0:
+        out = Path(cfg.out_dir)
         settings = {
             "command": shlex.join(sys.orig_argv), "seconds": time.perf_counter() - start,
             "weighting": cfg.balance.weighting._target_.rsplit(".", 1)[-1],
-            "sampling": cfg.balance.sampling.name, "store": str(store),
+            "sampling": cfg.balance.sampling.name, "store": str(prepared.store),
             "config": OmegaConf.to_container(cfg, resolve=True),
         }  # fmt: skip
-        report = write_run_report(history, out, settings)
+        report = write_run_report(run.history, out, settings)
         print(report.read_text(encoding="utf-8"))
         print(f"run report, plots and checkpoints in {out}")
 

@@ -344,6 +344,21 @@ def _words(scene: _Scene) -> dict[str, str]:
     }
 
 
+def concept_caption(concept: str) -> str:
+    """The caption of a concept, ``"<colour> <shape>"`` → "this picture shows a red circle".
+
+    One of the caption templates (the one that names nothing but the concept): the candidate
+    captions of zero-shot evaluation (``tokenize_mm.evaluation.zero_shot``).
+
+    Raises:
+        DataError: ``concept`` is not one of ``BuiltinSource.concepts()``.
+    """
+    colour, _, shape = concept.partition(" ")
+    if colour not in COLOURS or shape not in SHAPES:
+        raise DataError(f"unknown concept {concept!r}; concepts are BuiltinSource.concepts()")
+    return f"this picture shows {_a(colour)} {shape}"
+
+
 def _render_caption(scene: _Scene, options: RenderOptions) -> str:
     """A one-line caption naming the scene's colour and shape (and sometimes more)."""
     return _CAPTIONS[scene.choices[0] % len(_CAPTIONS)].format(**_words(scene))

@@ -1,0 +1,411 @@
+"""Modality-balance benchmark: does a modality dominate mixed training, and which strategy stops it?
+
+Every strategy (a loss weighting and a mixture sampler, ``STRATEGIES``) trains the main job's model
+(``tmm-train`` with ``experiment=balance_bench[_quick|_tiny]``) at an equal token budget (the same
+steps of the same batch_size x context positions) for each seed; the seed sets the model's init
+and the data stream (``seed`` and ``data.seed``). Each run is scored on held-out data:
+
+- per-modality validation loss L_m (the store's val split, every batch), and from them, over the
+  strategy set, the worst-modality regret W and the average loss (design.md section 5;
+  ``tokenize_mm.evaluation.regret``);
+- the dominance index D (max / min gradient share, averaged over training) and the mean gradient
+  share of each modality over training (``BalancedLM``'s metrics);
+- grounding gain G(m <- c) for every ordered pair of modalities (``evaluation.grounding``), and on
+  the built-in data zero-shot concept accuracy from the image and from the audio
+  (``evaluation.zero_shot``) against chance;
+- wall time of training and of evaluation.
+
+Held-out examples for G and zero-shot: on the built-in data, trimodal examples of another seed
+(``data.source.seed + 1000``: unseen scenes of the same 64 concepts); on a manifest, its test
+split. Tokenizers and stores come from the main job's cache (``.cache/tokenize_mm``), fitted or
+written on first use. Writes ``balance.md``, ``balance.json`` (every run's resolved config, the
+machine and versions) and ``balance.png`` / ``grounding.png`` into ``--out-dir``.
+
+    .venv/bin/python benchmarks/balance.py [--size tiny|quick|default] [--manifest PATH]
+        [--strategies a,b,...] [--seeds 0,1,2] [--out-dir DIR] [--cache-dir DIR]
+    .venv/bin/python benchmarks/balance.py --from-config docs/results/balance/balance.json \\
+        --out-dir /tmp/rerun     # rerun a recorded benchmark and compare its figures
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from balance_report import write_report
+
+from tokenize_mm.evaluation import (
+    average_loss,
+    encode_examples,
+    grounding_gains,
+    seed_spread,
+    worst_modality_regret,
+    zero_shot,
+)
+
+MODALITIES = ("text", "image", "audio")
+STRATEGIES: dict[str, list[str]] = {
+    # name: tmm-train overrides (the weighting, then the sampler)
+    "token_mean": ["balance/weighting=token_mean", "balance/sampling=proportional"],
+    "modality_mean": ["balance/weighting=modality_mean", "balance/sampling=proportional"],
+    "uncertainty": ["balance/weighting=uncertainty", "balance/sampling=proportional"],
+    "dwa": ["balance/weighting=dwa", "balance/sampling=proportional"],
+    "grad_share": ["balance/weighting=grad_share", "balance/sampling=proportional"],
+    "gradnorm": ["balance/weighting=gradnorm", "balance/sampling=proportional"],
+    "temperature": ["balance/weighting=token_mean", "balance/sampling=temperature"],
+    "unimax": ["balance/weighting=token_mean", "balance/sampling=unimax"],
+    "adaptive": ["balance/weighting=token_mean", "balance/sampling=adaptive"],
+}
+BASELINE = "token_mean"
+SIZES = {"tiny": "balance_bench_tiny", "quick": "balance_bench_quick", "default": "balance_bench"}
+EVAL_EXAMPLES = {"tiny": 6, "quick": 24, "default": 64}  # held-out examples for G and zero-shot
+EVAL_SEED_OFFSET = 1000
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", choices=list(SIZES), default="default")
+    p.add_argument("--manifest", help="a JSONL manifest instead of the built-in data")
+    p.add_argument(
+        "--strategies",
+        default=",".join(STRATEGIES),
+        help=f"comma-separated, from {list(STRATEGIES)}",
+    )
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--eval-examples", type=int, help="held-out examples (default: by size)")
+    p.add_argument("--out-dir", default="docs/results/balance")
+    p.add_argument("--cache-dir", default=".cache/tokenize_mm")
+    p.add_argument(
+        "--from-config",
+        help="a balance.json to rerun (its size, data, strategies, "
+        "seeds and overrides) and compare with",
+    )
+    args = p.parse_args(argv)
+    if args.from_config:
+        recorded = json.loads(Path(args.from_config).read_text())["meta"]
+        args.size, args.manifest = recorded["size"], recorded["manifest"]
+        args.strategies, args.seeds = ",".join(recorded["strategies"]), recorded["seeds"]
+        args.eval_examples = recorded["eval_examples"]
+    args.strategies = [s for s in str(args.strategies).split(",") if s]
+    unknown = [s for s in args.strategies if s not in STRATEGIES]
+    if unknown or not args.strategies:
+        p.error(f"unknown strategies {unknown}; choose from {list(STRATEGIES)}")
+    try:
+        args.seeds = [int(s) for s in str(args.seeds).split(",") if s != ""]
+    except ValueError:
+        p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    if not args.seeds:
+        p.error("--seeds needs at least one seed")
+    if args.manifest and not Path(args.manifest).exists():
+        p.error(
+            f"--manifest {args.manifest} does not exist; build one with "
+            "`bash ../shared/data/build_dev_set.sh` or pass your own JSONL"
+        )
+    if args.eval_examples is None:
+        args.eval_examples = EVAL_EXAMPLES[args.size]
+    return args
+
+
+def overrides(args: argparse.Namespace, strategy: str, seed: int) -> list[str]:
+    """The ``tmm-train`` overrides of one run."""
+    out = [f"experiment={SIZES[args.size]}", *STRATEGIES[strategy], f"seed={seed}",
+           f"data.seed={seed}", f"cache_dir={args.cache_dir}"]  # fmt: skip
+    if args.manifest:
+        out += ["data=manifest", f"data.source.path={Path(args.manifest).resolve()}"]
+    return out
+
+
+def compose(over: list[str]):
+    from hydra import compose as hydra_compose
+
+    return hydra_compose("train", overrides=[*over, "out_dir=unused"])
+
+
+def default_strategy() -> str | None:
+    """The strategy whose weighting and sampler are ``tmm-train``'s defaults."""
+    base = compose([])
+    for name, over in STRATEGIES.items():
+        cfg = compose(over)
+        if (
+            cfg.balance.weighting._target_ == base.balance.weighting._target_
+            and cfg.balance.sampling.name == base.balance.sampling.name
+        ):
+            return name
+    return None
+
+
+def eval_source(cfg, args: argparse.Namespace):
+    """Held-out examples for G and zero-shot: unseen built-in scenes, or the manifest's test split."""
+    from hydra.utils import instantiate
+
+    from tokenize_mm.data import BuiltinSource, ManifestSource
+
+    if args.manifest:
+        source = ManifestSource(args.manifest, split="test")
+        examples = [ex for _, ex in zip(range(args.eval_examples), source, strict=False)]
+        return examples, f"{args.manifest} (test split, first {len(examples)})"
+    base = instantiate(cfg.data.source)
+    source = BuiltinSource(
+        num_examples=args.eval_examples, image_size=base.image_size,
+        audio_seconds=base.audio_seconds, sample_rate=base.sample_rate,
+        seed=base.seed + EVAL_SEED_OFFSET, sources=("trimodal",),
+    )  # fmt: skip
+    return list(source), repr(source)
+
+
+def train_summary(history) -> dict[str, Any]:
+    """Per-run figures from ``MetricsHistory``: val losses, dominance, shares, tokens, curves."""
+    rows, val = history.train, (history.val[-1] if history.val else {})
+
+    def mean_of(key: str) -> float | None:
+        values = [r[key] for r in rows if key in r]
+        return statistics.fmean(values) if values else None
+
+    every = max(1, len(rows) // 100)
+    return {
+        "val_loss": {m: val[f"val/loss/{m}"] for m in MODALITIES if f"val/loss/{m}" in val},
+        "val_acc": {m: val[f"val/acc/{m}"] for m in MODALITIES if f"val/acc/{m}" in val},
+        "dominance": next(
+            (r["train/dominance_mean"] for r in reversed(rows) if "train/dominance_mean" in r), None
+        ),
+        "grad_share": {m: mean_of(f"train/grad_share/{m}") for m in MODALITIES},
+        "token_share": {m: mean_of(f"train/token_share/{m}") for m in MODALITIES},
+        "tokens_trained": {
+            m: sum(r.get(f"train/tokens/{m}", 0.0) for r in rows) for m in MODALITIES
+        },
+        "final_weight": {m: rows[-1].get(f"train/weight/{m}") for m in MODALITIES} if rows else {},
+        "final_sampling": {
+            k.split("/", 2)[2]: v
+            for k, v in (rows[-1] if rows else {}).items()
+            if k.startswith("sampling/prob/")
+        },
+        "skipped_steps": int(rows[-1].get("train/skipped_steps", 0)) if rows else 0,
+        "grad_share_curve": [
+            {"step": r["step"], **{m: r.get(f"train/grad_share/{m}") for m in MODALITIES}}
+            for r in rows[::every]
+        ],
+    }
+
+
+def evaluate(run, layout, tokenizers, examples, seed: int, builtin: bool) -> dict[str, Any]:
+    """G(m <- c) for every pair, and zero-shot accuracy from image and audio (built-in only)."""
+    from tokenize_mm.data.builtin import BuiltinSource, concept_caption
+
+    model = run.module.model
+    out: dict[str, Any] = {"grounding": grounding_gains(model, layout, examples, seed=seed)}
+    out["zero_shot"] = {}
+    if builtin:
+        captions = {c: concept_caption(c) for c in BuiltinSource.concepts()}
+        for context in ("image", "audio"):
+            result = zero_shot(model, layout, tokenizers["text"], examples, captions, context)
+            pairs = result.pop("predictions")
+            result["colour_accuracy"] = _part_accuracy(pairs, 0)
+            result["shape_accuracy"] = _part_accuracy(pairs, 1)
+            result["part_chance"] = 1 / 8
+            out["zero_shot"][context] = result
+    return out
+
+
+def _part_accuracy(pairs: list[tuple[str, str]], part: int) -> float:
+    if not pairs:
+        return float("nan")
+    return sum(t.split(" ")[part] == p.split(" ")[part] for t, p in pairs) / len(pairs)
+
+
+def summarise(runs: list[dict], strategies: list[str], seeds: list[int]) -> dict[str, Any]:
+    """Per strategy: spreads over seeds of every figure; W from the seed-mean losses and per seed."""
+    by = {(r["strategy"], r["seed"]): r for r in runs}
+    summary: dict[str, Any] = {"strategies": {}}
+    mean_losses = {}
+    for s in strategies:
+        per_seed = [by[(s, seed)] for seed in seeds]
+        mods = [m for m in MODALITIES if all(m in r["val_loss"] for r in per_seed)]
+        mean_losses[s] = {m: statistics.fmean(r["val_loss"][m] for r in per_seed) for m in mods}
+        entry: dict[str, Any] = {
+            "val_loss": {m: seed_spread([r["val_loss"][m] for r in per_seed]) for m in mods},
+            "average_loss": seed_spread(
+                [statistics.fmean(r["val_loss"][m] for m in mods) for r in per_seed]
+            ),
+            "dominance": seed_spread(
+                [r["dominance"] for r in per_seed if r["dominance"]] or [float("nan")]
+            ),
+            "grad_share": {
+                m: statistics.fmean(
+                    r["grad_share"][m] for r in per_seed if r["grad_share"][m] is not None
+                )
+                for m in mods
+            },
+            "train_seconds": seed_spread([r["train_seconds"] for r in per_seed]),
+            "eval_seconds": seed_spread([r["eval_seconds"] for r in per_seed]),
+            "tokens_trained": statistics.fmean(sum(r["tokens_trained"].values()) for r in per_seed),
+            "grounding": {
+                pair: seed_spread([r["grounding"][pair]["gain"] for r in per_seed])
+                for pair in per_seed[0]["grounding"]
+            },
+            "zero_shot": {
+                ctx: {
+                    k: seed_spread([r["zero_shot"][ctx][k] for r in per_seed])
+                    for k in ("accuracy", "colour_accuracy", "shape_accuracy")
+                }
+                for ctx in per_seed[0]["zero_shot"]
+            },
+        }
+        summary["strategies"][s] = entry
+    w_of_means = worst_modality_regret(mean_losses)
+    per_seed_w = {
+        seed: worst_modality_regret({s: by[(s, seed)]["val_loss"] for s in strategies})
+        for seed in seeds
+    }
+    averages = average_loss(mean_losses)
+    for s in strategies:
+        entry = summary["strategies"][s]
+        entry["W"] = w_of_means[s]
+        entry["W_per_seed"] = seed_spread([per_seed_w[seed][s] for seed in seeds])
+        entry["average_loss_of_means"] = averages[s]
+    return summary
+
+
+def verdict(summary: dict[str, Any], default: str | None) -> dict[str, Any]:
+    """Does the default have the lowest W (or tie within the seed spread), average loss within 1 %?"""
+    table = summary["strategies"]
+    if default not in table:
+        return {"default": default, "holds": None, "reason": "the default was not run"}
+    w = {s: e["W_per_seed"]["mean"] for s, e in table.items()}
+    spread = {s: e["W_per_seed"]["std"] for s, e in table.items()}
+    best_w = min(w, key=w.get)
+    tied = w[default] - w[best_w] <= max(spread[default], spread[best_w])
+    avg = {s: e["average_loss"]["mean"] for s, e in table.items()}
+    best_avg = min(avg, key=avg.get)
+    within = avg[default] <= avg[best_avg] * 1.01
+    return {
+        "default": default,
+        "lowest_W": best_w,
+        "W": w,
+        "W_std": spread,
+        "tied_within_spread": tied,
+        "best_average": best_avg,
+        "average_within_1pct": within,
+        "holds": bool(tied and within),
+    }
+
+
+def machine(args: argparse.Namespace) -> dict[str, Any]:
+    import lightning
+    import torchaudio
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    return {
+        "command": shlex.join(sys.orig_argv), "size": args.size, "manifest": args.manifest,
+        "strategies": args.strategies, "seeds": args.seeds, "eval_examples": args.eval_examples,
+        "cpu": cpu, "usable_cores": len(os.sched_getaffinity(0)),
+        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "torchaudio": torchaudio.__version__, "lightning": lightning.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "load_average_start": round(os.getloadavg()[0], 2),
+    }  # fmt: skip
+
+
+def compare(recorded_path: str, runs: list[dict]) -> dict[str, Any]:
+    """Largest differences between this rerun and the recorded runs, figure by figure."""
+    recorded = {(r["strategy"], r["seed"]): r for r in json.loads(Path(recorded_path).read_text())["runs"]}  # fmt: skip
+    diffs = {"val_loss": 0.0, "grounding_gain": 0.0, "zero_shot_accuracy": 0.0}
+    for r in runs:
+        old = recorded[(r["strategy"], r["seed"])]
+        for m, v in r["val_loss"].items():
+            diffs["val_loss"] = max(diffs["val_loss"], abs(v - old["val_loss"][m]))
+        for pair, g in r["grounding"].items():
+            d = abs(g["gain"] - old["grounding"][pair]["gain"])
+            diffs["grounding_gain"] = max(diffs["grounding_gain"], d)
+        for ctx, z in r["zero_shot"].items():
+            d = abs(z["accuracy"] - old["zero_shot"][ctx]["accuracy"])
+            diffs["zero_shot_accuracy"] = max(diffs["zero_shot_accuracy"], d)
+    return {"recorded": recorded_path, "max_abs_diff": diffs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hydra import initialize_config_dir
+
+    from tokenize_mm.cli.common import config_dir
+    from tokenize_mm.cli.train import prepare, train
+    from tokenize_mm.tokenizers.artifact import load_tokenizer
+
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*(dataloader_iter|num_workers|does not have many workers).*")  # fmt: skip
+    start = time.perf_counter()
+    meta = machine(args)
+    runs: list[dict] = []
+    encoded: dict[str, tuple] = {}  # layout fingerprint → (tokenizers, held-out examples)
+    with initialize_config_dir(config_dir=str(Path(config_dir()).resolve()), version_base="1.3"):
+        meta["default_strategy"] = default_strategy()
+        for seed in args.seeds:
+            for strategy in args.strategies:
+                over = overrides(args, strategy, seed)
+                cfg = compose(over)
+                prepared = prepare(cfg)
+                layout = prepared.layout
+                if layout.fingerprint not in encoded:
+                    tokenizers = {m: load_tokenizer(p) for m, p in prepared.artifacts.items()}
+                    examples, about = eval_source(cfg, args)
+                    encoded[layout.fingerprint] = (
+                        tokenizers,
+                        encode_examples(examples, tokenizers),
+                    )
+                    meta["eval_source"] = about
+                tokenizers, examples = encoded[layout.fingerprint]
+                print(f"== {strategy} seed {seed}: {' '.join(over)}", flush=True)
+                t0 = time.perf_counter()
+                run = train(cfg, prepared)
+                t1 = time.perf_counter()
+                scores = evaluate(run, layout, tokenizers, examples, seed, not args.manifest)
+                t2 = time.perf_counter()
+                from omegaconf import OmegaConf
+
+                record = {
+                    "strategy": strategy,
+                    "seed": seed,
+                    "overrides": over,
+                    "train_seconds": t1 - t0,
+                    "eval_seconds": t2 - t1,
+                    **train_summary(run.history),
+                    **scores,
+                    "config": OmegaConf.to_container(cfg, resolve=True),
+                }
+                runs.append(record)
+                print(json.dumps({k: record[k] for k in ("val_loss", "dominance")}), flush=True)
+    meta["seconds"] = time.perf_counter() - start
+    meta["load_average_end"] = round(os.getloadavg()[0], 2)
+    summary = summarise(runs, args.strategies, args.seeds)
+    summary["verdict"] = verdict(summary, meta["default_strategy"])
+    results = {"meta": meta, "summary": summary, "runs": runs}
+    if args.from_config:
+        results["reproduction"] = compare(args.from_config, runs)
+    write_report(results, Path(args.out_dir))
+    print(f"balance benchmark: {len(runs)} runs in {meta['seconds']:.0f} s → {args.out_dir}")
+    if args.from_config:
+        print(json.dumps(results["reproduction"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

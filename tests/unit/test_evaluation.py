@@ -1,0 +1,168 @@
+"""Evaluation measures: sequence scoring, grounding gain, zero-shot ranking, and the regret W.
+
+Invariants, not trained figures: scores do not depend on batching, shuffling identical contexts
+gains nothing, a context is cut to fit and the target never is, W is 0 for a strategy that is best
+on every modality.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tokenize_mm.data import BuiltinSource
+from tokenize_mm.data.builtin import concept_caption
+from tokenize_mm.data.errors import DataError
+from tokenize_mm.evaluation import (
+    EvalExample,
+    average_loss,
+    encode_examples,
+    grounding_gains,
+    modality_losses,
+    seed_spread,
+    sequence_losses,
+    worst_modality_regret,
+    zero_shot,
+)
+from tokenize_mm.evaluation.grounding import derangement, pair_sequence
+from tokenize_mm.models import DecoderLM
+from tokenize_mm.sequence import MODALITY_IDS, VocabLayout, deinterleave
+
+
+@pytest.fixture(scope="module")
+def layout(tiny_text, tiny_image, tiny_audio) -> VocabLayout:
+    return VocabLayout.from_tokenizers(
+        {"text": tiny_text, "image": tiny_image, "audio": tiny_audio}
+    )
+
+
+@pytest.fixture(scope="module")
+def examples(tiny_text, tiny_image, tiny_audio) -> list[EvalExample]:
+    source = BuiltinSource(num_examples=6, image_size=32, audio_seconds=0.5, sources=("trimodal",))
+    tokenizers = {"text": tiny_text, "image": tiny_image, "audio": tiny_audio}
+    return encode_examples(source, tokenizers)
+
+
+@pytest.fixture(scope="module")
+def model(layout) -> DecoderLM:
+    torch.manual_seed(0)
+    return DecoderLM(vocab_size=layout.vocab_size, d_model=32, n_layers=2, n_heads=2, d_ff=64,
+                     max_positions=256)  # fmt: skip
+
+
+def test_encode_examples_keeps_items_and_concepts(examples):
+    assert len(examples) == 6
+    for ex in examples:
+        assert set(ex.items) == {"text", "image", "audio"}
+        assert ex.concept in BuiltinSource.concepts()
+        assert all(codes.dtype == torch.int64 and codes.dim() == 2 for c in ex.items.values()
+                   for codes in c)  # fmt: skip
+
+
+def test_scores_do_not_depend_on_batching(model, layout, examples):
+    seqs = [pair_sequence(layout, ("image", ex.items["image"]), ("text", ex.items["text"]))
+            for ex in examples]  # fmt: skip
+    together = sequence_losses(model, layout, seqs)
+    alone = [sequence_losses(model, layout, [s], max_tokens=1)[0] for s in seqs]
+    for (ce_a, mod_a), (ce_b, mod_b), seq in zip(together, alone, seqs, strict=True):
+        assert ce_a.shape == (seq.numel() - 1,)
+        torch.testing.assert_close(ce_a, ce_b, rtol=1e-5, atol=1e-5)
+        assert torch.equal(mod_a, mod_b)
+        assert torch.equal(mod_a, layout.modality_of(seq[1:]).long())
+    loss, count = modality_losses(together, "text")
+    assert count == sum(int((m == MODALITY_IDS["text"]).sum()) for _, m in together)
+    assert math.isfinite(loss) and loss > 0
+
+
+def test_pair_sequence_puts_the_context_first_and_cuts_only_it(layout, examples):
+    ex = examples[0]
+    seq = pair_sequence(layout, ("audio", ex.items["audio"]), ("text", ex.items["text"]))
+    items = deinterleave(layout, seq)
+    assert [m for m, _ in items] == ["audio", "text"]
+    assert torch.equal(items[1][1], ex.items["text"][0])
+    short = pair_sequence(layout, ("audio", ex.items["audio"]), ("text", ex.items["text"]),
+                          limit=seq.numel() - 5)  # fmt: skip
+    assert short is not None and short.numel() <= seq.numel() - 5
+    cut = deinterleave(layout, short)
+    assert torch.equal(cut[1][1], ex.items["text"][0])  # the target is whole
+    assert cut[0][1].shape[1] < ex.items["audio"][0].shape[1]  # the context lost its tail
+    text_only = ex.items["text"][0].shape[1] + 6
+    assert pair_sequence(layout, ("audio", ex.items["audio"]), ("text", ex.items["text"]),
+                         limit=text_only - 2) is None  # fmt: skip
+
+
+def test_sequence_losses_names_a_bad_sequence(model, layout):
+    with pytest.raises(ValueError, match="sequence 1"):
+        sequence_losses(model, layout, [torch.tensor([1, 2, 3]), torch.tensor([1])])
+
+
+@pytest.mark.parametrize("n", [2, 3, 7, 20])
+def test_derangement_moves_every_example(n):
+    perm = derangement(n, seed=n)
+    assert sorted(perm) == list(range(n))
+    assert all(perm[i] != i for i in range(n))
+
+
+def test_grounding_covers_every_pair_and_is_zero_when_contexts_are_identical(model, layout,
+                                                                             examples):  # fmt: skip
+    gains = grounding_gains(model, layout, examples, seed=0)
+    assert set(gains) == {f"{m}<-{c}" for m in ("text", "image", "audio")
+                          for c in ("text", "image", "audio") if m != c}  # fmt: skip
+    for g in gains.values():
+        assert math.isclose(g["gain"], g["shuffled"] - g["true"])
+        assert g["examples"] == len(examples) and g["tokens"] > 0
+    # Every example gets the same image: shuffling the image context cannot change L_text.
+    same = [
+        EvalExample(ex.id, {**ex.items, "image": examples[0].items["image"]}) for ex in examples
+    ]
+    g = grounding_gains(model, layout, same, seed=0)["text<-image"]
+    assert g["gain"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_zero_shot_ranks_every_candidate(model, layout, examples, tiny_text):
+    captions = {c: concept_caption(c) for c in BuiltinSource.concepts()}
+    result = zero_shot(model, layout, tiny_text, examples, captions, "image")
+    assert result["chance"] == 1 / 64 and result["examples"] == len(examples)
+    assert 0.0 <= result["accuracy"] <= 1.0
+    assert [t for t, _ in result["predictions"]] == [ex.concept for ex in examples]
+    assert all(p in captions for _, p in result["predictions"])
+    no_concepts = [EvalExample(ex.id, ex.items) for ex in examples]
+    assert math.isnan(
+        zero_shot(model, layout, tiny_text, no_concepts, captions, "audio")["accuracy"]
+    )
+    with pytest.raises(ValueError, match="candidate"):
+        zero_shot(model, layout, tiny_text, examples, {}, "image")
+
+
+def test_concept_caption_names_the_concept():
+    for concept in BuiltinSource.concepts():
+        colour, shape = concept.split(" ")
+        caption = concept_caption(concept)
+        assert caption.endswith(f" {colour} {shape}") and caption.startswith("this picture shows")
+    assert concept_caption("orange star") == "this picture shows an orange star"
+    with pytest.raises(DataError, match="unknown concept"):
+        concept_caption("plaid circle")
+
+
+def test_worst_modality_regret():
+    losses = {"a": {"text": 1.0, "image": 2.0}, "b": {"text": 1.5, "image": 2.0},
+              "c": {"text": 1.2, "image": 1.0}}  # fmt: skip
+    w = worst_modality_regret(losses)
+    assert w["a"] == pytest.approx(1.0)  # image 2.0 vs the best 1.0
+    assert w["b"] == pytest.approx(1.0)
+    assert w["c"] == pytest.approx(0.2)  # text 1.2 vs the best 1.0
+    best = {"a": {"text": 1.0, "image": 1.0}, "b": {"text": 2.0, "image": 3.0}}
+    assert worst_modality_regret(best)["a"] == 0.0
+    assert average_loss(losses)["c"] == pytest.approx(1.1)
+    with pytest.raises(ValueError, match="strategy 'a'"):
+        worst_modality_regret({"a": {"text": 0.0}, "b": {"text": 1.0}})
+    with pytest.raises(ValueError, match="every strategy"):
+        worst_modality_regret({"a": {"text": 1.0}, "b": {"image": 1.0}})
+
+
+def test_seed_spread():
+    s = seed_spread([1.0, 2.0, 3.0])
+    assert s == {"mean": 2.0, "std": 1.0, "min": 1.0, "max": 3.0}
+    assert seed_spread([4.0])["std"] == 0.0
