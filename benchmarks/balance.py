@@ -72,7 +72,7 @@ STRATEGIES: dict[str, list[str]] = {
 }
 BASELINE = "token_mean"
 SIZES = {"tiny": "balance_bench_tiny", "quick": "balance_bench_quick", "default": "balance_bench"}
-EVAL_EXAMPLES = {"tiny": 6, "quick": 24, "default": 64}  # held-out examples for G and zero-shot
+EVAL_EXAMPLES = {"tiny": 6, "quick": 24, "default": 32}  # held-out examples for G and zero-shot
 EVAL_SEED_OFFSET = 1000
 
 
@@ -89,6 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-examples", type=int, help="held-out examples (default: by size)")
     p.add_argument("--out-dir", default="docs/results/balance")
     p.add_argument("--cache-dir", default=".cache/tokenize_mm")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="an extra tmm-train override for every run (repeatable), e.g. "
+                   "trainer.max_steps=600")  # fmt: skip
     p.add_argument(
         "--from-config",
         help="a balance.json to rerun (its size, data, strategies, "
@@ -100,6 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.size, args.manifest = recorded["size"], recorded["manifest"]
         args.strategies, args.seeds = ",".join(recorded["strategies"]), recorded["seeds"]
         args.eval_examples = recorded["eval_examples"]
+        args.override = recorded.get("overrides", [])
     args.strategies = [s for s in str(args.strategies).split(",") if s]
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown or not args.strategies:
@@ -126,7 +130,7 @@ def overrides(args: argparse.Namespace, strategy: str, seed: int) -> list[str]:
            f"data.seed={seed}", f"cache_dir={args.cache_dir}"]  # fmt: skip
     if args.manifest:
         out += ["data=manifest", f"data.source.path={Path(args.manifest).resolve()}"]
-    return out
+    return out + list(args.override)
 
 
 def compose(over: list[str]):
@@ -154,10 +158,16 @@ def eval_source(cfg, args: argparse.Namespace):
 
     from tokenize_mm.data import BuiltinSource, ManifestSource
 
-    if args.manifest:
-        source = ManifestSource(args.manifest, split="test")
-        examples = [ex for _, ex in zip(range(args.eval_examples), source, strict=False)]
-        return examples, f"{args.manifest} (test split, first {len(examples)})"
+    if args.manifest:  # up to eval_examples of each set of modalities, in manifest order
+        kept: dict[tuple[str, ...], list] = {}
+        for ex in ManifestSource(args.manifest, split="test"):
+            group = kept.setdefault(tuple(ex.modalities), [])
+            if len(group) < args.eval_examples:
+                group.append(ex)
+        counts = ", ".join(f"{len(v)} {'+'.join(k)}" for k, v in kept.items())
+        return [
+            ex for group in kept.values() for ex in group
+        ], f"{args.manifest} test split: {counts}"
     base = instantiate(cfg.data.source)
     source = BuiltinSource(
         num_examples=args.eval_examples, image_size=base.image_size,
@@ -317,6 +327,7 @@ def machine(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "command": shlex.join(sys.orig_argv), "size": args.size, "manifest": args.manifest,
         "strategies": args.strategies, "seeds": args.seeds, "eval_examples": args.eval_examples,
+        "overrides": args.override,
         "cpu": cpu, "usable_cores": len(os.sched_getaffinity(0)),
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         "torchaudio": torchaudio.__version__, "lightning": lightning.__version__,

@@ -108,6 +108,8 @@ def test_trainer_logger_callbacks_compose(trainer, logger, callbacks, tmp_path):
 @pytest.mark.parametrize("extra", [["+debug=tiny"], ["experiment=balance_sweep"],
                                    ["experiment=balance_bench"], ["experiment=balance_bench_quick"],
                                    ["experiment=balance_bench_tiny"],
+                                   ["experiment=balance_bench_quick", "data=manifest",
+                                    "data.source.path=m.jsonl"],
                                    ["data=tiny"], ["data=manifest", "data.source.path=m.jsonl"]])  # fmt: skip
 def test_debug_experiment_and_data_options_compose(extra, paths):
     extra = [e.replace("m.jsonl", str(paths["manifest"])) for e in extra]
@@ -119,6 +121,7 @@ def test_debug_experiment_and_data_options_compose(extra, paths):
     if extra[0].startswith("experiment=balance_bench"):  # benchmarks/balance.py's sizes
         assert cfg.data.span_order == "random" and not cfg.logger and not cfg.callbacks
         assert cfg.trainer.val_check_interval == cfg.trainer.max_steps
+        assert cfg.model.max_positions == cfg.data.context
 
 
 @pytest.mark.parametrize("order", ["fixed", "random", "caption_after_image"])

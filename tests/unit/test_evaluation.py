@@ -27,6 +27,7 @@ from tokenize_mm.evaluation import (
     zero_shot,
 )
 from tokenize_mm.evaluation.grounding import derangement, pair_sequence
+from tokenize_mm.evaluation.scoring import continuation_losses
 from tokenize_mm.models import DecoderLM
 from tokenize_mm.sequence import MODALITY_IDS, VocabLayout, deinterleave
 
@@ -71,7 +72,13 @@ def test_scores_do_not_depend_on_batching(model, layout, examples):
         torch.testing.assert_close(ce_a, ce_b, rtol=1e-5, atol=1e-5)
         assert torch.equal(mod_a, mod_b)
         assert torch.equal(mod_a, layout.modality_of(seq[1:]).long())
+    only_text = sequence_losses(model, layout, seqs, only="text")
+    for (ce, mods), (ce_text, _) in zip(together, only_text, strict=True):
+        is_text = mods == MODALITY_IDS["text"]
+        torch.testing.assert_close(ce_text[is_text], ce[is_text], rtol=1e-5, atol=1e-5)
+        assert torch.isnan(ce_text[~is_text]).all()
     loss, count = modality_losses(together, "text")
+    assert modality_losses(only_text, "text") == pytest.approx((loss, count))
     assert count == sum(int((m == MODALITY_IDS["text"]).sum()) for _, m in together)
     assert math.isfinite(loss) and loss > 0
 
@@ -91,6 +98,27 @@ def test_pair_sequence_puts_the_context_first_and_cuts_only_it(layout, examples)
     text_only = ex.items["text"][0].shape[1] + 6
     assert pair_sequence(layout, ("audio", ex.items["audio"]), ("text", ex.items["text"]),
                          limit=text_only - 2) is None  # fmt: skip
+
+
+@pytest.mark.parametrize("fusion", ["early", "late"])
+def test_continuations_as_branches_score_as_if_alone(fusion, layout, examples):
+    """One row with the prefix once and every continuation as a branch gives each continuation
+    the loss it gets after the prefix in a row of its own (positions continue the prefix's)."""
+    torch.manual_seed(1)
+    net = DecoderLM(vocab_size=layout.vocab_size, d_model=32, n_layers=2, n_heads=2, d_ff=64,
+                    max_positions=128, fusion=fusion)  # fmt: skip
+    prefix = pair_sequence(layout, ("image", examples[0].items["image"]),
+                           ("text", examples[0].items["text"]))  # fmt: skip
+    prefix = prefix[: int(torch.nonzero(prefix == layout.special("<text>"))[0])]
+    conts = [torch.cat([torch.tensor([layout.special("<text>")]),
+                        layout.to_global("text", ex.items["text"][0][0])]) for ex in examples]  # fmt: skip
+    assert prefix.numel() + sum(c.numel() for c in conts) > 128  # longer than max_positions
+    together = continuation_losses(net, layout, prefix, conts)
+    for k, cont in enumerate(conts):
+        ((ce, _),) = sequence_losses(net, layout, [torch.cat([prefix, cont])])
+        torch.testing.assert_close(
+            together[k], ce[prefix.numel() - 1 :].sum(), rtol=1e-4, atol=1e-4
+        )
 
 
 def test_sequence_losses_names_a_bad_sequence(model, layout):

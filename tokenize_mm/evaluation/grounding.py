@@ -155,7 +155,7 @@ def grounding_gains(
                     shuffled.append(b)
             if not true_seqs:
                 continue
-            scored = sequence_losses(model, layout, true_seqs + shuffled, max_tokens=max_tokens)
+            scored = sequence_losses(model, layout, true_seqs + shuffled, max_tokens, only=m)
             true_loss, tokens = modality_losses(scored[: len(true_seqs)], m)
             shuffled_loss, _ = modality_losses(scored[len(true_seqs) :], m)
             out[f"{m}<-{c}"] = {"true": true_loss, "shuffled": shuffled_loss,

@@ -22,6 +22,7 @@ def sequence_losses(
     layout: VocabLayout,
     sequences: Sequence[torch.Tensor],
     max_tokens: int = 16_384,
+    only: str | None = None,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per-target cross-entropy of each sequence.
 
@@ -31,6 +32,8 @@ def sequence_losses(
         sequences: 1-D int64 global ids, each at least 2 long and at most the model's
             ``max_positions``.
         max_tokens: padded positions per forward batch.
+        only: score only the targets of this modality (the others are NaN): the output head,
+            as costly as the trunk at a small width, then runs on those positions alone.
 
     Returns:
         for each sequence, ``(ce (N-1,), target_modality (N-1,))``: float32 nats on the CPU, and
@@ -66,8 +69,13 @@ def sequence_losses(
         positions = torch.arange(longest).expand(len(group), longest)
         tokens, modality = tokens.to(device), modality.to(device)
         hidden = model(tokens, modality, positions.to(device), segments.to(device))
-        logits = model.logits(hidden[:, :-1], modality[:, 1:])
-        ce = F.cross_entropy(logits.float().transpose(1, 2), tokens[:, 1:], reduction="none")
+        target, target_modality = tokens[:, 1:], modality[:, 1:]
+        scored = segments[:, 1:].to(device) > 0
+        if only is not None:
+            scored &= target_modality == MODALITY_IDS[only]
+        ce = torch.full(target.shape, float("nan"), device=device)
+        logits = model.logits(hidden[:, :-1][scored], target_modality[scored])
+        ce[scored] = F.cross_entropy(logits.float(), target[scored], reduction="none")
         ce, modality = ce.cpu(), modality.cpu()
         for row, i in enumerate(group):
             n = sequences[i].numel()
@@ -87,3 +95,52 @@ def modality_losses(
         total += float(ce[mask].sum())
         count += int(mask.sum())
     return (total / count if count else float("nan")), count
+
+
+@torch.inference_mode()
+def continuation_losses(
+    model: torch.nn.Module,
+    layout: VocabLayout,
+    prefix: torch.Tensor,
+    continuations: Sequence[torch.Tensor],
+) -> torch.Tensor:
+    """−log p(continuation | prefix), summed over each continuation's tokens, in one forward pass.
+
+    The prefix is laid out once and every continuation after it as a branch (``block_mask``): a
+    branch sees the prefix and itself, with positions continuing the prefix's, so each score
+    equals that of ``prefix + continuation`` scored alone (``sequence_losses``), at the cost of
+    one row of ``len(prefix) + Σ len(continuation)`` tokens instead of one row per continuation.
+
+    Args:
+        model: a ``DecoderLM``.
+        layout: the layout of the ids.
+        prefix: (P,) global ids, P >= 1.
+        continuations: (C_i,) global ids each, C_i >= 1.
+
+    Returns:
+        (len(continuations),) float32 nats on the CPU.
+    """
+    if prefix.numel() < 1 or any(c.numel() < 1 for c in continuations):
+        raise ValueError("continuation_losses needs a non-empty prefix and non-empty continuations")
+    model.eval()
+    device = next(model.parameters()).device
+    p = prefix.numel()
+    tokens = torch.cat([prefix, *continuations])
+    branches = torch.cat([torch.zeros(p, dtype=torch.int64)]
+                         + [torch.full((c.numel(),), k + 1) for k, c in enumerate(continuations)])  # fmt: skip
+    positions = torch.cat(
+        [torch.arange(p)] + [torch.arange(p, p + c.numel()) for c in continuations]
+    )
+    modality = layout.modality_of(tokens).long()
+    row = [x[None].to(device) for x in (tokens, modality, positions, torch.ones_like(tokens))]
+    hidden = model(*row, branches=branches[None].to(device))[0]  # (N, D)
+    # Each branch's first token is predicted by the prefix's last position, every later one by
+    # the position before it in the same branch.
+    starts = torch.tensor([0] + [c.numel() for c in continuations]).cumsum(0)[:-1] + p
+    source = torch.arange(tokens.numel()) - 1
+    source[starts] = p - 1
+    targets = torch.arange(p, tokens.numel())
+    logits = model.logits(hidden[source[targets].to(device)], modality[targets].to(device))
+    ce = F.cross_entropy(logits.float(), tokens[targets].to(device), reduction="none").cpu()
+    owner = branches[targets] - 1
+    return torch.zeros(len(continuations)).index_add_(0, owner, ce)

@@ -27,13 +27,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def block_mask(segment_ids: torch.Tensor, modality: torch.Tensor | None = None) -> torch.Tensor:
+def block_mask(
+    segment_ids: torch.Tensor,
+    modality: torch.Tensor | None = None,
+    branches: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Boolean attention mask for ``scaled_dot_product_attention``.
 
     Args:
         segment_ids: (B, L) segment of each position, 1, 2, ... per document, 0 at padding.
         modality: (B, L) modality ids; when given, a query sees only keys of its own modality
             (the per-modality stage of late fusion).
+        branches: (B, L) 0 on a shared prefix, k > 0 on the k-th continuation of it; when
+            given, a query of branch k sees the prefix and branch k only (several continuations
+            of one prefix scored in one row, as if each followed the prefix alone).
 
     Returns:
         (B, 1, L, L) bool, True where query t may attend key s: s <= t, same segment (and same
@@ -44,6 +51,8 @@ def block_mask(segment_ids: torch.Tensor, modality: torch.Tensor | None = None) 
     mask = (segment_ids[:, :, None] == segment_ids[:, None, :]) & causal
     if modality is not None:
         mask = mask & (modality[:, :, None] == modality[:, None, :])
+    if branches is not None:
+        mask = mask & ((branches[:, None, :] == 0) | (branches[:, :, None] == branches[:, None, :]))
     return mask[:, None]  # (B, 1, L, L): one mask shared by all heads
 
 

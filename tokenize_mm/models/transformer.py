@@ -201,6 +201,7 @@ class DecoderLM(nn.Module):
         modality: torch.Tensor,
         positions: torch.Tensor,
         segment_ids: torch.Tensor,
+        branches: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final-normed hidden states of a packed batch.
 
@@ -209,6 +210,9 @@ class DecoderLM(nn.Module):
             modality: (B, L) modality id of each position (any integer dtype).
             positions: (B, L) position within its document, restarting at 0 per segment.
             segment_ids: (B, L) 1, 2, ... per document, 0 at padding.
+            branches: (B, L) continuations of a shared prefix (``block_mask``), for scoring:
+                a branch's positions continue the prefix's, and a row may then be longer than
+                ``max_positions`` as long as every position is below it.
 
         Returns:
             (B, L, d_model) hidden states; position t sees positions s <= t of its segment only.
@@ -216,11 +220,12 @@ class DecoderLM(nn.Module):
         Raises:
             ModelInputError: shapes differ or L > max_positions.
         """
-        _check_inputs(
-            tokens.shape, modality, positions, segment_ids, max_positions=self.max_positions
+        _check_inputs(tokens.shape, modality, positions, segment_ids,
+                      max_positions=self.max_positions, branched=branches is not None)  # fmt: skip
+        x = self.late_stage(
+            self.embed(tokens, modality), modality, positions, segment_ids, branches
         )
-        x = self.late_stage(self.embed(tokens, modality), modality, positions, segment_ids)
-        mask = block_mask(segment_ids)
+        mask = block_mask(segment_ids, branches=branches)
         cos, sin = self._rotary(positions)
         for block in self.blocks:
             x = block(x, mask, cos, sin)
@@ -236,18 +241,18 @@ class DecoderLM(nn.Module):
         modality: torch.Tensor,
         positions: torch.Tensor,
         segment_ids: torch.Tensor,
+        branches: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The per-modality blocks of late fusion (the identity under early fusion).
 
         ``x`` (B, L, d_model) embeddings → (B, L, d_model): position t holds the output of its own
         modality's blocks, which saw only earlier positions of that modality in its segment.
         """
-        _check_inputs(
-            x.shape[:-1], modality, positions, segment_ids, max_positions=self.max_positions
-        )
+        _check_inputs(x.shape[:-1], modality, positions, segment_ids,
+                      max_positions=self.max_positions, branched=branches is not None)  # fmt: skip
         if not self.late_blocks:
             return x
-        mask = block_mask(segment_ids, modality)
+        mask = block_mask(segment_ids, modality, branches)
         cos, sin = self._rotary(positions)
         out = x
         for m, blocks in enumerate(self.late_blocks):
@@ -316,9 +321,12 @@ def _check_positive(**sizes: int) -> None:
             raise ModelConfigError(f"{label} must be a positive integer, got {value!r}")
 
 
-def _check_inputs(shape: tuple[int, ...], *tensors: torch.Tensor, max_positions: int) -> None:
+def _check_inputs(
+    shape: tuple[int, ...], *tensors: torch.Tensor, max_positions: int, branched: bool = False
+) -> None:
     """Every tensor has ``shape`` (B, L), and L <= max_positions (shape checks only: no device
-    sync; ids out of range fail in the embedding lookup)."""
+    sync; ids out of range fail in the embedding lookup). Branched rows (``block_mask``) may be
+    longer: their positions, not their length, must stay below max_positions (one sync)."""
     if len(shape) != 2:
         raise ModelInputError(f"tokens must be (B, L), got shape {tuple(shape)}")
     for name, tensor in zip(("modality", "positions", "segment_ids"), tensors, strict=True):
@@ -327,7 +335,14 @@ def _check_inputs(shape: tuple[int, ...], *tensors: torch.Tensor, max_positions:
                 f"{name} must have the tokens' shape (B, L) = {tuple(shape)}, got "
                 f"{tuple(tensor.shape)}"
             )
-    if shape[1] > max_positions:
+    if branched:
+        top = int(tensors[1].max()) if tensors[1].numel() else -1
+        if top >= max_positions:
+            raise ModelInputError(
+                f"a branch reaches position {top}, beyond max_positions {max_positions}; score "
+                "shorter continuations or build the model with a larger max_positions"
+            )
+    elif shape[1] > max_positions:
         raise ModelInputError(
             f"rows of {shape[1]} tokens exceed max_positions {max_positions}; pack shorter rows "
             "or build the model with a larger max_positions"
