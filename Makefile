@@ -9,7 +9,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-unit lint format bench
+.PHONY: help install train test test-unit lint format bench bench-balance
 
 help: ## Show this help.
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,3 +41,6 @@ format: $(STAMP) ## Apply ruff fixes and formatting.
 
 bench: $(STAMP) ## Run the tokenizer benchmark and write docs/results/tokenizer_benchmark.{md,json}.
 	$(BIN)/python benchmarks/tokenizers.py
+
+bench-balance: $(STAMP) ## Compare balance strategies over 3 seeds (docs/results/balance/; SIZE=quick: 5 min).
+	$(BIN)/python benchmarks/balance.py --size $(or $(SIZE),default) $(ARGS)

@@ -31,7 +31,11 @@ def markdown(results: dict[str, Any], out_dir: Path) -> str:
     cfg = runs[0]["config"]
     steps, rows, context = (cfg["trainer"]["max_steps"], cfg["data"]["batch_size"],
                             cfg["data"]["context"])  # fmt: skip
-    data = meta["manifest"] or "the built-in data (conf/data/builtin.yaml)"
+    source = {k: v for k, v in cfg["data"]["source"].items() if k != "_target_"}
+    data = (
+        meta["manifest"]
+        or f"the built-in data ({', '.join(f'{k}={v}' for k, v in source.items())})"
+    )
     lines = [
         "# Modality-balance benchmark", "",
         f"Command: `{meta['command']}`", "",
