@@ -18,13 +18,15 @@ and the data stream (``seed`` and ``data.seed``). Each run is scored on held-out
 Held-out examples for G and zero-shot: on the built-in data, trimodal examples of another seed
 (``data.source.seed + 1000``: unseen scenes of the same 64 concepts); on a manifest, its test
 split. Tokenizers and stores come from the main job's cache (``.cache/tokenize_mm``), fitted or
-written on first use. Writes ``balance.md``, ``balance.json`` (every run's resolved config, the
+written on first use. Each finished run is kept in ``--out-dir``/runs/ until the report is
+written, so an interrupted benchmark started again with the same arguments resumes after its
+last finished run. Writes ``balance.md``, ``balance.json`` (every run's resolved config, the
 machine and versions) and ``balance.png`` / ``grounding.png`` into ``--out-dir``.
 
     .venv/bin/python benchmarks/balance.py [--size tiny|quick|default] [--manifest PATH]
         [--strategies a,b,...] [--seeds 0,1,2] [--out-dir DIR] [--cache-dir DIR]
     .venv/bin/python benchmarks/balance.py --from-config docs/results/balance/balance.json \\
-        --out-dir /tmp/rerun     # rerun a recorded benchmark and compare its figures
+        --out-dir /tmp/rerun [--only grad_share]   # rerun a recorded benchmark, compare figures
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--manifest", help="a JSONL manifest instead of the built-in data")
     p.add_argument(
         "--strategies",
-        default=",".join(STRATEGIES),
+        default=",".join(DEFAULT_SET),
         help=f"comma-separated, from {list(STRATEGIES)}",
     )
     p.add_argument("--seeds", default="0,1,2")
@@ -98,13 +100,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a balance.json to rerun (its size, data, strategies, "
         "seeds and overrides) and compare with",
     )
+    p.add_argument(
+        "--only", help="with --from-config: rerun these strategies only (comma-separated)"
+    )
     args = p.parse_args(argv)
     if args.from_config:
         recorded = json.loads(Path(args.from_config).read_text())["meta"]
         args.size, args.manifest = recorded["size"], recorded["manifest"]
-        args.strategies, args.seeds = ",".join(recorded["strategies"]), recorded["seeds"]
+        args.strategies = ",".join(recorded["strategies"])
+        args.seeds = ",".join(map(str, recorded["seeds"]))
         args.eval_examples = recorded["eval_examples"]
         args.override = recorded.get("overrides", [])
+        if args.only:
+            missing = [s for s in args.only.split(",") if s not in recorded["strategies"]]
+            if missing:
+                p.error(f"--only {missing}: not in {args.from_config} ({recorded['strategies']})")
+            args.strategies = args.only
     args.strategies = [s for s in str(args.strategies).split(",") if s]
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     if unknown or not args.strategies:
@@ -338,6 +349,22 @@ def machine(args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def run_path(out_dir: Path, strategy: str, seed: int) -> Path:
+    """Where a finished run's record is kept until the benchmark completes."""
+    return out_dir / "runs" / f"{strategy}-seed{seed}.json"
+
+
+def finished_run(out_dir: Path, strategy: str, seed: int, over: list[str]) -> dict | None:
+    """The record of this run if an earlier, interrupted benchmark finished it with the same
+    overrides (a crash loses no finished run); ``None`` otherwise."""
+    path = run_path(out_dir, strategy, seed)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("overrides") == over else None
+
+
 def compare(recorded_path: str, runs: list[dict]) -> dict[str, Any]:
     """Largest differences between this rerun and the recorded runs, figure by figure."""
     recorded = {(r["strategy"], r["seed"]): r for r in json.loads(Path(recorded_path).read_text())["runs"]}  # fmt: skip
@@ -357,7 +384,9 @@ def compare(recorded_path: str, runs: list[dict]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
 
+    from tokenize_mm.atomic import write_text_atomic
     from tokenize_mm.cli.common import config_dir
     from tokenize_mm.cli.train import prepare, train
     from tokenize_mm.tokenizers.artifact import load_tokenizer
@@ -366,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*(dataloader_iter|num_workers|does not have many workers).*")  # fmt: skip
     start = time.perf_counter()
     meta = machine(args)
+    meta["reused_runs"] = 0
+    out_dir = Path(args.out_dir)
     runs: list[dict] = []
     encoded: dict[str, tuple] = {}  # layout fingerprint → (tokenizers, held-out examples)
     with initialize_config_dir(config_dir=str(Path(config_dir()).resolve()), version_base="1.3"):
@@ -373,6 +404,12 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             for strategy in args.strategies:
                 over = overrides(args, strategy, seed)
+                done = finished_run(out_dir, strategy, seed, over)
+                if done is not None:  # a finished run of an interrupted benchmark: kept
+                    print(f"== {strategy} seed {seed}: reusing {run_path(out_dir, strategy, seed)}")
+                    runs.append(done)
+                    meta["reused_runs"] += 1
+                    continue
                 cfg = compose(over)
                 prepared = prepare(cfg)
                 layout = prepared.layout
@@ -391,8 +428,6 @@ def main(argv: list[str] | None = None) -> int:
                 t1 = time.perf_counter()
                 scores = evaluate(run, layout, tokenizers, examples, seed, not args.manifest)
                 t2 = time.perf_counter()
-                from omegaconf import OmegaConf
-
                 record = {
                     "strategy": strategy,
                     "seed": seed,
@@ -404,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                     "config": OmegaConf.to_container(cfg, resolve=True),
                 }
                 runs.append(record)
+                write_text_atomic(run_path(out_dir, strategy, seed), json.dumps(record))
                 print(json.dumps({k: record[k] for k in ("val_loss", "dominance")}), flush=True)
     meta["seconds"] = time.perf_counter() - start
     meta["load_average_end"] = round(os.getloadavg()[0], 2)
@@ -412,7 +448,11 @@ def main(argv: list[str] | None = None) -> int:
     results = {"meta": meta, "summary": summary, "runs": runs}
     if args.from_config:
         results["reproduction"] = compare(args.from_config, runs)
-    write_report(results, Path(args.out_dir))
+    write_report(results, out_dir)
+    for r in runs:  # every figure is in balance.json now
+        run_path(out_dir, r["strategy"], r["seed"]).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (out_dir / "runs").rmdir()
     print(f"balance benchmark: {len(runs)} runs in {meta['seconds']:.0f} s → {args.out_dir}")
     if args.from_config:
         print(json.dumps(results["reproduction"], indent=1))

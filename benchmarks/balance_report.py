@@ -114,12 +114,16 @@ def _grounding_lines(table: dict[str, Any]) -> list[str]:
     contexts = sorted({c for e in table.values() for c in e["zero_shot"]})
     head = [f"G({p.replace('<-', ' ← ')})" for p in pairs]
     head += [f"zero-shot from {c} (colour / shape)" for c in contexts]
+    zero_shot_text = (
+        " Zero-shot: the concept whose caption is most likely after the image (or audio), top-1 "
+        "over 64 concepts (chance 1/64 = 0.016; colour and shape alone: chance 1/8 = 0.125)."
+        if contexts
+        else ""
+    )
     lines = ["## Grounding and zero-shot", "",
              "Grounding gain G(m ← c) = L_m with c shuffled across held-out examples − L_m with "
-             "the true c (nats per m token; positive: the model reads c). Zero-shot: the concept "
-             "whose caption is most likely after the image (or audio), top-1 over 64 concepts "
-             "(chance 1/64 = 0.016; colour and shape alone: chance 1/8 = 0.125). Mean ± std over "
-             "seeds.", "",
+             "the true c (nats per m token; positive: the model reads c)." + zero_shot_text
+             + " Mean ± std over seeds.", "",
              "| strategy | " + " | ".join(head) + " |",
              "|---|" + "---|" * len(head)]  # fmt: skip
     for s, e in table.items():

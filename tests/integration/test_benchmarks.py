@@ -161,6 +161,19 @@ def test_balance_benchmark_tiny_runs_and_reruns_from_its_record(tmp_path):
     assert again["reproduction"]["max_abs_diff"] == {
         "val_loss": 0.0, "grounding_gain": 0.0, "zero_shot_accuracy": 0.0}  # fmt: skip
 
+    # An interrupted benchmark resumes: a finished run's record in <out-dir>/runs/ is kept.
+    resumed = tmp_path / "resumed"
+    kept = dict(results["runs"][0], kept_from_before=True)
+    (resumed / "runs").mkdir(parents=True)
+    (resumed / "runs" / "token_mean-seed0.json").write_text(json.dumps(kept))
+    cmd = [sys.executable, script, "--size", "tiny", "--strategies", "token_mean", "--seeds", "0",
+           "--out-dir", str(resumed), "--cache-dir", str(cache)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    final = json.loads((resumed / "balance.json").read_text())
+    assert final["meta"]["reused_runs"] == 1 and final["runs"][0]["kept_from_before"]
+    assert not (resumed / "runs").exists()  # folded into balance.json
+
 
 def test_balance_benchmark_refuses_bad_arguments(tmp_path):
     script = str(ROOT / "benchmarks" / "balance.py")
