@@ -147,12 +147,27 @@ def _bars(ax, names, spreads, title, colour="tab:grey", offset=0.0, width=0.8, l
     ax.set_title(title, fontsize=9)
 
 
-def plot_balance(results: dict[str, Any], path: str) -> None:
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, axes, names: list[str], path: str) -> None:
+    """Strategy names under every panel, then the PNG."""
+    for ax in axes:
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    _pyplot().close(fig)
+
+
+def plot_balance(results: dict[str, Any], path: str) -> None:
+    plt = _pyplot()
     table = results["summary"]["strategies"]
     names = list(table)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -167,19 +182,11 @@ def plot_balance(results: dict[str, Any], path: str) -> None:
     _bars(
         axes[2], names, [table[s]["dominance"] for s in names], "dominance index D (1 = balanced)"
     )
-    for ax in axes:
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
+    _save(fig, axes, names, path)
 
 
 def plot_grad_share(results: dict[str, Any], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     names = list(results["summary"]["strategies"])
     cols = min(3, len(names))
     nrows = math.ceil(len(names) / cols)
@@ -205,11 +212,7 @@ def plot_grad_share(results: dict[str, Any], path: str) -> None:
 
 
 def plot_grounding(results: dict[str, Any], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     table = results["summary"]["strategies"]
     names = list(table)
     pairs = sorted({p for e in table.values() for p in e["grounding"]})
@@ -231,11 +234,7 @@ def plot_grounding(results: dict[str, Any], path: str) -> None:
     if contexts:
         axes[1].axhline(1 / 64, color="black", lw=0.8, ls="--", label="chance")
         axes[1].legend(fontsize=7)
-    for ax in axes:
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
+    _save(fig, axes, names, path)
 
 
 def write_report(results: dict[str, Any], out_dir: Path) -> None:

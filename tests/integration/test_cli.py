@@ -168,6 +168,9 @@ def test_train_debug_run_writes_report_and_resumes(tmp_path):
     assert "reusing text_tiny" in second.stdout and "reusing the store" in second.stdout
     resumed = json.loads((tmp_path / "b" / "history.json").read_text())["train"]
     assert [row["step"] for row in resumed] == [7, 8, 9]
+    # A new run into a folder with checkpoints would be resumed silently by Lightning: refused.
+    again = run("train", *common, f"out_dir={tmp_path}/a", cwd=tmp_path, check=False)
+    assert again.returncode != 0 and "holds checkpoints of an earlier run" in again.stderr
 
 
 def test_train_sweep_over_weightings(tmp_path):

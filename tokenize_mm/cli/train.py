@@ -149,6 +149,19 @@ class Run:
     history: Any
 
 
+def _refuse_silent_resume(cfg: DictConfig) -> None:
+    """With an ``OnExceptionCheckpoint`` among the callbacks, Lightning turns ``ckpt_path=None``
+    into ``"last"``: a run into an ``out_dir`` that already holds a ``last.ckpt`` would resume
+    from it without being asked. Refuse, and say how to resume or start afresh."""
+    for callback in (cfg.callbacks or {}).values():
+        folder = callback.get("dirpath")
+        if folder and any(Path(folder).glob("*.ckpt")):
+            raise FileExistsError(
+                f"{folder} holds checkpoints of an earlier run. Resume from one with "
+                f"ckpt_path={folder}/last.ckpt, or start afresh in a new out_dir"
+            )
+
+
 def train(cfg: DictConfig, prepared: Prepared) -> Run:
     """Seed, build the module and data of ``cfg`` and fit them (resuming from ``cfg.ckpt_path``)."""
     import lightning as L
@@ -158,6 +171,8 @@ def train(cfg: DictConfig, prepared: Prepared) -> Run:
     # BalancedLM pulls its batches (training_step(dataloader_iter)) so that none is drawn ahead
     # of a sampler update; Lightning flags that signature as experimental on every run.
     warnings.filterwarnings("ignore", message=".*dataloader_iter.*")
+    if cfg.ckpt_path is None:
+        _refuse_silent_resume(cfg)
     L.seed_everything(cfg.seed, verbose=False)
     module, data = build_module(cfg, prepared.layout), build_datamodule(cfg, prepared)
     history = MetricsHistory()
