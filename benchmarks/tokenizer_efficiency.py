@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import math
 import os
 import shlex
 import sys
@@ -408,7 +409,19 @@ def main() -> None:
     text = markdown(results)
     print()
     print(text)
-    write_outputs(args.out, results, args.md, text)
+    write_outputs(args.out, strict_json(results), args.md, text)
+
+
+def strict_json(value):
+    """``value`` with every non-finite float as ``None`` (an exact image reconstruction has an
+    infinite PSNR; strict JSON has no Infinity), so any JSON parser reads the report."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
 
 
 if __name__ == "__main__":

@@ -138,3 +138,21 @@ def test_pretokenize_config_composes(order, source, paths):
     assert SpanOrder(cfg.span_order, seed=cfg.seed).mode == order
     assert cfg.audio_pattern in ("flatten", "delay") and cfg.num_shards >= 1
     assert len(instantiate(cfg.source)) >= 0
+
+
+def test_cached_artifacts_are_keyed_by_the_code_that_made_them(tmp_path, monkeypatch):
+    """The main job's cache keys include a hash of the tokenizer (or data) code: the same config
+    after a code change gets a new key instead of a stale artifact."""
+    import tokenize_mm.cli.train as train_cli
+
+    tokenizers, data = train_cli.code_identity("tokenizers"), train_cli.code_identity("data")
+    assert tokenizers == train_cli.code_identity("tokenizers") and tokenizers != data
+    fake = tmp_path / "tokenize_mm" / "cli" / "train.py"  # a copy of the package, one file edited
+    for package in ("tokenizers", "cli"):
+        for path in (Path(train_cli.__file__).resolve().parents[1] / package).glob("*.py"):
+            (tmp_path / "tokenize_mm" / package).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "tokenize_mm" / package / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setattr(train_cli, "__file__", str(fake))
+    assert train_cli.code_identity("tokenizers") == tokenizers
+    (tmp_path / "tokenize_mm" / "tokenizers" / "audio_model.py").write_text("# changed\n")
+    assert train_cli.code_identity("tokenizers") != tokenizers

@@ -1,9 +1,9 @@
 """``tmm-train`` / ``make train``: the main job, the whole pipeline in one read.
 
-data source → tokenizers (fitted once per config and source, then reused from ``cache_dir``) →
-pretokenized store (reused likewise; its token accounting beside it) → ``BalancedLM`` trained by
-Lightning with the configured loss weighting and sampler → run report (``report.md``,
-``report.png``, ``history.json``) and checkpoints in ``out_dir``.
+data source → tokenizers (fitted once per config, source and tokenizer code, then reused from
+``cache_dir``) → pretokenized store (reused likewise; its token accounting beside it) →
+``BalancedLM`` trained by Lightning with the configured loss weighting and sampler → run report
+(``report.md``, ``report.png``, ``history.json``) and checkpoints in ``out_dir``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,18 @@ def _key(*parts: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
+def code_identity(*packages: str) -> str:
+    """A hash of the source files of ``tokenize_mm.<package>`` for each package: cached
+    tokenizers and stores are keyed by it too, so a change to the code that made them (a fix to
+    an encoder's init, say) fits and writes them again instead of reusing stale ones."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for package in packages:
+        for path in sorted((root / package).glob("*.py")):
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def source_identity(source_cfg: DictConfig) -> str:
     """What a cached tokenizer or store depends on: the source config, and a manifest's bytes."""
     text = OmegaConf.to_yaml(source_cfg)
@@ -44,7 +56,12 @@ def fit_or_reuse(tcfg: DictConfig, source: Any, source_id: str, cache: Path, spl
     from tokenize_mm.tokenizers.artifact import load_tokenizer
     from tokenize_mm.tokenizers.errors import ArtifactError
 
-    path = cache / "tokenizers" / f"{tcfg.name}-{_key(OmegaConf.to_yaml(tcfg), source_id, split)}"
+    code = code_identity("tokenizers")
+    path = (
+        cache
+        / "tokenizers"
+        / f"{tcfg.name}-{_key(OmegaConf.to_yaml(tcfg), source_id, split, code)}"
+    )
     if (path / "manifest.json").is_file():
         try:
             load_tokenizer(path)
@@ -66,7 +83,8 @@ def store_or_reuse(source: Any, artifacts: dict[str, Path], layout: Any, data: D
 
     # A random span order depends on its seed (data.seed); the other orders do not.
     order_key = f"{data.span_order}/{data.seed}" if data.span_order == "random" else data.span_order
-    path = cache / "stores" / _key(layout.fingerprint, source_id, order_key)
+    code = code_identity("data", "sequence")
+    path = cache / "stores" / _key(layout.fingerprint, source_id, order_key, code)
     if (path / "store.json").is_file():
         print(f"reusing the store {path}", flush=True)
         return path
