@@ -62,7 +62,7 @@ class ExampleTokenizer:
         for modality in self.layout.modalities:
             owners, items = [], []
             for i, ex in enumerate(examples):
-                for item in _items(ex, modality):
+                for item in modality_items(ex, modality):
                     owners.append(i)
                     items.append(item)
             for i, result in zip(owners, self._encode(modality, items), strict=True):
@@ -118,7 +118,7 @@ class ExampleTokenizer:
         return TokenizedExample(seq.tokens.numpy(), seq.cuts.tolist(), per, units)
 
 
-def _items(ex: Example, modality: str) -> list[Any]:
+def modality_items(ex: Example, modality: str) -> list[Any]:
     """What the modality's tokenizer encodes for this example (audio files as paths)."""
     if modality == "text":
         return [] if ex.text is None else [ex.text]

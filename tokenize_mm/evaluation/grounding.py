@@ -45,14 +45,14 @@ def encode_examples(examples: Iterable[Any], tokenizers: Mapping[str, Any]) -> l
     Raises:
         tokenize_mm's typed errors from the tokenizers, naming the example whose item failed.
     """
-    from tokenize_mm.data.tokenize_example import _items
+    from tokenize_mm.data.tokenize_example import modality_items
 
     examples = list(examples)
     codes: dict[tuple[int, str], list[torch.Tensor]] = {}
     for modality, tokenizer in tokenizers.items():
         owners, items = [], []
         for i, ex in enumerate(examples):
-            for item in _items(ex, modality):
+            for item in modality_items(ex, modality):
                 owners.append(i)
                 items.append(item)
         if not items:
