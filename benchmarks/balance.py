@@ -49,6 +49,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from balance_report import write_report
+from vq_assign import cpu_name, load_average
 
 from tokenize_mm.evaluation import (
     average_loss,
@@ -329,23 +330,16 @@ def machine(args: argparse.Namespace) -> dict[str, Any]:
     import lightning
     import torchaudio
 
-    cpu = "unknown"
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
     return {
         "command": shlex.join(sys.orig_argv), "size": args.size, "manifest": args.manifest,
         "strategies": args.strategies, "seeds": args.seeds, "eval_examples": args.eval_examples,
         "overrides": args.override,
-        "cpu": cpu, "usable_cores": len(os.sched_getaffinity(0)),
+        "cpu": cpu_name(), "usable_cores": len(os.sched_getaffinity(0)),
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         "torchaudio": torchaudio.__version__, "lightning": lightning.__version__,
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "load_average_start": round(os.getloadavg()[0], 2),
+        "load_average_start": load_average(),
     }  # fmt: skip
 
 
@@ -442,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
                 write_text_atomic(run_path(out_dir, strategy, seed), json.dumps(record))
                 print(json.dumps({k: record[k] for k in ("val_loss", "dominance")}), flush=True)
     meta["seconds"] = time.perf_counter() - start
-    meta["load_average_end"] = round(os.getloadavg()[0], 2)
+    meta["load_average_end"] = load_average()
     summary = summarise(runs, args.strategies, args.seeds)
     summary["verdict"] = verdict(summary, meta["default_strategy"])
     results = {"meta": meta, "summary": summary, "runs": runs}

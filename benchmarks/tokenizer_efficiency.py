@@ -31,7 +31,6 @@ import argparse
 import datetime
 import hashlib
 import math
-import os
 import shlex
 import sys
 import time
@@ -45,7 +44,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from vq_assign import cpu_name, timeit, write_outputs
+from vq_assign import cpu_name, load_average, timeit, write_outputs
 
 from tokenize_mm.cli.common import config_dir
 from tokenize_mm.cli.train import fit_or_reuse, source_identity
@@ -74,11 +73,6 @@ DEFAULT_OUT = {
 
 class UsageError(Exception):
     """Bad input to this script; the message names the item and the fix."""
-
-
-def load_average() -> float | None:
-    """The 1-minute load average: other processes competing for the cores while we measure."""
-    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def sha256(path: Path) -> str:

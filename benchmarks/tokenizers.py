@@ -35,7 +35,7 @@ from pathlib import Path
 import sentencepiece as spm
 import torch
 from omegaconf import OmegaConf
-from vq_assign import cpu_name, measure_assignment, timeit, write_outputs
+from vq_assign import cpu_name, load_average, measure_assignment, timeit, write_outputs
 
 from tokenize_mm import ImageTokenizer, TextTokenizer
 from tokenize_mm.data import BuiltinSource, ManifestSource
@@ -54,11 +54,6 @@ QUICK = dict(num_texts=1500, text_batch=512, single=200, text_reps=2, text_secs=
              images={"default": (1, 2), "small": (8, 8)}, image_reps=1,
              vq_n=1024, vq_square=256, vq_reps=2, vq_secs=0.0)  # fmt: skip
 VQ_K, VQ_DIMS = 1024, (32, 64, 256)  # the image tokenizer's K, its codebook_dim 64, and around it
-
-
-def load_average() -> float | None:
-    """The 1-minute load average: other processes competing for the cores while we measure."""
-    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def machine_facts(quick: bool) -> dict:

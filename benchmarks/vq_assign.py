@@ -58,6 +58,11 @@ def timeit(fns: dict, min_repeats: int, min_seconds: float) -> dict[str, dict[st
     }
 
 
+def load_average() -> float | None:
+    """The 1-minute load average: other processes competing for the cores while we measure."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
