@@ -42,7 +42,7 @@ def markdown(results: dict[str, Any], out_dir: Path) -> str:
         f"Size `{meta['size']}`: {len(meta['strategies'])} strategies × {len(meta['seeds'])} "
         f"seeds ({', '.join(map(str, meta['seeds']))}), each run {steps} steps of {rows} × "
         f"{context} positions (an equal token budget; "
-        f"{statistics_tokens(table):,.0f} target tokens trained per run on average), on {data}. "
+        f"{_mean_tokens_trained(table):,.0f} target tokens trained per run on average), on {data}. "
         f"Model: {cfg['model']['d_model']} wide, {cfg['model']['n_layers']} layers; span order "
         f"`{cfg['data']['span_order']}`. Held-out examples for G and zero-shot: "
         f"{meta.get('eval_source', '?')}.", "",
@@ -90,7 +90,7 @@ def markdown(results: dict[str, Any], out_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def statistics_tokens(table: dict[str, Any]) -> float:
+def _mean_tokens_trained(table: dict[str, Any]) -> float:
     values = [e["tokens_trained"] for e in table.values()]
     return sum(values) / len(values) if values else 0.0
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import math
 import shlex
 import sys
@@ -50,7 +49,7 @@ from tokenize_mm.cli.common import config_dir
 from tokenize_mm.cli.train import fit_or_reuse, source_identity
 from tokenize_mm.data import iter_items
 from tokenize_mm.data.errors import DataError
-from tokenize_mm.tokenizers.artifact import MANIFEST, load_tokenizer, read_artifact
+from tokenize_mm.tokenizers.artifact import MANIFEST, load_tokenizer, read_artifact, sha256_file
 from tokenize_mm.tokenizers.efficiency import (
     bits_per_token,
     codebook_stats,
@@ -73,10 +72,6 @@ DEFAULT_OUT = {
 
 class UsageError(Exception):
     """Bad input to this script; the message names the item and the fix."""
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # -- source and tokenizers ------------------------------------------------------------------------
@@ -114,7 +109,7 @@ def describe_source(cfg, source, examples: list) -> dict:
     }
     about["num_examples"] = len(examples)
     if hasattr(source, "skip_counts"):  # a manifest
-        about.update(kind="manifest", path=str(source.path), sha256=sha256(source.path),
+        about.update(kind="manifest", path=str(source.path), sha256=sha256_file(source.path),
                      skipped=dict(source.skip_counts()))  # fmt: skip
     else:
         about["kind"] = type(source).__name__
@@ -148,7 +143,7 @@ def get_tokenizer(m: str, args, cfg, source, source_id: str, train_counts: dict)
         )
     artifact = read_artifact(path)
     facts = {"path": str(path), "origin": origin, "kind": artifact.kind,
-             "manifest_sha256": sha256(path / MANIFEST), "info": tok.info.to_dict(),
+             "manifest_sha256": sha256_file(path / MANIFEST), "info": tok.info.to_dict(),
              "fit_data": artifact.fit_data}  # fmt: skip
     return tok, facts
 

@@ -44,10 +44,12 @@ def code_identity(*packages: str) -> str:
 
 def source_identity(source_cfg: DictConfig) -> str:
     """What a cached tokenizer or store depends on: the source config, and a manifest's bytes."""
+    from tokenize_mm.tokenizers.artifact import sha256_file
+
     text = OmegaConf.to_yaml(source_cfg)
     path = source_cfg.get("path")
     if path and Path(path).is_file():
-        text += hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        text += sha256_file(Path(path))
     return text
 
 

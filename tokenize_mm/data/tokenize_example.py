@@ -57,19 +57,7 @@ class ExampleTokenizer:
 
     def __call__(self, examples: Sequence[Example]) -> list[TokenizedExample | str]:
         """Each example's ``TokenizedExample``, or the reason it failed (a string)."""
-        failures: dict[int, str] = {}
-        encoded: dict[tuple[int, str], list] = {}
-        for modality in self.layout.modalities:
-            owners, items = [], []
-            for i, ex in enumerate(examples):
-                for item in modality_items(ex, modality):
-                    owners.append(i)
-                    items.append(item)
-            for i, result in zip(owners, self._encode(modality, items), strict=True):
-                if isinstance(result, str):
-                    failures.setdefault(i, f"{modality}: {result}")
-                else:
-                    encoded.setdefault((i, modality), []).append(result)
+        encoded, failures = encode_items(self.tokenizers, examples, self.layout.modalities)
         out: list[TokenizedExample | str] = []
         for i, ex in enumerate(examples):
             unknown = [m for m in ex.modalities if m not in self.layout.modalities]
@@ -82,22 +70,6 @@ class ExampleTokenizer:
             else:
                 out.append(self._sequence(ex, {m: encoded.get((i, m), []) for m in ex.modalities}))
         return out
-
-    def _encode(self, modality: str, items: list[Any]) -> list[Any]:
-        if not items:
-            return []
-        tok = self.tokenizers[modality]
-        try:
-            return tok.encode_batch(items)
-        except TokenizeMMError:
-            pass
-        results: list[Any] = []
-        for item in items:
-            try:
-                results.append(tok.encode(item))
-            except TokenizeMMError as err:
-                results.append(str(err))
-        return results
 
     def _sequence(self, ex: Example, encoded: Mapping[str, list]) -> TokenizedExample:
         pairs = [(m, e.codes) for m, encs in encoded.items() for e in encs]
@@ -116,6 +88,50 @@ class ExampleTokenizer:
         if ex.text is not None and "text" in encoded:
             units["text_words"] = float(len(ex.text.split()))
         return TokenizedExample(seq.tokens.numpy(), seq.cuts.tolist(), per, units)
+
+
+def encode_items(
+    tokenizers: Mapping[str, Any], examples: Sequence[Example], modalities: Sequence[str]
+) -> tuple[dict[tuple[int, str], list], dict[int, str]]:
+    """Encode the examples' items of each modality, one ``encode_batch`` per modality.
+
+    Returns:
+        ``encoded``: (example index, modality) → its items' ``Encoded``, in order; ``failures``:
+        example index → the first reason one of its items failed (``"<modality>: <reason>"``).
+        When a batch holds a bad item, that modality's items are encoded one by one, so only the
+        examples with bad items fail.
+    """
+    encoded: dict[tuple[int, str], list] = {}
+    failures: dict[int, str] = {}
+    for modality in modalities:
+        owners, items = [], []
+        for i, ex in enumerate(examples):
+            for item in modality_items(ex, modality):
+                owners.append(i)
+                items.append(item)
+        for i, result in zip(owners, _encode(tokenizers[modality], items), strict=True):
+            if isinstance(result, str):
+                failures.setdefault(i, f"{modality}: {result}")
+            else:
+                encoded.setdefault((i, modality), []).append(result)
+    return encoded, failures
+
+
+def _encode(tok: Any, items: list[Any]) -> list[Any]:
+    """``tok.encode_batch(items)``; if the batch fails, each item alone (a string if it fails)."""
+    if not items:
+        return []
+    try:
+        return tok.encode_batch(items)
+    except TokenizeMMError:
+        pass
+    results: list[Any] = []
+    for item in items:
+        try:
+            results.append(tok.encode(item))
+        except TokenizeMMError as err:
+            results.append(str(err))
+    return results
 
 
 def modality_items(ex: Example, modality: str) -> list[Any]:

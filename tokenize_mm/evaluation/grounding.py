@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ import torch
 from tokenize_mm.evaluation.scoring import modality_losses, sequence_losses
 from tokenize_mm.sequence.interleave import SpanOrder, interleave
 from tokenize_mm.sequence.vocab import MODALITIES, VocabLayout
+from tokenize_mm.tokenizers.errors import InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -36,47 +37,33 @@ class EvalExample:
     id: str
     items: Mapping[str, tuple[torch.Tensor, ...]]
     concept: str | None = None
-    meta: Mapping[str, Any] = field(default_factory=dict)
 
 
 def encode_examples(examples: Iterable[Any], tokenizers: Mapping[str, Any]) -> list[EvalExample]:
     """Encode each example's items with ``tokenizers`` (modality → tokenizer), batched per modality.
 
     Raises:
-        tokenize_mm's typed errors from the tokenizers, naming the example whose item failed.
+        InvalidInputError: an item failed to encode; names the example, the modality and why.
     """
-    from tokenize_mm.data.tokenize_example import modality_items
+    from tokenize_mm.data.tokenize_example import encode_items
 
     examples = list(examples)
-    codes: dict[tuple[int, str], list[torch.Tensor]] = {}
-    for modality, tokenizer in tokenizers.items():
-        owners, items = [], []
-        for i, ex in enumerate(examples):
-            for item in modality_items(ex, modality):
-                owners.append(i)
-                items.append(item)
-        if not items:
-            continue
-        try:
-            encoded = tokenizer.encode_batch(items)
-        except Exception:  # find the bad item: encode one by one and name it
-            for i, item in zip(owners, items, strict=True):
-                try:
-                    tokenizer.encode(item)
-                except Exception as err:
-                    raise type(err)(f"example {examples[i].id!r}, {modality}: {err}") from err
-            raise
-        for i, enc in zip(owners, encoded, strict=True):
-            codes.setdefault((i, modality), []).append(enc.codes)
+    encoded, failures = encode_items(tokenizers, examples, list(tokenizers))
+    if failures:
+        i, reason = next(iter(failures.items()))
+        raise InvalidInputError(
+            f"example {examples[i].id!r} cannot be evaluated, {reason}; fix or drop the item "
+            f"({len(failures)} example(s) failed)"
+        )
     return [
         EvalExample(
             id=ex.id,
-            items={m: tuple(codes[(i, m)]) for m in MODALITIES if (i, m) in codes},
+            items={m: tuple(e.codes for e in encoded[(i, m)]) for m in MODALITIES
+                   if (i, m) in encoded},
             concept=getattr(ex, "concept", None),
-            meta=dict(getattr(ex, "meta", {}) or {}),
         )
         for i, ex in enumerate(examples)
-    ]
+    ]  # fmt: skip
 
 
 def pair_sequence(
