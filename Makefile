@@ -5,22 +5,39 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tokenize_mm-installed
+LOCK := requirements.lock
+# The installers themselves are pinned too, so that the lock resolves and installs the same way.
+PIP_VERSION := 25.2
+PIP_TOOLS_VERSION := 7.5.2
 ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-unit lint format bench bench-balance
+.PHONY: help install lock check-install train test test-unit lint format bench bench-balance
 
 help: ## Show this help.
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Every version comes from $(LOCK) (pip-compile's output); the project itself is installed on top
+# without resolving anything, and the install ends with a check of every compiled extension.
+$(STAMP): pyproject.toml $(LOCK) tools/check_install.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python tools/check_install.py $(LOCK)
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create or reuse the virtual environment and install tokenize_mm with dev extras.
+install: $(STAMP) ## Create or reuse the virtual environment, install the locked versions, check them.
+
+check-install: ## Check the environment against the lock and load every compiled extension.
+	$(BIN)/python tools/check_install.py $(LOCK)
+
+lock: ## Regenerate requirements.lock from pyproject.toml (pip-compile; see README "Upgrading").
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet pip==$(PIP_VERSION) pip-tools==$(PIP_TOOLS_VERSION)
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet $(LOCK_ARGS) --extra dev --all-build-deps --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --output-file $(LOCK) pyproject.toml
 
 train: $(STAMP) ## Run the main job on the built-in data (Hydra overrides: make train ARGS='...').
 	$(BIN)/python -m tokenize_mm.cli.train $(ARGS)

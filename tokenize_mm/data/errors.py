@@ -1,20 +1,21 @@
 """Typed errors raised by the data sources.
 
 Every error names the file (and, for a manifest, the line and record id) at fault and says what
-to do about it. ``DataError`` derives from ``ValueError`` so that generic code that catches
-``ValueError`` keeps working; it will join the ``TokenizeMMError`` family once the tokenizer errors
-are shared across the package.
+to do about it. ``DataError`` belongs to the package's error family (``TokenizeMMError``) and
+also derives from ``ValueError`` so that generic code that catches ``ValueError`` keeps working.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tokenize_mm.errors import TokenizeMMError
+
 if TYPE_CHECKING:
     from tokenize_mm.data.manifest import SkippedRecord
 
 
-class DataError(ValueError):
+class DataError(TokenizeMMError, ValueError):
     """A data source cannot be read, or an argument given to it is invalid."""
 
 

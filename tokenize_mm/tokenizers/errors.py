@@ -1,15 +1,13 @@
 """Typed errors for users of the tokenizers.
 
 Every error names the item at fault and says what to do about it. All of them derive from
-``TokenizeMMError`` so that a caller can catch the whole family at once; input errors also derive
-from ``ValueError`` so that generic code that catches ``ValueError`` keeps working.
+``TokenizeMMError`` (``tokenize_mm.errors``) so that a caller can catch the whole family at once;
+input errors also derive from ``ValueError`` so that generic code that catches ``ValueError`` keeps working.
 """
 
 from __future__ import annotations
 
-
-class TokenizeMMError(Exception):
-    """Base class of every error raised on purpose by tokenize_mm."""
+from tokenize_mm.errors import TokenizeMMError  # the root, re-exported here for old imports
 
 
 class InvalidInputError(TokenizeMMError, ValueError):

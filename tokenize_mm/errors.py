@@ -1,0 +1,18 @@
+"""The root of every error tokenize_mm raises on purpose.
+
+Each layer defines its own typed errors (``tokenizers.errors``, ``data.errors``, the store, the
+sequence layout, the models, the command line) and every one of them derives from
+``TokenizeMMError``, so a caller can catch the whole family with one ``except``. Errors about a
+value the caller passed also derive from ``ValueError``, so generic code keeps working. This module
+imports nothing, so every layer can use it.
+"""
+
+from __future__ import annotations
+
+
+class TokenizeMMError(Exception):
+    """Base class of every error raised on purpose by tokenize_mm."""
+
+
+class ConfigError(TokenizeMMError, ValueError):
+    """A run's configuration holds a value that cannot work; the message names the key."""
