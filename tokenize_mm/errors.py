@@ -16,3 +16,7 @@ class TokenizeMMError(Exception):
 
 class ConfigError(TokenizeMMError, ValueError):
     """A run's configuration holds a value that cannot work; the message names the key."""
+
+
+class CheckpointError(TokenizeMMError, ValueError):
+    """A training checkpoint cannot be resumed from safely (remote, missing, or holding code)."""

@@ -12,6 +12,7 @@ import torch
 from conftest import make_examples
 
 from tokenize_mm.balance.weighting import GradShareWeighting, LossWeighting
+from tokenize_mm.cli.checkpoint import resolve_checkpoint
 from tokenize_mm.data import StoreMismatchError, merge_store, pretokenize
 from tokenize_mm.data.datamodule import StoreDataModule
 from tokenize_mm.models import DecoderLM, preset
@@ -65,7 +66,9 @@ def fit(
     )  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        # As tmm-train resumes: a local file checked to load weights-only, then loaded so.
+        trainer.fit(module, datamodule=dm, ckpt_path=resolve_checkpoint(ckpt_path),
+                    weights_only=True)  # fmt: skip
     return module, recorder.steps, trainer
 
 

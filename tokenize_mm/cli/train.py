@@ -21,7 +21,9 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from tokenize_mm.cli.checkpoint import resolve_checkpoint
 from tokenize_mm.cli.common import config_dir, fit_from_source, rates_table
+from tokenize_mm.cli.validate import check_train_config
 
 MODALITIES = ("text", "image", "audio")
 
@@ -118,9 +120,13 @@ class Prepared:
 
 
 def prepare(cfg: DictConfig) -> Prepared:
-    """Tokenizers (fitted or reused from ``cfg.cache_dir``), their layout and the store."""
+    """Tokenizers (fitted or reused from ``cfg.cache_dir``), their layout and the store.
+
+    The config's numbers are checked first (``check_train_config``), before any fit.
+    """
     from tokenize_mm.sequence import VocabLayout
 
+    check_train_config(cfg)
     cache = Path(cfg.cache_dir)
     source, source_id = instantiate(cfg.data.source), source_identity(cfg.data.source)
     artifacts = {m: fit_or_reuse(cfg.tokenizers[m], source, source_id, cache, cfg.fit_split)
@@ -191,7 +197,8 @@ def train(cfg: DictConfig, prepared: Prepared) -> Run:
     # BalancedLM pulls its batches (training_step(dataloader_iter)) so that none is drawn ahead
     # of a sampler update; Lightning flags that signature as experimental on every run.
     warnings.filterwarnings("ignore", message=".*dataloader_iter.*")
-    if cfg.ckpt_path is None:
+    ckpt_path = resolve_checkpoint(cfg.ckpt_path)  # local, weights-only: never unpickles code
+    if ckpt_path is None:
         _refuse_silent_resume(cfg)
     L.seed_everything(cfg.seed, verbose=False)
     module, data = build_module(cfg, prepared.layout), build_datamodule(cfg, prepared)
@@ -200,7 +207,7 @@ def train(cfg: DictConfig, prepared: Prepared) -> Run:
     logger = instantiate(cfg.logger) if cfg.logger else False
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
                           enable_checkpointing=bool(cfg.callbacks))  # fmt: skip
-    trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     return Run(module, data, trainer, history)
 
 

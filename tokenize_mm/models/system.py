@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from tokenize_mm.balance.weighting import LossWeighting
+from tokenize_mm.errors import CheckpointError
 from tokenize_mm.models.transformer import DecoderLM
 
 MODALITIES: tuple[str, ...] = ("text", "image", "audio")
@@ -258,7 +259,7 @@ class BalancedLM(L.LightningModule):
         balance = checkpoint.get("balance", {})
         saved = balance.get("layout_fingerprint")
         if self.layout_fingerprint and saved and saved != self.layout_fingerprint:
-            raise ValueError(
+            raise CheckpointError(
                 f"the checkpoint was trained on tokens of layout {saved[:12]}, this run's tokens "
                 f"are laid out by {self.layout_fingerprint[:12]}: resume with the same tokenizers"
             )

@@ -211,15 +211,66 @@ def read_artifact(directory: str | Path) -> Artifact:
     for key in ("kind", "info"):
         if key not in manifest:
             raise ArtifactError(f"{manifest_path}: missing key {key!r}; save the tokenizer again")
+    for key in ("info", "hparams", "fit_data"):
+        if not isinstance(manifest.get(key, {}), dict):
+            raise ArtifactError(
+                f"{manifest_path}: {key!r} must be a JSON object, got "
+                f"{type(manifest[key]).__name__} {str(manifest[key])[:40]}; save the tokenizer again"
+            )
+    if not isinstance(manifest["kind"], str):
+        raise ArtifactError(f"{manifest_path}: 'kind' must be a string, got {manifest['kind']!r}")
+    try:
+        info = TokenizerInfo.from_dict(manifest["info"])
+    except (TypeError, ValueError) as err:
+        raise ArtifactError(
+            f"{manifest_path}: 'info' does not describe a tokenizer ({err}); save the tokenizer "
+            "again"
+        ) from err
     return Artifact(
         directory=directory,
-        kind=str(manifest["kind"]),
-        info=TokenizerInfo.from_dict(manifest["info"]),
+        kind=manifest["kind"],
+        info=info,
         hparams=dict(manifest.get("hparams", {})),
         fit_data=dict(manifest.get("fit_data", {})),
         library_version=str(manifest.get("library_version", "?")),
         files=files,
     )
+
+
+#: ``TokenizerInfo`` fields that state what the code does (rates, shapes, vocabulary), as opposed
+#: to what was measured at fit time (``metrics``, ``chars_per_token``).
+DERIVED_FIELDS = (
+    "modality", "kind", "codebook_size", "num_codebooks", "image_size", "grid",
+    "tokens_per_image", "sample_rate", "frame_rate", "tokens_per_second",
+)  # fmt: skip
+
+
+def check_info(artifact: Artifact, derived: TokenizerInfo) -> None:
+    """Refuse a manifest whose ``info`` disagrees with the model it describes.
+
+    ``derived`` is the info computed from the loaded model (its rates, grid, vocabulary); each of
+    ``DERIVED_FIELDS`` must match the manifest's, so that ``info`` never lies to a downstream user
+    (an edited ``frame_rate`` of 75 for a 50 Hz codec, say).
+
+    Raises:
+        ArtifactIntegrityError: naming the field, the manifest's value and the model's.
+    """
+    for name in DERIVED_FIELDS:
+        stored, actual = getattr(artifact.info, name), getattr(derived, name)
+        if isinstance(stored, float) or isinstance(actual, float):
+            same = (
+                stored is not None
+                and actual is not None
+                and abs(float(stored) - float(actual)) <= 1e-9 * max(1.0, abs(float(actual)))
+            )
+        else:
+            same = stored == actual
+        if not same:
+            raise ArtifactIntegrityError(
+                f"{artifact.directory / MANIFEST}: info.{name} is {stored!r} but the model it "
+                f"describes gives {actual!r}; the manifest was edited: restore the original "
+                "artifact or save the tokenizer again"
+            )
 
 
 def _refuse_pickles(directory: Path, files: Mapping[str, Any]) -> None:

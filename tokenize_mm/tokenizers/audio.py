@@ -88,6 +88,17 @@ class AudioTokenizer(ModuleTokenizer):
         self.batch_seconds = batch_seconds
         self._folded: nn.Module | None = None
 
+    @classmethod
+    def derive_info(cls, model: nn.Module, hparams: dict[str, Any]) -> TokenizerInfo:
+        """Sample rate, frame rate (rate / hop) and codebooks as ``model`` has them."""
+        k = model.quantizer.num_codebooks
+        frame_rate = model.sample_rate / model.hop_length
+        return TokenizerInfo(
+            modality="audio", kind=cls.kind, codebook_size=model.quantizer.layers[0].codebook_size,
+            num_codebooks=k, sample_rate=model.sample_rate, frame_rate=frame_rate,
+            tokens_per_second=frame_rate * k,
+        )  # fmt: skip
+
     @property
     def batch_samples(self) -> int:
         """Most samples (pieces × the longest) in one forward pass of ``encode_batch``."""

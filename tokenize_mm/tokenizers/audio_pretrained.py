@@ -141,6 +141,11 @@ class EncodecTokenizer(AudioTokenizer):
         self.segment = round(seconds * model.sample_rate) if seconds else None
 
     @classmethod
+    def derive_info(cls, model: nn.Module, hparams: dict[str, Any]) -> TokenizerInfo:
+        """EnCodec's rates for the K codebooks the model keeps."""
+        return _make_info(model, len(model.quantizer.vq.layers))
+
+    @classmethod
     def fit(cls, *args, **kwargs):
         raise TypeError(
             "pretrained EnCodec is not trained by tokenize_mm: use "

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from tokenize_mm.tokenizers import image_io
 from tokenize_mm.tokenizers.base import (
@@ -67,6 +68,16 @@ class ImageTokenizer(ModuleTokenizer):
         self.hparams = dict(hparams)
         self.fit_data = dict(fit_data or {})
         self.batch_size = batch_size
+
+    @classmethod
+    def derive_info(cls, model: nn.Module, hparams: dict[str, Any]) -> TokenizerInfo:
+        """Image size, grid and codebook size as ``model`` has them."""
+        rows, cols = model.grid
+        return TokenizerInfo(
+            modality="image", kind=cls.kind, codebook_size=model.quantizer.codebook_size,
+            num_codebooks=1, image_size=model.image_size, grid=(rows, cols),
+            tokens_per_image=rows * cols,
+        )  # fmt: skip
 
     # -- contract --------------------------------------------------------------------------------
     def preprocess(self, item: Any) -> torch.Tensor:

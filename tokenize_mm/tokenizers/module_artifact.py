@@ -3,20 +3,32 @@ an ``nn.Module`` kept as a safetensors artifact and rebuilt from its manifest (`
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tokenize_mm.tokenizers.artifact import Artifact, read_artifact, write_artifact
+from tokenize_mm.tokenizers.artifact import (
+    MANIFEST,
+    Artifact,
+    check_info,
+    read_artifact,
+    write_artifact,
+)
 from tokenize_mm.tokenizers.base import TokenizerInfo
 from tokenize_mm.tokenizers.errors import ArtifactError
 
 WEIGHTS = "weights.safetensors"
+#: Elements a model may hold outside its saved state dict (non-persistent buffers) before its
+#: hyper-parameters are taken to ask for more than its weights.
+MAX_UNSTORED_ELEMENTS = 1 << 20
 M = TypeVar("M", bound=nn.Module)
 T = TypeVar("T")
 
@@ -57,18 +69,60 @@ def save_module(
 def load_module(artifact: Artifact, build: Callable[..., M], arch_keys: Sequence[str]) -> M:
     """``build(**architecture from the manifest)`` with the artifact's weights loaded.
 
+    The architecture is first built on the ``meta`` device (no memory) and its tensor shapes
+    compared with the safetensors header, so hyper-parameters edited to ask for a huge model
+    (``base_channels: 4096``) are refused before anything is allocated.
+
     Raises:
-        ArtifactError: the weights do not fit the architecture the manifest describes.
+        ArtifactError: the hyper-parameters build no model, or the weights do not fit the
+            architecture the manifest describes (names, shapes or size).
     """
-    module = build(**{k: artifact.hparams[k] for k in arch_keys if k in artifact.hparams})
-    state = load_file(str(artifact.path(WEIGHTS)))
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    arch = {k: artifact.hparams[k] for k in arch_keys if k in artifact.hparams}
+    weights = artifact.path(WEIGHTS)
+    where = f"{artifact.directory / MANIFEST}"
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            skeleton = build(**arch)
+    except Exception as err:  # hparams are untrusted input: any failure is the artifact's
         raise ArtifactError(
-            f"{artifact.directory}: weights do not match the architecture in the manifest "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); save the tokenizer again"
+            f"{where}: hparams {arch} do not build a model ({type(err).__name__}: {err}); "
+            "restore the original artifact or save the tokenizer again"
+        ) from err
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    stored = _stored_shapes(weights)
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    wrong = [f"{k}: {stored[k]} for {expected[k]}" for k in sorted(set(expected) & set(stored))
+             if stored[k] != expected[k]]  # fmt: skip
+    if missing or unexpected or wrong:
+        raise ArtifactError(
+            f"{where}: the weights do not match the architecture in hparams (missing "
+            f"{missing[:3]}, unexpected {unexpected[:3]}, shapes {wrong[:3]}); restore the "
+            "original artifact or save the tokenizer again"
         )
+    # Tensors outside the state dict (non-persistent buffers) would escape the shape check.
+    extra = sum(t.numel() for t in (*skeleton.parameters(), *skeleton.buffers()))
+    if extra > sum(math.prod(s) for s in stored.values()) + MAX_UNSTORED_ELEMENTS:
+        raise ArtifactError(
+            f"{where}: hparams {arch} describe a model of {extra} elements, far more than the "
+            "weights hold; restore the original artifact"
+        )
+    del skeleton
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # encodec's deprecated weight_norm
+        module = build(**arch)
+    module.load_state_dict(load_file(str(weights)), strict=True)
     return module
+
+
+def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name → shape, read from a safetensors header without loading any tensor."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ArtifactError(f"{path}: not a readable safetensors file ({err})") from err
 
 
 class ModuleTokenizer:
@@ -117,4 +171,11 @@ class ModuleTokenizer:
         """Build the tokenizer from a verified artifact (``load_tokenizer`` calls this)."""
         artifact.require_kind(cls.kind)
         model = load_module(artifact, cls.model_class, cls.arch_keys)
+        check_info(artifact, cls.derive_info(model, artifact.hparams))
         return cls(model, artifact.info, artifact.hparams, artifact.fit_data)  # type: ignore[call-arg]
+
+    @classmethod
+    def derive_info(cls, model: nn.Module, hparams: dict[str, Any]) -> TokenizerInfo:
+        """The info that ``model`` implies (rates, grid, vocabulary; no metrics): ``load``
+        refuses a manifest whose ``info`` says otherwise."""
+        raise NotImplementedError

@@ -43,7 +43,7 @@ import numpy as np
 import sentencepiece as spm
 import torch
 
-from tokenize_mm.tokenizers.artifact import Artifact, read_artifact, write_artifact
+from tokenize_mm.tokenizers.artifact import Artifact, check_info, read_artifact, write_artifact
 from tokenize_mm.tokenizers.base import (
     Encoded,
     TokenizerInfo,
@@ -495,6 +495,7 @@ class TextTokenizer:
             )
         except ArtifactError as err:
             raise ArtifactError(f"{path}: {err}") from err
+        check_info(artifact, tok.info)  # the vocabulary size is the model's, not the manifest's
         return tok
 
     def __getstate__(self) -> dict[str, Any]:

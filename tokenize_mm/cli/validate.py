@@ -1,0 +1,79 @@
+"""Check a run's numbers before any work: a bad value fails at once, naming its key.
+
+``trainer.max_steps=-1`` used to run forever and ``trainer.max_steps=abc`` ended in a bare
+``TypeError`` after the tokenizers were fitted. ``check_train_config`` reads every number the main
+job uses and raises ``ConfigError`` naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from tokenize_mm.errors import ConfigError
+
+# key → (kind, smallest allowed, largest allowed or None); "int" refuses bools and floats.
+TRAIN_NUMBERS: dict[str, tuple[str, float, float | None]] = {
+    "seed": ("int", 0, 2**32 - 1),
+    "trainer.max_steps": ("int", 1, None),
+    "trainer.log_every_n_steps": ("int", 1, None),
+    "trainer.limit_val_batches": ("number", 0, None),
+    "trainer.val_check_interval": ("number", 0, None),
+    "data.context": ("int", 2, None),
+    "data.batch_size": ("int", 1, None),
+    "data.buffer_size": ("int", 1, None),
+    "data.seed": ("int", 0, 2**32 - 1),
+    "data.workers": ("int", 1, None),
+    "optimizer.learning_rate": ("number", 0, None),
+    "optimizer.weight_decay": ("number", 0, None),
+    "model.d_model": ("int", 1, None),
+    "model.n_layers": ("int", 1, None),
+    "model.n_heads": ("int", 1, None),
+    "model.d_ff": ("int", 1, None),
+    "model.max_positions": ("int", 1, None),
+}
+
+
+def check_number(key: str, value: Any, kind: str, low: float, high: float | None) -> None:
+    """Raise ``ConfigError`` unless ``value`` is an ``kind`` ("int" or "number") in [low, high]."""
+    if kind == "int":
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            operator.index(value)
+        except TypeError:
+            raise ConfigError(
+                f"{key}={value!r}: must be a whole number (got {type(value).__name__})"
+            ) from None
+    elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r}: must be a finite number (got {type(value).__name__})")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+        raise ConfigError(f"{key}={value!r}: must be {bound}")
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """Check the numbers of a ``tmm-train`` config (``TRAIN_NUMBERS``) and ``betas``.
+
+    Keys absent from ``cfg`` are skipped (a config may leave them to a default).
+
+    Raises:
+        ConfigError: naming the first key whose value cannot work.
+    """
+    for key, (kind, low, high) in TRAIN_NUMBERS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None:
+            check_number(key, value, kind, low, high)
+    if (rate := OmegaConf.select(cfg, "optimizer.learning_rate")) is not None and rate == 0:
+        raise ConfigError("optimizer.learning_rate=0: must be positive")
+    betas = OmegaConf.select(cfg, "optimizer.betas", default=None)
+    if betas is not None:
+        if len(betas) != 2:
+            raise ConfigError(f"optimizer.betas={list(betas)}: must be two numbers in [0, 1)")
+        for i, beta in enumerate(betas):
+            check_number(f"optimizer.betas[{i}]", beta, "number", 0, 1)
+            if beta >= 1:
+                raise ConfigError(f"optimizer.betas[{i}]={beta}: must be below 1")
