@@ -1,8 +1,11 @@
 """Atomic file writes: a temporary file in the target's folder, flushed to disk, then renamed.
 
 A reader sees either the old file or the complete new one, never a partial write, and a crash
-mid-write leaves at most a hidden ``.<name>.*.tmp`` file behind. Used by every layer (token files,
-layouts, store shards and indexes), so it imports nothing from the package.
+mid-write leaves at most a hidden ``.<name>.*.tmp`` file behind. After the rename the folder itself
+is flushed (``fsync_dir``), so the new name survives a power loss too. Files get the permissions
+that the user's umask gives a new file (``mkstemp`` alone would make them 0600: unreadable to the
+colleagues a shared artifact or store is for). Used by every layer (token files, layouts, store
+shards and indexes, artifacts), so it imports nothing from the package.
 """
 
 from __future__ import annotations
@@ -13,9 +16,48 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """The process's umask (read from ``/proc`` where there is one, so nothing changes it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """What ``open(path, "w")`` would give a new file: 0666 less the umask."""
+    return 0o666 & ~current_umask()
+
+
+def new_dir_mode() -> int:
+    """What ``mkdir`` would give a new folder: 0777 less the umask."""
+    return 0o777 & ~current_umask()
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a folder's entries (a rename into it) to disk; a no-op where folders cannot be
+    opened (Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the rename itself is still atomic
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` to fill a temporary file, fsync it, and rename it to ``path``
-    (parent folders are created). On any error the temporary file is removed."""
+    """Call ``write(tmp_path)`` to fill a temporary file, fsync it, give it the umask's mode,
+    rename it to ``path`` and fsync the folder (parent folders are created). On any error the
+    temporary file is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -24,10 +66,12 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
     return path
 
 

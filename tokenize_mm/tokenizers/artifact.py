@@ -9,7 +9,9 @@ Layout of an artifact directory::
 
 Guarantees:
 - Writes are atomic: the directory is assembled under a temporary name beside the target and
-  renamed into place, so a reader sees either the old artifact or the complete new one.
+  renamed into place, so a reader sees either the old artifact or the complete new one; files and
+  the folder get the modes the user's umask gives, and the parent folder is flushed after the
+  rename.
 - Loading checks ``format`` and ``format_version`` (a newer version is refused), verifies the size
   and sha256 of every payload file before parsing it, ignores unknown manifest keys, refuses any
   pickle or ``torch.save`` archive, and never unpickles anything.
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tokenize_mm.atomic import fsync_dir, new_dir_mode, new_file_mode
 from tokenize_mm.tokenizers.base import TokenizerInfo
 from tokenize_mm.tokenizers.errors import (
     ArtifactError,
@@ -139,8 +142,12 @@ def write_artifact(
             json.dump(manifest, fh, indent=2, sort_keys=True)
             fh.write("\n")
         for p in tmp.iterdir():
+            os.chmod(p, new_file_mode())  # the umask's modes, as any new file (not mkstemp's 0600)
             _fsync(p)
+        os.chmod(tmp, new_dir_mode())
+        _fsync(tmp)
         _replace_dir(tmp, target)
+        fsync_dir(target.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -34,7 +34,7 @@ from tokenize_mm.tokenizers.base import (
     map_batch,
     register_tokenizer,
 )
-from tokenize_mm.tokenizers.errors import InvalidCodesError, NotFittedError
+from tokenize_mm.tokenizers.errors import InvalidCodesError, InvalidInputError, NotFittedError
 from tokenize_mm.tokenizers.module_artifact import ModuleTokenizer, hold_out, loss_summary
 from tokenize_mm.tokenizers.quantizer import codebook_usage
 
@@ -193,17 +193,20 @@ class AudioTokenizer(ModuleTokenizer):
     def decode(self, encoded: Encoded) -> torch.Tensor:
         """Codes (K, T) → float32 waveform (C, S) at ``info.sample_rate``."""
         check_codes(encoded, self._info)
+        if encoded.num_steps == 0:
+            raise InvalidCodesError(
+                "codes have 0 frames; encode gives every clip at least one, so these codes were "
+                "cut or built by hand: pass codes of shape (K, T) with T >= 1"
+            )
+        n = _num_samples(encoded)
+        if n is not None and self.model.num_frames(n) != encoded.num_steps:
+            raise InvalidCodesError(
+                f"extras['num_samples'] = {n} needs {self.model.num_frames(n)} frames, codes "
+                f"have {encoded.num_steps}; were codes and extras taken from different clips?"
+            )
         with torch.inference_mode():
             wav = self._decode_codes(encoded).cpu()
-        if "num_samples" in encoded.extras:
-            n = int(encoded.extras["num_samples"].reshape(-1)[0])
-            if self.model.num_frames(n) != encoded.num_steps:
-                raise InvalidCodesError(
-                    f"extras['num_samples'] = {n} needs {self.model.num_frames(n)} frames, codes "
-                    f"have {encoded.num_steps}; were codes and extras taken from different clips?"
-                )
-            wav = wav[:, :n]
-        return wav.clone()
+        return (wav[:, :n] if n is not None else wav).clone()
 
     def _decode_codes(self, encoded: Encoded) -> torch.Tensor:
         """Checked codes (K, T) → waveform (C, T · hop) on the model's device."""
@@ -291,12 +294,13 @@ class AudioTokenizer(ModuleTokenizer):
         from tokenize_mm.tokenizers.audio_fit import train_codec  # Lightning only here
 
         arch = {
-            "sample_rate": sample_rate, "channels": channels, "ratios": [int(r) for r in ratios],
+            "sample_rate": sample_rate, "channels": channels, "ratios": list(ratios),
             "n_filters": n_filters, "n_residual_layers": n_residual_layers,
             "dimension": dimension, "lstm": lstm, "causal": causal,
             "num_codebooks": num_codebooks, "codebook_size": codebook_size,
             "codebook_dim": codebook_dim, "commitment_weight": commitment_weight,
         }  # fmt: skip
+        _check_arch(arch)
         torch.manual_seed(seed)
         model = CodecModel(**arch)
         if isinstance(clips, (str, os.PathLike)):
@@ -360,6 +364,38 @@ class AudioTokenizer(ModuleTokenizer):
     def __repr__(self) -> str:
         i = self._info
         return f"AudioTokenizer(sample_rate={i.sample_rate}, frame_rate={i.frame_rate}, K={i.num_codebooks})"
+
+
+def _num_samples(encoded: Encoded) -> int | None:
+    """``extras["num_samples"]`` as an int (``None`` if absent): one whole number >= 1 in an
+    integer tensor; a fractional, empty or multi-valued one is refused, never truncated."""
+    value = encoded.extras.get("num_samples")
+    if value is None:
+        return None
+    if torch.is_floating_point(value) or value.dtype == torch.bool or value.numel() != 1:
+        raise InvalidCodesError(
+            f"extras['num_samples'] must hold one whole number of samples in an integer tensor, "
+            f"got {value.dtype} of shape {tuple(value.shape)}; use torch.tensor([n])"
+        )
+    n = int(value.reshape(-1)[0])
+    if n < 1:
+        raise InvalidCodesError(f"extras['num_samples'] = {n}; a clip has at least one sample")
+    return n
+
+
+def _check_arch(arch: dict[str, Any]) -> None:
+    """Refuse fit arguments that build no codec, naming them (``InvalidInputError``)."""
+    for key in ("sample_rate", "channels", "num_codebooks", "codebook_size", "n_filters"):
+        value = arch[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidInputError("must be a positive int", item=f"{key}={value!r}")
+    if arch["channels"] not in (1, 2):
+        raise InvalidInputError(
+            "must be 1 (mono) or 2 (stereo)", item=f"channels={arch['channels']}"
+        )
+    ratios = arch["ratios"]
+    if not ratios or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in ratios):
+        raise InvalidInputError("must be a list of positive ints", item=f"ratios={ratios}")
 
 
 def _make_info(arch: dict[str, Any], metrics: dict[str, float] | None = None) -> TokenizerInfo:

@@ -13,6 +13,7 @@ The contract is a ``Protocol``, not a base class: a tokenizer is anything with t
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,8 +182,24 @@ class Tokenizer(Protocol):
     def from_artifact(cls, artifact: Any) -> Tokenizer: ...
 
 
+def check_batch(items: Any) -> None:
+    """Refuse a single item passed where a batch is expected: a bare ``str`` would be encoded as
+    one item per character (``encode_batch("abc")``), a path as one per character of its name."""
+    if isinstance(items, (str, bytes, bytearray, os.PathLike, dict)):
+        raise InvalidInputError(
+            f"a batch must be a list of items, got a single {type(items).__name__}; pass "
+            "[item] to encode_batch, or call encode(item)",
+            item=repr(items)[:60],
+        )
+
+
 def map_batch(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
-    """Apply ``fn`` to each item; an ``InvalidInputError`` is re-raised naming the batch index."""
+    """Apply ``fn`` to each item; an ``InvalidInputError`` is re-raised naming the batch index.
+
+    Raises:
+        InvalidInputError: ``items`` is a single item (``check_batch``), or ``fn`` raised it.
+    """
+    check_batch(items)
     out = []
     for i, item in enumerate(items):
         try:

@@ -47,6 +47,7 @@ from tokenize_mm.tokenizers.artifact import Artifact, check_info, read_artifact,
 from tokenize_mm.tokenizers.base import (
     Encoded,
     TokenizerInfo,
+    check_batch,
     check_codes,
     map_batch,
     register_tokenizer,
@@ -108,6 +109,7 @@ def _as_texts(items: Sequence[Any]) -> tuple[list[str], str]:
     """``_as_text`` over a batch, plus the texts joined. A batch of ``str`` whose concatenation
     encodes to UTF-8 needs no per-item look (the common case, checked in C); otherwise the
     per-item pass converts bytes or names the bad item's batch index."""
+    check_batch(items)  # a bare str would be one item per character
     items = items if isinstance(items, list) else list(items)
     try:
         joined = "".join(items)
