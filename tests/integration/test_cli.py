@@ -89,6 +89,97 @@ def test_decode_refuses_tokens_of_another_tokenizer(tmp_path):
     assert res.returncode == 1 and "text.sentencepiece" in res.stderr
 
 
+def test_encode_decode_keep_every_name_apart(tmp_path, tiny_image):
+    """x.png from two inputs and photo.png beside photo.jpg: one output each, true counts; a
+    collision left refuses the run, naming both sources, before anything is written."""
+    art = tiny_image.save(tmp_path / "image")
+    places = [("a", "x.png"), ("b", "x.png"), ("c", "photo.png"), ("c", "photo.jpg")]
+    for (folder, name), img in zip(places, make_images(4, seed=5), strict=True):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        img.save(tmp_path / folder / name)
+    enc = run("encode", f"tokenizer_dir={art}", f"inputs=[{tmp_path}/a/x.png,{tmp_path}/b/x.png,"
+              f"{tmp_path}/c]", f"out_dir={tmp_path}/tok", cwd=tmp_path)  # fmt: skip
+    assert "encoded 4 of 4 files" in enc.stdout
+    for (folder, name), out in zip(places, ["0/x.png", "1/x.png", "photo.png", "photo.jpg"],
+                                   strict=True):  # fmt: skip
+        _, meta = load_encoded(tmp_path / "tok" / f"{out}.tokens.safetensors")
+        assert meta["source"] == str(tmp_path / folder / name)
+    dec = run("decode", f"tokenizer_dir={art}", f"inputs=[{tmp_path}/tok]",
+              f"out_dir={tmp_path}/dec", cwd=tmp_path)  # fmt: skip
+    assert "decoded 4 of 4 files" in dec.stdout
+    decoded = sorted(str(p.relative_to(tmp_path / "dec")) for p in (tmp_path / "dec").rglob("*"))
+    assert decoded == ["0", "0/x.png", "1", "1/x.png", "photo.jpg.png", "photo.png"]
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    for name in ("x.tokens.safetensors", "x.safetensors"):  # both decode to x.png
+        (clash / name).write_bytes((tmp_path / "tok" / "photo.png.tokens.safetensors").read_bytes())
+    res = run("decode", f"tokenizer_dir={art}", f"inputs=[{clash}]", f"out_dir={tmp_path}/dec2",
+              cwd=tmp_path, check=False)  # fmt: skip
+    assert res.returncode == 1 and "decoded 0 of 2" in res.stdout
+    assert f"{clash}/x.safetensors and {clash}/x.tokens.safetensors" in res.stderr
+    assert not (tmp_path / "dec2").exists()
+
+
+def test_decode_refuses_tokens_of_another_artifact_of_the_same_kind(tmp_path, tiny_text,
+                                                                    sentences):  # fmt: skip
+    """A second text tokenizer would decode garbage: refused by the manifest hash; a token file
+    without the hash is refused unless allow_unverified=true."""
+    from tokenize_mm import TextTokenizer
+    from tokenize_mm.tokenizers.artifact import MANIFEST, sha256_file
+    from tokenize_mm.tokenizers.token_file import save_encoded
+
+    first = tiny_text.save(tmp_path / "t1")
+    other = TextTokenizer.fit(sentences[:200], vocab_size=320, model_type="bpe")
+    second = other.save(tmp_path / "t2")
+    (tmp_path / "x.txt").write_text("A red circle.")
+    run("encode", f"tokenizer_dir={first}", f"inputs=[{tmp_path}/x.txt]",
+        f"out_dir={tmp_path}/tok", cwd=tmp_path)  # fmt: skip
+    old = save_encoded(tmp_path / "old" / "y.txt.tokens.safetensors", tiny_text.encode("old"),
+                       {"kind": tiny_text.kind})  # fmt: skip
+    res = run("decode", f"tokenizer_dir={second}", f"inputs=[{tmp_path}/tok,{old}]",
+              f"out_dir={tmp_path}/dec", cwd=tmp_path, check=False)  # fmt: skip
+    assert res.returncode == 1 and "decoded 0 of 2" in res.stdout
+    assert "x.txt.tokens.safetensors" in res.stderr
+    for artifact in (first, second):
+        assert sha256_file(artifact / MANIFEST)[:12] in res.stderr
+    assert "decode it with the artifact that encoded it" in res.stderr
+    assert f"{old}: token file records no tokenizer_sha256" in res.stderr
+    ok = run("decode", f"tokenizer_dir={first}", f"inputs=[{tmp_path}/tok,{old}]",
+             f"out_dir={tmp_path}/dec", "allow_unverified=true", cwd=tmp_path)  # fmt: skip
+    assert "decoded 2 of 2" in ok.stdout and "no tokenizer_sha256; decoded without" in ok.stderr
+    assert (tmp_path / "dec" / "y.txt").read_text() == "old"
+    assert (tmp_path / "dec" / "x.txt").read_text() == "A red circle."
+
+
+def test_encode_reads_mp3_and_lists_every_failure(tmp_path, tiny_audio, clips):
+    """A folder's .mp3 is encoded; an explicit file of any suffix is attempted; a missing input,
+    an empty folder and a file that cannot be written are listed; the rest is done."""
+    import soundfile as sf
+
+    art = tiny_audio.save(tmp_path / "audio")
+    sounds = tmp_path / "sounds"
+    mp3 = "MP3" in sf.available_formats()
+    if mp3:
+        sounds.mkdir()
+        sf.write(sounds / "s0.mp3", clips[0][0][0].numpy(), clips[0][1])
+    save_wav(sounds / "s1.wav", *clips[1])
+    (tmp_path / "notes.xyz").write_bytes(b"not audio")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "tok" / "s1.wav.tokens.safetensors").mkdir(parents=True)  # blocks the write
+    res = run("encode", f"tokenizer_dir={art}", f"inputs=[{sounds},{tmp_path}/notes.xyz,"
+              f"{tmp_path}/missing.wav,{tmp_path}/empty]", f"out_dir={tmp_path}/tok",
+              cwd=tmp_path, check=False)  # fmt: skip
+    assert res.returncode == 1
+    assert f"encoded {int(mp3)} of {2 + int(mp3)} files" in res.stdout
+    failures = res.stderr[res.stderr.index(" failed:") :]
+    for name in ("notes.xyz", "missing.wav: input does not exist", "empty: input folder holds",
+                 "s1.wav"):  # fmt: skip
+        assert name in failures, res.stderr
+    if mp3:
+        encoded, _ = load_encoded(tmp_path / "tok" / "s0.mp3.tokens.safetensors")
+        assert encoded == tiny_audio.encode(sounds / "s0.mp3")
+
+
 def test_fit_encode_decode_audio(tmp_path, clips):
     folder = tmp_path / "sounds"
     for i, (wav, rate) in enumerate(clips):

@@ -1,20 +1,18 @@
 """Shared pieces of the command-line entry points: config location, fitting from a source, tables.
 
+The file-in, file-out loop of ``tmm-encode`` and ``tmm-decode`` is in ``cli/files.py``.
+
 Configs live only here and in ``conf/``: below ``cli/`` everything takes flat typed arguments.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from tokenize_mm.data import AudioRef, Example, iter_items
 from tokenize_mm.tokenizers.base import TokenizerInfo
-from tokenize_mm.tokenizers.errors import InvalidInputError
 
 
 def config_dir() -> str:
@@ -66,38 +64,3 @@ def rates_table(infos: dict[str, TokenizerInfo]) -> str:
         metrics = ", ".join(f"{k}={v:.3g}" for k, v in info.metrics.items()) or "-"
         rows.append(f"| {name} | {info.kind} | {info.codebook_size} | {rate} | {metrics} |")
     return "\n".join(rows)
-
-
-def expand_inputs(
-    inputs: str | Iterable[str], suffixes: tuple[str, ...]
-) -> list[tuple[Path, Path]]:
-    """(file, name relative to its input) for each file; folders expand to matching files."""
-    out = []
-    for raw in [inputs] if isinstance(inputs, str) else inputs:
-        path = Path(raw)
-        if path.is_dir():
-            files = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-            )
-            out += [(p, p.relative_to(path)) for p in files]
-        else:
-            out.append((path, Path(path.name)))
-    return out
-
-
-def process_files(
-    files: list[tuple[Path, Path]], work: Callable[[Path, Path], None], verb: str, out_dir: Path
-) -> None:
-    """Run ``work(file, relative name)`` on each file with a progress bar. A file that raises
-    ``InvalidInputError`` is listed with its error at the end and the exit status is 1: nothing is
-    skipped silently."""
-    failures: list[str] = []
-    for path, rel in tqdm(files, desc=verb, unit="file"):
-        try:
-            work(path, rel)
-        except InvalidInputError as err:
-            failures.append(str(err))
-    print(f"{verb}d {len(files) - len(failures)} of {len(files)} files into {out_dir}")
-    if failures:
-        print(f"{len(failures)} failed:", *failures, sep="\n  ", file=sys.stderr)
-        sys.exit(1)

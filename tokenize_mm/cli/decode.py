@@ -1,4 +1,17 @@
-"""``tmm-decode``: decode token files back to text (``.txt``) or images (``.png``)."""
+"""``tmm-decode``: decode token files back to text (``.txt``), images (``.png``) or audio (``.wav``).
+
+Naming: the token file's name less ``.tokens.safetensors`` (or ``.safetensors``) is the source's
+name; the decoded file keeps it when it already ends in the output suffix (``a.txt``, ``x.png``,
+``s.wav``) and appends the suffix otherwise (``photo.jpg`` -> ``photo.jpg.png``, ``song.mp3`` ->
+``song.mp3.wav``), so ``photo.png`` and ``photo.jpg`` decode to two files. Separate inputs that
+yield the same name go under ``<input position>/`` as in ``tmm-encode``; any collision left
+refuses the run before anything is written.
+
+Each token file must have been written by this tokenizer: the same ``kind`` and the same
+``tokenizer_sha256`` (the sha256 of the artifact's ``manifest.json``, recorded by ``tmm-encode``).
+A file without that hash (not written by ``tmm-encode``) is refused unless ``allow_unverified=true``,
+and then decoded with a note.
+"""
 
 from __future__ import annotations
 
@@ -7,45 +20,64 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from tokenize_mm.cli.common import config_dir, expand_inputs, process_files
-from tokenize_mm.tokenizers import InvalidInputError, load_tokenizer
+from tokenize_mm.atomic import write_atomic, write_bytes_atomic
+from tokenize_mm.cli.common import config_dir
+from tokenize_mm.cli.files import process_files
+from tokenize_mm.tokenizers import load_tokenizer
 from tokenize_mm.tokenizers.audio_io import save_wav
 from tokenize_mm.tokenizers.base import TokenizerInfo
 from tokenize_mm.tokenizers.image_io import to_pil
-from tokenize_mm.tokenizers.token_file import SUFFIX, load_encoded
+from tokenize_mm.tokenizers.token_file import (
+    SUFFIX,
+    check_written_by,
+    load_encoded,
+    tokenizer_sha256,
+)
+
+OUTPUT_SUFFIX = {"text": ".txt", "image": ".png", "audio": ".wav"}
+
+
+def decoded_name(rel: Path, modality: str) -> Path:
+    """The decoded file of a token file: the source's name, with the output suffix appended
+    unless it already ends in it."""
+    name = rel.name.removesuffix(SUFFIX).removesuffix(".safetensors")
+    suffix = OUTPUT_SUFFIX[modality]
+    if Path(name).suffix.lower() != suffix:
+        name += suffix
+    return rel.with_name(name)
 
 
 def write_decoded(decoded, info: TokenizerInfo, target: Path) -> Path:
-    """Write a decoded item: text as UTF-8 ``.txt``, images as ``.png``, audio as 16-bit ``.wav``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Write a decoded item to ``target`` atomically: text as UTF-8, images as PNG, audio as
+    16-bit WAV."""
     if info.modality == "text":
-        target = target.with_suffix(".txt")
-        target.write_bytes(decoded.encode("utf-8"))
-    elif info.modality == "audio":
-        target = save_wav(target.with_suffix(".wav"), decoded, info.sample_rate)
-    else:
-        target = target.with_suffix(".png")
-        to_pil(decoded).save(target)
-    return target
+        return write_bytes_atomic(target, decoded.encode("utf-8"))
+    if info.modality == "audio":
+        return save_wav(target, decoded, info.sample_rate)
+    image = to_pil(decoded)
+    return write_atomic(target, lambda tmp: image.save(tmp, format="PNG"))
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="decode")
 def main(cfg: DictConfig) -> None:
     tokenizer = load_tokenizer(cfg.tokenizer_dir)
-    out_dir = Path(cfg.out_dir)
+    sha256 = tokenizer_sha256(cfg.tokenizer_dir)
+    modality = tokenizer.info.modality
 
-    def work(path: Path, rel: Path) -> None:
+    def work(path: Path, target: Path) -> str | None:
         encoded, meta = load_encoded(path)
-        if meta.get("kind") != tokenizer.kind:
-            raise InvalidInputError(
-                f"written by a {meta.get('kind')!r} tokenizer, not {tokenizer.kind!r}; "
-                "decode it with the tokenizer that encoded it",
-                item=str(path),
-            )
-        stem = str(rel).removesuffix(SUFFIX).removesuffix(".safetensors")
-        write_decoded(tokenizer.decode(encoded), tokenizer.info, out_dir / stem)
+        verified = check_written_by(
+            meta, kind=tokenizer.kind, sha256=sha256, name=str(path),
+            allow_unverified=cfg.allow_unverified,
+        )  # fmt: skip
+        write_decoded(tokenizer.decode(encoded), tokenizer.info, target)
+        return None if verified else f"{path}: no tokenizer_sha256; decoded without checking it"
 
-    process_files(expand_inputs(cfg.inputs, (".safetensors",)), work, "decode", out_dir)
+    def rename(rel: Path) -> Path:
+        return decoded_name(rel, modality)
+
+    out_dir = Path(cfg.out_dir)
+    process_files(cfg.inputs, (".safetensors",), rename, work, "decode", out_dir)
 
 
 if __name__ == "__main__":
