@@ -516,3 +516,104 @@ def test_folder_errors(tmp_path):
         FolderSource(tmp_path, "video")
     with pytest.raises(DataError):
         FolderSource(tmp_path, "text", val_fraction=1.5)
+
+
+def test_folder_text_keeps_its_bytes_exactly(tmp_path):
+    """read_text translated newlines: "\\r\\n" and a lone "\\r" became "\\n"."""
+    raw = "héllo\r\nline two\rline three\n\r\nlast".encode()
+    (tmp_path / "crlf.txt").write_bytes(raw)
+    (text,) = FolderSource(tmp_path, "text")
+    assert text.text == raw.decode("utf-8") and text.text.count("\r") == 3
+    assert list(FolderSource(tmp_path, "text").texts()) == [raw.decode("utf-8")]
+
+
+def test_folder_fingerprint_follows_files_and_arguments(tmp_path):
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text(name)
+    first = FolderSource(tmp_path, "text").fingerprint()
+    assert FolderSource(tmp_path, "text").fingerprint() == first
+    assert FolderSource(tmp_path, "text", name="other").fingerprint() != first
+    (tmp_path / "b.txt").write_text("b.txt, longer")
+    changed = FolderSource(tmp_path, "text").fingerprint()
+    assert changed != first
+    os.utime(tmp_path / "a.txt", ns=(1, 1))
+    assert FolderSource(tmp_path, "text").fingerprint() != changed
+    (tmp_path / "0.txt").write_text("first")  # a file sorted before the others
+    assert len({changed, FolderSource(tmp_path, "text").fingerprint()}) == 2
+
+
+# ------------------------------------------------------------- manifest: not regular files
+
+
+def _run_with_timeout(fn, seconds: float = 10.0):
+    """``fn()`` in a daemon thread: a reader that blocks (opening a FIFO) fails the test."""
+    import threading
+
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as error:  # re-raised in the test's thread
+            result["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "reading the manifest blocked (did it open a FIFO?)"
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
+def test_manifest_reports_fifo_device_and_folder_for_what_they_are(tmp_path):
+    os.mkfifo(tmp_path / "pipe.wav")
+    (tmp_path / "folder.png").mkdir()
+    _make_files(tmp_path)
+    records = [
+        {"id": "fifo", "audio": "pipe.wav"},
+        {"id": "dir", "image": "folder.png"},
+        {"id": "ok", "image": "img/a.png"},
+    ]
+    if os.path.exists("/dev/zero"):
+        records.append({"id": "dev", "audio": "/dev/zero"})
+    path = _write_manifest(tmp_path, records)
+    source = _run_with_timeout(lambda: ManifestSource(path))
+    assert [e.id for e in source] == ["ok"]
+    details = {r.id: (r.reason, r.detail) for r in source.skipped}
+    assert (
+        details["fifo"][0] == "not_a_file" and "is a FIFO, not a regular file" in details["fifo"][1]
+    )
+    assert "pipe.wav" in details["fifo"][1]
+    assert "is a directory, not a regular file" in details["dir"][1]
+    if "dev" in details:
+        assert "is a character device, not a regular file" in details["dev"][1]
+    assert all("not found" not in detail for _, detail in details.values())
+    with pytest.raises(BadRecordError, match="FIFO"):
+        _run_with_timeout(lambda: ManifestSource(path, strict=True))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
+def test_a_manifest_that_is_a_fifo_is_refused_without_opening_it(tmp_path):
+    os.mkfifo(tmp_path / "manifest.jsonl")
+
+    def build():
+        with pytest.raises(DataError, match="is a FIFO, not a regular file") as info:
+            ManifestSource(tmp_path / "manifest.jsonl")
+        return info.value
+
+    assert not isinstance(_run_with_timeout(build), DataNotFoundError)
+
+
+def test_manifest_fingerprint_follows_bytes_files_and_arguments(tmp_path):
+    _make_files(tmp_path)
+    path = _write_manifest(tmp_path, GOOD)
+    first = ManifestSource(path).fingerprint()
+    assert ManifestSource(path).fingerprint() == first and len(first) == 64
+    assert ManifestSource(path, split="val").fingerprint() != first
+    os.utime(tmp_path / "snd" / "b.wav", ns=(1, 1))  # a referenced file changed
+    touched = ManifestSource(path).fingerprint()
+    assert touched != first
+    _write_manifest(tmp_path, [GOOD[1], GOOD[0], *GOOD[2:]])  # same records, other order
+    assert ManifestSource(path).fingerprint() != touched

@@ -71,7 +71,9 @@ def test_shards_and_workers_give_the_same_store(tmp_path, artifacts):
         pretokenize(examples, artifacts, tmp_path / "sharded", chunk_size=3, shard_index=shard,
                     num_shards=2, workers=2)  # fmt: skip
     merge_store(tmp_path / "sharded")
-    one, sharded = TokenStore(tmp_path / "one"), TokenStore(tmp_path / "sharded")
+    # checksums, records and id range hold whatever wrote the chunks (workers, shards)
+    one, sharded = TokenStore(tmp_path / "one", verify=True), TokenStore(tmp_path / "sharded")
+    sharded.verify()
     tokens = lambda s: {x.meta["id"]: x.tokens.tolist() for x in s}  # noqa: E731
     assert tokens(one) == tokens(sharded) and len(one) == 16
 

@@ -1,7 +1,9 @@
 """``tmm-pretokenize``: tokenize a source once into a memory-mapped store, with its accounting.
 
 Runs this shard (``shard_index`` of ``num_shards``) over ``workers`` processes into
-``out_dir/parts/``; a killed run started again finishes only what is missing. With
+``out_dir/parts/``; a killed run started again finishes only what is missing, provided it is the
+same job (same source, ``chunk_size``, shard, ``audio_pattern``, span order and tokenizers: the
+part's ``plan.json``; otherwise ``StoreResumeError`` names what differs). With
 ``num_shards: 1`` (or ``merge: true`` once every shard is done) it then merges the parts and writes
 the token-accounting report (``<out_dir>/accounting.{md,json,png}``).
 """

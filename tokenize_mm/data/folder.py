@@ -3,11 +3,18 @@
 The quickest way to fit a tokenizer on your own files: ``FolderSource("photos", "image")`` yields
 one example per image file under ``photos/``, with the file's path relative to the folder as its
 id, in sorted (hence deterministic) order. Files and folders whose name starts with a dot are
-ignored. A ``.txt`` file's example text is the file's content, exactly (UTF-8).
+ignored. A ``.txt`` file's example text is the file's content, exactly: its bytes decoded as
+UTF-8, with no newline translation (``\r\n`` and a lone ``\r`` are kept as they are).
+
+``FolderSource.fingerprint()`` identifies the examples (the arguments, and each file's relative
+path, size and modification time), so that a store being written from it can tell whether a
+rerun reads the same files.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +29,7 @@ from tokenize_mm.data.example import (
     iter_items,
     split_for_id,
 )
+from tokenize_mm.data.manifest import file_identity
 from tokenize_mm.tokenizers.image_io import IMAGE_SUFFIXES
 
 EXTENSIONS: dict[str, tuple[str, ...]] = {
@@ -105,8 +113,8 @@ class FolderSource:
         path = self.root / rel
         items: dict[str, object] = {}
         if self.modality == "text":
-            try:
-                items["text"] = path.read_text(encoding="utf-8")
+            try:  # bytes, then decode: read_text would translate "\r\n" and "\r" to "\n"
+                items["text"] = path.read_bytes().decode("utf-8")
             except UnicodeDecodeError as error:
                 raise DataError(
                     f"{path} is not UTF-8 text ({error.reason}); re-encode it as UTF-8"
@@ -116,6 +124,19 @@ class FolderSource:
         else:
             items["audio"] = (AudioRef(path),)
         return Example(id=rel, split=split, source=self.name, **items)  # type: ignore[arg-type]
+
+    def fingerprint(self) -> str:
+        """sha256 (hex) of what the examples are made of, in their order: the arguments, and each
+        file's relative path, split, size and ``mtime_ns`` as they are now (stat only)."""
+        args = {"root": str(self.root), "modality": self.modality, "recursive": self.recursive,
+                "extensions": self.extensions, "val_fraction": self.val_fraction,
+                "test_fraction": self.test_fraction, "split": self.split,
+                "name": self.name}  # fmt: skip
+        digest = hashlib.sha256(json.dumps(["folder", args]).encode())
+        for rel, split in self._files:
+            _, size, mtime_ns = file_identity(self.root / rel)
+            digest.update(json.dumps([rel, split, size, mtime_ns]).encode() + b"\n")
+        return digest.hexdigest()
 
     def __len__(self) -> int:
         return len(self._files)

@@ -13,13 +13,21 @@ empty audio list) means the modality is absent. ``audio`` is a path or a list of
 record has. Every other key is kept in ``Example.meta``.
 
 Bad records are never dropped silently: each becomes a ``SkippedRecord`` (line, id, reason) in
-``source.skipped``, or, with ``strict=True``, a ``BadRecordError``. Only the existence of the
-referenced files is checked here; whether they decode is the tokenizers' business.
+``source.skipped``, or, with ``strict=True``, a ``BadRecordError``. Only that each referenced file
+exists and is a regular file is checked here (with ``os.stat``: nothing is opened, so a FIFO
+cannot block the reader); whether it decodes is the tokenizers' business.
+
+``ManifestSource.fingerprint()`` identifies what the examples are made of (the manifest's bytes,
+the arguments, and each referenced file's path, size and modification time), so that a store
+being written from it can tell whether a rerun reads the same data.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import stat
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,6 +58,7 @@ REASONS: dict[str, str] = {
     "no_modality": "the record has none of text, image, audio",
     "modalities_mismatch": "the record's 'modalities' list disagrees with what it holds",
     "missing_file": "a referenced image or audio file does not exist",
+    "not_a_file": "a referenced path is a folder, FIFO or device, or cannot be checked",
 }
 
 _CONSUMED = {"id", "text", "image", "audio", "split", "subset", "concept", "modalities"}
@@ -152,8 +161,10 @@ class ManifestSource:
 
     def _read(self) -> None:
         seen: dict[str, int] = {}  # id -> line of its first record
+        digest = hashlib.sha256()  # of the bytes the examples were read from
         with self.path.open("rb") as f:
             for line_no, raw in enumerate(f, start=1):
+                digest.update(raw)
                 if not raw.strip():
                     continue  # blank lines (a trailing newline, spacing) are not records
                 self.num_records += 1
@@ -175,6 +186,7 @@ class ManifestSource:
                     self.num_filtered += 1
                 else:
                     self._examples.append(example)
+        self._manifest_sha256 = digest.hexdigest()
 
     def _skip(self, record: SkippedRecord) -> None:
         if self.strict:
@@ -233,10 +245,48 @@ class ManifestSource:
         )
 
     def _existing(self, relative: str, field: str) -> Path:
+        """``relative`` resolved against the manifest's folder; raises ``_Skip`` unless it is an
+        existing regular file (checked by ``os.stat``, which never opens it)."""
         path = self.root / relative  # an absolute path stays as it is
-        if not path.is_file():
-            raise _Skip("missing_file", f"{field} file {relative!r} not found (looked for {path})")
+        try:
+            mode = os.stat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            raise _Skip(
+                "missing_file", f"{field} file {relative!r} not found (looked for {path})"
+            ) from None
+        except OSError as error:
+            raise _Skip(
+                "not_a_file",
+                f"{field} file {relative!r} cannot be checked ({error.strerror}; at {path}): "
+                "make it readable",
+            ) from None
+        if not stat.S_ISREG(mode):
+            raise _Skip(
+                "not_a_file",
+                f"{field} file {relative!r} is a {file_kind(mode)}, not a regular file (at "
+                f"{path}): point the record at the file itself",
+            )
         return path
+
+    # --------------------------------------------------------------------------- identity
+
+    def fingerprint(self) -> str:
+        """sha256 (hex) of what the examples are made of, in their order.
+
+        Covers the manifest's bytes as they were read, the arguments that select and label the
+        records, and each referenced file's path, size and ``mtime_ns`` as they are now (stat
+        only: cheap, and exact up to an edit that keeps both). Two sources with the same
+        fingerprint give the same examples in the same order.
+        """
+        args = {"split": self.split, "modalities": self.modalities, "strict": self.strict,
+                "val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
+                "name": self.name, "path": str(self.path)}  # fmt: skip
+        digest = hashlib.sha256(json.dumps(["manifest", args, self._manifest_sha256]).encode())
+        for example in self._examples:
+            files = [example.image] if example.image is not None else []
+            files += [ref.path for ref in example.audio]  # type: ignore[union-attr]
+            digest.update(json.dumps([example.id, *map(file_identity, files)]).encode() + b"\n")
+        return digest.hexdigest()
 
     # ------------------------------------------------------------------------------ access
 
@@ -268,10 +318,34 @@ class ManifestSource:
         )
 
 
+def file_kind(mode: int) -> str:
+    """What an ``st_mode`` is, in words: ``"regular file"``, ``"directory"``, ``"FIFO"``, ..."""
+    kinds = ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"),
+             (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+             (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"),
+             (stat.S_ISLNK, "symbolic link"))  # fmt: skip
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def file_identity(path: str | os.PathLike) -> list[Any]:
+    """``[path, size, mtime_ns]`` of a file (``[path, None, None]`` if it cannot be stat'ed):
+    what a fingerprint records of a file it does not read."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return [os.fspath(path), None, None]
+    return [os.fspath(path), info.st_size, info.st_mtime_ns]
+
+
 def _find_manifest(path: Path) -> Path:
     path = path.expanduser().absolute()
     if path.is_dir() and (path / MANIFEST_NAME).is_file():
         return path / MANIFEST_NAME
+    if path.exists() and not path.is_dir() and not path.is_file():  # never opened: may block
+        raise DataError(
+            f"manifest {path} is a {file_kind(path.stat().st_mode)}, not a regular file: give a "
+            f"JSONL manifest file, or a folder holding {MANIFEST_NAME}"
+        )
     if not path.is_file():
         raise DataNotFoundError(
             f"manifest not found: {path} (give a JSONL manifest file, or a folder holding {MANIFEST_NAME})"
