@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+import shutil
 import sys
 import time
 import warnings
@@ -39,8 +40,8 @@ def code_identity(*packages: str) -> str:
     root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for package in packages:
-        for path in sorted((root / package).glob("*.py")):
-            digest.update(path.name.encode() + path.read_bytes())
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -82,7 +83,7 @@ def store_or_reuse(source: Any, artifacts: dict[str, Path], layout: Any, data: D
                    source_id: str, cache: Path) -> Path:  # fmt: skip
     """The pretokenized store of ``source`` under these tokenizers: cached, else written."""
     from tokenize_mm.data.accounting import write_report
-    from tokenize_mm.data.store import TokenStore, merge_store, pretokenize
+    from tokenize_mm.data.store import StoreResumeError, TokenStore, merge_store, pretokenize
     from tokenize_mm.sequence import SpanOrder
 
     # A random span order depends on its seed (data.seed); the other orders do not.
@@ -93,8 +94,17 @@ def store_or_reuse(source: Any, artifacts: dict[str, Path], layout: Any, data: D
         print(f"reusing the store {path}", flush=True)
         return path
     print(f"pretokenizing into {path} ...", flush=True)
-    pretokenize(source, artifacts, path, audio_pattern=data.audio_pattern,
-                order=SpanOrder(data.span_order, seed=data.seed), workers=data.workers)  # fmt: skip
+    order = SpanOrder(data.span_order, seed=data.seed)
+    try:
+        pretokenize(source, artifacts, path, audio_pattern=data.audio_pattern, order=order,
+                    workers=data.workers)  # fmt: skip
+    except StoreResumeError as err:
+        # A partial store of this cache key whose source changed since (a manifest's files were
+        # replaced, say): the cache is ours, so it is written again rather than mixed.
+        print(f"the partial store in {path} is of other data ({err}); writing it again", flush=True)
+        shutil.rmtree(path)
+        pretokenize(source, artifacts, path, audio_pattern=data.audio_pattern, order=order,
+                    workers=data.workers)  # fmt: skip
     merge_store(path)
     write_report(TokenStore(path), path / "accounting", "tmm-train (store of the main job)")
     return path

@@ -13,9 +13,15 @@ One documented policy for all inputs (files and tensors):
    Inf is refused. Silence is valid input.
 3. **Channels.** For a mono model (``channels == 1``) the channels are averaged; for a stereo model
    (``channels == 2``) mono is duplicated and stereo kept. Any other mismatch is refused.
-4. **Rate.** Audio is resampled to the model rate with ``torchaudio.functional.resample``
-   (band-limited sinc interpolation with a Hann window, default lowpass: width 6, rolloff 0.99);
-   S samples at rate r become ceil(S · target / r) samples.
+4. **Rate.** Sample rates from ``MIN_SAMPLE_RATE`` (1,000 Hz) to ``MAX_SAMPLE_RATE``
+   (1,000,000 Hz) are accepted; others are refused (a file's rate is read from its header, before
+   any decoding). Audio is resampled to the model rate by ``resample.resample``: torchaudio's
+   band-limited sinc filter (Hann window, width 6, rolloff 0.99), through
+   ``torchaudio.functional.resample`` when its tabulated kernel is small (the usual rates), else the
+   same filter evaluated directly, chunk by chunk (nearly coprime rates such as 24001 → 24000,
+   whose kernel would take gigabytes). S samples at rate r become exactly ceil(S · target / r)
+   samples; memory stays bounded by the input and output plus about 150 MiB at most for the
+   filter, whatever the two rates.
 
 Tensors are (S,) (mono) or (C, S) (channels first) with an explicit sample rate: ``(wav, rate)`` or
 ``to_model_input(wav, rate, ...)``. Other dtypes, 3-D batches and empty audio are refused with
@@ -28,10 +34,11 @@ adds or drops a frame.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import os
-import tempfile
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -39,19 +46,26 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 
+from tokenize_mm.atomic import write_atomic
 from tokenize_mm.tokenizers.errors import InvalidInputError
+from tokenize_mm.tokenizers.resample import resample
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 POLICY = (
     "soundfile decode (wav/flac/ogg), rate from the file; int16 scaled by 1/32768, float kept "
     "(finite, not clipped or rescaled); channels averaged to mono (mono duplicated for stereo); "
-    "torchaudio resample (sinc, Hann window, default lowpass) to sample_rate; tensors (C, S) or (S,) "
-    "with an explicit sample rate"
+    "rates 1000-1000000 Hz; resample (torchaudio's sinc, Hann window, width 6, rolloff 0.99; "
+    "evaluated directly in bounded memory for nearly coprime rates) to sample_rate, "
+    "ceil(S * sample_rate / rate) samples; tensors (C, S) or (S,) with an explicit sample rate"
 )
 # More channels than this is almost surely a (S, C) tensor passed the wrong way round.
 MAX_CHANNELS = 64
+# Supported input sample rates, in Hz. Below 1 kHz hardly any audio is recorded, and upsampling
+# from there multiplies the length (1 Hz → 24 kHz: 24000 times); above 1 MHz (past the 768 kHz of
+# the fastest audio converters) a header is more likely corrupt or hostile than real.
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 1_000_000
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -106,7 +120,8 @@ def load_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
 
     Raises:
         InvalidInputError: naming the file, if it is missing, a directory, empty, not audio,
-            corrupt, truncated, or has zero frames.
+            corrupt, truncated, has zero frames, or a sample rate outside ``MIN_SAMPLE_RATE`` to
+            ``MAX_SAMPLE_RATE`` (checked from the header, before decoding).
     """
     name = str(path)
     p = Path(path)
@@ -116,9 +131,22 @@ def load_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
         raise InvalidInputError("is a directory, not an audio file", item=name)
     if p.stat().st_size == 0:
         raise InvalidInputError("file is empty (0 bytes); re-export the audio", item=name)
-    try:
+    with _read_errors(name):
         truncated = _wav_truncation(p)
+        if truncated is not None:
+            raise InvalidInputError(f"WAV file is truncated ({truncated})", item=name)
+        check_rate_range(sf.info(str(p)).samplerate, name)  # from the header, before decoding
         data, rate = sf.read(p, dtype="float32", always_2d=True)  # (S, C)
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise InvalidInputError("audio file has zero frames", item=name)
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(rate)
+
+
+@contextlib.contextmanager
+def _read_errors(name: str) -> Iterator[None]:
+    """Turn soundfile's and the OS's errors while reading ``name`` into ``InvalidInputError``."""
+    try:
+        yield
     except (sf.SoundFileError, RuntimeError) as err:
         raise InvalidInputError(
             f"not an audio file soundfile can read (unknown format or corrupt: {err}); "
@@ -127,11 +155,18 @@ def load_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
         ) from err
     except OSError as err:
         raise InvalidInputError(f"cannot read the file ({err})", item=name) from err
-    if truncated is not None:
-        raise InvalidInputError(f"WAV file is truncated ({truncated})", item=name)
-    if data.shape[0] == 0 or data.shape[1] == 0:
-        raise InvalidInputError("audio file has zero frames", item=name)
-    return torch.from_numpy(np.ascontiguousarray(data.T)), int(rate)
+
+
+def check_rate_range(rate: int, name: str) -> int:
+    """Refuse a sample rate outside ``MIN_SAMPLE_RATE`` to ``MAX_SAMPLE_RATE`` (Hz)."""
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise InvalidInputError(
+            f"sample rate {rate} Hz is outside the supported range {MIN_SAMPLE_RATE} to "
+            f"{MAX_SAMPLE_RATE} Hz; resample the audio to a common rate (e.g. 16000, 24000 or "
+            "48000 Hz) first, or fix the rate if it is wrong",
+            item=name,
+        )
+    return rate
 
 
 def _check_rate(sample_rate: Any, name: str) -> int:
@@ -220,8 +255,8 @@ def to_model_input(
         channels: the model's channel count (1 or 2).
 
     Raises:
-        InvalidInputError: naming the item, for unreadable files, invalid tensors, a missing or
-            conflicting sample rate, a channel mismatch, or an unsupported type.
+        InvalidInputError: naming the item, for unreadable files, invalid tensors, a missing,
+            conflicting or unsupported sample rate, a channel mismatch, or an unsupported type.
     """
     name = describe(item, sample_rate)
     if isinstance(item, tuple):
@@ -229,7 +264,7 @@ def to_model_input(
             raise InvalidInputError(
                 "an audio tuple must be (tensor (C, S), sample_rate)", item=name
             )
-        rate = _check_rate(item[1], name)
+        rate = check_rate_range(_check_rate(item[1], name), name)
         if sample_rate is not None and _check_rate(sample_rate, name) != rate:
             raise InvalidInputError(
                 f"sample_rate={sample_rate} conflicts with the rate {rate} in the tuple; "
@@ -252,7 +287,7 @@ def to_model_input(
                 "an audio tensor needs its sample rate: pass (wav, sample_rate) or sample_rate=",
                 item=name,
             )
-        rate = _check_rate(sample_rate, name)
+        rate = check_rate_range(_check_rate(sample_rate, name), name)
         wav = check_tensor(item, name)
     else:
         raise InvalidInputError(
@@ -262,7 +297,7 @@ def to_model_input(
         )
     wav = _match_channels(wav, channels, name)  # mix first: resampling fewer channels is cheaper
     if rate != target_rate:
-        wav = AF.resample(wav, rate, target_rate)
+        wav = resample(wav, rate, target_rate)  # bounded memory for any pair of rates
     return wav.contiguous()
 
 
@@ -293,16 +328,7 @@ def save_wav(
         data = np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
     else:
         data = np.ascontiguousarray(x, dtype=np.float32)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, data, rate, subtype=subtype, format="WAV")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return write_atomic(out, lambda tmp: sf.write(tmp, data, rate, subtype=subtype, format="WAV"))
 
 
 def iter_audio_files(folder: str | os.PathLike) -> list[Path]:
