@@ -68,3 +68,11 @@ def test_fit_arguments_that_build_no_codec_are_named(kwargs, name):
     clips = [(torch.zeros(4000), 24000)] * 2
     with pytest.raises(InvalidInputError, match=name):
         AudioTokenizer.fit(clips, max_steps=1, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"downsample": 3}, {"image_size": 30, "downsample": 8}])
+def test_image_fit_arguments_that_build_no_model_are_named(kwargs, images):
+    from tokenize_mm import ImageTokenizer
+
+    with pytest.raises(InvalidInputError, match="fit arguments"):
+        ImageTokenizer.fit(images[:2], max_steps=1, **kwargs)

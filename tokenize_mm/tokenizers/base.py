@@ -60,7 +60,7 @@ class TokenizerInfo:
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
-            raise ValueError(
+            raise InvalidInputError(
                 f"TokenizerInfo.modality must be one of {MODALITIES}, got {self.modality!r}"
             )
         if self.grid is not None:

@@ -170,7 +170,12 @@ class ImageTokenizer(ModuleTokenizer):
             "threshold_ema_dead_code": threshold_ema_dead_code,
         }  # fmt: skip
         torch.manual_seed(seed)
-        model = VQImageModel(**arch)  # validates the architecture before reading any data
+        try:  # validates the architecture before reading any data
+            model = VQImageModel(**arch)
+        except (ValueError, TypeError) as err:
+            raise InvalidInputError(
+                f"does not build a VQ model: {err}", item="fit arguments"
+            ) from err
         train_items, held_items, source = _resolve_images(images, held_out)
         train = _load_u8(train_items, image_size)
         held = _load_u8(held_items, image_size) if held_items is not None else None
