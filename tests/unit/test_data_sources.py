@@ -542,6 +542,24 @@ def test_folder_fingerprint_follows_files_and_arguments(tmp_path):
     assert len({changed, FolderSource(tmp_path, "text").fingerprint()}) == 2
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
+def test_folder_leaves_out_fifos_and_broken_links_without_opening_them(tmp_path):
+    """A FIFO named like a text file was listed, and reading it blocked for ever."""
+    (tmp_path / "a.txt").write_text("a")
+    os.mkfifo(tmp_path / "b-fifo.txt")  # sorted before the broken link: read first
+    (tmp_path / "sub").mkdir()
+    os.mkfifo(tmp_path / "sub" / "pipe.txt")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "a.txt")
+    (tmp_path / "c-broken.txt").symlink_to(tmp_path / "nowhere.txt")
+
+    def read():
+        source = FolderSource(tmp_path, "text")
+        return [e.id for e in source], list(source.texts()), source.fingerprint()
+
+    ids, texts, fingerprint = _run_with_timeout(read)
+    assert ids == ["a.txt", "link.txt"] and texts == ["a", "a"] and len(fingerprint) == 64
+
+
 # ------------------------------------------------------------- manifest: not regular files
 
 

@@ -400,6 +400,31 @@ def test_files_that_are_not_json_are_typed_errors(tmp_path, text_dirs):
         TokenStore(out)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda path: path.write_text("{not json"), "cannot be read as JSON"),
+        (lambda path: edit_json(path, lambda d: d.pop("source_skipped")), "missing key"),
+        (lambda path: edit_json(path, lambda d: d.update(source_skipped="x")), "expected array"),
+        (
+            lambda path: edit_json(path, lambda d: d.update(source_skipped=[{"id": "a"}])),
+            "source_skipped[0]: missing key 'reason'",
+        ),
+    ],
+)
+def test_accounting_names_a_malformed_part_json(tmp_path, text_dirs, change, message):
+    """It read part.json with a bare json.loads and ["source_skipped"]: a KeyError, unnamed."""
+    from tokenize_mm.data.accounting import account
+
+    out = tmp_path / "s"
+    store = build(out, texts(2), text_dirs)
+    assert account(store)["source_skipped"] == {"total": 0, "by_reason": {}}
+    change(out / PART / "part.json")
+    with pytest.raises(StoreFormatError, match=r"part\.json") as info:
+        account(store)
+    assert message in str(info.value) and "pretokenize again" in str(info.value)
+
+
 def test_merge_refuses_a_stray_folder_in_parts(tmp_path, text_dirs):
     out = tmp_path / "s"
     pretokenize(texts(2), text_dirs, out)

@@ -10,7 +10,7 @@ concept label) and offers ``texts()`` / ``images()`` for fitting tokenizers:
 After tokenization (design.md sections 2 and 6):
 
 - ``pretokenize`` / ``merge_store`` / ``TokenStore``: examples tokenized once into memory-mapped,
-  fingerprinted, resumable shards (``store.py``), with a token-accounting report
+  fingerprinted, resumable shards (the ``store`` package), with a token-accounting report
   (``accounting.py``).
 - ``Document``, ``Packer``, ``TokenBudgetBatcher``, ``PackedDataset``: documents packed into
   training batches with document boundaries kept (``packing.py``, ``packer.py``,
@@ -46,7 +46,10 @@ from tokenize_mm.data.packing import (
 )
 from tokenize_mm.data.store import (
     StoreError,
+    StoreFormatError,
+    StoreIntegrityError,
     StoreMismatchError,
+    StoreResumeError,
     TokenStore,
     merge_store,
     pretokenize,
@@ -73,7 +76,10 @@ __all__ = [
     "Piece",
     "SkippedRecord",
     "StoreError",
+    "StoreFormatError",
+    "StoreIntegrityError",
     "StoreMismatchError",
+    "StoreResumeError",
     "TokenBudgetBatcher",
     "TokenStore",
     "attention_mask",

@@ -21,6 +21,7 @@ import numpy as np
 
 from tokenize_mm.atomic import write_atomic, write_text_atomic
 from tokenize_mm.data.store import TokenStore
+from tokenize_mm.data.store.json_fields import JsonFile
 from tokenize_mm.sequence.vocab import MODALITIES
 
 
@@ -92,11 +93,17 @@ def _costs(layout, totals: dict[str, int], units: dict[str, float]) -> dict[str,
 
 
 def _source_skipped(store: TokenStore) -> dict[str, Any]:
-    """Records the source refused before tokenization (a manifest's missing files), by reason."""
+    """Records the source refused before tokenization (a manifest's missing files), by reason.
+
+    Raises:
+        StoreFormatError: a part's ``part.json`` is malformed (the message names it and the key).
+    """
     reasons: Counter[str] = Counter()
     for part in sorted((store.path / "parts").glob("part-*")):
-        report = json.loads((part / "part.json").read_text())
-        reasons.update(r["reason"] for r in report["source_skipped"])
+        report_file = JsonFile(part / "part.json", "run its pretokenize again, then merge_store")
+        report = report_file.load()
+        for k, skipped in enumerate(report_file.field(report, "source_skipped", list)):
+            reasons[report_file.field(skipped, "reason", str, where=f"source_skipped[{k}]")] += 1
     return {"total": sum(reasons.values()), "by_reason": dict(reasons)}
 
 

@@ -40,14 +40,21 @@ Generation is vectorised (numpy over samples): the 512 default examples, all fou
 take about a second on a 2-core CPU, most of it for the audio.
 
 Adding a modality to a sub-source is one renderer function added to ``_SOURCES``.
+
+``BuiltinSource.fingerprint()`` identifies the examples without generating any: its constructor
+arguments and a hash of this file's source (the examples are a pure function of both), so that a
+store being written from it can tell whether a rerun gives the same examples.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -593,6 +600,16 @@ class BuiltinSource:
                 "index": index,
             },
         )
+
+    _FINGERPRINT_ARGS = ("num_examples", "image_size", "audio_seconds", "sample_rate", "seed",
+                         "sources", "split")  # fmt: skip
+
+    def fingerprint(self) -> str:
+        """sha256 (hex) of what the examples are made of: the constructor arguments and the sha256
+        of ``builtin.py`` (the examples are a pure function of both). Nothing is rendered."""
+        code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+        args = {key: getattr(self, key) for key in self._FINGERPRINT_ARGS}
+        return hashlib.sha256(json.dumps(["builtin", args, code]).encode()).hexdigest()
 
     def __len__(self) -> int:
         return len(self._indices)

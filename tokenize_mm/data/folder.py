@@ -6,6 +6,10 @@ id, in sorted (hence deterministic) order. Files and folders whose name starts w
 ignored. A ``.txt`` file's example text is the file's content, exactly: its bytes decoded as
 UTF-8, with no newline translation (``\r\n`` and a lone ``\r`` are kept as they are).
 
+Only regular files (or links to them) are taken: a FIFO, socket or device named like a data
+file, or a broken link, is left out. It is found with ``os.stat`` and never opened (reading a
+FIFO would block), and, as ``FolderSource`` keeps no report of skipped files, not reported.
+
 ``FolderSource.fingerprint()`` identifies the examples (the arguments, and each file's relative
 path, size and modification time), so that a store being written from it can tell whether a
 rerun reads the same files.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +34,7 @@ from tokenize_mm.data.example import (
     iter_items,
     split_for_id,
 )
-from tokenize_mm.data.manifest import file_identity
+from tokenize_mm.data.files import file_identity
 from tokenize_mm.tokenizers.image_io import IMAGE_SUFFIXES
 
 EXTENSIONS: dict[str, tuple[str, ...]] = {
@@ -41,6 +46,9 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
 
 class FolderSource:
     """Examples made from every file of one modality under a folder.
+
+    Only regular files (or links to them) are taken: a FIFO, socket, device or broken link whose
+    name matches is skipped without being opened (found with ``os.stat``), and not reported.
 
     Args:
         root: the folder.
@@ -94,7 +102,7 @@ class FolderSource:
         self._files = [(rel, s) for rel, s in splits if split is None or s == split]
 
     def _list_files(self) -> list[str]:
-        """Relative POSIX paths of the matching files, sorted."""
+        """Relative POSIX paths of the matching regular files, sorted."""
         found = []
         for folder, dirs, files in os.walk(self.root):
             dirs[:] = [d for d in dirs if not d.startswith(".")] if self.recursive else []
@@ -102,6 +110,7 @@ class FolderSource:
                 if (
                     not file.startswith(".")
                     and os.path.splitext(file)[1].lower() in self.extensions
+                    and _is_regular_file(Path(folder, file))
                 ):
                     found.append(Path(folder, file).relative_to(self.root).as_posix())
         return sorted(found)
@@ -158,3 +167,12 @@ class FolderSource:
 
     def __repr__(self) -> str:
         return f"FolderSource({str(self.root)!r}, {self.modality!r}: {len(self)} files)"
+
+
+def _is_regular_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file (or a link to one), by ``os.stat``: never opened, so a
+    FIFO cannot block. A path that cannot be stat'ed (a broken link) is not one."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False

@@ -45,6 +45,7 @@ from tokenize_mm.data.example import (
     iter_items,
     split_for_id,
 )
+from tokenize_mm.data.files import file_identity, file_kind
 
 MANIFEST_NAME = "manifest.jsonl"
 
@@ -316,25 +317,6 @@ class ManifestSource:
             f"ManifestSource({str(self.path)!r}, split={self.split!r}, modalities={self.modalities!r}: "
             f"{len(self)} examples, {len(self.skipped)} skipped, {self.num_filtered} filtered)"
         )
-
-
-def file_kind(mode: int) -> str:
-    """What an ``st_mode`` is, in words: ``"regular file"``, ``"directory"``, ``"FIFO"``, ..."""
-    kinds = ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"),
-             (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
-             (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"),
-             (stat.S_ISLNK, "symbolic link"))  # fmt: skip
-    return next((name for test, name in kinds if test(mode)), "special file")
-
-
-def file_identity(path: str | os.PathLike) -> list[Any]:
-    """``[path, size, mtime_ns]`` of a file (``[path, None, None]`` if it cannot be stat'ed):
-    what a fingerprint records of a file it does not read."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return [os.fspath(path), None, None]
-    return [os.fspath(path), info.st_size, info.st_mtime_ns]
 
 
 def _find_manifest(path: Path) -> Path:
