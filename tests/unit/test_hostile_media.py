@@ -338,3 +338,35 @@ def test_policies_name_the_bounds():
     assert "\n" not in audio_io.POLICY and "1000-1000000 Hz" in audio_io.POLICY
     assert "\n" not in image_io.POLICY and "aspect <= 32:1" in image_io.POLICY
     assert "animated" in image_io.POLICY and "NaN" in image_io.POLICY
+
+
+@pytest.mark.parametrize("modality", ["image", "audio"])
+def test_a_fifo_or_a_device_is_named_and_never_opened(modality, tmp_path):
+    """A FIFO would block ``open`` forever and ``/dev/zero`` never ends: both are refused from
+    ``os.stat`` alone, naming what they are (the read runs in a thread so a regression fails
+    instead of hanging the suite)."""
+    import os
+    import threading
+
+    fifo = tmp_path / f"pipe.{'png' if modality == 'image' else 'wav'}"
+    os.mkfifo(fifo)
+    read = (
+        (lambda p: image_io.to_model_input(p, 32))
+        if modality == "image"
+        else (lambda p: audio_io.to_model_input(p, target_rate=24000, channels=1))
+    )
+    for path, kind in ((fifo, "FIFO"), ("/dev/zero", "character device")):
+        errors: list[BaseException] = []
+
+        def attempt(path=path, errors=errors):
+            try:
+                read(path)
+            except BaseException as err:  # recorded for the main thread
+                errors.append(err)
+
+        worker = threading.Thread(target=attempt, daemon=True)
+        worker.start()
+        worker.join(timeout=10)
+        assert not worker.is_alive(), f"{path} was opened"
+        assert isinstance(errors[0], InvalidInputError) and f"is a {kind}" in str(errors[0])
+        assert str(path) in str(errors[0])

@@ -34,7 +34,7 @@ from tokenize_mm.data.example import (
     iter_items,
     split_for_id,
 )
-from tokenize_mm.data.files import file_identity
+from tokenize_mm.files import file_identity
 from tokenize_mm.tokenizers.image_io import IMAGE_SUFFIXES
 
 EXTENSIONS: dict[str, tuple[str, ...]] = {

@@ -45,7 +45,7 @@ from tokenize_mm.data.example import (
     iter_items,
     split_for_id,
 )
-from tokenize_mm.data.files import file_identity, file_kind
+from tokenize_mm.files import file_identity, file_kind
 
 MANIFEST_NAME = "manifest.jsonl"
 

@@ -48,6 +48,7 @@ import soundfile as sf
 import torch
 
 from tokenize_mm.atomic import write_atomic
+from tokenize_mm.files import input_file_problem
 from tokenize_mm.tokenizers.errors import InvalidInputError
 from tokenize_mm.tokenizers.resample import resample
 
@@ -125,12 +126,8 @@ def load_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
     """
     name = str(path)
     p = Path(path)
-    if not p.exists():
-        raise InvalidInputError("file does not exist", item=name)
-    if p.is_dir():
-        raise InvalidInputError("is a directory, not an audio file", item=name)
-    if p.stat().st_size == 0:
-        raise InvalidInputError("file is empty (0 bytes); re-export the audio", item=name)
+    if (problem := input_file_problem(p)) is not None:
+        raise InvalidInputError(f"{problem}; pass an audio file", item=name)
     with _read_errors(name):
         truncated = _wav_truncation(p)
         if truncated is not None:

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from tokenize_mm.files import input_file_problem
 from tokenize_mm.tokenizers.errors import InvalidInputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -151,12 +152,8 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     """
     name = str(path)
     p = Path(path)
-    if not p.exists():
-        raise InvalidInputError("file does not exist", item=name)
-    if p.is_dir():
-        raise InvalidInputError("is a directory, not an image file", item=name)
-    if p.stat().st_size == 0:
-        raise InvalidInputError("file is empty (0 bytes); re-export the image", item=name)
+    if (problem := input_file_problem(p)) is not None:
+        raise InvalidInputError(f"{problem}; pass an image file", item=name)
     with _decode_errors(name), p.open("rb") as f:  # our file: closing it keeps the pixels
         img = Image.open(f)  # reads the header only
         check_size(img.width, img.height, name)
