@@ -6,7 +6,7 @@ steps of the same batch_size x context positions) for each seed; the seed sets t
 and the data stream (``seed`` and ``data.seed``). Each run is scored on held-out data:
 
 - per-modality validation loss L_m (the store's val split, every batch), and from them, over the
-  strategy set, the worst-modality regret W and the average loss (design.md section 5;
+  strategy set, the worst-modality regret W and the average loss (docs/architecture.md §6;
   ``tokenize_mm.evaluation.regret``);
 - the dominance index D (max / min gradient share, averaged over training) and the mean gradient
   share of each modality over training (``BalancedLM``'s metrics);

@@ -1,4 +1,4 @@
-"""Every config composes, and every object it names instantiates (style.md: a test composes and
+"""Every config composes, and every object it names instantiates (a test composes and
 instantiates every config)."""
 
 from __future__ import annotations

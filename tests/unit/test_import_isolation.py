@@ -1,4 +1,4 @@
-"""Layering (design.md section 2): tokenizers, sequences, balance and models are usable without
+"""Layering (docs/architecture.md §2): tokenizers, sequences, balance and models are usable without
 Lightning or Hydra, and the lower layers do not import the data layer above them."""
 
 import subprocess

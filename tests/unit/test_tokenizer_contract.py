@@ -1,4 +1,4 @@
-"""The tokenizer contract (design.md section 3) as invariants over every tokenizer."""
+"""The tokenizer contract (docs/architecture.md §4) as invariants over every tokenizer."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Balance: how the modalities share the data and the loss (design.md section 5).
+"""Balance: how the modalities share the data and the loss (docs/architecture.md §6).
 
 - ``sampling``: mixture samplers over sources (proportional, temperature, UniMax, fixed, adaptive),
   seeded by the stream that draws from them, all-reduced under DDP, state in checkpoints.

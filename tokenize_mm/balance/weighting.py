@@ -1,7 +1,7 @@
 """Loss weightings: how per-modality losses combine into the one loss a step minimises.
 
 With L_m the mean cross-entropy over target positions of modality m and N_m their count
-(design.md section 5), every weighting returns a total ``Σ_m w_m L_m`` and reports its effective
+(docs/architecture.md §6), every weighting returns a total ``Σ_m w_m L_m`` and reports its effective
 weights w_m (``train/weight/<m>``):
 
 - ``token_mean``: w_m = N_m / Σ N, the plain mean over all tokens (the baseline, in which the

@@ -4,10 +4,10 @@ Every source yields ``Example`` objects (text, image, audio items plus split, su
 concept label) and offers ``texts()`` / ``images()`` for fitting tokenizers:
 
 - ``BuiltinSource``: deterministic coloured-shape data, drawn and described, no downloads.
-- ``ManifestSource``: your data, as a JSONL manifest (design.md section 4).
+- ``ManifestSource``: your data, as a JSONL manifest (docs/architecture.md §5).
 - ``FolderSource``: every image, audio or text file under a folder.
 
-After tokenization (design.md sections 2 and 6):
+After tokenization (docs/architecture.md §2, §8):
 
 - ``pretokenize`` / ``merge_store`` / ``TokenStore``: examples tokenized once into memory-mapped,
   fingerprinted, resumable shards (the ``store`` package), with a token-accounting report

@@ -5,7 +5,7 @@ configs, first runs) and on which cross-modal *grounding* is learnable and measu
 example is about one concept, a colour-shape pair such as "red circle" (8 shapes x 8 colours):
 the image draws it, the caption names it and the audio clip plays it, so a model can only predict
 the caption's colour and shape words well if it reads the image or hears the clip (and vice
-versa). The concept is kept as a label for evaluation (grounding gain, design.md section 5).
+versa). The concept is kept as a label for evaluation (grounding gain, docs/architecture.md §6).
 
 Each example is a pure function of (seed, index): a ``_Scene`` (concept, position, scale,
 rotation, background colour and texture, caption choice, audio tempo, pitch offset and loudness)

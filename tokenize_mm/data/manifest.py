@@ -1,6 +1,6 @@
 """User data as a JSONL manifest: one example per line, paths relative to the manifest.
 
-The format (design.md section 4)::
+The format (docs/architecture.md §5)::
 
     {"id": "cat/001", "text": "a cat", "image": "images/cat_001.png",
      "audio": [{"path": "audio/cat_001.wav", "sr": 16000}], "split": "train"}

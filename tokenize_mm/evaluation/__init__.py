@@ -1,4 +1,4 @@
-"""Evaluation of a trained model across modalities (design.md section 5).
+"""Evaluation of a trained model across modalities (docs/architecture.md §6).
 
 ``scoring``: per-target cross-entropy of token sequences; ``grounding``: the grounding gain
 G(m ← c); ``zero_shot``: concept classification by caption likelihood; ``regret``: worst-modality

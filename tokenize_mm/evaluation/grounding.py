@@ -1,6 +1,6 @@
 """Grounding gain G(m ← c): how much a model uses modality c to predict modality m.
 
-design.md section 5: G(m ← c) = L_m with the context modality c shuffled across examples − L_m
+docs/architecture.md §6: G(m ← c) = L_m with the context modality c shuffled across examples − L_m
 with the true pairing, on held-out examples that hold both. Each example is laid out with only the
 two spans, c first (``bos <c> … </c> <m> … </m> eos``): under causal attention that is exactly the
 prefix m sees in a training sequence where c comes right before it, with no third modality

@@ -1,4 +1,4 @@
-"""Balance measures over a set of strategies run at an equal budget (design.md section 5).
+"""Balance measures over a set of strategies run at an equal budget (docs/architecture.md §6).
 
 Worst-modality regret W(S) = max_m ( L_m(S) / min_S' L_m(S') − 1 ): how far strategy S leaves its
 worst modality behind the best any strategy of the set reached on that modality, on validation

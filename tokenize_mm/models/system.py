@@ -1,11 +1,11 @@
 """``BalancedLM``: the LightningModule that trains a ``DecoderLM`` without letting a modality dominate.
 
-Each step (design.md section 5): the trunk's final hidden states h (B, L, D) predict the next
+Each step (docs/architecture.md §6): the trunk's final hidden states h (B, L, D) predict the next
 token; the cross-entropy of every target position is grouped by the target's modality into L_m
 (mean over its N_m positions), the loss weighting combines them, and one backward pass measures
 each modality's gradient share at h (the head is position-wise and the modalities own disjoint
 rows of ∂L/∂h, so masking the rows by modality gives every g_m exactly; ``grad_share`` rescales
-those rows in the same pass). Logged under style.md's names: ``train/loss/<m>``,
+those rows in the same pass). Logged as ``stage/quantity/modality``: ``train/loss/<m>``,
 ``train/acc/<m>``, ``train/tokens/<m>``, ``train/token_share/<m>``, ``train/loss_share/<m>``,
 ``train/grad_share/<m>``, ``train/weight/<m>``, ``train/dominance`` (max g / min g),
 ``sampling/prob/<source>``.

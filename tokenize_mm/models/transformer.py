@@ -16,7 +16,7 @@ predicts the next id with one softmax, as in early-fusion models such as Chamele
 
 The blocks (``attention.py``) are pre-norm RMSNorm / rotary / SwiGLU. ``forward`` returns the
 final-normed hidden states (B, L, d_model), the trunk output on which gradient shares are
-measured (design.md section 5); ``logits`` applies the output head. Initialisation follows GPT-2
+measured (docs/architecture.md §6); ``logits`` applies the output head. Initialisation follows GPT-2
 (Radford et al. 2019) as in nanoGPT: weights N(0, 0.02), residual output projections
 N(0, 0.02 / sqrt(2 · depth)) with depth the blocks on a position's path (``late_layers +
 n_layers`` under late fusion). The output head is tied to the token embedding by default.

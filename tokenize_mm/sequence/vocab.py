@@ -1,7 +1,7 @@
 """``VocabLayout``: one global vocabulary over the text, image and audio tokenizers.
 
 An early-fusion decoder predicts one id per position from a single softmax, so every tokenizer's
-local ids get a disjoint global range (design.md section 4). Reserved specials come first, then one
+local ids get a disjoint global range (docs/architecture.md §5). Reserved specials come first, then one
 contiguous range per modality in the canonical order text, image, audio, and for multi-codebook
 audio one range per codebook, so that every global id maps back to exactly one
 (modality, codebook, local id)::

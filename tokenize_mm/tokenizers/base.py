@@ -1,4 +1,4 @@
-"""The tokenizer contract shared by text, image and audio (design.md section 3).
+"""The tokenizer contract shared by text, image and audio (docs/architecture.md §4).
 
 A tokenizer turns one item into ``Encoded`` codes of shape (K, T) — K codebooks, T steps — and
 back. Its ``info`` is a frozen, JSON-serialisable record of the token rates; everything downstream

@@ -1,4 +1,4 @@
-"""``ImageTokenizer``: VQ image patches on the tokenizer contract (design.md section 3).
+"""``ImageTokenizer``: VQ image patches on the tokenizer contract (docs/architecture.md §4).
 
 An image (path, PIL image or float tensor (C, H, W) in [0, 1]) is converted by the policy of
 ``image_io.py`` to (3, S, S), encoded to a (S/f) × (S/f) grid of codebook ids, and returned as
