@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from balance_report import write_report
 from vq_assign import cpu_name, load_average
 
+from tokenize_mm.core.modalities import MODALITIES
 from tokenize_mm.evaluation import (
     average_loss,
     encode_examples,
@@ -60,7 +61,6 @@ from tokenize_mm.evaluation import (
     zero_shot,
 )
 
-MODALITIES = ("text", "image", "audio")
 STRATEGIES: dict[str, list[str]] = {
     # name: tmm-train overrides (the weighting, then the sampler)
     "token_mean": ["balance/weighting=token_mean", "balance/sampling=proportional"],
@@ -380,9 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from tokenize_mm.atomic import write_text_atomic
     from tokenize_mm.cli.common import config_dir
     from tokenize_mm.cli.train import prepare, train
+    from tokenize_mm.core.atomic import write_text_atomic
     from tokenize_mm.tokenizers.artifact import load_tokenizer
 
     args = parse_args(argv)

@@ -13,9 +13,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tokenize_mm.atomic import write_atomic, write_text_atomic
+from tokenize_mm.core.atomic import write_atomic, write_text_atomic
+from tokenize_mm.core.modalities import MODALITIES
 
-MODALITIES = ("text", "image", "audio")
 COLOURS = {"text": "tab:blue", "image": "tab:orange", "audio": "tab:green"}
 
 

@@ -47,6 +47,7 @@ from vq_assign import cpu_name, load_average, timeit, write_outputs
 
 from tokenize_mm.cli.common import config_dir
 from tokenize_mm.cli.train import fit_or_reuse, source_identity
+from tokenize_mm.core.modalities import MODALITIES
 from tokenize_mm.data import iter_items
 from tokenize_mm.data.errors import DataError
 from tokenize_mm.tokenizers.artifact import MANIFEST, load_tokenizer, read_artifact, sha256_file
@@ -58,7 +59,6 @@ from tokenize_mm.tokenizers.efficiency import (
 )
 from tokenize_mm.tokenizers.errors import TokenizeMMError
 
-MODALITIES = ("text", "image", "audio")
 FULL = dict(max_items=None, reps=5, secs=2.0)
 QUICK = dict(max_items=8, reps=1, secs=0.0)
 # Where the outputs go without --out/--md: docs/ holds the built-in report; a manifest's or a

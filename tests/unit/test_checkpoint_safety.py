@@ -14,7 +14,7 @@ from tokenize_mm.cli.checkpoint import resolve_checkpoint
 from tokenize_mm.cli.common import config_dir
 from tokenize_mm.cli.train import prepare, train
 from tokenize_mm.cli.validate import check_train_config
-from tokenize_mm.errors import CheckpointError, ConfigError, TokenizeMMError
+from tokenize_mm.core.errors import CheckpointError, ConfigError, TokenizeMMError
 
 
 class _Payload:

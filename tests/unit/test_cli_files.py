@@ -25,7 +25,7 @@ from tokenize_mm.cli.files import (
     report,
     run_jobs,
 )
-from tokenize_mm.errors import TokenizeMMError
+from tokenize_mm.core.errors import TokenizeMMError
 from tokenize_mm.tokenizers import Encoded, InvalidInputError
 from tokenize_mm.tokenizers.audio_io import AUDIO_SUFFIXES
 from tokenize_mm.tokenizers.token_file import (

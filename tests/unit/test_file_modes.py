@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import tokenize_mm.atomic as atomic
-from tokenize_mm.atomic import write_text_atomic
+import tokenize_mm.core.atomic as atomic
+from tokenize_mm.core.atomic import write_text_atomic
 
 
 @pytest.fixture(params=[0o022, 0o077, 0o002])

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tokenize_mm import AudioTokenizer, Encoded, InvalidCodesError, InvalidInputError
-from tokenize_mm.errors import TokenizeMMError
+from tokenize_mm.core.errors import TokenizeMMError
 
 
 @pytest.fixture(params=["text", "image", "audio"])

@@ -17,6 +17,7 @@ import torch
 from conftest import make_examples, make_sentences
 from PIL import Image
 
+from tokenize_mm.core.errors import TokenizeMMError
 from tokenize_mm.data import BuiltinSource, Example, ManifestSource
 from tokenize_mm.data.store import (
     StoreError,
@@ -30,7 +31,6 @@ from tokenize_mm.data.store import (
     records_fingerprint,
     source_fingerprint,
 )
-from tokenize_mm.errors import TokenizeMMError
 from tokenize_mm.sequence import SpanOrder
 
 PART = Path("parts") / "part-00000-of-00001"

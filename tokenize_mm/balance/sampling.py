@@ -32,7 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from tokenize_mm.tokenizers.errors import TokenizeMMError
+from tokenize_mm.core.errors import TokenizeMMError
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 """Sums a tensor over ranks (``all_reduce`` with ``SUM``) and returns it, same shape."""

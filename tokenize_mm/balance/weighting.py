@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-MODALITIES: tuple[str, ...] = ("text", "image", "audio")
+from tokenize_mm.core.modalities import MODALITIES
 
 
 class LossWeighting(nn.Module):

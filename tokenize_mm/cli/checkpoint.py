@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from tokenize_mm.errors import CheckpointError
+from tokenize_mm.core.errors import CheckpointError
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 #: ``ckpt_path`` values that Lightning resolves itself to a file it wrote in this run's folders.

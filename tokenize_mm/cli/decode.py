@@ -20,9 +20,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from tokenize_mm.atomic import write_atomic, write_bytes_atomic
 from tokenize_mm.cli.common import config_dir
 from tokenize_mm.cli.files import process_files
+from tokenize_mm.core.atomic import write_atomic, write_bytes_atomic
 from tokenize_mm.tokenizers import load_tokenizer
 from tokenize_mm.tokenizers.audio_io import save_wav
 from tokenize_mm.tokenizers.base import TokenizerInfo

@@ -20,7 +20,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from tokenize_mm.errors import TokenizeMMError
+from tokenize_mm.core.errors import TokenizeMMError
 from tokenize_mm.tokenizers.audio_io import AUDIO_SUFFIXES
 from tokenize_mm.tokenizers.image_io import IMAGE_SUFFIXES
 

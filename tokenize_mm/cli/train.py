@@ -25,8 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from tokenize_mm.cli.checkpoint import resolve_checkpoint
 from tokenize_mm.cli.common import config_dir, fit_from_source, rates_table
 from tokenize_mm.cli.validate import check_train_config
-
-MODALITIES = ("text", "image", "audio")
+from tokenize_mm.core.modalities import MODALITIES
 
 
 def _key(*parts: str) -> str:
@@ -61,7 +60,7 @@ def fit_or_reuse(tcfg: DictConfig, source: Any, source_id: str, cache: Path, spl
     from tokenize_mm.tokenizers.artifact import load_tokenizer
     from tokenize_mm.tokenizers.errors import ArtifactError
 
-    code = code_identity("tokenizers")
+    code = code_identity("tokenizers", "core")  # core: their errors, files, schedule
     path = (
         cache
         / "tokenizers"
@@ -88,7 +87,7 @@ def store_or_reuse(source: Any, artifacts: dict[str, Path], layout: Any, data: D
 
     # A random span order depends on its seed (data.seed); the other orders do not.
     order_key = f"{data.span_order}/{data.seed}" if data.span_order == "random" else data.span_order
-    code = code_identity("data", "sequence")
+    code = code_identity("data", "sequence", "core")
     path = cache / "stores" / _key(layout.fingerprint, source_id, order_key, code)
     if (path / "store.json").is_file():
         print(f"reusing the store {path}", flush=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from tokenize_mm.errors import ConfigError
+from tokenize_mm.core.errors import ConfigError
 
 # key → (kind, smallest allowed, largest allowed or None); "int" refuses bools and floats.
 TRAIN_NUMBERS: dict[str, tuple[str, float, float | None]] = {

@@ -17,10 +17,10 @@ After tokenization (docs/architecture.md §2, §8):
   ``packed_dataset.py``).
 """
 
+from tokenize_mm.core.modalities import MODALITIES, SPECIAL_MODALITY
 from tokenize_mm.data.builtin import BuiltinSource
 from tokenize_mm.data.errors import BadRecordError, DataError, DataNotFoundError
 from tokenize_mm.data.example import (
-    MODALITIES,
     SPLITS,
     AudioRef,
     Example,
@@ -33,7 +33,6 @@ from tokenize_mm.data.manifest import ManifestSource, SkippedRecord
 from tokenize_mm.data.packed_dataset import PackedDataset
 from tokenize_mm.data.packer import Packer, PackStats, TokenBudgetBatcher, batch_rows
 from tokenize_mm.data.packing import (
-    SPECIAL_MODALITY,
     Batch,
     Document,
     PackedRow,

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from tokenize_mm.atomic import write_atomic, write_text_atomic
+from tokenize_mm.core.atomic import write_atomic, write_text_atomic
+from tokenize_mm.core.modalities import MODALITIES
 from tokenize_mm.data.store import TokenStore
 from tokenize_mm.data.store.json_fields import JsonFile
-from tokenize_mm.sequence.vocab import MODALITIES
 
 
 def account(store: TokenStore) -> dict[str, Any]:

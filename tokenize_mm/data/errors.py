@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tokenize_mm.errors import TokenizeMMError
+from tokenize_mm.core.errors import TokenizeMMError
 
 if TYPE_CHECKING:
     from tokenize_mm.data.manifest import SkippedRecord

@@ -20,13 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from tokenize_mm.core.modalities import MODALITIES
 from tokenize_mm.data.errors import DataError
 
 if TYPE_CHECKING:
     import torch
-
-MODALITIES: tuple[str, ...] = ("text", "image", "audio")
-"""The modalities, in the canonical order used everywhere (sequences, metrics, shards)."""
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 

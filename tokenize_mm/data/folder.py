@@ -24,9 +24,10 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from tokenize_mm.core.files import file_identity
+from tokenize_mm.core.modalities import MODALITIES
 from tokenize_mm.data.errors import DataError, DataNotFoundError
 from tokenize_mm.data.example import (
-    MODALITIES,
     AudioRef,
     Example,
     check_fractions,
@@ -34,7 +35,6 @@ from tokenize_mm.data.example import (
     iter_items,
     split_for_id,
 )
-from tokenize_mm.files import file_identity
 from tokenize_mm.tokenizers.image_io import IMAGE_SUFFIXES
 
 EXTENSIONS: dict[str, tuple[str, ...]] = {

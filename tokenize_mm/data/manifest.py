@@ -34,9 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tokenize_mm.core.files import file_identity, file_kind
+from tokenize_mm.core.modalities import MODALITIES
 from tokenize_mm.data.errors import BadRecordError, DataError, DataNotFoundError
 from tokenize_mm.data.example import (
-    MODALITIES,
     SPLITS,
     AudioRef,
     Example,
@@ -45,7 +46,6 @@ from tokenize_mm.data.example import (
     iter_items,
     split_for_id,
 )
-from tokenize_mm.files import file_identity, file_kind
 
 MANIFEST_NAME = "manifest.jsonl"
 

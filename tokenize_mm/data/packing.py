@@ -13,10 +13,11 @@ cuts (``split_document``); a span longer than a row is cut mid-span only with
 
 Document boundaries: each document (or piece of one) is a *segment* of its row. ``segment_ids``
 numbers them 1, 2, ... (0 is padding), ``positions`` restart at 0 at each segment, attention must
-be causal within a segment (``attention_mask``: causal and same segment, block-diagonal), and the
-target of position t counts only if t + 1 is in the same segment (``target_mask``). A piece of a
-split document is a segment of its own: it starts at position 0 and does not see the piece before
-it, exactly like a document of its own. A row of ``context`` 8 holding A = [a0 a1 a2] and B = [b0 b1 b2 b3], padded with P::
+be causal within a segment (``attention_mask``, defined in ``core.masks`` and re-exported here:
+causal and same segment, block-diagonal), and the target of position t counts only if t + 1 is in
+the same segment (``target_mask``). A piece of a split document is a segment of its own: it
+starts at position 0 and does not see the piece before it, exactly like a document of its own.
+A row of ``context`` 8 holding A = [a0 a1 a2] and B = [b0 b1 b2 b3], padded with P::
 
     tokens       a0 a1 a2 b0 b1 b2 b3 P
     modality      .  .  .  .  .  .  .  3     (the documents' own ids; padding is special, 3)
@@ -49,10 +50,9 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 
+from tokenize_mm.core.masks import attention_mask
+from tokenize_mm.core.modalities import SPECIAL_MODALITY
 from tokenize_mm.data.errors import DataError
-
-SPECIAL_MODALITY = 3
-"""Modality id of special tokens (bos, eos, markers, padding); 0, 1, 2 are text, image, audio."""
 
 
 # -- documents and pieces -------------------------------------------------------------------------
@@ -270,14 +270,3 @@ def target_mask(segment_ids: torch.Tensor) -> torch.Tensor:
     """
     valid = (segment_ids[..., 1:] == segment_ids[..., :-1]) & (segment_ids[..., :-1] != 0)
     return torch.cat([valid, torch.zeros_like(valid[..., :1])], dim=-1)
-
-
-def attention_mask(segment_ids: torch.Tensor) -> torch.Tensor:
-    """(..., L, L) bool, True where query t may attend key s: s <= t and same segment.
-
-    Block-diagonal causal. This is ``scaled_dot_product_attention``'s boolean ``attn_mask``
-    (add a head axis: ``mask[:, None]``); ``nn.Transformer*`` layers want its negation.
-    """
-    length = segment_ids.shape[-1]
-    causal = torch.ones(length, length, dtype=torch.bool, device=segment_ids.device).tril()
-    return (segment_ids[..., :, None] == segment_ids[..., None, :]) & causal

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from tokenize_mm.core.errors import TokenizeMMError
+from tokenize_mm.core.modalities import MODALITY_IDS
 from tokenize_mm.data.example import Example
 from tokenize_mm.sequence.interleave import DEFAULT_ORDER, SpanOrder, interleave
-from tokenize_mm.sequence.vocab import MODALITY_IDS, VocabLayout
-from tokenize_mm.tokenizers.errors import TokenizeMMError
+from tokenize_mm.sequence.vocab import VocabLayout
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
+from tokenize_mm.core.modalities import MODALITIES
 from tokenize_mm.evaluation.scoring import modality_losses, sequence_losses
 from tokenize_mm.sequence.interleave import SpanOrder, interleave
-from tokenize_mm.sequence.vocab import MODALITIES, VocabLayout
+from tokenize_mm.sequence.vocab import VocabLayout
 from tokenize_mm.tokenizers.errors import InvalidInputError
 
 

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from tokenize_mm.sequence.vocab import MODALITY_IDS, VocabLayout
+from tokenize_mm.core.modalities import MODALITY_IDS
+from tokenize_mm.sequence.vocab import VocabLayout
 
 
 @torch.inference_mode()

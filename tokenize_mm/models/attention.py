@@ -12,10 +12,10 @@ with
 - ``scaled_dot_product_attention`` with a boolean mask, True where a query may attend a key.
 
 The mask is causal and block-diagonal over segments (Krell et al. 2021, "Efficient Sequence
-Packing without Cross-contamination", arXiv:2107.02027), the same rule as
-``tokenize_mm.data.packing.attention_mask`` (which this layer may not import; a test checks that
-the two agree). Padding (segment 0) is one more segment, so a padding query sees earlier padding
-and itself: no softmax row is empty and no NaN appears. Late fusion adds "same modality".
+Packing without Cross-contamination", arXiv:2107.02027): ``core.masks.attention_mask``, the one
+the data layer's ``Batch.attention_mask`` gives too. Padding (segment 0) is one more segment, so a
+padding query sees earlier padding and itself: no softmax row is empty and no NaN appears. Late
+fusion adds "same modality"; scoring several continuations of one prefix adds branches.
 Linear layers carry no bias (as in LLaMA); the residual output projections are named ``out`` so
 that ``DecoderLM`` can scale their initialisation.
 """
@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from tokenize_mm.core.masks import attention_mask
 
 
 def block_mask(
@@ -46,9 +48,7 @@ def block_mask(
         (B, 1, L, L) bool, True where query t may attend key s: s <= t, same segment (and same
         modality). The diagonal is always True, so no row is empty.
     """
-    length = segment_ids.shape[-1]
-    causal = torch.ones(length, length, dtype=torch.bool, device=segment_ids.device).tril()
-    mask = (segment_ids[:, :, None] == segment_ids[:, None, :]) & causal
+    mask = attention_mask(segment_ids)  # (B, L, L): causal, same segment
     if modality is not None:
         mask = mask & (modality[:, :, None] == modality[:, None, :])
     if branches is not None:

@@ -16,9 +16,9 @@ from typing import Any
 
 import lightning as L
 
-from tokenize_mm.atomic import write_atomic, write_text_atomic
+from tokenize_mm.core.atomic import write_atomic, write_text_atomic
+from tokenize_mm.core.modalities import MODALITIES
 
-MODALITIES = ("text", "image", "audio")
 _KEPT = ("train/", "sampling/", "val/")
 
 

@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from tokenize_mm.balance.weighting import LossWeighting
-from tokenize_mm.errors import CheckpointError
+from tokenize_mm.core.errors import CheckpointError
+from tokenize_mm.core.modalities import MODALITIES, MODALITY_IDS, SPECIAL_MODALITY
+from tokenize_mm.core.schedules import warmup_cosine
 from tokenize_mm.models.transformer import DecoderLM
-
-MODALITIES: tuple[str, ...] = ("text", "image", "audio")
 
 
 class BalancedLM(L.LightningModule):
@@ -93,13 +93,15 @@ class BalancedLM(L.LightningModule):
         ce = F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")  # (B, L-1)
         correct = logits.argmax(-1) == target
         sums, counts, hits = {}, {}, {}
-        for i, m in enumerate(MODALITIES):
-            mask = valid & (target_modality == i)
+        for m in MODALITIES:
+            mask = valid & (target_modality == MODALITY_IDS[m])
             sums[m] = (ce * mask).sum()
             counts[m] = mask.sum().to(torch.float32)
             hits[m] = (correct & mask).sum().to(torch.float32)
-        row_modality = torch.where(valid, target_modality, torch.full_like(target_modality, 3))
-        row_modality = F.pad(row_modality, (0, 1), value=3)  # the last position has no target
+        special = torch.full_like(target_modality, SPECIAL_MODALITY)
+        row_modality = torch.where(valid, target_modality, special)
+        # the last position has no target
+        row_modality = F.pad(row_modality, (0, 1), value=SPECIAL_MODALITY)
         return {"hidden": hidden, "sums": sums, "counts": counts, "hits": hits,
                 "row_modality": row_modality}  # fmt: skip
 
@@ -169,8 +171,8 @@ class BalancedLM(L.LightningModule):
 
         def hook(grad: torch.Tensor) -> torch.Tensor:
             grad = self.weighting.rescale_grad(grad, row_modality)
-            for i, m in enumerate(MODALITIES):
-                rows = (row_modality == i).unsqueeze(-1)
+            for m in MODALITIES:
+                rows = (row_modality == MODALITY_IDS[m]).unsqueeze(-1)
                 self._grad_sq[m] = (grad.float() * rows).pow(2).sum().detach()
             return grad
 
@@ -239,8 +241,6 @@ class BalancedLM(L.LightningModule):
 
     # -- optimisation and checkpoints -----------------------------------------------------------
     def configure_optimizers(self):
-        from tokenize_mm.tokenizers.fit_loop import warmup_cosine
-
         decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
         groups = [{"params": decay, "weight_decay": self.weight_decay},

@@ -35,9 +35,10 @@ import math
 import torch
 from torch import nn
 
+from tokenize_mm.core.errors import TokenizeMMError
+from tokenize_mm.core.modalities import MODALITY_IDS
 from tokenize_mm.models.attention import Block, block_mask, rotary_table
-from tokenize_mm.sequence.vocab import MODALITY_IDS, VocabLayout
-from tokenize_mm.tokenizers.errors import TokenizeMMError
+from tokenize_mm.sequence.vocab import VocabLayout
 
 SIZES: dict[str, dict[str, int]] = {
     # 20,608 + 32 · (vocab + 5) parameters: 23,968 at a vocab of 100.

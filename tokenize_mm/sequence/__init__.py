@@ -13,6 +13,7 @@ Codebook patterns (``patterns.py``) turn multi-codebook codes (K, T) into a sequ
     assert torch.equal(pattern.revert(seq, num_codebooks=codes.shape[0], pad_id=-1), codes)
 """
 
+from tokenize_mm.core.modalities import MODALITY_IDS
 from tokenize_mm.sequence.interleave import (
     ORDER_TEMPLATES,
     Interleaved,
@@ -31,7 +32,6 @@ from tokenize_mm.sequence.patterns import (
     revert_batch,
 )
 from tokenize_mm.sequence.vocab import (
-    MODALITY_IDS,
     SPECIALS,
     LayoutError,
     TokenRange,

@@ -6,10 +6,11 @@ order, ``eos``::
 
     bos <image> i0 … i63 </image> <text> t0 … t11 </text> <audio> a0 … a124 </audio> eos
 
-Every position has a modality id (``vocab.MODALITY_IDS``: markers count for their modality, bos and
-eos as special). ``cuts`` lists the positions where a span begins: the packer may split an example
-there and nowhere else. ``deinterleave`` parses a sequence back into (modality, codes) items, the
-exact inverse of ``interleave``, and names the position of any malformed span.
+Every position has a modality id (``core.modalities.MODALITY_IDS``: markers count for their
+modality, bos and eos as special). ``cuts`` lists the positions where a span begins: the packer
+may split an example there and nowhere else. ``deinterleave`` parses a sequence back into
+(modality, codes) items, the exact inverse of ``interleave``, and names the position of any
+malformed span.
 
 Span order (``SpanOrder``): ``"fixed"`` (text, image, audio, or the order given), ``"random"`` (a
 permutation per example, seeded by the example's id, so a rerun gives the same sequence), or a
@@ -26,14 +27,9 @@ from dataclasses import dataclass
 
 import torch
 
+from tokenize_mm.core.modalities import MODALITIES, MODALITY_IDS
 from tokenize_mm.sequence.patterns import get_pattern
-from tokenize_mm.sequence.vocab import (
-    MODALITIES,
-    MODALITY_IDS,
-    SPECIALS,
-    LayoutError,
-    VocabLayout,
-)
+from tokenize_mm.sequence.vocab import SPECIALS, LayoutError, VocabLayout
 from tokenize_mm.tokenizers.errors import InvalidCodesError
 
 ORDER_TEMPLATES: dict[str, tuple[str, ...]] = {

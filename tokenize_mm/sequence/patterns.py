@@ -33,8 +33,9 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 
+from tokenize_mm.core.errors import TokenizeMMError
 from tokenize_mm.tokenizers.base import map_batch
-from tokenize_mm.tokenizers.errors import InvalidCodesError, TokenizeMMError
+from tokenize_mm.tokenizers.errors import InvalidCodesError
 
 
 class UnknownPatternError(TokenizeMMError, ValueError):

@@ -34,12 +34,12 @@ from typing import Any
 
 import torch
 
-from tokenize_mm.atomic import write_text_atomic
+from tokenize_mm.core.atomic import write_text_atomic
+from tokenize_mm.core.errors import TokenizeMMError
+from tokenize_mm.core.modalities import MODALITIES, MODALITY_IDS
 from tokenize_mm.tokenizers.base import TokenizerInfo
-from tokenize_mm.tokenizers.errors import InvalidCodesError, TokenizeMMError
+from tokenize_mm.tokenizers.errors import InvalidCodesError
 
-MODALITIES: tuple[str, ...] = ("text", "image", "audio")
-MODALITY_IDS: dict[str, int] = {"text": 0, "image": 1, "audio": 2, "special": 3}
 SPECIALS: tuple[str, ...] = (
     "pad", "bos", "eos", "delay_pad",
     "<text>", "</text>", "<image>", "</image>", "<audio>", "</audio>",

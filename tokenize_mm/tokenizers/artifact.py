@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokenize_mm.atomic import fsync_dir, new_dir_mode, new_file_mode
+from tokenize_mm.core.atomic import fsync_dir, new_dir_mode, new_file_mode
 from tokenize_mm.tokenizers.base import TokenizerInfo
 from tokenize_mm.tokenizers.errors import (
     ArtifactError,

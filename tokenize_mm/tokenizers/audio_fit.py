@@ -3,7 +3,7 @@
 Losses (EnCodec: Défossez et al. 2022, "High Fidelity Neural Audio Compression"): L1 on the
 waveform, L1 on log-mel spectrograms at several resolutions (torchaudio), and the residual
 quantizer's commitment loss. Training reads random fixed-length segments of the clips. AdamW with
-linear warm-up and cosine decay (``fit_loop.py``), as for the image tokenizer.
+linear warm-up and cosine decay (``core/schedules.py``), as for the image tokenizer.
 
 The adversarial terms of EnCodec (section 3.4) are optional (``adversarial_weight > 0``; off by
 default): a multi-scale STFT discriminator (``encodec.msstftd.MultiScaleSTFTDiscriminator``, K
@@ -25,8 +25,9 @@ import torch.nn.functional as F
 import torchaudio
 from encodec.msstftd import MultiScaleSTFTDiscriminator
 
+from tokenize_mm.core.schedules import warmup_cosine
 from tokenize_mm.tokenizers.audio_model import CodecModel
-from tokenize_mm.tokenizers.fit_loop import run_fit, warmup_cosine
+from tokenize_mm.tokenizers.fit_loop import run_fit
 
 DISC_MAX_N_FFT = 2048  # the largest STFT of MultiScaleSTFTDiscriminator's default scales
 

@@ -47,8 +47,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from tokenize_mm.atomic import write_atomic
-from tokenize_mm.files import input_file_problem
+from tokenize_mm.core.atomic import write_atomic
+from tokenize_mm.core.files import input_file_problem
 from tokenize_mm.tokenizers.errors import InvalidInputError
 from tokenize_mm.tokenizers.resample import resample
 

@@ -21,9 +21,8 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import torch
 
+from tokenize_mm.core.modalities import MODALITIES
 from tokenize_mm.tokenizers.errors import InvalidCodesError, InvalidInputError, UnknownKindError
-
-MODALITIES = ("text", "image", "audio")
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,13 @@
 """Typed errors for users of the tokenizers.
 
 Every error names the item at fault and says what to do about it. All of them derive from
-``TokenizeMMError`` (``tokenize_mm.errors``) so that a caller can catch the whole family at once;
+``TokenizeMMError`` (``tokenize_mm.core.errors``) so that a caller can catch the whole family at once;
 input errors also derive from ``ValueError`` so that generic code that catches ``ValueError`` keeps working.
 """
 
 from __future__ import annotations
 
-from tokenize_mm.errors import TokenizeMMError  # the root, re-exported here for old imports
+from tokenize_mm.core.errors import TokenizeMMError  # the root, re-exported here for old imports
 
 
 class InvalidInputError(TokenizeMMError, ValueError):

@@ -1,33 +1,18 @@
 """The Lightning loop shared by the trained tokenizers' ``fit`` (imported only by fit).
 
 Both the image VQ and the audio codec train for a fixed number of steps with a linear warm-up
-then cosine decay of the learning rate (to 10 % of its peak), on one device, without loggers or
-checkpoints: a tokenizer fit is a function call, and its artifact is written by ``save``.
+then cosine decay of the learning rate (to 10 % of its peak; ``core.schedules.warmup_cosine``, the
+schedule training uses too), on one device, without loggers or checkpoints: a tokenizer fit is a
+function call, and its artifact is written by ``save``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 
 import lightning as L
 import torch
-
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, max_steps: int) -> dict:
-    """Lightning's optimizer config: ``optimizer`` with warm-up over the first 5 % of
-    ``max_steps`` (at least one step), then cosine decay to 10 % of the peak, stepped per step."""
-    warmup = max(1, max_steps // 20)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
-        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 def run_fit(

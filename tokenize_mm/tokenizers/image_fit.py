@@ -2,7 +2,7 @@
 
 Loss: L1 + MSE reconstruction in [-1, 1] pixel space plus the quantizer's commitment loss (the
 codebook itself follows the encoder by EMA, van den Oord et al. 2017; Razavi et al. 2019). AdamW
-with linear warm-up and cosine decay (``fit_loop.py``). Lightning brings device placement, mixed precision and the
+with linear warm-up and cosine decay (``core/schedules.py``). Lightning brings device placement, mixed precision and the
 progress bar; this module stays importable only where Lightning is installed.
 """
 
@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from tokenize_mm.tokenizers.fit_loop import run_fit, warmup_cosine
+from tokenize_mm.core.schedules import warmup_cosine
+from tokenize_mm.tokenizers.fit_loop import run_fit
 from tokenize_mm.tokenizers.image_model import VQImageModel
 
 

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tokenize_mm.files import input_file_problem
+from tokenize_mm.core.files import input_file_problem
 from tokenize_mm.tokenizers.errors import InvalidInputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")

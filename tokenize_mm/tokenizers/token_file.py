@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from tokenize_mm.atomic import write_atomic
+from tokenize_mm.core.atomic import write_atomic
 from tokenize_mm.tokenizers.artifact import MANIFEST, sha256_file
 from tokenize_mm.tokenizers.base import Encoded
 from tokenize_mm.tokenizers.errors import InvalidInputError

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tokenize_mm.core.files import file_identity
 from tokenize_mm.data.example import AudioRef, Example
-from tokenize_mm.files import file_identity
 
 
 def source_fingerprint(source: Sequence[Example]) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokenize_mm.atomic import write_text_atomic
+from tokenize_mm.core.atomic import write_text_atomic
 from tokenize_mm.data.store.checks import (
     _check_bin,
     _check_checksum,

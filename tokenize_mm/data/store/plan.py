@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tokenize_mm.atomic import write_text_atomic
+from tokenize_mm.core.atomic import write_text_atomic
 from tokenize_mm.data.example import Example
 from tokenize_mm.data.store.errors import StoreResumeError
 from tokenize_mm.data.store.fingerprint import source_fingerprint

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tokenize_mm.atomic import write_atomic, write_text_atomic
+from tokenize_mm.core.atomic import write_atomic, write_text_atomic
 from tokenize_mm.data.store.format import chunk_name, token_dtype
 from tokenize_mm.sequence.interleave import SpanOrder
 from tokenize_mm.sequence.vocab import VocabLayout

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from tokenize_mm.atomic import write_text_atomic
+from tokenize_mm.core.atomic import write_text_atomic
 from tokenize_mm.data.example import Example
 from tokenize_mm.data.store.errors import StoreError, StoreMismatchError
 from tokenize_mm.data.store.format import _load_layout, committed_chunks, part_name

@@ -5,8 +5,8 @@ without opening it.
 message; ``input_file_problem(path)`` says why a path cannot be read as an input (missing, a
 folder, a FIFO or a device, empty), or ``None``; ``file_identity(path)`` is ``[path, size,
 mtime_ns]`` (from ``os.stat``), what a fingerprint records of a file it does not read. None of them
-opens the file, so none can block on a FIFO or read a device forever. The bottom layer: it imports
-nothing from the package, so tokenizers and data sources share it.
+opens the file, so none can block on a FIFO or read a device forever. In the bottom layer
+(``core/``): it imports nothing from the package, so tokenizers and data sources share it.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ mid-write leaves at most a hidden ``.<name>.*.tmp`` file behind. After the renam
 is flushed (``fsync_dir``), so the new name survives a power loss too. Files get the permissions
 that the user's umask gives a new file (``mkstemp`` alone would make them 0600: unreadable to the
 colleagues a shared artifact or store is for). Used by every layer (token files, layouts, store
-shards and indexes, artifacts), so it imports nothing from the package.
+shards and indexes, artifacts), so it lives in ``core/`` and imports nothing from the package.
 """
 
 from __future__ import annotations
