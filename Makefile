@@ -13,7 +13,8 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock check-install train test test-unit lint format bench bench-balance
+.PHONY: help install lock check-install train test test-unit test-slow test-integration lint format \
+	bench bench-balance
 
 help: ## Show this help.
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,11 +43,20 @@ lock: ## Regenerate requirements.lock from pyproject.toml (pip-compile; see READ
 train: $(STAMP) ## Run the main job on the built-in data (Hydra overrides: make train ARGS='...').
 	$(BIN)/python -m tokenize_mm.cli.train $(ARGS)
 
-test: $(STAMP) ## Run the whole test suite (unit + integration).
+# Test tiers (markers in pyproject.toml): the fast tier is in-process and has neither marker;
+# `slow` spawns processes or trains longer; `integration` runs the command lines end to end.
+# Each target selects at least one test, so pytest never exits 5 ("no tests collected").
+test: $(STAMP) ## Run the whole test suite: every tier (fast, slow, integration).
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test-unit: $(STAMP) ## Run the fast unit tier only.
+test-unit: $(STAMP) ## Run the fast tier only: in-process, no slow or integration tests.
 	$(BIN)/python -m pytest -q -m "not integration and not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) ## Run the slow tier only: multi-process and heavy in-process checks.
+	$(BIN)/python -m pytest -q -m "slow and not integration" $(PYTEST_ARGS)
+
+test-integration: $(STAMP) ## Run the integration tier only: command lines end to end.
+	$(BIN)/python -m pytest -q -m integration $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check and format check.
 	$(BIN)/ruff check .

@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from vq_assign import cpu_name, write_outputs
 
 from tokenize_mm import AudioTokenizer
-from tokenize_mm.tokenizers.audio import _make_info
-from tokenize_mm.tokenizers.audio_model import CodecModel
+from tokenize_mm.tokenizers.audio.model import CodecModel
+from tokenize_mm.tokenizers.audio.tokenizer import _make_info
 
 RATE, HOP = 24_000, 320
 

@@ -28,9 +28,9 @@ import torchaudio
 
 from tokenize_mm import AudioTokenizer, load_tokenizer
 from tokenize_mm.data import ManifestSource, iter_items
-from tokenize_mm.tokenizers.audio import ARCH_KEYS
-from tokenize_mm.tokenizers.audio_fit import SegmentDataset
-from tokenize_mm.tokenizers.audio_model import CodecModel
+from tokenize_mm.tokenizers.audio.fit import SegmentDataset
+from tokenize_mm.tokenizers.audio.model import CodecModel
+from tokenize_mm.tokenizers.audio.tokenizer import ARCH_KEYS
 
 
 def clips_of(manifest: str, split: str, tok: AudioTokenizer) -> list[torch.Tensor]:

@@ -22,8 +22,8 @@ from pathlib import Path
 CHILD = """
 import json, resource, sys, time, torch
 from tokenize_mm import AudioTokenizer
-from tokenize_mm.tokenizers.audio import _make_info
-from tokenize_mm.tokenizers.audio_model import CodecModel
+from tokenize_mm.tokenizers.audio.tokenizer import _make_info
+from tokenize_mm.tokenizers.audio.model import CodecModel
 minutes, chunk = float(sys.argv[1]), float(sys.argv[2])
 arch = dict(sample_rate=24000, channels=1, ratios=[8, 5, 4, 3], n_filters=32,
             n_residual_layers=1, dimension=128, lstm=2, causal=True, num_codebooks=1,

@@ -190,9 +190,10 @@ def eval_source(cfg, args: argparse.Namespace):
     return list(source), repr(source)
 
 
-def train_summary(history) -> dict[str, Any]:
-    """Per-run figures from ``MetricsHistory``: val losses, dominance, shares, tokens, curves."""
-    rows, val = history.train, (history.val[-1] if history.val else {})
+def train_summary(metrics) -> dict[str, Any]:
+    """Per-run figures from the run's logged metrics (``tokenize_mm.cli.report.RunMetrics``, one
+    row per step): val losses, dominance, shares, tokens, curves."""
+    rows, val, last = metrics.train, metrics.last_val(), metrics.last_train()
 
     def mean_of(key: str) -> float | None:
         values = [r[key] for r in rows if key in r]
@@ -202,21 +203,17 @@ def train_summary(history) -> dict[str, Any]:
     return {
         "val_loss": {m: val[f"val/loss/{m}"] for m in MODALITIES if f"val/loss/{m}" in val},
         "val_acc": {m: val[f"val/acc/{m}"] for m in MODALITIES if f"val/acc/{m}" in val},
-        "dominance": next(
-            (r["train/dominance_mean"] for r in reversed(rows) if "train/dominance_mean" in r), None
-        ),
+        "dominance": last.get("train/dominance_mean"),
         "grad_share": {m: mean_of(f"train/grad_share/{m}") for m in MODALITIES},
         "token_share": {m: mean_of(f"train/token_share/{m}") for m in MODALITIES},
         "tokens_trained": {
             m: sum(r.get(f"train/tokens/{m}", 0.0) for r in rows) for m in MODALITIES
         },
-        "final_weight": {m: rows[-1].get(f"train/weight/{m}") for m in MODALITIES} if rows else {},
+        "final_weight": {m: last.get(f"train/weight/{m}") for m in MODALITIES} if rows else {},
         "final_sampling": {
-            k.split("/", 2)[2]: v
-            for k, v in (rows[-1] if rows else {}).items()
-            if k.startswith("sampling/prob/")
+            k.split("/", 2)[2]: v for k, v in last.items() if k.startswith("sampling/prob/")
         },
-        "skipped_steps": int(rows[-1].get("train/skipped_steps", 0)) if rows else 0,
+        "skipped_steps": int(last.get("train/skipped_steps", 0)),
         "grad_share_curve": [
             {"step": r["step"], **{m: r.get(f"train/grad_share/{m}") for m in MODALITIES}}
             for r in rows[::every]
@@ -428,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                     "overrides": over,
                     "train_seconds": t1 - t0,
                     "eval_seconds": t2 - t1,
-                    **train_summary(run.history),
+                    **train_summary(run.metrics),
                     **scores,
                     "config": OmegaConf.to_container(cfg, resolve=True),
                 }

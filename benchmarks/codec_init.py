@@ -16,10 +16,10 @@ import sys
 
 import torch
 
-import tokenize_mm.tokenizers.audio as audio
+import tokenize_mm.tokenizers.audio.tokenizer as audio
 from tokenize_mm import AudioTokenizer
 from tokenize_mm.data import BuiltinSource
-from tokenize_mm.tokenizers.audio_model import CodecModel
+from tokenize_mm.tokenizers.audio.model import CodecModel
 
 SMALL = dict(n_filters=8, dimension=64, lstm=0, codebook_size=256, batch_size=8,
              learning_rate=1e-3, seed=0)  # fmt: skip

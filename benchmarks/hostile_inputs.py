@@ -109,7 +109,7 @@ def _shape(x) -> str:
 
 def _image(name: str) -> Callable[[Path], str]:
     def run(work: Path) -> str:
-        from tokenize_mm.tokenizers import image_io
+        from tokenize_mm.tokenizers.image import io as image_io
 
         return _shape(image_io.to_model_input(work / name, IMAGE_SIZE))
 
@@ -118,7 +118,7 @@ def _image(name: str) -> Callable[[Path], str]:
 
 def _wav(name: str) -> Callable[[Path], str]:
     def run(work: Path) -> str:
-        from tokenize_mm.tokenizers import audio_io
+        from tokenize_mm.tokenizers.audio import io as audio_io
 
         return _shape(audio_io.to_model_input(work / name, target_rate=AUDIO_RATE, channels=1))
 
@@ -142,7 +142,7 @@ def baseline(work: Path) -> str:
 def tensor_3x1x400000(work: Path) -> str:
     import torch
 
-    from tokenize_mm.tokenizers import image_io
+    from tokenize_mm.tokenizers.image import io as image_io
 
     return _shape(image_io.to_model_input(torch.rand(3, 1, 400_000), IMAGE_SIZE))
 
@@ -150,7 +150,7 @@ def tensor_3x1x400000(work: Path) -> str:
 def tensor_24001hz(work: Path) -> str:
     import torch
 
-    from tokenize_mm.tokenizers import audio_io
+    from tokenize_mm.tokenizers.audio import io as audio_io
 
     t = torch.arange(24_001, dtype=torch.float64) / 24_001
     wav = (0.5 * torch.sin(2 * math.pi * 440.0 * t)).float()[None]  # 1 s

@@ -22,7 +22,7 @@ from PIL import Image
 
 from tokenize_mm import load_tokenizer
 from tokenize_mm.data import ManifestSource
-from tokenize_mm.tokenizers.image_io import to_pil
+from tokenize_mm.tokenizers.image.io import to_pil
 
 
 def main() -> None:

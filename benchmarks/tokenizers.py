@@ -39,9 +39,9 @@ from vq_assign import cpu_name, load_average, measure_assignment, timeit, write_
 
 from tokenize_mm import ImageTokenizer, TextTokenizer
 from tokenize_mm.data import BuiltinSource, ManifestSource
-from tokenize_mm.tokenizers.image import ARCH_KEYS, _make_info
-from tokenize_mm.tokenizers.image_model import VQImageModel
-from tokenize_mm.tokenizers.quantizer import codebook_usage
+from tokenize_mm.tokenizers.image.model import VQImageModel
+from tokenize_mm.tokenizers.image.tokenizer import ARCH_KEYS, _make_info
+from tokenize_mm.tokenizers.quant.usage import codebook_usage
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "tokenizer"
 TEXT_GOAL, VQ_GOAL = 0.9, 0.5

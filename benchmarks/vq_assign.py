@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from encodec.quantization.core_vq import EuclideanCodebook
 
-from tokenize_mm.tokenizers.quantizer import default_chunk_rows, nearest_code
+from tokenize_mm.tokenizers.quant.vector import default_chunk_rows, nearest_code
 
 METHODS = ("nearest_code", "cdist_argmin", "encodec_quantize")
 

@@ -41,9 +41,14 @@ WORDS = [
 ]
 
 
+INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+
+
 def pytest_collection_modifyitems(items):
+    """Every test under tests/integration is an integration test (the marker's meaning is in
+    pyproject.toml; `make test-unit` leaves out both `integration` and `slow`)."""
     for item in items:
-        if "tests/integration" in Path(str(item.fspath)).as_posix():
+        if INTEGRATION_DIR in Path(item.path).resolve().parents:
             item.add_marker(pytest.mark.integration)
 
 

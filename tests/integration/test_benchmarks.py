@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from tokenize_mm.tokenizers.audio_io import save_wav
+from tokenize_mm.tokenizers.audio.io import save_wav
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ from conftest import make_images
 from PIL import Image
 
 from tokenize_mm import load_tokenizer
-from tokenize_mm.tokenizers.audio_io import load_audio, save_wav
+from tokenize_mm.tokenizers.audio.io import load_audio, save_wav
 from tokenize_mm.tokenizers.token_file import load_encoded
 
 TINY_SOURCE = ["source=builtin", "source.num_examples=48", "source.image_size=32"]
@@ -240,25 +240,43 @@ def test_pretokenize_builtin_with_accounting(tmp_path, tiny_text, tiny_image, ti
     assert row in (out / "accounting.md").read_text()
 
 
+def train_steps(out_dir: Path) -> list[int]:
+    """The training steps of a run's metrics.csv, numbered as the report numbers them."""
+    from tokenize_mm.cli.report import read_metrics_csv
+
+    return [int(r["step"]) for r in read_metrics_csv(out_dir / "logs/version_0/metrics.csv").train]
+
+
 def test_train_debug_run_writes_report_and_resumes(tmp_path):
     """The main job at debug size: tokenizers fitted and cached, store, training, run report;
     a second run reuses the cache; resuming from last.ckpt continues the step count."""
     common = ["+debug=tiny", f"cache_dir={tmp_path}/cache", "callbacks=default",
               "callbacks.checkpoint.every_n_train_steps=3"]  # fmt: skip
-    first = run("train", *common, f"out_dir={tmp_path}/a", cwd=tmp_path)
+    first = run("train", *common, f"out_dir={tmp_path}/a", "trainer.enable_progress_bar=true",
+                cwd=tmp_path)  # fmt: skip
     assert "fitting text_tiny" in first.stdout and "# Training run" in first.stdout
     assert "characters per token" in first.stdout and "tokens per 32x32 image" in first.stdout
+    # Quiet and true: no ckpt_path warning on a fresh run; status lines in Hydra's job log; a
+    # progress line (stdout is not a terminal here, so no bar); no history.json beside the CSV.
+    assert "ckpt_path" not in first.stderr, first.stderr[-2000:]
+    job_log = (tmp_path / "hydra" / "train.log").read_text()
+    assert "fitting text_tiny" in job_log and "step 6/6" in job_log
+    assert "checkpoints in" in job_log and "\r" not in first.stdout + first.stderr
     for artifact in (tmp_path / "cache" / "tokenizers").iterdir():  # the cached tokenizers load
         load_tokenizer(artifact)
     report = (tmp_path / "a" / "report.md").read_text()
     assert "| audio |" in report and (tmp_path / "a" / "report.png").stat().st_size > 0
-    history = json.loads((tmp_path / "a" / "history.json").read_text())
-    assert len(history["train"]) == 6 and "train/grad_share/text" in history["train"][-1]
+    assert "steps 1–6 (6 trained here)" in report and "metrics.csv" in report
+    assert train_steps(tmp_path / "a") == [1, 2, 3, 4, 5, 6]
+    assert not (tmp_path / "a" / "history.json").exists()
     second = run("train", *common, f"out_dir={tmp_path}/b", "trainer.max_steps=9",
                  f"ckpt_path={tmp_path}/a/checkpoints/last.ckpt", cwd=tmp_path)  # fmt: skip
     assert "reusing text_tiny" in second.stdout and "reusing the store" in second.stdout
-    resumed = json.loads((tmp_path / "b" / "history.json").read_text())["train"]
-    assert [row["step"] for row in resumed] == [7, 8, 9]
+    assert train_steps(tmp_path / "b") == [7, 8, 9]
+    # Resuming a finished run says so and writes no empty report.
+    done = run("train", *common, f"out_dir={tmp_path}/c", "trainer.max_steps=9",
+               f"ckpt_path={tmp_path}/b/checkpoints/last.ckpt", cwd=tmp_path)  # fmt: skip
+    assert "that run is finished" in done.stdout and not (tmp_path / "c" / "report.md").exists()
     # A new run into a folder with checkpoints would be resumed silently by Lightning: refused.
     again = run("train", *common, f"out_dir={tmp_path}/a", cwd=tmp_path, check=False)
     assert again.returncode != 0 and "holds checkpoints of an earlier run" in again.stderr
@@ -270,6 +288,7 @@ def test_train_sweep_over_weightings(tmp_path):
                  f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)  # fmt: skip
     reports = sorted((tmp_path / "sweep").glob("*/report.md"))
     assert len(reports) == 2, result.stdout[-2000:]
+    assert "checkpoints in" not in result.stdout  # callbacks=none: none written, none claimed
     assert "LossWeighting" in reports[0].read_text() and "Uncertainty" in reports[1].read_text()
 
 
@@ -297,5 +316,4 @@ def test_sigterm_leaves_a_checkpoint_to_resume_from(tmp_path):
     assert step > 0
     run("train", "+debug=tiny", f"cache_dir={tmp_path}/cache", f"out_dir={tmp_path}/b",
         f"ckpt_path={ckpt}", f"trainer.max_steps={step + 2}", cwd=tmp_path)  # fmt: skip
-    resumed = json.loads((tmp_path / "b" / "history.json").read_text())["train"]
-    assert [row["step"] for row in resumed] == [step + 1, step + 2]
+    assert train_steps(tmp_path / "b") == [step + 1, step + 2]

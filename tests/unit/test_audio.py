@@ -11,8 +11,8 @@ import torch
 from conftest import TINY_AUDIO
 
 from tokenize_mm import AudioTokenizer, Encoded, InvalidCodesError, InvalidInputError
-from tokenize_mm.tokenizers.audio_io import num_frames, save_wav
-from tokenize_mm.tokenizers.audio_model import CodecModel
+from tokenize_mm.tokenizers.audio.io import num_frames, save_wav
+from tokenize_mm.tokenizers.audio.model import CodecModel
 
 
 def test_default_codec_is_50_frames_per_second():

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from tokenize_mm.tokenizers import audio_fit
-from tokenize_mm.tokenizers.audio_model import CodecModel
+from tokenize_mm.tokenizers.audio import fit as audio_fit
+from tokenize_mm.tokenizers.audio.model import CodecModel
 
 RATE = 24_000
 FIT = dict(

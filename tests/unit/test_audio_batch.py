@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from tokenize_mm import AudioTokenizer
-from tokenize_mm.tokenizers.audio import _make_info
-from tokenize_mm.tokenizers.audio_batch import _groups, encode_pieces, folded_copy
-from tokenize_mm.tokenizers.audio_model import CodecModel
+from tokenize_mm.tokenizers.audio.batch import _groups, encode_pieces, folded_copy
+from tokenize_mm.tokenizers.audio.model import CodecModel
+from tokenize_mm.tokenizers.audio.tokenizer import _make_info
 
 ARCH = dict(
     sample_rate=24_000, channels=1, ratios=[8, 5, 4, 3], n_filters=4, n_residual_layers=1,
@@ -105,7 +105,7 @@ def test_folded_copy_is_on_the_model_device_and_frozen():
 def test_pieces_too_short_to_pad_alike_are_not_mixed():
     """SEANet pads an input no longer than its padding specially; such short pieces join only
     pieces of their own length. For the 50 Hz codec that is under 7 frames (the last k=7 conv)."""
-    from tokenize_mm.tokenizers.audio_batch import min_mixed_length
+    from tokenize_mm.tokenizers.audio.batch import min_mixed_length
 
     assert min_mixed_length(CodecModel(**ARCH).encoder) == 7 * 480
     groups = _groups([480, 96_000, 960, 48_000], causal=True, batch_samples=10**6, min_mixed=3360)

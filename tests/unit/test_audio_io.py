@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from tokenize_mm.tokenizers import audio_io
-from tokenize_mm.tokenizers.audio_io import (
+from tokenize_mm.tokenizers.audio import io as audio_io
+from tokenize_mm.tokenizers.audio.io import (
     describe,
     iter_audio_files,
     load_audio,

@@ -12,7 +12,8 @@ from conftest import write_encodec_checkpoint
 from encodec import EncodecModel
 
 from tokenize_mm import AudioTokenizer, Encoded, InvalidCodesError, PretrainedWeightsError
-from tokenize_mm.tokenizers.audio_pretrained import SPECS, EncodecTokenizer, supported_codebooks
+from tokenize_mm.tokenizers.audio.codec import CodecTokenizer
+from tokenize_mm.tokenizers.audio.pretrained import SPECS, EncodecTokenizer, supported_codebooks
 
 # The package's own models (the reference here) use torch's deprecated weight_norm.
 pytestmark = pytest.mark.filterwarnings("ignore:.*weight_norm. is deprecated:FutureWarning")
@@ -160,9 +161,11 @@ def test_only_k_codebooks_are_kept_and_the_artifact_unpickles_nothing(
     assert loaded.encode(clip) == encodec_24khz.encode(clip)
 
 
-def test_pretrained_is_not_fitted(clips):
-    with pytest.raises(TypeError, match="from_pretrained"):
-        EncodecTokenizer.fit(clips)
+def test_pretrained_is_a_sibling_of_the_fitted_codec_without_fit():
+    assert issubclass(EncodecTokenizer, CodecTokenizer)
+    assert issubclass(AudioTokenizer, CodecTokenizer)
+    assert not issubclass(EncodecTokenizer, AudioTokenizer)
+    assert not hasattr(EncodecTokenizer, "fit")
 
 
 def test_checkpoint_writer_matches_the_official_key_set(tmp_path):

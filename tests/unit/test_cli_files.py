@@ -27,7 +27,7 @@ from tokenize_mm.cli.files import (
 )
 from tokenize_mm.core.errors import TokenizeMMError
 from tokenize_mm.tokenizers import Encoded, InvalidInputError
-from tokenize_mm.tokenizers.audio_io import AUDIO_SUFFIXES
+from tokenize_mm.tokenizers.audio.io import AUDIO_SUFFIXES
 from tokenize_mm.tokenizers.token_file import (
     TokenFileError,
     TokenizerMismatchError,

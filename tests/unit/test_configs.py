@@ -148,11 +148,13 @@ def test_cached_artifacts_are_keyed_by_the_code_that_made_them(tmp_path, monkeyp
     tokenizers, data = train_cli.code_identity("tokenizers"), train_cli.code_identity("data")
     assert tokenizers == train_cli.code_identity("tokenizers") and tokenizers != data
     fake = tmp_path / "tokenize_mm" / "cli" / "train.py"  # a copy of the package, one file edited
+    root = Path(train_cli.__file__).resolve().parents[1]
     for package in ("tokenizers", "cli"):
-        for path in (Path(train_cli.__file__).resolve().parents[1] / package).glob("*.py"):
-            (tmp_path / "tokenize_mm" / package).mkdir(parents=True, exist_ok=True)
-            (tmp_path / "tokenize_mm" / package / path.name).write_bytes(path.read_bytes())
+        for path in (root / package).rglob("*.py"):  # subpackages too (tokenizers/audio/, ...)
+            copy = tmp_path / "tokenize_mm" / path.relative_to(root)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_bytes(path.read_bytes())
     monkeypatch.setattr(train_cli, "__file__", str(fake))
     assert train_cli.code_identity("tokenizers") == tokenizers
-    (tmp_path / "tokenize_mm" / "tokenizers" / "audio_model.py").write_text("# changed\n")
+    (tmp_path / "tokenize_mm" / "tokenizers" / "audio" / "model.py").write_text("# changed\n")
     assert train_cli.code_identity("tokenizers") != tokenizers

@@ -259,7 +259,7 @@ def test_builtin_audio_carries_shape_and_colour():
 
 def test_iter_items_gives_what_the_audio_tokenizer_reads(tmp_path):
     from tokenize_mm.cli.common import _fit_items
-    from tokenize_mm.tokenizers.audio_io import save_wav, to_model_input
+    from tokenize_mm.tokenizers.audio.io import save_wav, to_model_input
 
     examples = list(BuiltinSource(num_examples=8))
     items = list(iter_items(examples, "audio"))

@@ -19,9 +19,10 @@ import torch
 import torchaudio.functional as AF
 from PIL import Image, ImageFile
 
-from tokenize_mm.tokenizers import audio_io, image_io
-from tokenize_mm.tokenizers import resample as R
+from tokenize_mm.tokenizers.audio import io as audio_io
+from tokenize_mm.tokenizers.audio import resample as R
 from tokenize_mm.tokenizers.errors import InvalidInputError
+from tokenize_mm.tokenizers.image import io as image_io
 
 SIZE = 16
 

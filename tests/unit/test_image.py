@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 
@@ -12,8 +13,10 @@ from conftest import TINY_IMAGE, make_images
 from PIL import Image
 
 from tokenize_mm import ImageTokenizer, InvalidInputError, NotFittedError
-from tokenize_mm.tokenizers import image_io
-from tokenize_mm.tokenizers.image_model import VQImageModel
+from tokenize_mm.cli.common import fit_from_source
+from tokenize_mm.data import ManifestSource
+from tokenize_mm.tokenizers.image import io as image_io
+from tokenize_mm.tokenizers.image.model import VQImageModel
 
 
 def _mode_images() -> dict[str, Image.Image]:
@@ -152,7 +155,11 @@ def test_fit_from_folder_and_manifest(tmp_path):
     manifest.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     from_folder = ImageTokenizer.fit(tmp_path / "img", max_steps=2, **TINY_IMAGE)
     assert from_folder.fit_data["num_train"] + from_folder.fit_data["num_held_out"] == 12
-    from_manifest = ImageTokenizer.fit(manifest, max_steps=2, **TINY_IMAGE)
+    # Reading a manifest is the caller's job (the tokenizers never import the data layer).
+    with pytest.raises(InvalidInputError, match="fit_from_source"):
+        ImageTokenizer.fit(manifest, max_steps=2, **TINY_IMAGE)
+    fit = functools.partial(ImageTokenizer.fit, max_steps=2, **TINY_IMAGE)
+    from_manifest = fit_from_source(fit, "image", ManifestSource(manifest))
     assert from_manifest.fit_data["num_train"] == 9
     assert from_manifest.info.metrics["num_eval_images"] == 3
 

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each test imports the package in a fresh Python subprocess
+
 FRAMEWORKS = ("lightning", "pytorch_lightning", "hydra", "omegaconf")
 
 

@@ -292,6 +292,7 @@ def test_shards_partition_the_documents(max_tokens):
         assert sorted(shards[s]) == sorted(order[s::3].tolist())
 
 
+@pytest.mark.slow
 def test_dataloader_workers_and_ranks_see_each_document_once():
     docs = random_documents(80, seed=11)
     seen = []

@@ -1,4 +1,4 @@
-"""Invariants of the vector quantizer (tokenize_mm.tokenizers.quantizer)."""
+"""Invariants of the vector quantizer (tokenize_mm.tokenizers.quant.vector)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,8 @@ import pytest
 import torch
 from encodec.quantization.core_vq import EuclideanCodebook, sample_vectors
 
-from tokenize_mm.tokenizers.quantizer import (
-    Codebook,
-    VectorQuantizer,
-    codebook_usage,
-    kmeans,
-    nearest_code,
-)
+from tokenize_mm.tokenizers.quant.usage import codebook_usage
+from tokenize_mm.tokenizers.quant.vector import Codebook, VectorQuantizer, kmeans, nearest_code
 
 
 def _assert_same_nearest(codes: torch.Tensor, ref: torch.Tensor, x, codebook) -> None:

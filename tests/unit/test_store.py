@@ -63,6 +63,7 @@ def test_every_record_once_and_tokens_decode_back(tmp_path, artifacts, tiny_text
     )
 
 
+@pytest.mark.slow
 def test_shards_and_workers_give_the_same_store(tmp_path, artifacts):
     examples = make_examples(16)
     pretokenize(examples, artifacts, tmp_path / "one", chunk_size=3)
@@ -110,6 +111,7 @@ pretokenize(make_examples(40, bad=(7,)), {artifacts!r}, {out!r}, chunk_size=2, w
 """
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_with_every_record_exactly_once(tmp_path, artifacts):
     out = tmp_path / "s"
     script = KILL_SCRIPT.format(

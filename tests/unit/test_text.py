@@ -20,7 +20,7 @@ from tokenize_mm.tokenizers.errors import (
     InvalidInputError,
     NotFittedError,
 )
-from tokenize_mm.tokenizers.text import TextTokenizer
+from tokenize_mm.tokenizers.text.tokenizer import TextTokenizer
 
 MARK = "\u2581"
 _WORDS = (

@@ -1,5 +1,6 @@
 """BalancedLM + StoreDataModule: per-modality metrics, skipped non-finite steps, absent
-modalities, balance state in checkpoints, fingerprint refusal."""
+modalities, data state in checkpoints (and old checkpoints' migration), fingerprint refusal, the
+run report from the logger's metrics."""
 
 from __future__ import annotations
 
@@ -13,8 +14,16 @@ from conftest import make_examples
 
 from tokenize_mm.balance.weighting import GradShareWeighting, LossWeighting
 from tokenize_mm.cli.checkpoint import resolve_checkpoint
+from tokenize_mm.cli.report import (
+    MemoryLogger,
+    RunMetrics,
+    _equal_groups,
+    _series,
+    run_metrics,
+    write_run_report,
+)
 from tokenize_mm.data import StoreMismatchError, merge_store, pretokenize
-from tokenize_mm.data.datamodule import StoreDataModule
+from tokenize_mm.data.datamodule import SamplerFeedback, StoreDataModule
 from tokenize_mm.models import DecoderLM, preset
 from tokenize_mm.models.system import BalancedLM
 from tokenize_mm.sequence import VocabLayout
@@ -47,6 +56,7 @@ def fit(
     ckpt_dir=None,
     ckpt_path=None,
     schedule_steps=None,
+    logger=False,
     **kw,
 ):
     torch.manual_seed(0)
@@ -56,13 +66,13 @@ def fit(
     dm = StoreDataModule(str(store_dir), sampler=sampler, context=128, batch_size=2,
                          expected_fingerprint=layout.fingerprint, **kw)  # fmt: skip
     recorder = Recorder()
-    callbacks = [recorder]
+    callbacks = [SamplerFeedback(), recorder]
     if ckpt_dir is not None:
         callbacks.append(L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True))
     trainer = L.Trainer(
-        max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+        max_steps=steps, accelerator="cpu", devices=1, logger=logger, enable_progress_bar=False,
         enable_model_summary=False, callbacks=callbacks, limit_val_batches=2,
-        val_check_interval=steps, enable_checkpointing=ckpt_dir is not None,
+        val_check_interval=steps, enable_checkpointing=ckpt_dir is not None, log_every_n_steps=1,
     )  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -72,9 +82,11 @@ def fit(
     return module, recorder.steps, trainer
 
 
-def test_balance_metrics_are_logged_every_step(store):
+def test_balance_metrics_are_logged_every_step(store, tmp_path):
     store_dir, layout = store
-    module, steps, trainer = fit(store_dir, layout, GradShareWeighting(), sampler="adaptive")
+    csv = L.pytorch.loggers.CSVLogger(tmp_path, name="logs")
+    module, steps, trainer = fit(store_dir, layout, GradShareWeighting(), sampler="adaptive",
+                                 logger=csv)  # fmt: skip
     assert len(steps) == 4
     last = steps[-1]
     for m in ("text", "image", "audio"):
@@ -90,7 +102,17 @@ def test_balance_metrics_are_logged_every_step(store):
     probs = [v for k, v in last.items() if k.startswith("sampling/prob/")]
     assert probs and sum(probs) == pytest.approx(1)
     assert any(k.startswith("val/loss/") for k in trainer.callback_metrics)
-    assert module.stream_state is not None and int(module.skipped_steps) == 0
+    assert trainer.datamodule.state_dict()["stream"]["batches"] == 4
+    assert int(module.skipped_steps) == 0
+    # The report's record is the logger's file: one row per step, numbered as global_step, with
+    # the sampler's probabilities (logged by SamplerFeedback) in the step's own row.
+    metrics = run_metrics(trainer.loggers)
+    assert metrics.source.endswith("metrics.csv")
+    assert [r["step"] for r in metrics.train] == [1, 2, 3, 4]
+    assert all("train/loss/text" in r and any(k.startswith("sampling/prob/") for k in r)
+               for r in metrics.train)  # fmt: skip
+    assert metrics.train[-1]["train/grad_share/audio"] == last["train/grad_share/audio"]
+    assert [r["step"] for r in metrics.val] == [4] and "val/loss/text" in metrics.val[0]
 
 
 class NaNOnce(LossWeighting):
@@ -137,8 +159,10 @@ def test_checkpoint_holds_balance_state_and_refuses_other_layouts(store, tmp_pat
     fit(store_dir, layout, GradShareWeighting(), steps=3, sampler="adaptive",
                        ckpt_dir=tmp_path / "ckpt")  # fmt: skip
     ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
-    assert ckpt["balance"]["sampler"] is not None and ckpt["balance"]["stream"] is not None
-    assert ckpt["balance"]["layout_fingerprint"] == layout.fingerprint
+    data = ckpt["StoreDataModule"]  # the data module's own state: stream and sampler
+    assert data["version"] == 1 and data["stream"]["batches"] == 3
+    assert data["stream"]["sampler"] is not None
+    assert ckpt["balance"] == {"layout_fingerprint": layout.fingerprint}
     assert any(k.startswith("weighting.") for k in ckpt["state_dict"])
     other = VocabLayout({"text": tiny_text.info}, {"text": "another"})
     with pytest.raises(StoreMismatchError):
@@ -155,7 +179,25 @@ def test_resume_reproduces_the_uninterrupted_run(store, tmp_path):
     _, resumed, _ = fit(store_dir, layout, GradShareWeighting(), steps=6, sampler="adaptive",
                         ckpt_path=str(tmp_path / "ck" / "last.ckpt"))  # fmt: skip
     assert len(resumed) == 3
-    for a, b in zip(full[3:], resumed, strict=True):
+    _assert_same_steps(full[3:], resumed)
+    # A checkpoint of the earlier layout (stream and sampler in BalancedLM's "balance" entry, the
+    # stream taken when the batch was drawn, the sampler one update newer) resumes as exactly.
+    ckpt = torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)
+    stream = ckpt.pop("StoreDataModule")["stream"]
+    fresh = StoreDataModule(str(store_dir), sampler="adaptive", context=128, batch_size=2)
+    fresh.setup()  # an older sampler state than the saved one: it must be overridden
+    old_stream = dict(stream, sampler=fresh.sampler.state_dict())
+    assert old_stream["sampler"] != stream["sampler"]
+    ckpt["balance"].update(stream=old_stream, sampler=stream["sampler"])
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    _, legacy, _ = fit(store_dir, layout, GradShareWeighting(), steps=6, sampler="adaptive",
+                       ckpt_path=str(tmp_path / "old.ckpt"))  # fmt: skip
+    _assert_same_steps(full[3:], legacy)
+
+
+def _assert_same_steps(expected, got):
+    assert len(expected) == len(got)
+    for a, b in zip(expected, got, strict=True):
         losses = sorted(k for k in a if k.startswith(("train/loss", "sampling/prob/")))
         assert losses == sorted(k for k in b if k.startswith(("train/loss", "sampling/prob/")))
         assert [a[k] for k in losses] == [b[k] for k in losses]
@@ -165,17 +207,18 @@ DDP_SCRIPT = """
 import json, sys, warnings
 import lightning as L, torch
 from tokenize_mm.balance.weighting import GradShareWeighting
-from tokenize_mm.data.datamodule import StoreDataModule
+from tokenize_mm.data.datamodule import SamplerFeedback, StoreDataModule
 from tokenize_mm.models import DecoderLM, preset
 from tokenize_mm.models.system import BalancedLM
 from tokenize_mm.sequence import VocabLayout
 
 class Dump(L.Callback):
     def on_train_end(self, trainer, module):
+        trainer.save_checkpoint("{out}/ddp.ckpt")  # on every rank: the data state is gathered
         params = torch.cat([p.detach().flatten() for p in module.model.parameters()])
         out = {{"weights": module.weighting.weights(),
                "scales": module.weighting.scales.tolist(),
-               "probabilities": module.sampler.probabilities(),
+               "probabilities": trainer.datamodule.sampler.probabilities(),
                "params": params.tolist()[:2000], "param_sum": float(params.double().sum())}}
         with open(f"{out}/rank{{trainer.global_rank}}.json", "w") as fh:
             json.dump(out, fh)
@@ -190,11 +233,12 @@ if __name__ == "__main__":
     trainer = L.Trainer(max_steps=4, accelerator="cpu", devices=2, strategy="ddp_spawn",
                         logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=False, limit_val_batches=2, val_check_interval=2,
-                        callbacks=[Dump()])
+                        callbacks=[SamplerFeedback(), Dump()])
     trainer.fit(module, datamodule=dm)
 """
 
 
+@pytest.mark.slow
 def test_ddp_ranks_hold_identical_balance_state_and_parameters(store, tmp_path):
     """Two CPU processes (gloo): every statistic a weighting or sampler uses is all-reduced, so
     after N steps both ranks hold the same weights, probabilities and parameters, although each
@@ -214,3 +258,24 @@ def test_ddp_ranks_hold_identical_balance_state_and_parameters(store, tmp_path):
     assert r0["probabilities"] == r1["probabilities"]
     assert r0["params"] == r1["params"] and r0["param_sum"] == r1["param_sum"]
     assert r0["scales"] != [1.0, 1.0, 1.0]  # the balancer did act
+    # The checkpoint keeps every rank's data position, not rank 0's alone.
+    data = torch.load(tmp_path / "ddp.ckpt", weights_only=True)["StoreDataModule"]
+    ranks = data["stream"]["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1] and all(r["batches"] == 4 for r in ranks)
+    assert ranks[0]["pending"] != ranks[1]["pending"]  # each rank's own packer buffer
+
+
+def test_run_report_from_memory_rows_keeps_equal_lines_visible(tmp_path):
+    """Without a CSV logger the report reads a MemoryLogger's rows; equal weights are noted."""
+    logger = MemoryLogger()
+    for step in range(3):  # as Lightning logs: a train row at the steps done before it
+        logger.log_metrics({"train/loss/text": 2.0 - step / 10, "train/weight/text": 1.0,
+                            "train/weight/image": 1.0, "epoch": 0}, step=step)  # fmt: skip
+    logger.log_metrics({"val/loss/text": 1.5, "epoch": 0}, step=2)  # after step 3
+    metrics = run_metrics([logger])
+    assert [r["step"] for r in metrics.train] == [1, 2, 3] and metrics.last_val()["step"] == 3
+    report = write_run_report(metrics, tmp_path, {"command": "x", "seconds": 1.0}).read_text()
+    assert "steps 1–3 (3 trained here)" in report and "| text | 1.800 | 1.500 |" in report
+    assert (tmp_path / "report.png").stat().st_size > 0
+    assert RunMetrics().steps is None
+    assert _equal_groups(_series(metrics.train, "train/weight/")) == ["image = text"]

@@ -14,8 +14,9 @@ local load into a full unpickling, so a crafted checkpoint could run code. ``tmm
 
 What a checkpoint of ``BalancedLM`` holds: the model's and the loss weighting's tensors
 (``state_dict``), the optimiser and learning-rate scheduler states, Lightning's loop counters and
-callback states (plain numbers and strings), and ``balance``: the sampler's state, the data stream's
-position (numbers and lists) and the layout fingerprint (a string). Nothing in it is code.
+callback states (plain numbers and strings), ``balance``: the layout fingerprint (a string), and
+``StoreDataModule``: the data stream's position and the sampler's state, for every rank (numbers
+and lists). Nothing in it is code.
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ from tokenize_mm.cli.common import config_dir
 from tokenize_mm.cli.files import process_files
 from tokenize_mm.core.atomic import write_atomic, write_bytes_atomic
 from tokenize_mm.tokenizers import load_tokenizer
-from tokenize_mm.tokenizers.audio_io import save_wav
+from tokenize_mm.tokenizers.audio.io import save_wav
 from tokenize_mm.tokenizers.base import TokenizerInfo
-from tokenize_mm.tokenizers.image_io import to_pil
+from tokenize_mm.tokenizers.image.io import to_pil
 from tokenize_mm.tokenizers.token_file import (
     SUFFIX,
     check_written_by,

@@ -1,8 +1,8 @@
 """``tmm-encode``: encode files to token files, with a progress bar.
 
 Inputs are files or folders. A folder contributes every file under it that the tokenizer reads
-(text: ``.txt``; images: ``image_io.IMAGE_SUFFIXES``; audio: every format soundfile reads, ``.mp3``
-included); a file named explicitly is always attempted, whatever its suffix.
+(text: ``.txt``; images: ``tokenizers.image.io.IMAGE_SUFFIXES``; audio: every format soundfile
+reads, ``.mp3`` included); a file named explicitly is always attempted, whatever its suffix.
 
 Naming: a token file is the source's full name (relative to its folder input, subfolders kept)
 plus ``.tokens.safetensors``: ``photos/a/x.png`` given as ``photos/`` becomes

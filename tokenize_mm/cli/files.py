@@ -21,8 +21,8 @@ import soundfile as sf
 from tqdm import tqdm
 
 from tokenize_mm.core.errors import TokenizeMMError
-from tokenize_mm.tokenizers.audio_io import AUDIO_SUFFIXES
-from tokenize_mm.tokenizers.image_io import IMAGE_SUFFIXES
+from tokenize_mm.tokenizers.audio.io import AUDIO_SUFFIXES
+from tokenize_mm.tokenizers.image.io import IMAGE_SUFFIXES
 
 # The file suffixes of each soundfile (libsndfile) format name. RAW (header-less, needs its
 # parameters) and MAT4/MAT5 (``.mat`` files are mostly not audio) are left out; a format this map
@@ -80,7 +80,7 @@ class Outcome:
 def audio_suffixes(formats: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """The audio file suffixes ``load_audio`` reads: those of every format soundfile reports
     (``soundfile.available_formats()``, e.g. ``.mp3`` from libsndfile 1.1), and at least
-    ``audio_io.AUDIO_SUFFIXES``."""
+    ``tokenizers.audio.io.AUDIO_SUFFIXES``."""
     formats = sf.available_formats() if formats is None else formats
     found = list(AUDIO_SUFFIXES)
     for name in formats:

@@ -3,12 +3,17 @@
 data source → tokenizers (fitted once per config, source and tokenizer code, then reused from
 ``cache_dir``) → pretokenized store (reused likewise; its token accounting beside it) →
 ``BalancedLM`` trained by Lightning with the configured loss weighting and sampler → run report
-(``report.md``, ``report.png``, ``history.json``) and checkpoints in ``out_dir``.
+(``report.md``, ``report.png``, built from the logger's ``metrics.csv``) and checkpoints in
+``out_dir``.
+
+Status lines go through ``logging`` (logger ``tokenize_mm.cli.train``), so Hydra's job log
+(``train.log``) holds them as well as the console; the final report is printed to stdout.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import shlex
 import shutil
 import sys
@@ -26,6 +31,8 @@ from tokenize_mm.cli.checkpoint import resolve_checkpoint
 from tokenize_mm.cli.common import config_dir, fit_from_source, rates_table
 from tokenize_mm.cli.validate import check_train_config
 from tokenize_mm.core.modalities import MODALITIES
+
+log = logging.getLogger("tokenize_mm.cli.train")  # __name__, also when run with python -m
 
 
 def _key(*parts: str) -> str:
@@ -69,11 +76,11 @@ def fit_or_reuse(tcfg: DictConfig, source: Any, source_id: str, cache: Path, spl
     if (path / "manifest.json").is_file():
         try:
             load_tokenizer(path)
-            print(f"reusing {tcfg.name} from {path}", flush=True)
+            log.info("reusing %s from %s", tcfg.name, path)
             return path
         except ArtifactError as err:  # damaged cache: fit again
-            print(f"cached {path} unusable ({err}); fitting again", flush=True)
-    print(f"fitting {tcfg.name} on {type(source).__name__} ...", flush=True)
+            log.warning("cached %s unusable (%s); fitting again", path, err)
+    log.info("fitting %s on %s ...", tcfg.name, type(source).__name__)
     fit_from_source(instantiate(tcfg.fit), tcfg.modality, source, split).save(path)
     return path
 
@@ -90,9 +97,9 @@ def store_or_reuse(source: Any, artifacts: dict[str, Path], layout: Any, data: D
     code = code_identity("data", "sequence", "core")
     path = cache / "stores" / _key(layout.fingerprint, source_id, order_key, code)
     if (path / "store.json").is_file():
-        print(f"reusing the store {path}", flush=True)
+        log.info("reusing the store %s", path)
         return path
-    print(f"pretokenizing into {path} ...", flush=True)
+    log.info("pretokenizing into %s ...", path)
     order = SpanOrder(data.span_order, seed=data.seed)
     try:
         pretokenize(source, artifacts, path, audio_pattern=data.audio_pattern, order=order,
@@ -100,7 +107,7 @@ def store_or_reuse(source: Any, artifacts: dict[str, Path], layout: Any, data: D
     except StoreResumeError as err:
         # A partial store of this cache key whose source changed since (a manifest's files were
         # replaced, say): the cache is ours, so it is written again rather than mixed.
-        print(f"the partial store in {path} is of other data ({err}); writing it again", flush=True)
+        log.warning("the partial store in %s is of other data (%s); writing it again", path, err)
         shutil.rmtree(path)
         pretokenize(source, artifacts, path, audio_pattern=data.audio_pattern, order=order,
                     workers=data.workers)  # fmt: skip
@@ -141,7 +148,8 @@ def prepare(cfg: DictConfig) -> Prepared:
     artifacts = {m: fit_or_reuse(cfg.tokenizers[m], source, source_id, cache, cfg.fit_split)
                  for m in MODALITIES}  # fmt: skip
     layout = VocabLayout.from_artifacts(artifacts, audio_pattern=cfg.data.audio_pattern)
-    print(rates_table({cfg.tokenizers[m].name: info for m, info in layout.infos.items()}))
+    log.info("tokenizers:\n%s", rates_table({cfg.tokenizers[m].name: info
+                                             for m, info in layout.infos.items()}))  # fmt: skip
     store = store_or_reuse(source, artifacts, layout, cfg.data, source_id, cache)
     return Prepared(source, source_id, artifacts, layout, store)
 
@@ -176,20 +184,19 @@ def build_datamodule(cfg: DictConfig, prepared: Prepared) -> Any:
 
 @dataclass
 class Run:
-    """A finished ``train`` call: the trained module, its data, trainer and per-step history."""
+    """A finished ``train`` call: the trained module, its data, trainer and logged metrics."""
 
     module: Any
     data: Any
     trainer: Any
-    history: Any
+    metrics: Any  # cli.report.RunMetrics: the rows the run's logger holds
 
 
-def _refuse_silent_resume(cfg: DictConfig) -> None:
-    """With an ``OnExceptionCheckpoint`` among the callbacks, Lightning turns ``ckpt_path=None``
-    into ``"last"``: a run into an ``out_dir`` that already holds a ``last.ckpt`` would resume
-    from it without being asked. Refuse, and say how to resume or start afresh."""
-    for callback in (cfg.callbacks or {}).values():
-        folder = callback.get("dirpath")
+def _refuse_mixed_checkpoints(callbacks: list[Any]) -> None:
+    """A fresh run into a folder that holds checkpoints would write its own among an earlier
+    run's (and ``last.ckpt`` over theirs): refuse, and say how to resume or start afresh."""
+    for callback in callbacks:
+        folder = getattr(callback, "dirpath", None)
         if folder and any(Path(folder).glob("*.ckpt")):
             raise FileExistsError(
                 f"{folder} holds checkpoints of an earlier run. Resume from one with "
@@ -197,47 +204,111 @@ def _refuse_silent_resume(cfg: DictConfig) -> None:
             )
 
 
-def train(cfg: DictConfig, prepared: Prepared) -> Run:
-    """Seed, build the module and data of ``cfg`` and fit them (resuming from ``cfg.ckpt_path``)."""
-    import lightning as L
+def checkpoint_step(ckpt_path: str | None) -> int | None:
+    """The ``global_step`` a checkpoint file was saved at (``None``: no file, or an alias)."""
+    import torch
 
-    from tokenize_mm.models.run_report import MetricsHistory
+    if ckpt_path is None or not Path(ckpt_path).is_file():
+        return None
+    return int(torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+               .get("global_step", 0))  # fmt: skip
+
+
+def run_callbacks(cfg: DictConfig) -> list[Any]:
+    """The configured callbacks, plus what every run needs when they lack it: ``SamplerFeedback``
+    (the sampler learns from the losses) and ``LogProgress`` (progress in the log when no bar)."""
+    from tokenize_mm.cli.callbacks import LogProgress
+    from tokenize_mm.data.datamodule import SamplerFeedback
+
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    for needed in (SamplerFeedback, LogProgress):
+        if not any(isinstance(c, needed) for c in callbacks):
+            callbacks.append(needed())
+    return callbacks
+
+
+def train(cfg: DictConfig, prepared: Prepared) -> Run:
+    """Seed, build the module and data of ``cfg`` and fit them (resuming from ``cfg.ckpt_path``).
+
+    The trainer's logger is ``cfg.logger`` (or, without one, a ``MemoryLogger`` that keeps the
+    rows for the report). Lightning's progress bar is turned off when stdout is not a terminal;
+    ``LogProgress`` logs a line every few steps instead.
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import Checkpoint
+
+    from tokenize_mm.cli.report import MemoryLogger, csv_logger, run_metrics
 
     # BalancedLM pulls its batches (training_step(dataloader_iter)) so that none is drawn ahead
     # of a sampler update; Lightning flags that signature as experimental on every run.
     warnings.filterwarnings("ignore", message=".*dataloader_iter.*")
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)  # local, weights-only: never unpickles code
+    interactive = sys.stdout.isatty()
+    callbacks = run_callbacks(cfg)
     if ckpt_path is None:
-        _refuse_silent_resume(cfg)
+        _refuse_mixed_checkpoints(callbacks)
     L.seed_everything(cfg.seed, verbose=False)
     module, data = build_module(cfg, prepared.layout), build_datamodule(cfg, prepared)
-    history = MetricsHistory()
-    callbacks = [history, *(instantiate(c) for c in (cfg.callbacks or {}).values())]
-    logger = instantiate(cfg.logger) if cfg.logger else False
+    logger = instantiate(cfg.logger) if cfg.logger else MemoryLogger()
+    found = csv_logger([logger])
+    if found is not None:
+        _ = found.log_dir  # fix its version now (a spawned process would pick the next one)
+    options: dict[str, Any] = {}
+    if cfg.trainer.get("enable_progress_bar", True) and not interactive:
+        options["enable_progress_bar"] = False  # a bar in a file: KB of carriage returns a line
+    checkpoints = any(isinstance(c, Checkpoint) for c in callbacks)
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
-                          enable_checkpointing=bool(cfg.callbacks))  # fmt: skip
+                          enable_checkpointing=checkpoints, **options)  # fmt: skip
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
-    return Run(module, data, trainer, history)
+    return Run(module, data, trainer, run_metrics(trainer.loggers))
+
+
+def checkpoint_folders(trainer: Any) -> list[Path]:
+    """The folders this run's checkpoint callbacks wrote checkpoints into."""
+    from lightning.pytorch.callbacks import Checkpoint
+
+    folders = {Path(c.dirpath) for c in trainer.callbacks
+               if isinstance(c, Checkpoint) and getattr(c, "dirpath", None)}  # fmt: skip
+    return sorted(f for f in folders if any(f.glob("*.ckpt")))
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> None:
-    from tokenize_mm.models.run_report import write_run_report
+    from tokenize_mm.cli.report import write_run_report
 
     start = time.perf_counter()
+    step = checkpoint_step(resolve_checkpoint(cfg.ckpt_path))
+    if step is not None and step >= cfg.trainer.max_steps:
+        log.warning(
+            "%s is at step %d and trainer.max_steps=%d: that run is finished, nothing to train "
+            "and no report written (raise trainer.max_steps to train on)",
+            cfg.ckpt_path, step, cfg.trainer.max_steps,
+        )  # fmt: skip
+        return
     prepared = prepare(cfg)
     run = train(cfg, prepared)
-    if run.trainer.global_rank == 0:
-        out = Path(cfg.out_dir)
-        settings = {
-            "command": shlex.join(sys.orig_argv), "seconds": time.perf_counter() - start,
-            "weighting": cfg.balance.weighting._target_.rsplit(".", 1)[-1],
-            "sampling": cfg.balance.sampling.name, "store": str(prepared.store),
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        }  # fmt: skip
-        report = write_run_report(run.history, out, settings)
-        print(report.read_text(encoding="utf-8"))
-        print(f"run report, plots and checkpoints in {out}")
+    if run.trainer.global_rank != 0:
+        return
+    out = Path(cfg.out_dir)
+    if not run.metrics.train:
+        log.warning(
+            "no training step was logged (%s): nothing trained, so no report written",
+            f"resumed from {cfg.ckpt_path}, already at trainer.max_steps?" if cfg.ckpt_path
+            else f"no metrics in {run.metrics.source}",
+        )  # fmt: skip
+        return
+    settings = {
+        "command": shlex.join(sys.orig_argv), "seconds": time.perf_counter() - start,
+        "weighting": cfg.balance.weighting._target_.rsplit(".", 1)[-1],
+        "sampling": cfg.balance.sampling.name, "store": str(prepared.store),
+    }  # fmt: skip
+    report = write_run_report(run.metrics, out, settings)
+    print(report.read_text(encoding="utf-8"), flush=True)
+    log.info("run report and plots in %s", out)
+    if run.metrics.source not in ("memory", "none"):
+        log.info("metrics per step in %s", run.metrics.source)
+    for folder in checkpoint_folders(run.trainer):
+        log.info("checkpoints in %s", folder)
 
 
 if __name__ == "__main__":

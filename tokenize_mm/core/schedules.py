@@ -2,7 +2,7 @@
 
 ``warmup_cosine``: a linear warm-up over the first 5 % of the steps (at least one), then cosine
 decay to 10 % of the peak, stepped every optimizer step. ``BalancedLM`` (``models/system.py``)
-and the image and audio tokenizer fits (``tokenizers/image_fit.py``, ``audio_fit.py``) all use
+and the image and audio tokenizer fits (``tokenizers/image/fit.py``, ``audio/fit.py``) all use
 it. Imports torch only (no Lightning: it returns the optimizer config Lightning's
 ``configure_optimizers`` expects, as a plain dict).
 """

@@ -3,7 +3,8 @@
 Every source yields ``Example`` objects (text, image, audio items plus split, sub-source and
 concept label) and offers ``texts()`` / ``images()`` for fitting tokenizers:
 
-- ``BuiltinSource``: deterministic coloured-shape data, drawn and described, no downloads.
+- ``BuiltinSource``: deterministic coloured-shape data, drawn, described and played, no
+  downloads (the ``builtin`` package).
 - ``ManifestSource``: your data, as a JSONL manifest (docs/architecture.md §5).
 - ``FolderSource``: every image, audio or text file under a folder.
 
@@ -13,8 +14,7 @@ After tokenization (docs/architecture.md §2, §8):
   fingerprinted, resumable shards (the ``store`` package), with a token-accounting report
   (``accounting.py``).
 - ``Document``, ``Packer``, ``TokenBudgetBatcher``, ``PackedDataset``: documents packed into
-  training batches with document boundaries kept (``packing.py``, ``packer.py``,
-  ``packed_dataset.py``).
+  training batches with document boundaries kept (the ``packing`` package).
 """
 
 from tokenize_mm.core.modalities import MODALITIES, SPECIAL_MODALITY
@@ -30,14 +30,17 @@ from tokenize_mm.data.example import (
 )
 from tokenize_mm.data.folder import FolderSource
 from tokenize_mm.data.manifest import ManifestSource, SkippedRecord
-from tokenize_mm.data.packed_dataset import PackedDataset
-from tokenize_mm.data.packer import Packer, PackStats, TokenBudgetBatcher, batch_rows
 from tokenize_mm.data.packing import (
     Batch,
     Document,
+    PackedDataset,
     PackedRow,
+    Packer,
+    PackStats,
     Piece,
+    TokenBudgetBatcher,
     attention_mask,
+    batch_rows,
     collate,
     layout,
     split_document,

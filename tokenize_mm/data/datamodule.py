@@ -6,25 +6,39 @@ updates; validation batches are the ``val`` examples packed in order. The store 
 layout fingerprint of the tokenizers the run was given, so tokens laid out by other tokenizers are
 refused (``StoreMismatchError``).
 
+The data module owns the data state: the stream (its position, packer buffer and generator) and
+the sampler (inside the stream's state). Lightning saves ``state_dict()`` in every checkpoint under
+the key ``StoreDataModule`` and gives it back to ``load_state_dict`` on resume (after ``setup``,
+before the first batch). Under DDP ``state_dict`` gathers every rank's stream state (each rank's
+packer buffer and document positions differ), so each rank resumes from its own position.
+
+``SamplerFeedback`` (a Lightning callback) closes the loop: after every training step it hands the
+training module's all-reduced per-modality losses (``BalancedLM.step_losses``) to the sampler and
+logs ``sampling/prob/<source>``. Nothing else updates the sampler.
+
 The stream lives in the main process (``num_workers=0``: its state and sampler must be the ones
-the training module updates and checkpoints), and the training step pulls each batch itself
+that are updated and checkpointed), and the training step pulls each batch itself
 (``training_step(dataloader_iter)``), so no batch is drawn before the previous step's sampler
-update: the stream state after the step's batch is the exact data position a checkpoint keeps.
+update: when a checkpoint is taken (at the end of a step) the stream stands exactly after the
+step's batch, with the sampler already updated by that step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import lightning as L
 import torch
 
 from tokenize_mm.balance.sampling import build_sampler
+from tokenize_mm.data.errors import DataError
 from tokenize_mm.data.mixture import MixtureStream, source_modalities, source_sizes, store_sources
-from tokenize_mm.data.packed_dataset import PackedDataset
-from tokenize_mm.data.packing import Batch
+from tokenize_mm.data.packing import Batch, PackedDataset
 from tokenize_mm.data.store import TokenStore
+
+#: Version of ``StoreDataModule.state_dict``'s layout.
+STATE_VERSION = 1
 
 
 class StreamIterable(torch.utils.data.IterableDataset):
@@ -108,3 +122,74 @@ class StoreDataModule(L.LightningDataModule):
             rank=rank, world_size=world,
         )  # fmt: skip
         return torch.utils.data.DataLoader(data, batch_size=None, num_workers=0)
+
+    # -- state (checkpointed by Lightning) ------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """``{"version": 1, "stream": state}``: the stream's position, buffer, generator and
+        sampler (``MixtureStream.state_dict``); under DDP ``{"ranks": [rank 0, rank 1, ...]}``,
+        gathered from every rank (Lightning calls this on every rank when it saves)."""
+        if self.stream is None:
+            return {}
+        return {"version": STATE_VERSION, "stream": self.stream.state_dict(gather=_gatherer())}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Put the stream (and its sampler) back where ``state`` left them.
+
+        Also reads what checkpoints written before the data module kept its own state hold
+        (``BalancedLM`` moves their ``balance.stream`` and ``balance.sampler`` here as
+        ``{"legacy": ...}``): the stream as it was when the last batch was drawn and the sampler
+        one update newer, which goes in last. Those hold rank 0's stream only, so a DDP run
+        cannot resume from them exactly (``DataError``)."""
+        if not state:
+            return
+        if self.stream is None:
+            raise DataError("StoreDataModule.load_state_dict needs setup() first")
+        legacy = state.get("legacy")
+        if legacy is not None:
+            if legacy.get("stream") is not None:
+                self.stream.load_state_dict(legacy["stream"])
+            if legacy.get("sampler") is not None:
+                self.stream.sampler.load_state_dict(legacy["sampler"])
+            return
+        if state.get("version") != STATE_VERSION:
+            raise DataError(
+                f"data module state of version {state.get('version')}, this code reads "
+                f"{STATE_VERSION}"
+            )
+        self.stream.load_state_dict(state["stream"])
+
+
+def _gatherer() -> Callable[[Any], Sequence[Any]] | None:
+    """Every rank's object, in rank order (``all_gather_object``); ``None`` on one process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+
+    def gather(obj: Any) -> list[Any]:
+        out: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+
+    return gather
+
+
+class SamplerFeedback(L.Callback):
+    """After every training step, feed the step's per-modality losses to the data's sampler.
+
+    Reads ``pl_module.step_losses`` (modality → mean loss of the step, all-reduced over ranks;
+    ``None`` for a skipped step) and updates ``trainer.datamodule.sampler``, then logs
+    ``sampling/prob/<source>``. The next batch is drawn after this (the training step pulls it),
+    so an adaptive sampler's update counts from the next batch on. A data module without a
+    sampler, or a module without ``step_losses``, makes it do nothing. ``tmm-train`` adds it when
+    the configured callbacks lack it.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        sampler = getattr(trainer.datamodule, "sampler", None)
+        losses = getattr(pl_module, "step_losses", None)
+        if sampler is None or not losses:
+            return
+        sampler.update(losses)
+        probs = {f"sampling/prob/{s}": float(p) for s, p in sampler.probabilities().items()}
+        pl_module.log_dict(probs, on_step=True, on_epoch=False, batch_size=1)

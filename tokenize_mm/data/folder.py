@@ -35,7 +35,7 @@ from tokenize_mm.data.example import (
     iter_items,
     split_for_id,
 )
-from tokenize_mm.tokenizers.image_io import IMAGE_SUFFIXES
+from tokenize_mm.tokenizers.image.io import IMAGE_SUFFIXES
 
 EXTENSIONS: dict[str, tuple[str, ...]] = {
     "image": tuple(s.lstrip(".") for s in IMAGE_SUFFIXES),  # what the image tokenizer reads

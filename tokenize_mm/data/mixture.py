@@ -38,8 +38,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from tokenize_mm.balance.sampling import MixtureSampler
 from tokenize_mm.core.modalities import MODALITY_IDS
 from tokenize_mm.data.errors import DataError
-from tokenize_mm.data.packer import Packer, PackStats, PiecePool, check_positive
 from tokenize_mm.data.packing import Batch, Document, PackedRow, Piece, collate, split_document
+from tokenize_mm.data.packing.packer import Packer, PackStats, PiecePool, check_positive
 
 STATE_VERSION = 1
 _MODALITY_NAMES = sorted(MODALITY_IDS, key=MODALITY_IDS.__getitem__)  # text, image, audio, special

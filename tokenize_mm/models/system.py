@@ -7,8 +7,13 @@ each modality's gradient share at h (the head is position-wise and the modalitie
 rows of ∂L/∂h, so masking the rows by modality gives every g_m exactly; ``grad_share`` rescales
 those rows in the same pass). Logged as ``stage/quantity/modality``: ``train/loss/<m>``,
 ``train/acc/<m>``, ``train/tokens/<m>``, ``train/token_share/<m>``, ``train/loss_share/<m>``,
-``train/grad_share/<m>``, ``train/weight/<m>``, ``train/dominance`` (max g / min g),
-``sampling/prob/<source>``.
+``train/grad_share/<m>``, ``train/weight/<m>``, ``train/dominance`` (max g / min g).
+
+The module knows nothing of the data: after each step it leaves the all-reduced per-modality
+losses in ``step_losses``, and the ``SamplerFeedback`` callback (``tokenize_mm.data.datamodule``)
+hands them to the data module's sampler. The data position and the sampler are checkpointed by the
+data module (``StoreDataModule.state_dict``); this module's checkpoint entry ``balance`` holds only
+the layout fingerprint.
 
 Distributed: token counts, loss sums and gradient norms are all-reduced (sums over ranks) before a
 weighting or sampler sees them, so every rank holds the same state; each rank's loss for the
@@ -42,8 +47,6 @@ class BalancedLM(L.LightningModule):
     Args:
         model: the decoder.
         weighting: how per-modality losses combine (``tokenize_mm.balance.weighting``).
-        sampler: the mixture sampler the data stream draws from, updated with the all-reduced
-            per-modality losses after every step (``None``: a fixed stream).
         learning_rate, weight_decay, betas: AdamW (decay on matrices only).
         max_steps: length of the warm-up + cosine schedule.
         layout_fingerprint: the VocabLayout fingerprint of the tokens; saved in checkpoints and
@@ -54,7 +57,6 @@ class BalancedLM(L.LightningModule):
         self,
         model: DecoderLM,
         weighting: LossWeighting,
-        sampler: Any = None,
         learning_rate: float = 3e-4,
         weight_decay: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.95),
@@ -62,7 +64,7 @@ class BalancedLM(L.LightningModule):
         layout_fingerprint: str | None = None,
     ):
         super().__init__()
-        self.model, self.weighting, self.sampler = model, weighting, sampler
+        self.model, self.weighting = model, weighting
         self.learning_rate, self.weight_decay, self.betas = learning_rate, weight_decay, betas
         self.max_steps, self.layout_fingerprint = max_steps, layout_fingerprint
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
@@ -71,7 +73,9 @@ class BalancedLM(L.LightningModule):
         self._grad_sq: dict[str, torch.Tensor] = {}
         self._stats: dict[str, Any] = {}
         self._batch_size = 1
-        self.stream_state: dict[str, Any] | None = None  # the data position of the last step
+        #: modality → the last step's mean loss, all-reduced over ranks (``None`` after a skipped
+        #: step): what ``SamplerFeedback`` gives the sampler.
+        self.step_losses: dict[str, float] | None = None
 
     # -- shared forward ----------------------------------------------------------------------
     def _reduce(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,36 +110,13 @@ class BalancedLM(L.LightningModule):
                 "row_modality": row_modality}  # fmt: skip
 
     # -- training -------------------------------------------------------------------------------
-    def _datamodule(self):
-        trainer = self._trainer
-        return getattr(trainer, "datamodule", None) if trainer is not None else None
-
-    def on_train_start(self) -> None:
-        """Share the data module's sampler, and put back a restored sampler and data position."""
-        dm = self._datamodule()
-        if dm is None or getattr(dm, "sampler", None) is None:
-            return
-        if self.sampler is None:
-            self.sampler = dm.sampler
-        restored = getattr(self, "_restored", None)
-        if restored:
-            # The stream's state holds the sampler as it was when the batch was drawn; the
-            # sampler's own state, one update newer, goes in last.
-            if restored.get("stream") is not None:
-                dm.stream.load_state_dict(restored["stream"])
-            if restored.get("sampler") is not None:
-                self.sampler.load_state_dict(restored["sampler"])
-            self._restored = None
-
     def training_step(self, dataloader_iter):
         # Taking the iterator (not a batch) stops Lightning from fetching a batch ahead: the next
         # batch is drawn only now, after the last step's sampler update, as it is after a resume.
         batch, _, _ = next(dataloader_iter)
         batch = batch.to(self.device)
         self._batch_size = int(batch.tokens.shape[0])
-        dm = self._datamodule()
-        if dm is not None and getattr(dm, "stream", None) is not None:
-            self.stream_state = dm.stream.state_dict()  # the data position after this batch
+        self.step_losses = None
         out = self.modality_losses(batch)
         counts = {m: self._reduce(c.detach()) for m, c in out["counts"].items()}
         world = self._world()
@@ -187,8 +168,7 @@ class BalancedLM(L.LightningModule):
         grad_sq = {m: float(self._reduce(self._grad_sq.get(m, torch.zeros((), device=self.device))))
                    for m in MODALITIES}  # fmt: skip
         self.weighting.observe(losses, grad_sq)
-        if self.sampler is not None:
-            self.sampler.update(losses)
+        self.step_losses = losses
         self._log_balance(losses, counts, hits, grad_sq, present)
 
     def _log_balance(self, losses, counts, hits, grad_sq, present) -> None:
@@ -215,9 +195,6 @@ class BalancedLM(L.LightningModule):
             self.dominance_count += 1
             metrics["train/dominance"] = dominance
             metrics["train/dominance_mean"] = float(self.dominance_sum / self.dominance_count)
-        if self.sampler is not None:
-            for source, p in self.sampler.probabilities().items():
-                metrics[f"sampling/prob/{source}"] = p
         self.log_dict(metrics, on_step=True, batch_size=self._batch_size)
 
     # -- validation -----------------------------------------------------------------------------
@@ -249,13 +226,9 @@ class BalancedLM(L.LightningModule):
         return warmup_cosine(opt, self.max_steps)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["balance"] = {
-            "sampler": self.sampler.state_dict() if self.sampler is not None else None,
-            "stream": self.stream_state,
-            "layout_fingerprint": self.layout_fingerprint,
-        }
+        checkpoint["balance"] = {"layout_fingerprint": self.layout_fingerprint}
 
-    def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         balance = checkpoint.get("balance", {})
         saved = balance.get("layout_fingerprint")
         if self.layout_fingerprint and saved and saved != self.layout_fingerprint:
@@ -263,5 +236,19 @@ class BalancedLM(L.LightningModule):
                 f"the checkpoint was trained on tokens of layout {saved[:12]}, this run's tokens "
                 f"are laid out by {self.layout_fingerprint[:12]}: resume with the same tokenizers"
             )
-        self._restored = {"sampler": balance.get("sampler"), "stream": balance.get("stream")}
-        self.stream_state = balance.get("stream")
+        self._migrate_data_state(checkpoint, balance)
+
+    def _migrate_data_state(self, checkpoint: dict[str, Any], balance: Mapping[str, Any]) -> None:
+        """Checkpoints written before the data module kept its own state hold the stream and the
+        sampler in ``balance``: hand them to the data module's entry (Lightning restores the data
+        module after this hook, from ``checkpoint[<its class name>]``), which reads them as
+        ``{"legacy": {"stream": ..., "sampler": ...}}``."""
+        if balance.get("stream") is None and balance.get("sampler") is None:
+            return
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        if datamodule is None:
+            return
+        key = type(datamodule).__qualname__
+        if key not in checkpoint:
+            checkpoint[key] = {"legacy": {"stream": balance.get("stream"),
+                                          "sampler": balance.get("sampler")}}  # fmt: skip

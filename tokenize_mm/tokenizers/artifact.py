@@ -38,6 +38,7 @@ from tokenize_mm.tokenizers.errors import (
     ArtifactVersionError,
     UnsafeArtifactError,
 )
+from tokenize_mm.tokenizers.registry import tokenizer_class
 
 FORMAT = "tokenize_mm.tokenizer"
 FORMAT_VERSION = 1
@@ -336,7 +337,5 @@ def load_tokenizer(directory: str | Path):
         ArtifactError (or a subclass): the directory is not a valid, verified artifact.
         UnknownKindError: no tokenizer is registered for the artifact's kind.
     """
-    from tokenize_mm.tokenizers.base import tokenizer_class
-
     artifact = read_artifact(directory)
     return tokenizer_class(artifact.kind).from_artifact(artifact)

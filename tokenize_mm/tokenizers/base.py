@@ -5,7 +5,7 @@ back. Its ``info`` is a frozen, JSON-serialisable record of the token rates; eve
 reads rates from it, never from constants. Trainable tokenizers have a ``fit`` classmethod that
 returns a new tokenizer. Every tokenizer saves to and loads from a versioned artifact directory
 (see ``artifact.py``); ``load_tokenizer`` dispatches on the artifact's ``kind`` through the
-registry kept here.
+registry (``registry.py``).
 
 The contract is a ``Protocol``, not a base class: a tokenizer is anything with these methods.
 """
@@ -17,12 +17,12 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
 from tokenize_mm.core.modalities import MODALITIES
-from tokenize_mm.tokenizers.errors import InvalidCodesError, InvalidInputError, UnknownKindError
+from tokenize_mm.tokenizers.errors import InvalidCodesError, InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -206,46 +206,3 @@ def map_batch(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
         except InvalidInputError as err:
             raise err.at_index(i) from err
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Registry of artifact kinds. Each tokenizer module registers itself on import; the registry also
-# knows which module provides each built-in kind, so load_tokenizer works on a fresh interpreter.
-
-T = TypeVar("T")
-_REGISTRY: dict[str, type] = {}
-_BUILTIN_KINDS = {
-    "text.sentencepiece": "tokenize_mm.tokenizers.text",
-    "image.vq": "tokenize_mm.tokenizers.image",
-    "audio.codec": "tokenize_mm.tokenizers.audio",
-    "audio.encodec": "tokenize_mm.tokenizers.audio_pretrained",
-}
-
-
-def register_tokenizer(cls: type[T]) -> type[T]:
-    """Class decorator: make ``load_tokenizer`` able to load artifacts of ``cls.kind``."""
-    kind = cls.kind  # type: ignore[attr-defined]
-    if kind in _REGISTRY and _REGISTRY[kind] is not cls:
-        raise ValueError(
-            f"tokenizer kind {kind!r} is already registered by {_REGISTRY[kind].__name__}"
-        )
-    _REGISTRY[kind] = cls
-    return cls
-
-
-def registered_kinds() -> list[str]:
-    return sorted(set(_REGISTRY) | set(_BUILTIN_KINDS))
-
-
-def tokenizer_class(kind: str) -> type:
-    """The class registered for ``kind``; raises ``UnknownKindError`` naming the known kinds."""
-    if kind not in _REGISTRY and kind in _BUILTIN_KINDS:
-        import importlib
-
-        importlib.import_module(_BUILTIN_KINDS[kind])
-    if kind not in _REGISTRY:
-        raise UnknownKindError(
-            f"unknown tokenizer kind {kind!r}; known kinds: {', '.join(registered_kinds())}. "
-            "Was the artifact written by a newer tokenize_mm or by a plugin that is not imported?"
-        )
-    return _REGISTRY[kind]

@@ -12,7 +12,7 @@ Three questions about a discrete tokenizer, asked of held-out data:
 - **Codebook usage.** Fraction of the codes used at least once, and perplexity (2^entropy).
 - **Reconstruction.** Exact text round trips; image PSNR and SSIM (Wang et al. 2004, "Image
   Quality Assessment: From Error Visibility to Structural Similarity") from torchmetrics, imported
-  only when called. Audio SI-SNR and log-mel distance live in ``audio_metrics.py``.
+  only when called. Audio SI-SNR and log-mel distance live in ``audio/metrics.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-from tokenize_mm.tokenizers.quantizer import codebook_usage
+from tokenize_mm.tokenizers.quant.usage import codebook_usage
 
 
 def codebook_stats(codes: torch.Tensor, codebook_size: int) -> list[dict[str, float]]:

@@ -232,7 +232,11 @@ class VectorQuantizer(nn.Module):
             batch vectors; 0 disables restarts.
         commitment_weight: weight of the commitment loss |z - sg(q)|^2.
         epsilon: Laplace smoothing of the cluster sizes.
+
+    A ``Quantizer`` (``quant/base.py``) with one codebook: codes have shape (B, N).
     """
+
+    num_codebooks: int = 1
 
     def __init__(
         self,
@@ -314,25 +318,3 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"VectorQuantizer: codes must lie in [0, {self.codebook_size})")
         with torch.autocast(codes.device.type, enabled=False):
             return self.project_out(self.codebook.decode(codes))
-
-
-def codebook_usage(codes: Tensor, codebook_size: int) -> dict[str, float]:
-    """Perplexity (exp of the entropy of the code histogram) and fraction of codes used.
-
-    Args:
-        codes: int tensor of any shape with values in [0, codebook_size).
-        codebook_size: K.
-
-    Returns:
-        ``{"perplexity": p, "used_fraction": f}``; p is in [1, K], K when codes are uniform.
-    """
-    flat = codes.reshape(-1)
-    if flat.numel() == 0 or flat.min() < 0 or flat.max() >= codebook_size:
-        raise ValueError(f"codebook_usage: codes must be non-empty and lie in [0, {codebook_size})")
-    counts = torch.bincount(flat, minlength=codebook_size).double()
-    p = counts[counts > 0] / counts.sum()
-    entropy = -(p * p.log()).sum()
-    return {
-        "perplexity": float(entropy.exp()),
-        "used_fraction": float((counts > 0).sum()) / codebook_size,
-    }

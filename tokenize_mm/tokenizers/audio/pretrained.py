@@ -13,7 +13,7 @@ What differs from calling the package directly:
 * The 48 kHz model's segments do not overlap (the package overlaps them by 1 % and cross-fades
   on decode), so a clip of d seconds is exactly ceil(d × 150) frames; each segment's scale travels
   in ``Encoded.extras["scale"]`` (one float per segment).
-* Clips are zero-padded to whole frames, as for the 50 Hz codec (``audio_batch.py``); on a clip of
+* Clips are zero-padded to whole frames, as for the 50 Hz codec (``codec.py``, ``batch.py``); on a clip of
   whole frames the codes equal the package's ``model.encode`` (tested; for 48 kHz, with the
   package's segment overlap set to 0).
 * The checkpoint (a torch pickle) is read with ``torch.load(weights_only=True)``, only here and only
@@ -38,11 +38,12 @@ from encodec.modules import SEANetDecoder, SEANetEncoder
 from encodec.quantization import ResidualVectorQuantizer
 from torch import nn
 
-from tokenize_mm.tokenizers import audio_io
 from tokenize_mm.tokenizers.artifact import sha256_file
-from tokenize_mm.tokenizers.audio import AudioTokenizer
-from tokenize_mm.tokenizers.base import Encoded, TokenizerInfo, register_tokenizer
+from tokenize_mm.tokenizers.audio import io as audio_io
+from tokenize_mm.tokenizers.audio.codec import CodecTokenizer
+from tokenize_mm.tokenizers.base import Encoded, TokenizerInfo
 from tokenize_mm.tokenizers.errors import InvalidCodesError, PretrainedWeightsError
+from tokenize_mm.tokenizers.registry import register_tokenizer
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,11 @@ class PretrainedEncodec(nn.Module):
 
 
 @register_tokenizer
-class EncodecTokenizer(AudioTokenizer):
-    """Pretrained EnCodec on the ``AudioTokenizer`` contract. Build one with ``from_pretrained``
-    (or ``load`` an artifact it saved); it is not trained by ``fit``."""
+class EncodecTokenizer(CodecTokenizer):
+    """Pretrained EnCodec on the codec contract (``CodecTokenizer``), a sibling of the fitted
+    ``AudioTokenizer``. Build one with ``from_pretrained`` (``AudioTokenizer.from_pretrained``
+    forwards here) or ``load`` an artifact it saved; tokenize_mm does not train it, so it has no
+    ``fit``."""
 
     model_class = PretrainedEncodec
     arch_keys = ("name", "num_codebooks")
@@ -144,14 +147,6 @@ class EncodecTokenizer(AudioTokenizer):
     def derive_info(cls, model: nn.Module, hparams: dict[str, Any]) -> TokenizerInfo:
         """EnCodec's rates for the K codebooks the model keeps."""
         return _make_info(model, len(model.quantizer.vq.layers))
-
-    @classmethod
-    def fit(cls, *args, **kwargs):
-        raise TypeError(
-            "pretrained EnCodec is not trained by tokenize_mm: use "
-            "AudioTokenizer.from_pretrained(...) for it, or AudioTokenizer.fit(...) to train the "
-            "50 Hz codec"
-        )
 
     @classmethod
     def from_pretrained(

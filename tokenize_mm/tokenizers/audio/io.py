@@ -49,8 +49,8 @@ import torch
 
 from tokenize_mm.core.atomic import write_atomic
 from tokenize_mm.core.files import input_file_problem
+from tokenize_mm.tokenizers.audio.resample import resample
 from tokenize_mm.tokenizers.errors import InvalidInputError
-from tokenize_mm.tokenizers.resample import resample
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 POLICY = (

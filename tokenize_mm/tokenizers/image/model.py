@@ -3,7 +3,7 @@
 A VQGAN-style autoencoder (Esser et al. 2021, "Taming Transformers"; van den Oord et al. 2017,
 VQ-VAE) without the adversarial loss: ``log2(f)`` stride-2 stages map an S × S image to an
 (S/f) × (S/f) grid of latents, each latent is replaced by its nearest codebook vector (k-means
-initialised, EMA-updated, dead codes restarted: see ``quantizer.py``), and the mirrored decoder
+initialised, EMA-updated, dead codes restarted: see ``quant/vector.py``), and the mirrored decoder
 maps the grid back to pixels. With f = 16 a 256 × 256 image becomes 16 × 16 = 256 tokens.
 
 Pixels enter in [0, 1] and are mapped to [-1, 1] inside; ``decode`` returns [0, 1].
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from tokenize_mm.tokenizers.quantizer import VectorQuantizer
+from tokenize_mm.tokenizers.quant.vector import VectorQuantizer
 
 
 def _norm(channels: int) -> nn.GroupNorm:

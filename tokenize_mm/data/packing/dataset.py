@@ -8,11 +8,16 @@ import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
 from tokenize_mm.data.errors import DataError
-from tokenize_mm.data.packer import Packer, TokenBudgetBatcher, batch_rows, check_positive
-from tokenize_mm.data.packing import Batch, Document
+from tokenize_mm.data.packing.batch import Batch
+from tokenize_mm.data.packing.documents import Document
+from tokenize_mm.data.packing.packer import (
+    Packer,
+    TokenBudgetBatcher,
+    batch_rows,
+    check_positive,
+)
 
 
-# -- dataset --------------------------------------------------------------------------------------
 class PackedDataset(IterableDataset):
     """Batches for a DataLoader (``batch_size=None``): packed rows, or token-budget batches.
 

@@ -13,6 +13,9 @@ remains: SentencePiece writes a space as U+2581 "▁" (its whitespace meta symbo
 would come back as a space. We cut the input at every literal "▁", encode the segments, and join
 them with the byte-fallback ids of "▁" (E2 96 81), which decode to "▁" itself.
 
+The package reads: the input policy (``io.py``), this tokenizer, and the trainer call and what the
+trainer sees (``fit.py``, imported only by ``fit``).
+
 Quirks of sentencepiece 0.2.x found by fuzzing, and what we do about each:
 - A lone surrogate makes it raise an untyped RuntimeError: refused up front (InvalidInputError).
 - Bytes that are not valid UTF-8 are silently replaced by U+FFFD: we decode bytes strictly.
@@ -32,10 +35,9 @@ Quirks of sentencepiece 0.2.x found by fuzzing, and what we do about each:
 from __future__ import annotations
 
 import dataclasses
-import io
 import itertools
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,24 +46,13 @@ import sentencepiece as spm
 import torch
 
 from tokenize_mm.tokenizers.artifact import Artifact, check_info, read_artifact, write_artifact
-from tokenize_mm.tokenizers.base import (
-    Encoded,
-    TokenizerInfo,
-    check_batch,
-    check_codes,
-    map_batch,
-    register_tokenizer,
-)
-from tokenize_mm.tokenizers.errors import ArtifactError, InvalidInputError, NotFittedError
+from tokenize_mm.tokenizers.base import Encoded, TokenizerInfo, check_codes, map_batch
+from tokenize_mm.tokenizers.errors import ArtifactError, InvalidInputError
+from tokenize_mm.tokenizers.registry import register_tokenizer
+from tokenize_mm.tokenizers.text.io import INPUT_POLICY, MARK, as_text, as_texts, read_fit_item
 
 MODEL_FILE = "tokenizer.model"
 MODEL_TYPES = ("unigram", "bpe")
-INPUT_POLICY = (
-    "str encoded exactly, no normalization; unseen characters as UTF-8 byte pieces; "
-    "bytes accepted if valid UTF-8; lone surrogates refused"
-)
-_MARK = "\u2581"  # SentencePiece's whitespace meta symbol
-_RARE = "\u2585"  # the trainer's stand-in for rare characters: it drops sentences that hold it
 _MIN_VOCAB = 258  # <unk> + 256 byte pieces + at least one learned piece
 # Every wrapped model must return this exactly: runs of spaces, a combining mark, a full-width
 # letter (NFKC would fold it), control characters and a literal mark.
@@ -75,49 +66,6 @@ def _default_num_threads() -> int:
     except AttributeError:  # not Linux
         n = os.cpu_count() or 1
     return max(1, min(8, n))
-
-
-def _as_text(item: Any) -> str:
-    """One encode input as ``str``; raises ``InvalidInputError`` naming the item otherwise."""
-    if isinstance(item, (bytes, bytearray)):
-        try:
-            return bytes(item).decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise InvalidInputError(
-                f"not valid UTF-8 ({err.reason} at byte {err.start}); decode the bytes with "
-                "their real encoding and pass a str",
-                item=f"{len(item)} bytes",
-            ) from None
-    if not isinstance(item, str):
-        raise InvalidInputError(
-            f"expected a str (or UTF-8 bytes), got {type(item).__name__}",
-            item=f"{type(item).__name__} object",
-        )
-    if not item.isascii():
-        try:
-            item.encode("utf-8")
-        except UnicodeEncodeError as err:
-            raise InvalidInputError(
-                f"lone surrogate U+{ord(item[err.start]):04X} at position {err.start} has no UTF-8 "
-                "encoding; fix the source (e.g. read files with errors='replace')",
-                item="text " + repr(item[:24] + ("…" if len(item) > 24 else "")),
-            ) from None
-    return item
-
-
-def _as_texts(items: Sequence[Any]) -> tuple[list[str], str]:
-    """``_as_text`` over a batch, plus the texts joined. A batch of ``str`` whose concatenation
-    encodes to UTF-8 needs no per-item look (the common case, checked in C); otherwise the
-    per-item pass converts bytes or names the bad item's batch index."""
-    check_batch(items)  # a bare str would be one item per character
-    items = items if isinstance(items, list) else list(items)
-    try:
-        joined = "".join(items)
-        joined.encode("utf-8")
-        return items, joined
-    except (TypeError, UnicodeEncodeError):
-        texts = map_batch(_as_text, items)
-        return texts, "".join(texts)
 
 
 def _int_in(lo: int, hi: float = float("inf")) -> Callable[[Any], bool]:
@@ -145,39 +93,6 @@ def _check_hparams(hparams: Mapping[str, Any]) -> None:
         test, need = _HPARAMS[name]
         if not test(value):
             raise InvalidInputError(f"must be {need}", item=f"{name}={value!r}")
-
-
-def _read_fit_item(item: Any) -> tuple[list[str], bool]:
-    """A fit item as sentences: a text is one, a file one per line. Returns (sentences, is_file)."""
-    if not isinstance(item, os.PathLike):
-        return [_as_text(item)], False
-    try:
-        data = Path(item).read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        reason = f"not valid UTF-8 ({err.reason} at byte {err.start}); re-encode the file"
-    except OSError as err:
-        reason = f"cannot read the file ({err.strerror or err})"
-    else:  # universal newlines: "\n", "\r\n" and "\r" end a line
-        return [line.removesuffix("\n") for line in io.StringIO(data, newline=None)], True
-    raise InvalidInputError(reason, item=os.fspath(item))
-
-
-def _training_sentences(corpus: Iterable[str], max_bytes: int) -> Iterator[str]:
-    """What the trainer sees: the segments between literal marks (as encode sees them) and "▅",
-    cut into pieces of at most ``max_bytes`` UTF-8 bytes, so that the trainer drops none."""
-    for text in corpus:
-        for seg in text.replace(_RARE, _MARK).split(_MARK):
-            if len(seg) * 4 <= max_bytes:  # at most 4 bytes a character: fits as is
-                if seg:
-                    yield seg
-                continue
-            data, start = seg.encode("utf-8"), 0
-            while start < len(data):
-                end = min(start + max_bytes, len(data))
-                while end < len(data) and data[end] & 0xC0 == 0x80:  # inside a character
-                    end -= 1
-                yield data[start:end].decode("utf-8")
-                start = end
 
 
 @register_tokenizer
@@ -219,7 +134,7 @@ class TextTokenizer:
             self._sp.LoadFromSerializedProto(self._proto)
         except (RuntimeError, TypeError) as err:
             raise ArtifactError(f"not a SentencePiece model ({err})") from err
-        self._mark_ids = [self._sp.piece_to_id(f"<0x{b:02X}>") for b in _MARK.encode("utf-8")]
+        self._mark_ids = [self._sp.piece_to_id(f"<0x{b:02X}>") for b in MARK.encode("utf-8")]
         self._buffer_batch = self._find_buffer_batch()
         exact = all(map(self._sp.is_byte, self._mark_ids))
         if not exact or self._decode(self._ids([_PROBE])) != [_PROBE]:
@@ -288,34 +203,12 @@ class TextTokenizer:
                 "fit expects an iterable of texts or paths; wrap the one item in a list",
                 item=f"texts={type(texts).__name__}",
             )
-        read = map_batch(_read_fit_item, texts)
+        from tokenize_mm.tokenizers.text.fit import train_model
+
+        read = map_batch(read_fit_item, texts)
         corpus = [s for sentences, _ in read for s in sentences]
-        sentences = _training_sentences(corpus, max_sentence_length)
-        first = next(sentences, None)
-        if first is None:
-            raise NotFittedError(f"fit got {len(read)} items but no non-empty text to learn from")
-        model = io.BytesIO()
-        spm.set_random_generator_seed(seed)
-        try:
-            spm.SentencePieceTrainer.train(
-                sentence_iterator=itertools.chain([first], sentences),
-                model_writer=model,
-                **{k: v for k, v in hparams.items() if k != "seed"},
-                num_threads=threads,
-                byte_fallback=True,
-                required_chars=_MARK,  # else a corpus without spaces spells " " as bytes of "▁"
-                normalization_rule_name="identity",
-                remove_extra_whitespaces=False,
-                add_dummy_prefix=False,
-                unk_id=0,
-                bos_id=-1,  # sequence specials belong to the vocab layout, not to the tokenizer
-                eos_id=-1,
-                minloglevel=2,
-            )
-        except RuntimeError as err:  # drop "INTERNAL: src/x.cc(638) [check] " before a message
-            reason = str(err).rpartition("] ")[2].strip() or str(err)
-            raise NotFittedError(f"SentencePiece could not train on this data: {reason}") from err
-        tok = cls(model.getvalue(), hparams=hparams, num_threads=threads)
+        proto = train_model(corpus, hparams, threads, len(read))
+        tok = cls(proto, hparams=hparams, num_threads=threads)
         # chars_per_token as encode counts: the batch path, a chunk at a time to bound memory.
         chars, tokens, step = sum(map(len, corpus)), 0, 4096
         for i in range(0, len(corpus), step):
@@ -355,9 +248,9 @@ class TextTokenizer:
     def _ids(self, texts: list[str]) -> list[list[int]]:
         """Ids of valid texts. All texts go to sentencepiece in one call (its multithreaded batch
         path); a text holding literal marks is cut there and the marks become byte pieces."""
-        if not any(_MARK in text for text in texts):  # the common case: no re-assembly needed
+        if not any(MARK in text for text in texts):  # the common case: no re-assembly needed
             return self._sp_encode(texts)
-        parts = [text.split(_MARK) for text in texts]
+        parts = [text.split(MARK) for text in texts]
         ids = self._sp_encode([seg for segs in parts for seg in segs])
         out, k = [], 0
         for segs in parts:
@@ -388,7 +281,7 @@ class TextTokenizer:
         Raises:
             InvalidInputError: not a str, invalid UTF-8 bytes, or a lone surrogate.
         """
-        row = self._ids([_as_text(text)])[0]
+        row = self._ids([as_text(text)])[0]
         return Encoded(torch.tensor(row, dtype=torch.int64).reshape(1, -1))  # (1, T)
 
     def encode_batch(self, texts: Sequence[str]) -> list[Encoded]:
@@ -411,8 +304,8 @@ class TextTokenizer:
         Raises:
             InvalidInputError: an item is invalid; the message names its batch index.
         """
-        texts, joined = _as_texts(texts)
-        fast = len(texts) > 1 and self._buffer_batch is not None and _MARK not in joined
+        texts, joined = as_texts(texts)
+        fast = len(texts) > 1 and self._buffer_batch is not None and MARK not in joined
         if fast:
             flat, lengths = self._packed_ids(texts)
         else:
@@ -448,7 +341,7 @@ class TextTokenizer:
             # thread_pool, enable_sampling, nbest_size, alpha, add_bos, add_eos, reverse).
             return method(texts, self.num_threads, None, False, -1, 0.0, False, False, False)
 
-        probe = [_PROBE.replace(_MARK, " "), "a b", ""]
+        probe = [_PROBE.replace(MARK, " "), "a b", ""]
         try:
             got = [np.frombuffer(b, dtype=np.int32).tolist() for b in encode(probe)]
         except (TypeError, ValueError, RuntimeError):

@@ -26,7 +26,7 @@ import torchaudio
 from encodec.msstftd import MultiScaleSTFTDiscriminator
 
 from tokenize_mm.core.schedules import warmup_cosine
-from tokenize_mm.tokenizers.audio_model import CodecModel
+from tokenize_mm.tokenizers.audio.model import CodecModel
 from tokenize_mm.tokenizers.fit_loop import run_fit
 
 DISC_MAX_N_FFT = 2048  # the largest STFT of MultiScaleSTFTDiscriminator's default scales

@@ -1,12 +1,14 @@
 """``ImageTokenizer``: VQ image patches on the tokenizer contract (docs/architecture.md §4).
 
 An image (path, PIL image or float tensor (C, H, W) in [0, 1]) is converted by the policy of
-``image_io.py`` to (3, S, S), encoded to a (S/f) × (S/f) grid of codebook ids, and returned as
+``image/io.py`` to (3, S, S), encoded to a (S/f) × (S/f) grid of codebook ids, and returned as
 codes of shape (1, (S/f)²), row-major. ``decode`` returns a float tensor (3, S, S) in [0, 1].
 
-``fit`` trains the autoencoder of ``image_model.py`` with Lightning (imported only then), and at
-the end measures reconstruction PSNR and codebook usage on held-out images, kept in ``info``.
-Weights are saved as safetensors.
+``fit`` trains the autoencoder of ``image/model.py`` with Lightning (``image/fit.py``, imported
+only then), and at the end measures reconstruction PSNR and codebook usage on held-out images,
+kept in ``info``. It takes images, paths or a folder; reading a manifest is the caller's job
+(``tokenize_mm.cli.common.fit_from_source``), so this layer never imports the data layer. Weights
+are saved as safetensors.
 """
 
 from __future__ import annotations
@@ -19,18 +21,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from tokenize_mm.tokenizers import image_io
-from tokenize_mm.tokenizers.base import (
-    Encoded,
-    TokenizerInfo,
-    check_codes,
-    map_batch,
-    register_tokenizer,
-)
+from tokenize_mm.tokenizers.base import Encoded, TokenizerInfo, check_codes, map_batch
 from tokenize_mm.tokenizers.errors import InvalidInputError, NotFittedError
-from tokenize_mm.tokenizers.image_model import VQImageModel
+from tokenize_mm.tokenizers.image import io as image_io
+from tokenize_mm.tokenizers.image.model import VQImageModel
 from tokenize_mm.tokenizers.module_artifact import ModuleTokenizer, hold_out, loss_summary
-from tokenize_mm.tokenizers.quantizer import codebook_usage
+from tokenize_mm.tokenizers.quant.usage import codebook_usage
+from tokenize_mm.tokenizers.registry import register_tokenizer
 
 #: Constructor arguments of ``VQImageModel``; saved in the artifact to rebuild the model.
 ARCH_KEYS = (
@@ -81,7 +78,7 @@ class ImageTokenizer(ModuleTokenizer):
 
     # -- contract --------------------------------------------------------------------------------
     def preprocess(self, item: Any) -> torch.Tensor:
-        """One item → float tensor (3, S, S) in [0, 1] (the policy of ``image_io``)."""
+        """One item → float tensor (3, S, S) in [0, 1] (the policy of ``image/io.py``)."""
         return image_io.to_model_input(item, self._info.image_size or 0)
 
     def encode(self, item: Any) -> Encoded:
@@ -144,11 +141,12 @@ class ImageTokenizer(ModuleTokenizer):
         """Train a VQ image tokenizer.
 
         Args:
-            images: an iterable of images (paths, PIL images, float tensors), a folder of image
-                files, or a JSONL manifest (records with an ``image``; split ``val``/``test``
-                records become the held-out set unless ``held_out`` is given).
-            held_out: images for the final PSNR and codebook-usage measurement; when ``None``
-                (and no manifest split), a ``val_fraction`` of ``images`` is held out.
+            images: an iterable of images (paths, PIL images, float tensors) or a folder of
+                image files. To fit on a manifest's records, read it with ``ManifestSource`` and
+                pass its images, or use ``tokenize_mm.cli.common.fit_from_source`` (which holds
+                out the records outside the fit split).
+            held_out: images for the final PSNR and codebook-usage measurement; when ``None``,
+                a ``val_fraction`` of ``images`` is held out.
             image_size, downsample, ...: architecture (see ``VQImageModel``).
             max_steps, batch_size, learning_rate, seed: optimisation.
             accelerator, precision: passed to ``lightning.Trainer`` (e.g. ``"gpu"``, ``"bf16-mixed"``).
@@ -156,10 +154,11 @@ class ImageTokenizer(ModuleTokenizer):
             description: free text stored in the artifact's ``fit_data``.
 
         Raises:
-            InvalidInputError: an image cannot be read (names the item).
+            InvalidInputError: an image cannot be read (names the item), or ``images`` is a path
+                that is not a folder (a ``.jsonl`` manifest included).
             NotFittedError: there are no training images.
         """
-        from tokenize_mm.tokenizers.image_fit import train_vq  # Lightning only here
+        from tokenize_mm.tokenizers.image.fit import train_vq  # Lightning only here
 
         arch = {
             "image_size": image_size, "downsample": downsample, "base_channels": base_channels,
@@ -245,28 +244,19 @@ def _load_u8(items: Iterable[Any], size: int) -> torch.Tensor:
 def _resolve_images(
     images: Iterable[Any] | str | os.PathLike, held_out: Iterable[Any] | None
 ) -> tuple[list[Any], list[Any] | None, dict[str, Any]]:
-    """Turn the ``images`` argument of ``fit`` into (train items, held-out items, description).
-
-    Manifest records that cannot be used are counted by reason in the description."""
+    """Turn the ``images`` argument of ``fit`` into (train items, held-out items, description)."""
+    held = list(held_out) if held_out is not None else None
     if isinstance(images, (str, os.PathLike)):
         path = Path(images)
         if path.is_dir():
-            files = image_io.iter_image_files(path)
-            return files, (list(held_out) if held_out is not None else None), {"folder": str(path)}
-        if path.is_file() and path.suffix == ".jsonl":
-            # The manifest reader has no dependency on the training stack; imported here only.
-            from tokenize_mm.data.manifest import ManifestSource
-
-            manifest = ManifestSource(path, modalities=("image",))
-            examples = list(manifest)
-            train = [ex.image for ex in examples if ex.split == "train"]
-            held = [ex.image for ex in examples if ex.split != "train"]
-            if held_out is not None:
-                held = list(held_out)
-            skipped = dict(manifest.skip_counts())
-            return train, held or None, {"manifest": str(path), "skipped_records": skipped}
-        raise InvalidInputError(
-            "expected a folder of images or a .jsonl manifest (or pass an iterable of images)",
-            item=str(path),
+            return image_io.iter_image_files(path), held, {"folder": str(path)}
+        hint = (
+            "; read a manifest with tokenize_mm.data.ManifestSource and pass its images, or use "
+            "tokenize_mm.cli.common.fit_from_source"
+            if path.suffix == ".jsonl"
+            else ""
         )
-    return list(images), (list(held_out) if held_out is not None else None), {"iterable": True}
+        raise InvalidInputError(
+            f"expected a folder of images (or pass an iterable of images){hint}", item=str(path)
+        )
+    return list(images), held, {"iterable": True}

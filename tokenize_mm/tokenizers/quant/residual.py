@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from tokenize_mm.tokenizers.quantizer import VectorQuantizer
+from tokenize_mm.tokenizers.quant.vector import VectorQuantizer
 
 
 class ResidualVectorQuantizer(nn.Module):
@@ -28,6 +28,8 @@ class ResidualVectorQuantizer(nn.Module):
         codebook_size: codes per stage.
         codebook_dim: code dimension of every stage (``None``: ``dim``).
         decay, threshold_ema_dead_code, commitment_weight, kmeans_init: as ``VectorQuantizer``.
+
+    A ``Quantizer`` (``quant/base.py``) with K codebooks: codes have shape (B, K, N).
     """
 
     def __init__(
@@ -57,6 +59,11 @@ class ResidualVectorQuantizer(nn.Module):
             )
             for _ in range(num_codebooks)
         )
+
+    @property
+    def codebook_size(self) -> int:
+        """Codes per stage (every stage has the same number)."""
+        return self.layers[0].codebook_size
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """z (B, N, dim) → (quantized (B, N, dim), straight-through; codes (B, K, N); commitment

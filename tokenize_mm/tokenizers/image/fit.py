@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from tokenize_mm.core.schedules import warmup_cosine
 from tokenize_mm.tokenizers.fit_loop import run_fit
-from tokenize_mm.tokenizers.image_model import VQImageModel
+from tokenize_mm.tokenizers.image.model import VQImageModel
 
 
 class VQImageFitModule(L.LightningModule):

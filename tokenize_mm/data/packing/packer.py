@@ -1,4 +1,4 @@
-"""Packers and batchers: ``Document`` pieces into rows and (B, L) batches (see ``packing.py``).
+"""Packers and batchers: ``Document`` pieces into rows and (B, L) batches.
 
 ``Packer`` fills rows of ``context`` tokens by best fit over a bounded look-ahead buffer (Ding et
 al. 2024, "Fewer Truncations Improve Language Modeling", arXiv:2404.10830), streaming and
@@ -17,15 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tokenize_mm.data.errors import DataError
-from tokenize_mm.data.packing import (
-    Batch,
-    Document,
-    PackedRow,
-    Piece,
-    collate,
-    layout,
-    split_document,
-)
+from tokenize_mm.data.packing.batch import Batch, PackedRow, collate, layout
+from tokenize_mm.data.packing.documents import Document, Piece, split_document
 
 
 @dataclass
@@ -113,17 +106,17 @@ class PiecePool:
 class Packer:
     """Packs documents into rows of exactly ``context`` tokens, streaming, with best fit.
 
-        Pieces (``split_document``) wait in a look-ahead buffer of ``buffer_size`` pieces. Each row
-        starts with the oldest waiting piece (so no piece waits more than ``buffer_size`` rows) and is
-        then filled with the largest waiting piece that still fits, until none fits; the rest is
-        padding. Memory is bounded by the buffer; the output depends only on the input order (no
+    Pieces (``split_document``) wait in a look-ahead buffer of ``buffer_size`` pieces. Each row
+    starts with the oldest waiting piece (so no piece waits more than ``buffer_size`` rows) and is
+    then filled with the largest waiting piece that still fits, until none fits; the rest is
+    padding. Memory is bounded by the buffer; the output depends only on the input order (no
     randomness: shuffling is ``PackedDataset``'s).
 
-        Args:
-            context: row length L.
-            pad_id: global id of the pad token.
-            buffer_size: pieces held back to choose from; larger packs tighter and mixes later.
-            split_spans: cut a span longer than ``context`` mid-span instead of raising.
+    Args:
+        context: row length L.
+        pad_id: global id of the pad token.
+        buffer_size: pieces held back to choose from; larger packs tighter and mixes later.
+        split_spans: cut a span longer than ``context`` mid-span instead of raising.
     """
 
     def __init__(

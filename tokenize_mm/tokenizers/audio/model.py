@@ -2,7 +2,7 @@
 
 The encoder and decoder are the ``encodec`` package's SEANet modules; the strides (8, 5, 4, 3)
 multiply to 480, so a 24 kHz waveform becomes exactly 50 latent frames per second, each quantized
-by K residual codebooks (``residual_quantizer.py``). A clip of S samples gives ceil(S / 480) frames
+by K residual codebooks (``quant/residual.py``). A clip of S samples gives ceil(S / 480) frames
 (SEANet pads the end so the last window is full); decode returns frames × 480 samples, trimmed by
 the caller to the original length.
 """
@@ -17,7 +17,7 @@ import torch
 from encodec.modules import SEANetDecoder, SEANetEncoder
 from torch import nn
 
-from tokenize_mm.tokenizers.residual_quantizer import ResidualVectorQuantizer
+from tokenize_mm.tokenizers.quant.residual import ResidualVectorQuantizer
 
 
 class CodecModel(nn.Module):

@@ -1,0 +1,76 @@
+"""Training the SentencePiece model of ``TextTokenizer.fit`` (imported only by it).
+
+What the trainer sees (``training_sentences``): the segments between literal "▁" (as encode sees
+them) and "▅" (the trainer drops sentences holding it), cut at character boundaries to at most
+``max_sentence_length`` bytes (it silently drops longer ones). How it trains (``train_model``):
+byte fallback, no normalization, no dummy prefix, "▁" forced into the vocabulary, no bos/eos
+(sequence specials belong to the vocabulary layout): the options that make round trips exact.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import sentencepiece as spm
+
+from tokenize_mm.tokenizers.errors import NotFittedError
+from tokenize_mm.tokenizers.text.io import MARK, RARE
+
+
+def training_sentences(corpus: Iterable[str], max_bytes: int) -> Iterator[str]:
+    """What the trainer sees: the segments between literal marks (as encode sees them) and "▅",
+    cut into pieces of at most ``max_bytes`` UTF-8 bytes, so that the trainer drops none."""
+    for text in corpus:
+        for seg in text.replace(RARE, MARK).split(MARK):
+            if len(seg) * 4 <= max_bytes:  # at most 4 bytes a character: fits as is
+                if seg:
+                    yield seg
+                continue
+            data, start = seg.encode("utf-8"), 0
+            while start < len(data):
+                end = min(start + max_bytes, len(data))
+                while end < len(data) and data[end] & 0xC0 == 0x80:  # inside a character
+                    end -= 1
+                yield data[start:end].decode("utf-8")
+                start = end
+
+
+def train_model(
+    corpus: list[str], hparams: Mapping[str, Any], num_threads: int, num_items: int
+) -> bytes:
+    """The serialized SentencePiece model trained on ``corpus`` (sentences) with ``hparams``
+    (checked by the caller; ``seed`` seeds sentencepiece's process-wide generator).
+
+    Raises:
+        NotFittedError: no non-empty text among the ``num_items`` fit items, or sentencepiece
+            could not train on it.
+    """
+    sentences = training_sentences(corpus, hparams["max_sentence_length"])
+    first = next(sentences, None)
+    if first is None:
+        raise NotFittedError(f"fit got {num_items} items but no non-empty text to learn from")
+    model = io.BytesIO()
+    spm.set_random_generator_seed(hparams["seed"])
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=itertools.chain([first], sentences),
+            model_writer=model,
+            **{k: v for k, v in hparams.items() if k != "seed"},
+            num_threads=num_threads,
+            byte_fallback=True,
+            required_chars=MARK,  # else a corpus without spaces spells " " as bytes of "▁"
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            add_dummy_prefix=False,
+            unk_id=0,
+            bos_id=-1,  # sequence specials belong to the vocab layout, not to the tokenizer
+            eos_id=-1,
+            minloglevel=2,
+        )
+    except RuntimeError as err:  # drop "INTERNAL: src/x.cc(638) [check] " before a message
+        reason = str(err).rpartition("] ")[2].strip() or str(err)
+        raise NotFittedError(f"SentencePiece could not train on this data: {reason}") from err
+    return model.getvalue()
