@@ -28,9 +28,9 @@ import torchaudio
 
 from tokenize_mm import AudioTokenizer, load_tokenizer
 from tokenize_mm.data import ManifestSource, iter_items
+from tokenize_mm.tokenizers.arch import flat_hparams
 from tokenize_mm.tokenizers.audio.fit import SegmentDataset
 from tokenize_mm.tokenizers.audio.model import CodecModel
-from tokenize_mm.tokenizers.audio.tokenizer import ARCH_KEYS
 
 
 def clips_of(manifest: str, split: str, tok: AudioTokenizer) -> list[torch.Tensor]:
@@ -40,15 +40,15 @@ def clips_of(manifest: str, split: str, tok: AudioTokenizer) -> list[torch.Tenso
 
 def initial_codec(tok: AudioTokenizer, train: list[torch.Tensor]) -> AudioTokenizer:
     """The fit's architecture and seed before any gradient step, codebooks k-means-initialised."""
-    hp = tok.hparams
+    hp = flat_hparams(tok.hparams)
     torch.manual_seed(hp["seed"])
-    model = CodecModel(**{k: hp[k] for k in ARCH_KEYS if k in hp})
+    model = CodecModel(tok.model.config)
     # The first batch of crops the fit's own sampler would draw from these clips.
     segments = SegmentDataset(train, round(hp["segment_seconds"] * hp["sample_rate"]), hp["seed"])
     crops = list(itertools.islice(segments, hp["batch_size"]))
     with torch.no_grad():
         model.train()(torch.stack(crops))  # the first forward runs the k-means initialisation
-    return AudioTokenizer(model.eval(), tok.info, hp)
+    return AudioTokenizer(model.eval(), tok.info, tok.hparams)
 
 
 def log_mel(wav: torch.Tensor, rate: int) -> torch.Tensor:
@@ -93,7 +93,7 @@ def main() -> None:
 
 def write_report(args, tok: AudioTokenizer, rows: dict, n: int, seconds: float) -> None:
     manifest = json.loads((Path(args.tokenizer) / "manifest.json").read_text())
-    hp, fit, info = manifest["hparams"], manifest["fit_data"], tok.info
+    hp, fit, info = flat_hparams(manifest["hparams"]), manifest["fit_data"], tok.info
     k = info.num_codebooks
     lines = [
         f"Report command (as run): `python {' '.join(sys.argv)}`",

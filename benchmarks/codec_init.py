@@ -11,6 +11,7 @@ measurement behind ``CodecModel``'s default gain of 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 
@@ -19,10 +20,10 @@ import torch
 import tokenize_mm.tokenizers.audio.tokenizer as audio
 from tokenize_mm import AudioTokenizer
 from tokenize_mm.data import BuiltinSource
-from tokenize_mm.tokenizers.audio.model import CodecModel
+from tokenize_mm.tokenizers.audio.model import CodecConfig, CodecModel
 
-SMALL = dict(n_filters=8, dimension=64, lstm=0, codebook_size=256, batch_size=8,
-             learning_rate=1e-3, seed=0)  # fmt: skip
+SMALL = CodecConfig(n_filters=8, dimension=64, lstm=0, codebook_size=256)
+FIT = dict(batch_size=8, learning_rate=1e-3, seed=0)
 
 
 def main() -> None:
@@ -36,16 +37,15 @@ def main() -> None:
     print("| encoder_init_gain | latent variation at init | used_fraction_0 | perplexity_0 |")
     print("|---|---|---|---|")
     for gain in args.gains:
-        # fit builds CodecModel itself: give it this gain
-        audio.CodecModel = lambda *a, gain=gain, **k: CodecModel(*a, encoder_init_gain=gain, **k)
+        config = dataclasses.replace(SMALL, encoder_init_gain=gain)
         torch.manual_seed(0)
-        probe = CodecModel(n_filters=8, dimension=64, lstm=0, encoder_init_gain=gain)
+        probe = CodecModel(config)
         wav = torch.stack([audio.audio_io.to_model_input(c, None, target_rate=24_000, channels=1)
                            [:, :24_000] for c in clips[:8]])  # fmt: skip
         with torch.no_grad():
             z = probe.encoder(wav)
         variation = float(z.std(dim=2).mean() / z.abs().mean())
-        m = AudioTokenizer.fit(clips, max_steps=args.steps, **SMALL).info.metrics
+        m = AudioTokenizer.fit(clips, config=config, max_steps=args.steps, **FIT).info.metrics
         print(f"| {gain} | {variation:.2g} | {m['used_fraction_0']:.3f} | "
               f"{m['perplexity_0']:.2f} |", flush=True)  # fmt: skip
 

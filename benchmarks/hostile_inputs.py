@@ -98,7 +98,7 @@ def write_artifacts(work: Path) -> None:
         folder = tok.save(work / name)
         manifest = Path(folder) / "manifest.json"
         data = json.loads(manifest.read_text())
-        data["hparams"][key] = 4096
+        data["hparams"]["arch"][key] = 4096
         manifest.write_text(json.dumps(data, indent=2))
 
 

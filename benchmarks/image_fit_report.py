@@ -22,6 +22,7 @@ from PIL import Image
 
 from tokenize_mm import load_tokenizer
 from tokenize_mm.data import ManifestSource
+from tokenize_mm.tokenizers.arch import flat_hparams
 from tokenize_mm.tokenizers.image.io import to_pil
 
 
@@ -60,7 +61,7 @@ def main() -> None:
 
 def write_report(args, info, manifest, metrics, n, seconds, skipped) -> None:
     fit = manifest["fit_data"]
-    hp = manifest["hparams"]
+    hp = flat_hparams(manifest["hparams"])
     lines = [
         f"# Image tokenizer on `{Path(args.manifest).name}`, split `{args.split}`",
         "",

@@ -39,8 +39,9 @@ from vq_assign import cpu_name, load_average, measure_assignment, timeit, write_
 
 from tokenize_mm import ImageTokenizer, TextTokenizer
 from tokenize_mm.data import BuiltinSource, ManifestSource
-from tokenize_mm.tokenizers.image.model import VQImageModel
-from tokenize_mm.tokenizers.image.tokenizer import ARCH_KEYS, _make_info
+from tokenize_mm.tokenizers.arch import arch_dict
+from tokenize_mm.tokenizers.image.model import VQImageConfig, VQImageModel
+from tokenize_mm.tokenizers.image.tokenizer import _make_info
 from tokenize_mm.tokenizers.quant.usage import codebook_usage
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "tokenizer"
@@ -156,17 +157,19 @@ def image_fit_conf(config: str):
 
 
 def image_arch(config: str) -> dict:
-    """The ``VQImageModel`` arguments of a tokenizer config, e.g. ``image_arch("image_small")``."""
-    fit = OmegaConf.to_container(image_fit_conf(config))
-    return {k: v for k, v in fit.items() if k in ARCH_KEYS}
+    """The ``VQImageConfig`` fields of a tokenizer config, e.g. ``image_arch("image_small")``."""
+    arch = OmegaConf.to_container(image_fit_conf(config).config)
+    arch.pop("_target_", None)
+    return arch
 
 
 def build_image_tokenizer(arch: dict, init_images: list) -> ImageTokenizer:
     """An untrained model whose codebook is set by one train-mode quantizer pass (k-means init on
     the latents of ``init_images``, then one EMA step): fast, and assignment is not degenerate."""
     torch.manual_seed(0)
-    model = VQImageModel(**arch)
-    tok = ImageTokenizer(model, _make_info(arch), hparams=arch)
+    config = VQImageConfig(**arch)
+    model = VQImageModel(config)
+    tok = ImageTokenizer(model, _make_info(config), hparams={"arch": arch_dict(config), "fit": {}})
     pixels = torch.stack([tok.preprocess(im) for im in init_images])  # (B, 3, S, S)
     model.train()
     with torch.no_grad():

@@ -12,15 +12,18 @@ from PIL import Image, ImageDraw
 
 from tokenize_mm import AudioTokenizer, ImageTokenizer, TextTokenizer
 from tokenize_mm.data import Example
+from tokenize_mm.tokenizers.audio import CodecConfig
+from tokenize_mm.tokenizers.image import VQImageConfig
 
 TINY_IMAGE = dict(
-    image_size=32, downsample=8, base_channels=8, latent_dim=16, codebook_size=32,
-    codebook_dim=8, batch_size=8, learning_rate=2e-3,
+    config=VQImageConfig(image_size=32, downsample=8, base_channels=8, latent_dim=16,
+                         codebook_size=32, codebook_dim=8),
+    batch_size=8, learning_rate=2e-3,
 )  # fmt: skip
 
 TINY_AUDIO = dict(
-    n_filters=4, dimension=16, lstm=0, codebook_size=32, num_codebooks=2, batch_size=4,
-    segment_seconds=0.2, learning_rate=1e-3,
+    config=CodecConfig(n_filters=4, dimension=16, lstm=0, codebook_size=32, num_codebooks=2),
+    batch_size=4, segment_seconds=0.2, learning_rate=1e-3,
 )  # fmt: skip
 
 WORDS = [

@@ -62,7 +62,7 @@ def test_hparams_asking_for_a_huge_model_are_refused_before_it_is_built(
     tok = {"image": tiny_image, "audio": tiny_audio}[modality]
     d = tok.save(tmp_path / modality)
     key = "base_channels" if modality == "image" else "n_filters"
-    _edit(d, lambda m: m["hparams"].__setitem__(key, 4096))
+    _edit(d, lambda m: m["hparams"]["arch"].__setitem__(key, 4096))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(ArtifactError, match="do not match the architecture"):
         load_tokenizer(d)
@@ -74,7 +74,7 @@ def test_hparams_asking_for_a_huge_model_are_refused_before_it_is_built(
 def test_a_changed_codebook_size_is_a_typed_error(modality, tiny_image, tiny_audio, tmp_path):
     tok = {"image": tiny_image, "audio": tiny_audio}[modality]
     d = tok.save(tmp_path / modality)
-    _edit(d, lambda m: m["hparams"].__setitem__("codebook_size", 999))
+    _edit(d, lambda m: m["hparams"]["arch"].__setitem__("codebook_size", 999))
     with pytest.raises(ArtifactError, match="codebook"):
         load_tokenizer(d)
 
@@ -91,9 +91,9 @@ def test_manifest_fields_of_the_wrong_type_are_typed_errors(saved, key, value):
     assert MANIFEST in str(err.value) and isinstance(err.value, TokenizeMMError)
 
 
-@pytest.mark.parametrize("value", [-4, "wide", None, [3]])
+@pytest.mark.parametrize("value", [-4, "wide", None, [3], True])
 def test_hparams_that_build_no_model_are_typed_errors(value, tiny_image, tmp_path):
     d = tiny_image.save(tmp_path / "image")
-    _edit(d, lambda m: m["hparams"].__setitem__("downsample", value))
+    _edit(d, lambda m: m["hparams"]["arch"].__setitem__("downsample", value))
     with pytest.raises(ArtifactError, match="hparams"):
         load_tokenizer(d)

@@ -12,7 +12,7 @@ from conftest import TINY_AUDIO
 
 from tokenize_mm import AudioTokenizer, Encoded, InvalidCodesError, InvalidInputError
 from tokenize_mm.tokenizers.audio.io import num_frames, save_wav
-from tokenize_mm.tokenizers.audio.model import CodecModel
+from tokenize_mm.tokenizers.audio.model import CodecConfig, CodecModel
 
 
 def test_default_codec_is_50_frames_per_second():
@@ -118,7 +118,7 @@ def test_encoder_initialisation_lets_latents_vary_over_frames():
 
     def variation(gain: float) -> float:
         torch.manual_seed(0)
-        model = CodecModel(n_filters=8, dimension=64, lstm=0, encoder_init_gain=gain)
+        model = CodecModel(CodecConfig(n_filters=8, dimension=64, lstm=0, encoder_init_gain=gain))
         with torch.no_grad():
             z = model.encoder(wav)  # (1, D, frames)
         return float(z.std(dim=2).mean() / z.abs().mean())

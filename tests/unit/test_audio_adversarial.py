@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tokenize_mm.tokenizers.audio import fit as audio_fit
-from tokenize_mm.tokenizers.audio.model import CodecModel
+from tokenize_mm.tokenizers.audio.model import CodecConfig, CodecModel
 
 RATE = 24_000
 FIT = dict(
@@ -19,7 +19,9 @@ FIT = dict(
 
 def tiny_codec() -> CodecModel:
     torch.manual_seed(0)
-    return CodecModel(n_filters=4, dimension=16, lstm=0, codebook_size=16, ratios=(8, 5, 4, 3))
+    return CodecModel(
+        CodecConfig(n_filters=4, dimension=16, lstm=0, codebook_size=16, ratios=(8, 5, 4, 3))
+    )
 
 
 def make_clips() -> list[torch.Tensor]:
@@ -160,7 +162,7 @@ def test_tokenizer_fit_option_reaches_training(clips, tmp_path):
     tok = AudioTokenizer.fit(
         clips, max_steps=3, seed=0, adversarial_weight=1.0, disc_filters=4, **args
     )
-    assert tok.hparams["adversarial_weight"] == 1.0 and tok.fit_data["loss_end"] > 0
+    assert tok.hparams["fit"]["adversarial_weight"] == 1.0 and tok.fit_data["loss_end"] > 0
     plain = AudioTokenizer.fit(clips, max_steps=3, seed=0, **args)
     assert set(tok.model.state_dict()) == set(plain.model.state_dict())
     tok.save(tmp_path / "art")

@@ -3,16 +3,19 @@ clips of many lengths, weight normalisation folded without touching the saved mo
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from tokenize_mm import AudioTokenizer
+from tokenize_mm.tokenizers.arch import arch_dict
 from tokenize_mm.tokenizers.audio.batch import _groups, encode_pieces, folded_copy
-from tokenize_mm.tokenizers.audio.model import CodecModel
+from tokenize_mm.tokenizers.audio.model import CodecConfig, CodecModel
 from tokenize_mm.tokenizers.audio.tokenizer import _make_info
 
-ARCH = dict(
-    sample_rate=24_000, channels=1, ratios=[8, 5, 4, 3], n_filters=4, n_residual_layers=1,
+ARCH = CodecConfig(
+    sample_rate=24_000, channels=1, ratios=(8, 5, 4, 3), n_filters=4, n_residual_layers=1,
     dimension=16, lstm=1, causal=True, num_codebooks=3, codebook_size=64, codebook_dim=None,
     commitment_weight=1.0,
 )  # fmt: skip
@@ -20,13 +23,14 @@ ARCH = dict(
 
 def untrained(**changes) -> AudioTokenizer:
     """A codec with an LSTM (the tiny fixture has none) and random codebooks."""
-    arch = {**ARCH, **changes}
+    arch = dataclasses.replace(ARCH, **changes)
     torch.manual_seed(0)
-    model = CodecModel(**arch)
+    model = CodecModel(arch)
     for layer in model.quantizer.layers:
         layer.codebook.embed.normal_()
         layer.codebook.inited.fill_(1.0)
-    return AudioTokenizer(model, _make_info(arch), arch, chunk_seconds=2.0, context_seconds=0.5)
+    hparams = {"arch": arch_dict(arch), "fit": {}}
+    return AudioTokenizer(model, _make_info(arch), hparams, chunk_seconds=2.0, context_seconds=0.5)
 
 
 def mixed_clips(n: int = 9) -> list[tuple[torch.Tensor, int]]:
@@ -96,8 +100,8 @@ def test_pieces_must_be_whole_frames():
 
 
 def test_folded_copy_is_on_the_model_device_and_frozen():
-    model = CodecModel(**ARCH)
-    copy = folded_copy(model, lambda: CodecModel(**ARCH))
+    model = CodecModel(ARCH)
+    copy = folded_copy(model, lambda: CodecModel(ARCH))
     assert not any(p.requires_grad for p in copy.parameters())
     assert not copy.training
 
@@ -107,6 +111,6 @@ def test_pieces_too_short_to_pad_alike_are_not_mixed():
     pieces of their own length. For the 50 Hz codec that is under 7 frames (the last k=7 conv)."""
     from tokenize_mm.tokenizers.audio.batch import min_mixed_length
 
-    assert min_mixed_length(CodecModel(**ARCH).encoder) == 7 * 480
+    assert min_mixed_length(CodecModel(ARCH).encoder) == 7 * 480
     groups = _groups([480, 96_000, 960, 48_000], causal=True, batch_samples=10**6, min_mixed=3360)
     assert groups == [[1, 3], [2], [0]]

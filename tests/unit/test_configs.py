@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from tokenize_mm.cli.common import config_dir
+from tokenize_mm.models import DecoderConfig, DecoderLM, preset
 
 CONF = Path(config_dir())
 TOKENIZERS = sorted(p.stem for p in (CONF / "tokenizer").glob("*.yaml"))
@@ -84,10 +85,10 @@ def test_every_sampler_builds_over_the_builtin_sources(sampling):
 @pytest.mark.parametrize("model", group_options("model"))
 def test_every_model_instantiates(model):
     cfg = train_cfg(f"model={model}")
-    build = instantiate(cfg.model)
-    assert isinstance(build, functools.partial)
+    config = instantiate(cfg.model)
+    assert isinstance(config, DecoderConfig) and config == preset(model)
     if model != "base100m":  # 100 M parameters: composed, not built, in the unit tier
-        net = build(vocab_size=300)
+        net = DecoderLM(config, vocab_size=300)
         assert net.num_parameters() > 0
 
 

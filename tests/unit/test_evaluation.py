@@ -28,7 +28,7 @@ from tokenize_mm.evaluation import (
 )
 from tokenize_mm.evaluation.grounding import derangement, pair_sequence
 from tokenize_mm.evaluation.scoring import continuation_losses
-from tokenize_mm.models import DecoderLM
+from tokenize_mm.models import DecoderLM, preset
 from tokenize_mm.sequence import MODALITY_IDS, VocabLayout, deinterleave
 
 
@@ -49,8 +49,7 @@ def examples(tiny_text, tiny_image, tiny_audio) -> list[EvalExample]:
 @pytest.fixture(scope="module")
 def model(layout) -> DecoderLM:
     torch.manual_seed(0)
-    return DecoderLM(vocab_size=layout.vocab_size, d_model=32, n_layers=2, n_heads=2, d_ff=64,
-                     max_positions=256)  # fmt: skip
+    return DecoderLM(preset("tiny", max_positions=256), vocab_size=layout.vocab_size)
 
 
 def test_encode_examples_keeps_items_and_concepts(examples):
@@ -105,8 +104,7 @@ def test_continuations_as_branches_score_as_if_alone(fusion, layout, examples):
     """One row with the prefix once and every continuation as a branch gives each continuation
     the loss it gets after the prefix in a row of its own (positions continue the prefix's)."""
     torch.manual_seed(1)
-    net = DecoderLM(vocab_size=layout.vocab_size, d_model=32, n_layers=2, n_heads=2, d_ff=64,
-                    max_positions=128, fusion=fusion)  # fmt: skip
+    net = DecoderLM(preset("tiny", fusion=fusion), vocab_size=layout.vocab_size)
     prefix = pair_sequence(layout, ("image", examples[0].items["image"]),
                            ("text", examples[0].items["text"]))  # fmt: skip
     prefix = prefix[: int(torch.nonzero(prefix == layout.special("<text>"))[0])]
@@ -219,8 +217,7 @@ def test_a_model_that_reads_the_image_shows_grounding_and_zero_shot(layout):
     examples = [EvalExample(f"e{i}", {"image": (torch.full((1, 4), i % 8),),
                                       "text": (torch.tensor([captions[concepts[i % 8]]]),)},
                             concept=concepts[i % 8]) for i in range(32)]  # fmt: skip
-    net = DecoderLM(vocab_size=layout.vocab_size, d_model=32, n_layers=2, n_heads=2, d_ff=64,
-                    max_positions=64)  # fmt: skip
+    net = DecoderLM(preset("tiny", max_positions=64), vocab_size=layout.vocab_size)
     seqs = torch.stack([pair_sequence(layout, ("image", ex.items["image"]), ("text", ex.items["text"]))
                         for ex in examples])  # fmt: skip
     modality = layout.modality_of(seqs).long()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
@@ -16,7 +17,7 @@ from tokenize_mm import ImageTokenizer, InvalidInputError, NotFittedError
 from tokenize_mm.cli.common import fit_from_source
 from tokenize_mm.data import ManifestSource
 from tokenize_mm.tokenizers.image import io as image_io
-from tokenize_mm.tokenizers.image.model import VQImageModel
+from tokenize_mm.tokenizers.image.model import VQImageConfig, VQImageModel
 
 
 def _mode_images() -> dict[str, Image.Image]:
@@ -170,10 +171,31 @@ def test_fit_without_images_refused():
 
 
 def test_bad_architecture_refused():
-    with pytest.raises(ValueError, match="power of two"):
-        VQImageModel(image_size=32, downsample=6)
-    with pytest.raises(ValueError, match="multiple of downsample"):
-        VQImageModel(image_size=40, downsample=16)
+    with pytest.raises(InvalidInputError, match="power of two") as err:
+        VQImageConfig(image_size=32, downsample=6)
+    assert "downsample=6" in str(err.value)
+    with pytest.raises(InvalidInputError, match="multiple of downsample"):
+        VQImageConfig(image_size=40, downsample=16)
+    with pytest.raises(InvalidInputError, match="base_channels"):
+        VQImageConfig(base_channels=0)
+    with pytest.raises(InvalidInputError, match="channel_mult"):
+        VQImageConfig(channel_mult=(1, 2))  # f = 16 has 4 stages
+    with pytest.raises(InvalidInputError, match="codebook_size"):  # a fit keyword, folded in
+        ImageTokenizer.fit([], max_steps=1, codebook_size=True)
+    with pytest.raises(TypeError):  # neither a fit setting nor a config field
+        ImageTokenizer.fit([], max_steps=1, n_filters=4)
+
+
+def test_fit_keywords_fold_into_the_config(images):
+    """``fit(config=..., image_size=...)``: keywords replace the config's fields, and the
+    artifact keeps the architecture under ``hparams["arch"]``, the fit's settings under
+    ``hparams["fit"]``."""
+    base = TINY_IMAGE["config"]
+    rest = {k: v for k, v in TINY_IMAGE.items() if k != "config"}
+    tok = ImageTokenizer.fit(images[:8], config=base, max_steps=1, codebook_size=16, **rest)
+    assert tok.model.config == dataclasses.replace(base, codebook_size=16)
+    assert tok.hparams["arch"] == {**dataclasses.asdict(base), "codebook_size": 16}
+    assert tok.hparams["fit"]["max_steps"] == 1 and "image_size" not in tok.hparams["fit"]
 
 
 def test_default_is_256_tokens_for_256_pixels():

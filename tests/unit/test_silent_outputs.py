@@ -70,9 +70,12 @@ def test_fit_arguments_that_build_no_codec_are_named(kwargs, name):
         AudioTokenizer.fit(clips, max_steps=1, **kwargs)
 
 
-@pytest.mark.parametrize("kwargs", [{"downsample": 3}, {"image_size": 30, "downsample": 8}])
-def test_image_fit_arguments_that_build_no_model_are_named(kwargs, images):
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"downsample": 3}, "downsample=3"), ({"image_size": 30, "downsample": 8}, "image_size=30")],
+)
+def test_image_fit_arguments_that_build_no_model_are_named(kwargs, name, images):
     from tokenize_mm import ImageTokenizer
 
-    with pytest.raises(InvalidInputError, match="fit arguments"):
+    with pytest.raises(InvalidInputError, match=name):
         ImageTokenizer.fit(images[:2], max_steps=1, **kwargs)

@@ -60,7 +60,7 @@ def fit(
     **kw,
 ):
     torch.manual_seed(0)
-    model = DecoderLM(vocab_size=layout.vocab_size, **preset("tiny"))
+    model = DecoderLM(preset("tiny"), vocab_size=layout.vocab_size)
     module = BalancedLM(model, weighting, max_steps=schedule_steps or steps,
                         layout_fingerprint=layout.fingerprint)  # fmt: skip
     dm = StoreDataModule(str(store_dir), sampler=sampler, context=128, batch_size=2,
@@ -227,7 +227,7 @@ if __name__ == "__main__":
     warnings.simplefilter("ignore")
     layout = VocabLayout.load("{store}/layout.json")
     torch.manual_seed(0)
-    model = DecoderLM(vocab_size=layout.vocab_size, **preset("tiny"))
+    model = DecoderLM(preset("tiny"), vocab_size=layout.vocab_size)
     module = BalancedLM(model, GradShareWeighting(), max_steps=4)
     dm = StoreDataModule("{store}", sampler="adaptive", context=128, batch_size=2)
     trainer = L.Trainer(max_steps=4, accelerator="cpu", devices=2, strategy="ddp_spawn",

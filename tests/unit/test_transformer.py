@@ -9,13 +9,14 @@ import torch.nn.functional as F
 
 from tokenize_mm.data import attention_mask
 from tokenize_mm.models import (
-    SIZES,
+    DecoderConfig,
     DecoderLM,
     ModelConfigError,
     ModelInputError,
     allowed_ids_mask,
     block_mask,
     preset,
+    sizes,
 )
 from tokenize_mm.sequence import MODALITY_IDS, VocabLayout
 from tokenize_mm.tokenizers.base import TokenizerInfo
@@ -36,7 +37,7 @@ def one_thread():
 
 def tiny(fusion: str = "early", seed: int = 0, **kwargs) -> DecoderLM:
     torch.manual_seed(seed)
-    return DecoderLM(VOCAB, fusion=fusion, **{**preset("tiny"), **kwargs}).eval()
+    return DecoderLM(preset("tiny", fusion=fusion, **kwargs), vocab_size=VOCAB).eval()
 
 
 def packed_batch(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -182,7 +183,7 @@ def test_allowed_ids_mask_partitions_the_layout():
 def test_restricted_softmax_is_the_full_softmax_renormalised():
     layout = small_layout()
     torch.manual_seed(0)
-    model = DecoderLM(layout.vocab_size, restricted_softmax=True, **preset("tiny")).eval()
+    model = DecoderLM(preset("tiny", restricted_softmax=True), layout.vocab_size).eval()
     mask = allowed_ids_mask(layout)
     model.set_allowed_ids(mask)
     tokens = torch.randint(0, layout.vocab_size, (2, 12))
@@ -225,9 +226,15 @@ def test_set_allowed_ids_rejects_bad_masks():
 
 def test_bad_configs_and_inputs_raise_typed_errors():
     with pytest.raises(ModelConfigError, match="fusion"):
-        DecoderLM(VOCAB, fusion="middle")
+        preset("tiny", fusion="middle")
     with pytest.raises(ModelConfigError, match="n_heads"):
-        DecoderLM(VOCAB, d_model=30, n_heads=4)
+        DecoderConfig(d_model=30, n_layers=1, n_heads=4, d_ff=8, max_positions=8)
+    with pytest.raises(ModelConfigError, match="d_ff"):
+        DecoderConfig(d_model=32, n_layers=1, n_heads=4, d_ff=0, max_positions=8)
+    with pytest.raises(ModelConfigError, match="vocab_size"):
+        DecoderLM(preset("tiny"), vocab_size=0)
+    with pytest.raises(ModelConfigError, match="DecoderConfig"):
+        DecoderLM(dict(d_model=32), vocab_size=VOCAB)  # type: ignore[arg-type]
     with pytest.raises(ModelConfigError, match="sizes are"):
         preset("huge")
     model, batch = tiny(), packed_batch()
@@ -241,16 +248,18 @@ def test_bad_configs_and_inputs_raise_typed_errors():
 def test_preset_parameter_counts():
     def count(name: str, vocab: int) -> int:
         with torch.device("meta"):  # no memory, no init time
-            return DecoderLM(vocab, **preset(name)).num_parameters()
+            return DecoderLM(preset(name), vocab_size=vocab).num_parameters()
 
     assert 1_000 <= count("tiny", 100) <= 100_000
     assert 1_000_000 <= count("small", 10_000) <= 5_000_000
-    assert count("base100m", 10_000) == 99_714_816  # the figure in SIZES' comment
+    assert count("base100m", 10_000) == 99_714_816  # the figure in conf/model/base100m.yaml
     assert 90e6 <= count("base100m", 10_000) <= 110e6
-    assert set(SIZES) == {"tiny", "small", "base100m"}
+    assert set(sizes()) == {"tiny", "small", "base100m"}
+    assert preset("tiny") == DecoderConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64,
+                                           max_positions=128)  # fmt: skip
     # Untied head: one more vocab × d_model matrix.
     with torch.device("meta"):
-        untied = DecoderLM(100, tie_embeddings=False, **preset("tiny")).num_parameters()
+        untied = DecoderLM(preset("tiny", tie_embeddings=False), 100).num_parameters()
     assert untied == count("tiny", 100) + 100 * 32
 
 
@@ -264,7 +273,8 @@ def test_gradient_reaches_every_parameter(fusion):
 
 
 def test_init_scales_residual_projections():
-    model = DecoderLM(VOCAB, d_model=256, n_layers=8, n_heads=4, d_ff=512)
+    config = DecoderConfig(d_model=256, n_layers=8, n_heads=4, d_ff=512, max_positions=512)
+    model = DecoderLM(config, vocab_size=VOCAB)
     assert abs(model.blocks[0].attn.qkv.weight.std().item() - 0.02) < 2e-3
     assert abs(model.blocks[0].mlp.out.weight.std().item() - 0.02 / 4) < 1e-3
 

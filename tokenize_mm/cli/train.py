@@ -156,10 +156,10 @@ def prepare(cfg: DictConfig) -> Prepared:
 
 def build_module(cfg: DictConfig, layout: Any) -> Any:
     """The ``BalancedLM`` of ``cfg``: model, loss weighting and optimiser settings."""
-    from tokenize_mm.models import allowed_ids_mask
+    from tokenize_mm.models import DecoderLM, allowed_ids_mask
     from tokenize_mm.models.system import BalancedLM
 
-    model = instantiate(cfg.model)(vocab_size=layout.vocab_size)
+    model = DecoderLM(instantiate(cfg.model), vocab_size=layout.vocab_size)
     if cfg.model.restricted_softmax:
         model.set_allowed_ids(allowed_ids_mask(layout))
     return BalancedLM(

@@ -25,12 +25,17 @@ Restricted softmax: the modality of the next position is known from the layout, 
 score only the ids of that modality (``allowed_ids_mask``, ``set_allowed_ids``, and
 ``logits(hidden, target_modality)``), an alternative to the full-vocabulary softmax.
 
-Sizes (``SIZES``, ``preset``): ``tiny`` for tests, ``small`` the CPU default, ``base100m`` for GPUs.
+The architecture is one ``DecoderConfig`` (sizes, fusion, head options), the model's constructor
+argument beside the vocabulary size: ``DecoderLM(config, vocab_size=layout.vocab_size)``. Named
+sizes are the files ``conf/model/<name>.yaml`` (``tiny`` for tests, ``small`` the CPU default,
+``base100m`` for GPUs), which the main job's Hydra config instantiates and ``preset(name)`` reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -39,17 +44,6 @@ from tokenize_mm.core.errors import TokenizeMMError
 from tokenize_mm.core.modalities import MODALITY_IDS
 from tokenize_mm.models.attention import Block, block_mask, rotary_table
 from tokenize_mm.sequence.vocab import VocabLayout
-
-SIZES: dict[str, dict[str, int]] = {
-    # 20,608 + 32 · (vocab + 5) parameters: 23,968 at a vocab of 100.
-    "tiny": dict(d_model=32, n_layers=2, n_heads=2, d_ff=64, max_positions=128),
-    # 1,050,240 + 128 · vocab: 2,330,240 at a vocab of 10,000.
-    "small": dict(d_model=128, n_layers=4, n_heads=4, d_ff=512, max_positions=512),
-    # 92,034,816 + 768 · vocab: 99,714,816 at a vocab of 10,000 (early fusion, tied head).
-    "base100m": dict(d_model=768, n_layers=12, n_heads=12, d_ff=2304, max_positions=2048),
-}
-"""Sizes by name: ``DecoderLM(vocab_size=..., **preset(name))``. Counts are for early fusion
-with a tied head and 4 modality ids; late fusion adds ``4 · late_layers`` blocks."""
 
 FUSIONS = ("early", "late")
 
@@ -62,12 +56,92 @@ class ModelInputError(TokenizeMMError, ValueError):
     """Tensors given to the model have the wrong shape or are longer than ``max_positions``."""
 
 
-def preset(name: str) -> dict[str, int]:
-    """The constructor arguments of size ``name`` (a copy of ``SIZES[name]``), all but
-    ``vocab_size``."""
-    if name not in SIZES:
-        raise ModelConfigError(f"unknown model size {name!r}; sizes are {sorted(SIZES)}")
-    return dict(SIZES[name])
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+    """Architecture of ``DecoderLM`` (all but the vocabulary, which the layout gives).
+
+    Attributes:
+        d_model: residual width; a multiple of ``n_heads`` with an even head width.
+        n_layers: shared blocks (after the per-modality blocks under late fusion).
+        n_heads: attention heads.
+        d_ff: hidden width of the SwiGLU MLP.
+        max_positions: longest row L the model accepts (size of the rotary table). Positions
+            restart per document and never exceed their row index, so L <= max_positions keeps
+            every position in the table.
+        num_modalities: modality ids 0 .. num_modalities - 1 (text, image, audio, special).
+        fusion: ``"early"`` or ``"late"`` (module docstring).
+        late_layers: per-modality blocks under late fusion (ignored under early fusion).
+        dropout: dropout on embeddings, attention probabilities and residual branches.
+        tie_embeddings: share the output head's weight with the token embedding.
+        norm_eps: RMSNorm epsilon.
+        rope_base: rotary base (10,000 as in RoFormer).
+        restricted_softmax: make ``logits`` score only the ids allowed for the target modality
+            when it is given one.
+
+    The sizes have no defaults: named sizes are ``conf/model/<name>.yaml`` (``preset``).
+
+    Raises:
+        ModelConfigError: a field is out of range (the message names it).
+    """
+
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+    max_positions: int
+    num_modalities: int = 4
+    fusion: str = "early"
+    late_layers: int = 1
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+    norm_eps: float = 1e-5
+    rope_base: float = 10_000.0
+    restricted_softmax: bool = False
+
+    def __post_init__(self) -> None:
+        _check_positive(
+            d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff,
+            max_positions=self.max_positions, num_modalities=self.num_modalities,
+            late_layers=self.late_layers if self.fusion == "late" else 1,
+        )  # fmt: skip
+        if self.fusion not in FUSIONS:
+            raise ModelConfigError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise ModelConfigError(
+                f"d_model {self.d_model} must be a multiple of n_heads {self.n_heads} with an "
+                "even head width (rotary positions turn channel pairs)"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ModelConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+def _sizes_dir() -> Path:
+    """``conf/model``: the checkout's, else the copy packaged as ``tokenize_mm/conf``."""
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[2] / "conf" / "model", here.parents[1] / "conf" / "model"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("tokenize_mm configs not found (expected conf/ beside the package)")
+
+
+def sizes() -> list[str]:
+    """The named sizes: the files of ``conf/model``."""
+    return sorted(p.stem for p in _sizes_dir().glob("*.yaml"))
+
+
+def preset(name: str, **overrides: object) -> DecoderConfig:
+    """The ``DecoderConfig`` of size ``name``, read from ``conf/model/<name>.yaml`` (the one
+    place sizes are written), with ``overrides`` (config fields) replacing its values:
+    ``DecoderLM(preset("tiny", fusion="late"), vocab_size=...)``."""
+    from omegaconf import OmegaConf
+
+    path = _sizes_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise ModelConfigError(f"unknown model size {name!r}; sizes are {sizes()}")
+    fields = OmegaConf.to_container(OmegaConf.load(path))
+    assert isinstance(fields, dict)
+    fields.pop("_target_", None)
+    return DecoderConfig(**{**fields, **overrides})  # type: ignore[arg-type]
 
 
 def allowed_ids_mask(layout: VocabLayout, vocab_size: int | None = None) -> torch.Tensor:
@@ -101,87 +175,52 @@ class DecoderLM(nn.Module):
     """Decoder-only transformer over global token ids with modality embeddings.
 
     Args:
+        config: the architecture (``DecoderConfig``; ``preset(name)`` for a named size).
         vocab_size: number of global ids (``VocabLayout.vocab_size`` or more).
-        d_model: residual width; a multiple of ``n_heads`` with an even head width.
-        n_layers: shared blocks (after the per-modality blocks under late fusion).
-        n_heads: attention heads.
-        d_ff: hidden width of the SwiGLU MLP.
-        max_positions: longest row L the model accepts (size of the rotary table). Positions
-            restart per document and never exceed their row index, so L <= max_positions keeps
-            every position in the table.
-        num_modalities: modality ids 0 .. num_modalities - 1 (text, image, audio, special).
-        fusion: ``"early"`` or ``"late"`` (module docstring).
-        late_layers: per-modality blocks under late fusion (ignored under early fusion).
-        dropout: dropout on embeddings, attention probabilities and residual branches.
-        tie_embeddings: share the output head's weight with the token embedding.
-        norm_eps: RMSNorm epsilon.
-        rope_base: rotary base (10,000 as in RoFormer).
-        restricted_softmax: make ``logits`` score only the ids allowed for the target modality
-            when it is given one.
 
     Raises:
-        ModelConfigError: an argument is out of range.
+        ModelConfigError: ``vocab_size`` is not a positive integer, or ``config`` is no
+            ``DecoderConfig``.
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        d_model: int = 128,
-        n_layers: int = 4,
-        n_heads: int = 4,
-        d_ff: int = 512,
-        max_positions: int = 512,
-        num_modalities: int = 4,
-        fusion: str = "early",
-        late_layers: int = 1,
-        dropout: float = 0.0,
-        tie_embeddings: bool = True,
-        norm_eps: float = 1e-5,
-        rope_base: float = 10_000.0,
-        restricted_softmax: bool = False,
-    ):
+    def __init__(self, config: DecoderConfig, vocab_size: int):
         super().__init__()
-        _check_positive(
-            vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-            d_ff=d_ff, max_positions=max_positions, num_modalities=num_modalities,
-            late_layers=late_layers if fusion == "late" else 1,
-        )  # fmt: skip
-        if fusion not in FUSIONS:
-            raise ModelConfigError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-        if d_model % n_heads or (d_model // n_heads) % 2:
+        if not isinstance(config, DecoderConfig):
             raise ModelConfigError(
-                f"d_model {d_model} must be a multiple of n_heads {n_heads} with an even head "
-                "width (rotary positions turn channel pairs)"
+                f"DecoderLM takes a DecoderConfig (preset(name) or DecoderConfig(...)), got "
+                f"{type(config).__name__}"
             )
-        if not 0.0 <= dropout < 1.0:
-            raise ModelConfigError(f"dropout must be in [0, 1), got {dropout}")
-        self.vocab_size, self.d_model, self.max_positions = vocab_size, d_model, max_positions
-        self.num_modalities, self.fusion = num_modalities, fusion
-        self.restricted_softmax = restricted_softmax
+        _check_positive(vocab_size=vocab_size)
+        c = self.config = config
+        self.vocab_size, self.d_model, self.max_positions = vocab_size, c.d_model, c.max_positions
+        self.num_modalities, self.fusion = c.num_modalities, c.fusion
+        self.restricted_softmax = c.restricted_softmax
 
         def stack(n: int) -> nn.ModuleList:
-            return nn.ModuleList(Block(d_model, n_heads, d_ff, dropout, norm_eps) for _ in range(n))
+            return nn.ModuleList(
+                Block(c.d_model, c.n_heads, c.d_ff, c.dropout, c.norm_eps) for _ in range(n)
+            )
 
-        self.tok_emb = nn.Embedding(vocab_size, d_model)
-        self.mod_emb = nn.Embedding(num_modalities, d_model)
-        self.drop = nn.Dropout(dropout)
-        n_late = late_layers if fusion == "late" else 0
+        self.tok_emb = nn.Embedding(vocab_size, c.d_model)
+        self.mod_emb = nn.Embedding(c.num_modalities, c.d_model)
+        self.drop = nn.Dropout(c.dropout)
+        n_late = c.late_layers if c.fusion == "late" else 0
         self.late_blocks = nn.ModuleList(
-            stack(n_late) for _ in range(num_modalities if n_late else 0)
+            stack(n_late) for _ in range(c.num_modalities if n_late else 0)
         )
-        self.blocks = stack(n_layers)
-        self.norm = nn.RMSNorm(d_model, eps=norm_eps)
-        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
-        if tie_embeddings:
+        self.blocks = stack(c.n_layers)
+        self.norm = nn.RMSNorm(c.d_model, eps=c.norm_eps)
+        self.lm_head = nn.Linear(c.d_model, vocab_size, bias=False)
+        if c.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
-        cos, sin = rotary_table(max_positions, d_model // n_heads, rope_base)
+        cos, sin = rotary_table(c.max_positions, c.d_model // c.n_heads, c.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         # All True = the full softmax until set_allowed_ids; saved with the weights.
         self.register_buffer(
-            "allowed_ids", torch.ones(num_modalities, vocab_size, dtype=torch.bool)
+            "allowed_ids", torch.ones(c.num_modalities, vocab_size, dtype=torch.bool)
         )
-        self._init_weights(depth=n_late + n_layers)
+        self._init_weights(depth=n_late + c.n_layers)
 
     def _init_weights(self, depth: int) -> None:
         for module in self.modules():

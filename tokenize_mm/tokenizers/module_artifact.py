@@ -30,6 +30,7 @@ WEIGHTS = "weights.safetensors"
 #: hyper-parameters are taken to ask for more than its weights.
 MAX_UNSTORED_ELEMENTS = 1 << 20
 M = TypeVar("M", bound=nn.Module)
+C = TypeVar("C")
 T = TypeVar("T")
 
 
@@ -66,10 +67,14 @@ def save_module(
     )  # fmt: skip
 
 
-def load_module(artifact: Artifact, build: Callable[..., M], arch_keys: Sequence[str]) -> M:
-    """``build(**architecture from the manifest)`` with the artifact's weights loaded.
+def load_module(
+    artifact: Artifact, build: Callable[[C], M], make_config: Callable[[dict[str, Any]], C]
+) -> M:
+    """``build(make_config(hparams))`` with the artifact's weights loaded.
 
-    The architecture is first built on the ``meta`` device (no memory) and its tensor shapes
+    ``make_config`` reads the architecture from the manifest's ``hparams`` (for the trained
+    tokenizers ``config_from_hparams``: the current ``hparams["arch"]`` layout or the earlier flat
+    one). The model is first built on the ``meta`` device (no memory) and its tensor shapes
     compared with the safetensors header, so hyper-parameters edited to ask for a huge model
     (``base_channels: 4096``) are refused before anything is allocated.
 
@@ -77,13 +82,15 @@ def load_module(artifact: Artifact, build: Callable[..., M], arch_keys: Sequence
         ArtifactError: the hyper-parameters build no model, or the weights do not fit the
             architecture the manifest describes (names, shapes or size).
     """
-    arch = {k: artifact.hparams[k] for k in arch_keys if k in artifact.hparams}
     weights = artifact.path(WEIGHTS)
     where = f"{artifact.directory / MANIFEST}"
+    arch: Any = artifact.hparams.get("arch", artifact.hparams)
     try:
+        config = make_config(artifact.hparams)
+        arch = config
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            skeleton = build(**arch)
+            skeleton = build(config)
     except Exception as err:  # hparams are untrusted input: any failure is the artifact's
         raise ArtifactError(
             f"{where}: hparams {arch} do not build a model ({type(err).__name__}: {err}); "
@@ -111,7 +118,7 @@ def load_module(artifact: Artifact, build: Callable[..., M], arch_keys: Sequence
     del skeleton
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # encodec's deprecated weight_norm
-        module = build(**arch)
+        module = build(config)
     module.load_state_dict(load_file(str(weights)), strict=True)
     return module
 
@@ -129,13 +136,14 @@ class ModuleTokenizer:
     """Mechanics shared by tokenizers that wrap a trained ``nn.Module`` (``self.model``):
     ``info``, device placement, and artifacts (``save``, ``load``, ``from_artifact``).
 
-    Subclasses set ``kind``, ``model_class`` (built from the manifest's ``arch_keys``
-    hyper-parameters) and take ``(model, info, hparams, fit_data)`` as their first arguments.
+    Subclasses set ``kind`` and ``model_class`` (built as ``model_class(config)`` from the
+    architecture config that ``arch_config`` reads from the manifest's ``hparams``; a model of
+    another constructor overrides ``build_model``) and take ``(model, info, hparams,
+    fit_data)`` as their first arguments.
     """
 
     kind: ClassVar[str]
     model_class: ClassVar[type[nn.Module]]
-    arch_keys: ClassVar[tuple[str, ...]]
     model: nn.Module
     _info: TokenizerInfo
     hparams: dict[str, Any]
@@ -170,9 +178,19 @@ class ModuleTokenizer:
     def from_artifact(cls, artifact: Artifact):
         """Build the tokenizer from a verified artifact (``load_tokenizer`` calls this)."""
         artifact.require_kind(cls.kind)
-        model = load_module(artifact, cls.model_class, cls.arch_keys)
+        model = load_module(artifact, cls.build_model, cls.arch_config)
         check_info(artifact, cls.derive_info(model, artifact.hparams))
         return cls(model, artifact.info, artifact.hparams, artifact.fit_data)  # type: ignore[call-arg]
+
+    @classmethod
+    def arch_config(cls, hparams: dict[str, Any]) -> Any:
+        """The model's architecture config from an artifact's ``hparams`` (either layout)."""
+        raise NotImplementedError
+
+    @classmethod
+    def build_model(cls, config: Any) -> nn.Module:
+        """A freshly initialised model of architecture ``config``."""
+        return cls.model_class(config)
 
     @classmethod
     def derive_info(cls, model: nn.Module, hparams: dict[str, Any]) -> TokenizerInfo:

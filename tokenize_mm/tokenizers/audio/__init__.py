@@ -7,7 +7,8 @@ Lightning training of the 50 Hz codec (``fit.py``, imported only by ``AudioToken
 residual quantizer is in ``tokenizers/quant/``."""
 
 from tokenize_mm.tokenizers.audio.codec import CodecTokenizer
+from tokenize_mm.tokenizers.audio.model import CodecConfig, CodecModel
 from tokenize_mm.tokenizers.audio.pretrained import EncodecTokenizer
 from tokenize_mm.tokenizers.audio.tokenizer import AudioTokenizer
 
-__all__ = ["AudioTokenizer", "CodecTokenizer", "EncodecTokenizer"]
+__all__ = ["AudioTokenizer", "CodecConfig", "CodecModel", "CodecTokenizer", "EncodecTokenizer"]

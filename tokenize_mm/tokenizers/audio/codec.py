@@ -13,7 +13,7 @@ shorter than one hop is one frame. Long clips are cut into chunks with left cont
 ``encode_batch`` encodes the pieces of many clips together (``batch.py``). ``evaluate`` measures
 SI-SNR, log-mel distance and per-codebook usage (``metrics.py``).
 
-A subclass sets ``kind``, ``model_class`` and ``arch_keys`` (``ModuleTokenizer``) and
+A subclass sets ``kind``, ``model_class``, ``arch_config`` (``ModuleTokenizer``) and
 ``derive_info``; it may override ``_pieces`` and ``_decode_codes`` (EnCodec 48 kHz does, for its
 normalised segments). The model has ``sample_rate``, ``channels``, ``hop_length``,
 ``num_frames(S)``, ``encoder``, ``quantize(latent)`` and ``decode(codes)``.
@@ -43,7 +43,8 @@ class CodecTokenizer(ModuleTokenizer):
     Args:
         model: the codec model (a ``CodecModel`` or a ``PretrainedEncodec``).
         info: its ``TokenizerInfo``.
-        hparams: architecture and fit hyper-parameters (saved in the artifact).
+        hparams: architecture and fit hyper-parameters (saved in the artifact; see the
+            subclass for their layout).
         fit_data: description of the fit data (saved in the artifact).
         chunk_seconds: clips longer than this are encoded chunk by chunk, so that memory stays
             bounded for recordings of any length (see ``encode``).
@@ -160,8 +161,8 @@ class CodecTokenizer(ModuleTokenizer):
         built on first use and again after the model moves to another device."""
         folded = self._folded
         if folded is None or next(folded.parameters()).device != self.device:
-            arch = {k: self.hparams[k] for k in self.arch_keys if k in self.hparams}
-            self._folded = folded_copy(self.model, lambda: self.model_class(**arch))
+            config = self.arch_config(self.hparams)
+            self._folded = folded_copy(self.model, lambda: self.build_model(config))
         return self._folded
 
     def __getstate__(self) -> dict[str, Any]:

@@ -9,23 +9,27 @@ the caller to the original length.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
-from collections.abc import Sequence
 
 import torch
 from encodec.modules import SEANetDecoder, SEANetEncoder
 from torch import nn
 
+from tokenize_mm.tokenizers.arch import check_non_negative, check_positive_int, int_tuple
+from tokenize_mm.tokenizers.errors import InvalidInputError
 from tokenize_mm.tokenizers.quant.residual import ResidualVectorQuantizer
 
 
-class CodecModel(nn.Module):
-    """SEANet encoder → residual VQ → SEANet decoder.
+@dataclasses.dataclass(frozen=True)
+class CodecConfig:
+    """Architecture of ``CodecModel``: its constructor argument, what ``AudioTokenizer.fit``
+    takes as ``config``, and what an artifact saves as ``hparams["arch"]``.
 
-    Args:
+    Attributes:
         sample_rate: waveform rate in Hz.
-        channels: audio channels (1: mono).
+        channels: audio channels, 1 (mono) or 2 (stereo).
         ratios: decoder upsampling ratios (the encoder uses them reversed); their product is the
             hop in samples, ``sample_rate / hop`` the frame rate.
         n_filters: base width (EnCodec: 32).
@@ -38,7 +42,59 @@ class CodecModel(nn.Module):
         codebook_dim: code dimension (``None``: ``dimension``).
         commitment_weight: weight of each stage's commitment loss.
         encoder_init_gain: factor on the initial weights of the encoder's convolutions (see
-            below); it only sets the starting point of ``fit``, loaded weights replace it.
+            ``CodecModel``); it only sets the starting point of ``fit``, loaded weights replace it.
+
+    Raises:
+        InvalidInputError: a field is out of range (the error names it).
+    """
+
+    sample_rate: int = 24_000
+    channels: int = 1
+    ratios: tuple[int, ...] = (8, 5, 4, 3)
+    n_filters: int = 32
+    n_residual_layers: int = 1
+    dimension: int = 128
+    lstm: int = 2
+    causal: bool = True
+    num_codebooks: int = 1
+    codebook_size: int = 1024
+    codebook_dim: int | None = None
+    commitment_weight: float = 1.0
+    encoder_init_gain: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("sample_rate", "channels", "n_filters", "n_residual_layers", "dimension",
+                     "num_codebooks", "codebook_size"):  # fmt: skip
+            check_positive_int(name, getattr(self, name))
+        if self.channels not in (1, 2):
+            raise InvalidInputError(
+                "must be 1 (mono) or 2 (stereo)", item=f"channels={self.channels}"
+            )
+        object.__setattr__(self, "ratios", int_tuple("ratios", self.ratios))
+        if isinstance(self.lstm, bool) or not isinstance(self.lstm, int) or self.lstm < 0:
+            raise InvalidInputError("must be an int >= 0", item=f"lstm={self.lstm!r}")
+        if not isinstance(self.causal, bool):
+            raise InvalidInputError("must be true or false", item=f"causal={self.causal!r}")
+        if self.codebook_dim is not None:
+            check_positive_int("codebook_dim", self.codebook_dim)
+        check_non_negative("commitment_weight", self.commitment_weight)
+        check_non_negative("encoder_init_gain", self.encoder_init_gain)
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per frame: the product of ``ratios``."""
+        return math.prod(self.ratios)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+
+class CodecModel(nn.Module):
+    """SEANet encoder → residual VQ → SEANet decoder.
+
+    Args:
+        config: the architecture (``CodecConfig``; ``None``: its defaults).
 
     Initialisation: PyTorch's default convolution init keeps about 1/√3 of the signal's standard
     deviation per layer, so after the encoder's ten or so convolutions the latents of a 1 s clip
@@ -49,31 +105,18 @@ class CodecModel(nn.Module):
     ``benchmarks/codec_init.py`` measures both, docs/results/codec_init.md).
     """
 
-    def __init__(
-        self,
-        sample_rate: int = 24_000,
-        channels: int = 1,
-        ratios: Sequence[int] = (8, 5, 4, 3),
-        n_filters: int = 32,
-        n_residual_layers: int = 1,
-        dimension: int = 128,
-        lstm: int = 2,
-        causal: bool = True,
-        num_codebooks: int = 1,
-        codebook_size: int = 1024,
-        codebook_dim: int | None = None,
-        commitment_weight: float = 1.0,
-        encoder_init_gain: float = 2.0,
-    ):
+    def __init__(self, config: CodecConfig | None = None):
         super().__init__()
-        if not ratios or any(int(r) < 1 for r in ratios):
-            raise ValueError(f"ratios must be positive integers, got {list(ratios)}")
-        self.sample_rate, self.channels = sample_rate, channels
-        self.hop_length = math.prod(int(r) for r in ratios)
+        c = config if config is not None else CodecConfig()
+        if not isinstance(c, CodecConfig):
+            raise TypeError(f"CodecModel takes a CodecConfig, got {type(c).__name__}")
+        self.config = c
+        self.sample_rate, self.channels = c.sample_rate, c.channels
+        self.hop_length = c.hop_length
         kwargs = dict(
-            channels=channels, dimension=dimension, n_filters=n_filters,
-            n_residual_layers=n_residual_layers, ratios=[int(r) for r in ratios], lstm=lstm,
-            causal=causal, norm="weight_norm",
+            channels=c.channels, dimension=c.dimension, n_filters=c.n_filters,
+            n_residual_layers=c.n_residual_layers, ratios=list(c.ratios), lstm=c.lstm,
+            causal=c.causal, norm="weight_norm",
         )  # fmt: skip
         with warnings.catch_warnings():  # encodec uses the deprecated torch weight_norm
             warnings.simplefilter("ignore", FutureWarning)
@@ -82,10 +125,10 @@ class CodecModel(nn.Module):
         with torch.no_grad():  # weight norm: w = g · v / ||v||, so scaling g scales w
             for module in self.encoder.modules():
                 if hasattr(module, "weight_g"):
-                    module.weight_g.mul_(encoder_init_gain)
+                    module.weight_g.mul_(c.encoder_init_gain)
         self.quantizer = ResidualVectorQuantizer(
-            dimension, num_codebooks, codebook_size, codebook_dim=codebook_dim,
-            commitment_weight=commitment_weight,
+            c.dimension, c.num_codebooks, c.codebook_size, codebook_dim=c.codebook_dim,
+            commitment_weight=c.commitment_weight,
         )  # fmt: skip
 
     @property

@@ -135,7 +135,16 @@ class EncodecTokenizer(CodecTokenizer):
     ``fit``."""
 
     model_class = PretrainedEncodec
-    arch_keys = ("name", "num_codebooks")
+
+    @classmethod
+    def arch_config(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        """The pretrained model's name and codebook count (its architecture is the name's)."""
+        return {"name": hparams.get("name"), "num_codebooks": hparams.get("num_codebooks")}
+
+    @classmethod
+    def build_model(cls, config: dict[str, Any]) -> nn.Module:
+        return cls.model_class(**config)
+
     kind: ClassVar[str] = "audio.encodec"
 
     def __init__(self, model: nn.Module, info: TokenizerInfo, hparams: dict[str, Any], *a, **kw):

@@ -11,37 +11,42 @@ clips, kept in ``info``. Weights are safetensors.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from tokenize_mm.tokenizers.arch import arch_dict, config_from_hparams
 from tokenize_mm.tokenizers.audio import io as audio_io
 from tokenize_mm.tokenizers.audio.codec import CodecTokenizer
-from tokenize_mm.tokenizers.audio.model import CodecModel
+from tokenize_mm.tokenizers.audio.model import CodecConfig, CodecModel
 from tokenize_mm.tokenizers.audio.pretrained import EncodecTokenizer
 from tokenize_mm.tokenizers.base import TokenizerInfo, map_batch
-from tokenize_mm.tokenizers.errors import InvalidInputError, NotFittedError
+from tokenize_mm.tokenizers.errors import NotFittedError
 from tokenize_mm.tokenizers.module_artifact import hold_out, loss_summary
 from tokenize_mm.tokenizers.registry import register_tokenizer
-
-ARCH_KEYS = (
-    "sample_rate", "channels", "ratios", "n_filters", "n_residual_layers", "dimension", "lstm",
-    "causal", "num_codebooks", "codebook_size", "codebook_dim", "commitment_weight",
-)  # fmt: skip
 
 
 @register_tokenizer
 class AudioTokenizer(CodecTokenizer):
     """The 50 Hz codec tokenizer. Build one with ``fit`` or ``load``; ``from_pretrained`` gives
-    its sibling ``EncodecTokenizer``. Constructor arguments: see ``CodecTokenizer``."""
+    its sibling ``EncodecTokenizer``. Constructor arguments: see ``CodecTokenizer``; its
+    ``hparams`` are ``{"arch": asdict(CodecConfig), "fit": fit settings}`` (an artifact of the
+    earlier flat layout keeps its flat dict)."""
 
     model_class = CodecModel
-    arch_keys = ARCH_KEYS
     kind: ClassVar[str] = "audio.codec"
+
+    @classmethod
+    def arch_config(cls, hparams: dict[str, Any]) -> CodecConfig:
+        return config_from_hparams(CodecConfig, hparams)
+
+    @property
+    def causal(self) -> bool:
+        return self.model.config.causal
 
     @classmethod
     def derive_info(cls, model: nn.Module, hparams: dict[str, Any]) -> TokenizerInfo:
@@ -78,19 +83,8 @@ class AudioTokenizer(CodecTokenizer):
         cls,
         clips: Iterable[Any] | str | os.PathLike,
         *,
+        config: CodecConfig | None = None,
         held_out: Iterable[Any] | None = None,
-        sample_rate: int = 24_000,
-        channels: int = 1,
-        ratios: Sequence[int] = (8, 5, 4, 3),
-        n_filters: int = 32,
-        n_residual_layers: int = 1,
-        dimension: int = 128,
-        lstm: int = 2,
-        causal: bool = True,
-        num_codebooks: int = 1,
-        codebook_size: int = 1024,
-        codebook_dim: int | None = None,
-        commitment_weight: float = 1.0,
         segment_seconds: float = 1.0,
         mel_weight: float = 1.0,
         adversarial_weight: float = 0.0,
@@ -106,14 +100,15 @@ class AudioTokenizer(CodecTokenizer):
         precision: str | None = None,
         progress: bool = False,
         description: str | None = None,
+        **arch: Any,
     ) -> AudioTokenizer:
         """Train the codec on clips (paths or ``(tensor, sample_rate)`` pairs) or a folder.
 
         Args:
             clips: the training clips, or a folder of audio files.
+            config: the architecture (``CodecConfig``; ``None``: its defaults).
             held_out: clips for the final SI-SNR, mel distance and codebook usage; when ``None``
                 a ``val_fraction`` of ``clips`` is held out.
-            sample_rate, channels, ratios, ...: architecture (see ``CodecModel``).
             segment_seconds: length of the random training crops.
             mel_weight: weight of the multi-scale mel loss against the waveform L1.
             adversarial_weight: weight of the hinge loss against the ``encodec`` package's
@@ -124,28 +119,28 @@ class AudioTokenizer(CodecTokenizer):
             disc_start_step: codec steps on reconstruction only before the discriminator starts.
             max_steps, batch_size, learning_rate, seed: optimisation.
             accelerator, precision: passed to ``lightning.Trainer``.
+            **arch: ``CodecConfig`` fields that replace those of ``config``
+                (``fit(clips, n_filters=8)``).
 
         Raises:
-            InvalidInputError: a clip cannot be used (names the item and its index).
+            InvalidInputError: an architecture field is out of range (names it), or a clip
+                cannot be used (names the item and its index).
+            TypeError: a keyword is neither a fit setting nor a ``CodecConfig`` field.
             NotFittedError: there are no training clips.
         """
         from tokenize_mm.tokenizers.audio.fit import train_codec  # Lightning only here
 
-        arch = {
-            "sample_rate": sample_rate, "channels": channels, "ratios": list(ratios),
-            "n_filters": n_filters, "n_residual_layers": n_residual_layers,
-            "dimension": dimension, "lstm": lstm, "causal": causal,
-            "num_codebooks": num_codebooks, "codebook_size": codebook_size,
-            "codebook_dim": codebook_dim, "commitment_weight": commitment_weight,
-        }  # fmt: skip
-        _check_arch(arch)
+        config = dataclasses.replace(config or CodecConfig(), **arch)  # validates it
+        sample_rate = config.sample_rate
         torch.manual_seed(seed)
-        model = CodecModel(**arch)
+        model = CodecModel(config)
         if isinstance(clips, (str, os.PathLike)):
             clips = audio_io.iter_audio_files(clips)
 
         def prep(clip: Any) -> torch.Tensor:
-            return audio_io.to_model_input(clip, None, target_rate=sample_rate, channels=channels)
+            return audio_io.to_model_input(
+                clip, None, target_rate=sample_rate, channels=config.channels
+            )
 
         train = map_batch(prep, clips)
         held = map_batch(prep, held_out) if held_out is not None else None
@@ -162,18 +157,22 @@ class AudioTokenizer(CodecTokenizer):
             disc_start_step=disc_start_step,
         )  # fmt: skip
         model = model.cpu().eval()
-        hparams = {**arch, "segment_seconds": segment_seconds, "mel_weight": mel_weight,
-                   "adversarial_weight": adversarial_weight, "feature_weight": feature_weight,
-                   "disc_filters": disc_filters, "disc_start_step": disc_start_step,
-                   "max_steps": max_steps, "batch_size": batch_size,
-                   "learning_rate": learning_rate, "seed": seed, "precision": precision}  # fmt: skip
+        hparams = {
+            "arch": arch_dict(config),
+            "fit": {"segment_seconds": segment_seconds, "mel_weight": mel_weight,
+                    "adversarial_weight": adversarial_weight, "feature_weight": feature_weight,
+                    "disc_filters": disc_filters, "disc_start_step": disc_start_step,
+                    "max_steps": max_steps, "batch_size": batch_size,
+                    "learning_rate": learning_rate, "val_fraction": val_fraction, "seed": seed,
+                    "precision": precision},
+        }  # fmt: skip
         fit_data = {
             "num_train": len(train), "num_held_out": len(held), "description": description,
             "train_seconds": sum(c.shape[-1] for c in train) / sample_rate,
             **loss_summary(history),
         }  # fmt: skip
-        tok = cls(model, _make_info(arch), hparams, fit_data)
-        tok._info = _make_info(arch, tok.evaluate(held) if held else {})
+        tok = cls(model, _make_info(config), hparams, fit_data)
+        tok._info = _make_info(config, tok.evaluate(held) if held else {})
         return tok
 
     def __repr__(self) -> str:
@@ -181,26 +180,11 @@ class AudioTokenizer(CodecTokenizer):
         return f"AudioTokenizer(sample_rate={i.sample_rate}, frame_rate={i.frame_rate}, K={i.num_codebooks})"
 
 
-def _check_arch(arch: dict[str, Any]) -> None:
-    """Refuse fit arguments that build no codec, naming them (``InvalidInputError``)."""
-    for key in ("sample_rate", "channels", "num_codebooks", "codebook_size", "n_filters"):
-        value = arch[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidInputError("must be a positive int", item=f"{key}={value!r}")
-    if arch["channels"] not in (1, 2):
-        raise InvalidInputError(
-            "must be 1 (mono) or 2 (stereo)", item=f"channels={arch['channels']}"
-        )
-    ratios = arch["ratios"]
-    if not ratios or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in ratios):
-        raise InvalidInputError("must be a list of positive ints", item=f"ratios={ratios}")
-
-
-def _make_info(arch: dict[str, Any], metrics: dict[str, float] | None = None) -> TokenizerInfo:
-    frame_rate = arch["sample_rate"] / math.prod(int(r) for r in arch["ratios"])
+def _make_info(config: CodecConfig, metrics: dict[str, float] | None = None) -> TokenizerInfo:
+    frame_rate = config.frame_rate
     return TokenizerInfo(
-        modality="audio", kind=AudioTokenizer.kind, codebook_size=arch["codebook_size"],
-        num_codebooks=arch["num_codebooks"], sample_rate=arch["sample_rate"],
-        frame_rate=frame_rate, tokens_per_second=frame_rate * arch["num_codebooks"],
+        modality="audio", kind=AudioTokenizer.kind, codebook_size=config.codebook_size,
+        num_codebooks=config.num_codebooks, sample_rate=config.sample_rate,
+        frame_rate=frame_rate, tokens_per_second=frame_rate * config.num_codebooks,
         input_policy=audio_io.POLICY, metrics=metrics or {},
     )  # fmt: skip

@@ -11,13 +11,91 @@ Pixels enter in [0, 1] and are mapped to [-1, 1] inside; ``decode`` returns [0, 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from tokenize_mm.tokenizers.arch import check_non_negative, check_positive_int, int_tuple
+from tokenize_mm.tokenizers.errors import InvalidInputError
 from tokenize_mm.tokenizers.quant.vector import VectorQuantizer
+
+
+@dataclasses.dataclass(frozen=True)
+class VQImageConfig:
+    """Architecture of ``VQImageModel``: its constructor argument, what ``ImageTokenizer.fit``
+    takes as ``config``, and what an artifact saves as ``hparams["arch"]``.
+
+    Attributes:
+        image_size: side S of the square input.
+        downsample: factor f, a power of two dividing ``image_size``; the grid is S/f × S/f.
+        base_channels: channels of the first stage.
+        channel_mult: per-stage channel multipliers (``log2(f)`` entries), or ``None`` for the
+            default doubling capped at 4×.
+        num_res_blocks: residual blocks per stage.
+        latent_dim: channels of the encoder output fed to the quantizer.
+        codebook_size: number of codes.
+        codebook_dim: dimension of the codes (a linear projection maps ``latent_dim`` to it when
+            they differ: low-dimensional codes are used more evenly, Yu et al. 2022).
+        commitment_weight: weight of the commitment loss.
+        decay: EMA decay of the codebook.
+        threshold_ema_dead_code: codes whose EMA usage falls below this are restarted.
+
+    Raises:
+        InvalidInputError: a field is out of range (the error names it).
+    """
+
+    image_size: int = 256
+    downsample: int = 16
+    base_channels: int = 64
+    channel_mult: tuple[int, ...] | None = None
+    num_res_blocks: int = 1
+    latent_dim: int = 256
+    codebook_size: int = 1024
+    codebook_dim: int = 64
+    commitment_weight: float = 0.25
+    decay: float = 0.99
+    threshold_ema_dead_code: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "downsample", "base_channels", "num_res_blocks",
+                     "latent_dim", "codebook_size", "codebook_dim"):  # fmt: skip
+            check_positive_int(name, getattr(self, name))
+        f = self.downsample
+        if f < 2 or f & (f - 1):
+            raise InvalidInputError("must be a power of two >= 2", item=f"downsample={f}")
+        if self.image_size % f:
+            raise InvalidInputError(
+                f"must be a multiple of downsample {f}", item=f"image_size={self.image_size}"
+            )
+        if self.channel_mult is not None:
+            mult = int_tuple("channel_mult", self.channel_mult)
+            if len(mult) != self.levels:
+                raise InvalidInputError(
+                    f"needs {self.levels} entries (one per stage of f = {f})",
+                    item=f"channel_mult={list(mult)}",
+                )
+            object.__setattr__(self, "channel_mult", mult)
+        check_non_negative("commitment_weight", self.commitment_weight)
+        check_non_negative("threshold_ema_dead_code", self.threshold_ema_dead_code)
+        if (
+            isinstance(self.decay, bool)
+            or not isinstance(self.decay, (int, float))
+            or not (0.0 < self.decay < 1.0)
+        ):
+            raise InvalidInputError("must be in (0, 1)", item=f"decay={self.decay!r}")
+
+    @property
+    def levels(self) -> int:
+        """Stride-2 stages: log2(downsample)."""
+        return int(math.log2(self.downsample))
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        g = self.image_size // self.downsample
+        return (g, g)
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -90,59 +168,27 @@ class Decoder(nn.Module):
 
 
 class VQImageModel(nn.Module):
-    """Encoder + vector quantizer + decoder.
+    """Encoder + vector quantizer + decoder, of the architecture ``config`` describes."""
 
-    Args:
-        image_size: side S of the square input.
-        downsample: factor f, a power of two dividing ``image_size``; the grid is S/f × S/f.
-        base_channels: channels of the first stage.
-        channel_mult: per-stage channel multipliers (``log2(f)`` entries), or ``None`` for the
-            default doubling capped at 4×.
-        num_res_blocks: residual blocks per stage.
-        latent_dim: channels of the encoder output fed to the quantizer.
-        codebook_size: number of codes.
-        codebook_dim: dimension of the codes (a linear projection maps ``latent_dim`` to it when
-            they differ: low-dimensional codes are used more evenly, Yu et al. 2022).
-        commitment_weight: weight of the commitment loss.
-        decay: EMA decay of the codebook.
-        threshold_ema_dead_code: codes whose EMA usage falls below this are restarted.
-    """
-
-    def __init__(
-        self,
-        image_size: int = 256,
-        downsample: int = 16,
-        base_channels: int = 64,
-        channel_mult: Sequence[int] | None = None,
-        num_res_blocks: int = 1,
-        latent_dim: int = 256,
-        codebook_size: int = 1024,
-        codebook_dim: int = 64,
-        commitment_weight: float = 0.25,
-        decay: float = 0.99,
-        threshold_ema_dead_code: float = 2.0,
-    ):
+    def __init__(self, config: VQImageConfig | None = None):
         super().__init__()
-        if downsample < 2 or downsample & (downsample - 1):
-            raise ValueError(f"downsample must be a power of two >= 2, got {downsample}")
-        if image_size % downsample:
-            raise ValueError(
-                f"image_size {image_size} must be a multiple of downsample {downsample}"
-            )
-        levels = int(math.log2(downsample))
-        channels = stage_channels(base_channels, channel_mult, levels)
-        self.image_size = image_size
-        self.grid = (image_size // downsample, image_size // downsample)
-        self.encoder = Encoder(channels, num_res_blocks, latent_dim)
+        c = config if config is not None else VQImageConfig()
+        if not isinstance(c, VQImageConfig):
+            raise TypeError(f"VQImageModel takes a VQImageConfig, got {type(c).__name__}")
+        self.config = c
+        channels = stage_channels(c.base_channels, c.channel_mult, c.levels)
+        self.image_size = c.image_size
+        self.grid = c.grid
+        self.encoder = Encoder(channels, c.num_res_blocks, c.latent_dim)
         self.quantizer = VectorQuantizer(
-            dim=latent_dim,
-            codebook_size=codebook_size,
-            codebook_dim=codebook_dim,
-            decay=decay,
-            commitment_weight=commitment_weight,
-            threshold_ema_dead_code=threshold_ema_dead_code,
+            dim=c.latent_dim,
+            codebook_size=c.codebook_size,
+            codebook_dim=c.codebook_dim,
+            decay=c.decay,
+            commitment_weight=c.commitment_weight,
+            threshold_ema_dead_code=c.threshold_ema_dead_code,
         )
-        self.decoder = Decoder(channels, num_res_blocks, latent_dim)
+        self.decoder = Decoder(channels, c.num_res_blocks, c.latent_dim)
 
     def _latents(self, pixels: torch.Tensor) -> torch.Tensor:
         z = self.encoder(pixels * 2.0 - 1.0)  # (B, D, h, w)

@@ -13,6 +13,7 @@ are saved as safetensors.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,19 +22,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from tokenize_mm.tokenizers.arch import arch_dict, config_from_hparams
 from tokenize_mm.tokenizers.base import Encoded, TokenizerInfo, check_codes, map_batch
 from tokenize_mm.tokenizers.errors import InvalidInputError, NotFittedError
 from tokenize_mm.tokenizers.image import io as image_io
-from tokenize_mm.tokenizers.image.model import VQImageModel
+from tokenize_mm.tokenizers.image.model import VQImageConfig, VQImageModel
 from tokenize_mm.tokenizers.module_artifact import ModuleTokenizer, hold_out, loss_summary
 from tokenize_mm.tokenizers.quant.usage import codebook_usage
 from tokenize_mm.tokenizers.registry import register_tokenizer
-
-#: Constructor arguments of ``VQImageModel``; saved in the artifact to rebuild the model.
-ARCH_KEYS = (
-    "image_size", "downsample", "base_channels", "channel_mult", "num_res_blocks", "latent_dim",
-    "codebook_size", "codebook_dim", "commitment_weight", "decay", "threshold_ema_dead_code",
-)  # fmt: skip
 
 
 @register_tokenizer
@@ -43,13 +39,13 @@ class ImageTokenizer(ModuleTokenizer):
     Args:
         model: a trained ``VQImageModel``.
         info: its ``TokenizerInfo``.
-        hparams: architecture and fit hyper-parameters (saved in the artifact).
+        hparams: ``{"arch": asdict(VQImageConfig), "fit": fit settings}`` (saved in the
+            artifact; an artifact of the earlier flat layout keeps its flat dict).
         fit_data: description of the fit data (saved in the artifact).
         batch_size: images per forward pass in ``encode_batch``/``decode_batch``.
     """
 
     model_class = VQImageModel
-    arch_keys = ARCH_KEYS
     kind: ClassVar[str] = "image.vq"
 
     def __init__(
@@ -65,6 +61,10 @@ class ImageTokenizer(ModuleTokenizer):
         self.hparams = dict(hparams)
         self.fit_data = dict(fit_data or {})
         self.batch_size = batch_size
+
+    @classmethod
+    def arch_config(cls, hparams: dict[str, Any]) -> VQImageConfig:
+        return config_from_hparams(VQImageConfig, hparams)
 
     @classmethod
     def derive_info(cls, model: nn.Module, hparams: dict[str, Any]) -> TokenizerInfo:
@@ -116,18 +116,8 @@ class ImageTokenizer(ModuleTokenizer):
         cls,
         images: Iterable[Any] | str | os.PathLike,
         *,
+        config: VQImageConfig | None = None,
         held_out: Iterable[Any] | None = None,
-        image_size: int = 256,
-        downsample: int = 16,
-        base_channels: int = 64,
-        channel_mult: Sequence[int] | None = None,
-        num_res_blocks: int = 1,
-        latent_dim: int = 256,
-        codebook_size: int = 1024,
-        codebook_dim: int = 64,
-        commitment_weight: float = 0.25,
-        decay: float = 0.99,
-        threshold_ema_dead_code: float = 2.0,
         max_steps: int = 2000,
         batch_size: int = 16,
         learning_rate: float = 1e-3,
@@ -137,6 +127,7 @@ class ImageTokenizer(ModuleTokenizer):
         precision: str | None = None,
         progress: bool = False,
         description: str | None = None,
+        **arch: Any,
     ) -> ImageTokenizer:
         """Train a VQ image tokenizer.
 
@@ -145,39 +136,31 @@ class ImageTokenizer(ModuleTokenizer):
                 image files. To fit on a manifest's records, read it with ``ManifestSource`` and
                 pass its images, or use ``tokenize_mm.cli.common.fit_from_source`` (which holds
                 out the records outside the fit split).
+            config: the architecture (``VQImageConfig``; ``None``: its defaults).
             held_out: images for the final PSNR and codebook-usage measurement; when ``None``,
                 a ``val_fraction`` of ``images`` is held out.
-            image_size, downsample, ...: architecture (see ``VQImageModel``).
             max_steps, batch_size, learning_rate, seed: optimisation.
             accelerator, precision: passed to ``lightning.Trainer`` (e.g. ``"gpu"``, ``"bf16-mixed"``).
             progress: show Lightning's progress bar.
             description: free text stored in the artifact's ``fit_data``.
+            **arch: ``VQImageConfig`` fields that replace those of ``config``
+                (``fit(images, image_size=64)``).
 
         Raises:
-            InvalidInputError: an image cannot be read (names the item), or ``images`` is a path
-                that is not a folder (a ``.jsonl`` manifest included).
+            InvalidInputError: an architecture field is out of range (names it), an image cannot
+                be read (names the item), or ``images`` is a path that is not a folder (a
+                ``.jsonl`` manifest included).
+            TypeError: a keyword is neither a fit setting nor a ``VQImageConfig`` field.
             NotFittedError: there are no training images.
         """
         from tokenize_mm.tokenizers.image.fit import train_vq  # Lightning only here
 
-        arch = {
-            "image_size": image_size, "downsample": downsample, "base_channels": base_channels,
-            "channel_mult": list(channel_mult) if channel_mult is not None else None,
-            "num_res_blocks": num_res_blocks, "latent_dim": latent_dim,
-            "codebook_size": codebook_size, "codebook_dim": codebook_dim,
-            "commitment_weight": commitment_weight, "decay": decay,
-            "threshold_ema_dead_code": threshold_ema_dead_code,
-        }  # fmt: skip
+        config = dataclasses.replace(config or VQImageConfig(), **arch)  # validates it
         torch.manual_seed(seed)
-        try:  # validates the architecture before reading any data
-            model = VQImageModel(**arch)
-        except (ValueError, TypeError) as err:
-            raise InvalidInputError(
-                f"does not build a VQ model: {err}", item="fit arguments"
-            ) from err
+        model = VQImageModel(config)
         train_items, held_items, source = _resolve_images(images, held_out)
-        train = _load_u8(train_items, image_size)
-        held = _load_u8(held_items, image_size) if held_items is not None else None
+        train = _load_u8(train_items, config.image_size)
+        held = _load_u8(held_items, config.image_size) if held_items is not None else None
         if len(train) == 0:
             raise NotFittedError("ImageTokenizer.fit got no training images")
         if held is None:
@@ -189,15 +172,18 @@ class ImageTokenizer(ModuleTokenizer):
             precision=precision, progress=progress,
         )  # fmt: skip
         model = model.cpu().eval()
-        hparams = {**arch, "max_steps": max_steps, "batch_size": batch_size,
-                   "learning_rate": learning_rate, "seed": seed, "precision": precision}  # fmt: skip
+        hparams = {
+            "arch": arch_dict(config),
+            "fit": {"max_steps": max_steps, "batch_size": batch_size, "learning_rate": learning_rate,
+                    "val_fraction": val_fraction, "seed": seed, "precision": precision},
+        }  # fmt: skip
         fit_data = {
             "source": source, "num_train": len(train), "num_held_out": len(held),
             "description": description, **loss_summary(history),
         }  # fmt: skip
-        tok = cls(model, _make_info(arch), hparams, fit_data)
+        tok = cls(model, _make_info(config), hparams, fit_data)
         metrics = tok.evaluate(held) if len(held) else {}
-        tok._info = _make_info(arch, metrics)
+        tok._info = _make_info(config, metrics)
         return tok
 
     def evaluate(self, pixels_u8: torch.Tensor) -> dict[str, float]:
@@ -224,11 +210,12 @@ class ImageTokenizer(ModuleTokenizer):
         return f"ImageTokenizer(image_size={i.image_size}, grid={i.grid}, codebook_size={i.codebook_size})"
 
 
-def _make_info(arch: dict[str, Any], metrics: dict[str, float] | None = None) -> TokenizerInfo:
-    g = arch["image_size"] // arch["downsample"]
+def _make_info(config: VQImageConfig, metrics: dict[str, float] | None = None) -> TokenizerInfo:
+    rows, cols = config.grid
     return TokenizerInfo(
-        modality="image", kind=ImageTokenizer.kind, codebook_size=arch["codebook_size"],
-        num_codebooks=1, image_size=arch["image_size"], grid=(g, g), tokens_per_image=g * g,
+        modality="image", kind=ImageTokenizer.kind, codebook_size=config.codebook_size,
+        num_codebooks=1, image_size=config.image_size, grid=(rows, cols),
+        tokens_per_image=rows * cols,
         input_policy=image_io.POLICY, metrics=metrics or {},
     )  # fmt: skip
 
