@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from vq_assign import cpu_name, write_outputs
 
 from tokenize_mm import AudioTokenizer
-from tokenize_mm.tokenizers.audio.model import CodecModel
+from tokenize_mm.tokenizers.arch import arch_dict
+from tokenize_mm.tokenizers.audio.model import CodecConfig, CodecModel
 from tokenize_mm.tokenizers.audio.tokenizer import _make_info
 
 RATE, HOP = 24_000, 320
@@ -138,16 +139,17 @@ def encoder_flops_per_second(model: torch.nn.Module, encoder: torch.nn.Module, e
 def default_codec(device: torch.device) -> AudioTokenizer:
     """The 50 Hz codec at ``AudioTokenizer.fit``'s default (full) width, K = 1, random codes."""
     torch.manual_seed(0)
-    arch = dict(
-        sample_rate=RATE, channels=1, ratios=[8, 5, 4, 3], n_filters=32, n_residual_layers=1,
+    config = CodecConfig(
+        sample_rate=RATE, channels=1, ratios=(8, 5, 4, 3), n_filters=32, n_residual_layers=1,
         dimension=128, lstm=2, causal=True, num_codebooks=1, codebook_size=1024,
         codebook_dim=None, commitment_weight=1.0,
     )  # fmt: skip
-    model = CodecModel(**arch)
+    model = CodecModel(config)
     for layer in model.quantizer.layers:
         layer.codebook.embed.normal_()
         layer.codebook.inited.fill_(1.0)
-    return AudioTokenizer(model, _make_info(arch), arch).to(device)
+    hparams = {"arch": arch_dict(config), "fit": {}}
+    return AudioTokenizer(model, _make_info(config), hparams).to(device)
 
 
 def main() -> None:

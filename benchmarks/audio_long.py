@@ -23,13 +23,15 @@ CHILD = """
 import json, resource, sys, time, torch
 from tokenize_mm import AudioTokenizer
 from tokenize_mm.tokenizers.audio.tokenizer import _make_info
-from tokenize_mm.tokenizers.audio.model import CodecModel
+from tokenize_mm.tokenizers.arch import arch_dict
+from tokenize_mm.tokenizers.audio.model import CodecConfig, CodecModel
 minutes, chunk = float(sys.argv[1]), float(sys.argv[2])
-arch = dict(sample_rate=24000, channels=1, ratios=[8, 5, 4, 3], n_filters=32,
-            n_residual_layers=1, dimension=128, lstm=2, causal=True, num_codebooks=1,
-            codebook_size=1024, codebook_dim=None, commitment_weight=1.0)
+config = CodecConfig(sample_rate=24000, channels=1, ratios=(8, 5, 4, 3), n_filters=32,
+                     n_residual_layers=1, dimension=128, lstm=2, causal=True, num_codebooks=1,
+                     codebook_size=1024, codebook_dim=None, commitment_weight=1.0)
 torch.manual_seed(0)
-tok = AudioTokenizer(CodecModel(**arch), _make_info(arch), arch, chunk_seconds=chunk)
+tok = AudioTokenizer(CodecModel(config), _make_info(config), {"arch": arch_dict(config), "fit": {}},
+                     chunk_seconds=chunk)
 wav = 0.1 * torch.randn(1, int(minutes * 60 * 24000))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
