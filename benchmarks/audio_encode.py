@@ -145,7 +145,7 @@ def default_codec(device: torch.device) -> AudioTokenizer:
         codebook_dim=None, commitment_weight=1.0,
     )  # fmt: skip
     model = CodecModel(config)
-    for layer in model.quantizer.layers:
+    for layer in getattr(model.quantizer, "layers", []):  # VQ: random codebooks; FSQ has none
         layer.codebook.embed.normal_()
         layer.codebook.inited.fill_(1.0)
     hparams = {"arch": arch_dict(config), "fit": {}}

@@ -159,7 +159,7 @@ def default_strategy() -> str | None:
         cfg = compose(over)
         if (
             cfg.balance.weighting._target_ == base.balance.weighting._target_
-            and cfg.balance.sampling.name == base.balance.sampling.name
+            and cfg.balance.sampling._target_ == base.balance.sampling._target_
         ):
             return name
     return None

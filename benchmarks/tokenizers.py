@@ -30,7 +30,6 @@ import os
 import platform
 import shlex
 import sys
-from pathlib import Path
 
 import sentencepiece as spm
 import torch
@@ -44,7 +43,6 @@ from tokenize_mm.tokenizers.image.model import VQImageConfig, VQImageModel
 from tokenize_mm.tokenizers.image.tokenizer import _make_info
 from tokenize_mm.tokenizers.quant.usage import codebook_usage
 
-CONF = Path(__file__).resolve().parent.parent / "conf" / "tokenizer"
 TEXT_GOAL, VQ_GOAL = 0.9, 0.5
 IMAGE_CONFIGS = {"default": "image", "small": "image_small"}  # conf/tokenizer/<name>.yaml
 # Sizes; images: case -> (images timed, images whose latents initialise the codebook).
@@ -150,10 +148,14 @@ def _rates(stats: dict, items: int, tokens: dict) -> dict:
 
 # -- image ----------------------------------------------------------------------------------------
 def image_fit_conf(config: str):
-    """The ``fit`` group of conf/tokenizer/<config>.yaml merged over those of its defaults."""
-    conf = OmegaConf.load(CONF / f"{config}.yaml")
-    parents = [d for d in conf.get("defaults", []) if d != "_self_"]
-    return OmegaConf.merge(*(image_fit_conf(p) for p in parents), conf.fit)
+    """The ``fit`` group of conf/tokenizer/<config>.yaml as Hydra composes it (defaults included)."""
+    from hydra import compose, initialize_config_dir
+
+    from tokenize_mm.cli.common import config_dir  # registers the generated arch/ group
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("fit_tokenizer", overrides=[f"tokenizer={config}", "out_dir=unused"])
+    return cfg.tokenizer.fit
 
 
 def image_arch(config: str) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from pathlib import Path
@@ -121,6 +122,20 @@ def clips() -> list[tuple[torch.Tensor, int]]:
 @pytest.fixture(scope="session")
 def tiny_audio(clips) -> AudioTokenizer:
     return AudioTokenizer.fit(clips, max_steps=8, seed=0, **TINY_AUDIO)
+
+
+@pytest.fixture(scope="session")
+def tiny_image_vq(images) -> ImageTokenizer:
+    """The tiny image tokenizer with the learnt VQ codebook (the default is FSQ)."""
+    config = dataclasses.replace(TINY_IMAGE["config"], quantizer="vq")
+    return ImageTokenizer.fit(images, max_steps=12, seed=0, **{**TINY_IMAGE, "config": config})
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_vq(clips) -> AudioTokenizer:
+    """The tiny codec with learnt residual VQ codebooks (the default is FSQ)."""
+    config = dataclasses.replace(TINY_AUDIO["config"], quantizer="vq")
+    return AudioTokenizer.fit(clips, max_steps=8, seed=0, **{**TINY_AUDIO, "config": config})
 
 
 def write_encodec_checkpoint(folder: Path, name: str, seed: int = 0) -> str:

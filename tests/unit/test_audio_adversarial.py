@@ -72,7 +72,7 @@ def test_default_builds_no_discriminator_and_trains_as_before(monkeypatch):
     spy = Spy(monkeypatch)
     model = tiny_codec()
     before = clone_params(model)
-    history = audio_fit.train_codec(model, make_clips(), max_steps=3, **FIT)
+    history = audio_fit.train_codec(model, make_clips(), max_steps=3, **FIT).history
     module = spy.modules[0]
     assert spy.discs == [] and module.discriminator is None
     assert module.automatic_optimization
@@ -90,7 +90,7 @@ def test_adversarial_trains_codec_and_discriminator_for_max_steps(monkeypatch):
     before = clone_params(model)
     history = audio_fit.train_codec(
         model, make_clips(), max_steps=4, adversarial_weight=3.0, disc_filters=4, **FIT
-    )
+    ).history
     module, (disc,) = spy.modules[0], spy.discs
     assert module.discriminator is disc and not module.automatic_optimization
     assert len(history) == 4 and all(math.isfinite(x) for x in history)
@@ -110,12 +110,12 @@ def test_adversarial_trains_codec_and_discriminator_for_max_steps(monkeypatch):
 def test_disc_start_step_warms_up_on_reconstruction_only(monkeypatch):
     """Before ``disc_start_step`` the discriminator is not updated and the codec's losses are
     those of a run without it; afterwards both are updated once per batch."""
-    baseline = audio_fit.train_codec(tiny_codec(), make_clips(), max_steps=4, **FIT)
+    baseline = audio_fit.train_codec(tiny_codec(), make_clips(), max_steps=4, **FIT).history
     spy = Spy(monkeypatch)
     history = audio_fit.train_codec(
         tiny_codec(), make_clips(), max_steps=4, adversarial_weight=3.0, disc_filters=4,
         disc_start_step=2, **FIT,
-    )  # fmt: skip
+    ).history  # fmt: skip
     module = spy.modules[0]
     assert len(history) == 4
     assert history[:2] == pytest.approx(baseline[:2], rel=1e-5)
@@ -131,7 +131,7 @@ def test_discriminator_unchanged_until_its_start(monkeypatch):
     history = audio_fit.train_codec(
         tiny_codec(), make_clips(), max_steps=2, adversarial_weight=3.0, disc_filters=4,
         disc_start_step=2, **FIT,
-    )  # fmt: skip
+    ).history  # fmt: skip
     module, (disc,) = spy.modules[0], spy.discs
     assert len(history) == 2 and module.trainer.global_step == 2
     assert not changed(spy.initial[0], disc)

@@ -26,7 +26,7 @@ def untrained(**changes) -> AudioTokenizer:
     arch = dataclasses.replace(ARCH, **changes)
     torch.manual_seed(0)
     model = CodecModel(arch)
-    for layer in model.quantizer.layers:
+    for layer in getattr(model.quantizer, "layers", []):  # VQ: random codebooks; FSQ has none
         layer.codebook.embed.normal_()
         layer.codebook.inited.fill_(1.0)
     hparams = {"arch": arch_dict(arch), "fit": {}}

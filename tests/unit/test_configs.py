@@ -7,6 +7,7 @@ import functools
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -70,16 +71,32 @@ def test_every_weighting_instantiates(weighting):
 
 @pytest.mark.parametrize("sampling", group_options("balance/sampling"))
 def test_every_sampler_builds_over_the_builtin_sources(sampling):
-    from omegaconf import OmegaConf
-
-    from tokenize_mm.balance.sampling import build_sampler
+    from tokenize_mm.balance.sampling import MixtureSampler
 
     cfg = train_cfg(f"balance/sampling={sampling}")
     sources = ["trimodal", "image_text", "audio_text", "text_only"]
     mods = {s: {"text": 0.2, "image": 0.3, "audio": 0.5} for s in sources}
-    sampler = build_sampler(cfg.balance.sampling.name, dict.fromkeys(sources, 1000), mods,
-                            **OmegaConf.to_container(cfg.balance.sampling.options))  # fmt: skip
+    factory = instantiate(cfg.balance.sampling, _convert_="all")  # as tmm-train builds it
+    sampler = factory(dict.fromkeys(sources, 1000), source_modalities=mods)
+    assert isinstance(sampler, MixtureSampler) and sampler.name == sampling
     assert sum(sampler.probabilities().values()) == pytest.approx(1.0)
+
+
+def test_optimizer_and_schedule_come_from_config():
+    from tokenize_mm.models.system import BalancedLM
+
+    cfg = train_cfg("model=tiny", "optimizer.lr=0.005", "trainer.max_steps=40")
+    net = DecoderLM(instantiate(cfg.model), vocab_size=300)
+    module = BalancedLM(net, instantiate(cfg.balance.weighting),
+                        optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler))  # fmt: skip
+    config = module.configure_optimizers()
+    opt, sched = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert isinstance(opt, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]  # matrices only
+    assert tuple(opt.param_groups[0]["betas"]) == (0.9, 0.95)
+    assert opt.param_groups[0]["initial_lr"] == 0.005
+    assert sched.lr_lambdas[0](1) == pytest.approx(2 / 2)  # warm-up of max(1, 40 // 20) = 2 steps
+    assert sched.lr_lambdas[0](40) == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize("model", group_options("model"))
@@ -159,3 +176,21 @@ def test_cached_artifacts_are_keyed_by_the_code_that_made_them(tmp_path, monkeyp
     assert train_cli.code_identity("tokenizers") == tokenizers
     (tmp_path / "tokenize_mm" / "tokenizers" / "audio" / "model.py").write_text("# changed\n")
     assert train_cli.code_identity("tokenizers") != tokenizers
+
+
+@pytest.mark.parametrize(
+    ("tokenizer", "cls_name"), [("image", "VQImageConfig"), ("audio", "CodecConfig")]
+)
+def test_architecture_configs_come_from_the_dataclass(tokenizer, cls_name):
+    """conf/tokenizer/{image,audio}.yaml write no architecture field: fit.config is the dataclass's
+    defaults (cli/schemas.py), and any field overrides without ``+``."""
+    import yaml
+
+    own = yaml.safe_load((CONF / "tokenizer" / f"{tokenizer}.yaml").read_text())
+    assert "config" not in own["fit"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("fit_tokenizer", overrides=[f"tokenizer={tokenizer}",
+                                                  "tokenizer.fit.config.codebook_size=512"])  # fmt: skip
+    config = instantiate(cfg.tokenizer.fit.config)
+    assert type(config).__name__ == cls_name
+    assert config == type(config)(codebook_size=512)

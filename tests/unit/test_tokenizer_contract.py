@@ -21,16 +21,21 @@ from tokenize_mm.tokenizers import Tokenizer
 TEXTS = ["Hello world.", "", "  two  spaces\tand a tab\n", "emoji 🙂 and 汉字 and é"]
 
 
-@pytest.fixture(params=["text", "image", "audio", "encodec_24khz", "encodec_48khz"])
-def case(request, tiny_text, tiny_image, images, clips):
-    """(tokenizer, items, a valid item of the wrong type for this tokenizer). The audio cases are
-    both backends: the 50 Hz codec and pretrained EnCodec (checkpoint-shaped random weights)."""
+@pytest.fixture(
+    params=["text", "image", "image_vq", "audio", "audio_vq", "encodec_24khz", "encodec_48khz"]
+)
+def case(request, tiny_text, images, clips):
+    """(tokenizer, items, a valid item of the wrong type for this tokenizer). Image and audio come
+    with each quantizer (FSQ, the default, and VQ); the audio cases are both backends: the 50 Hz
+    codec and pretrained EnCodec (checkpoint-shaped random weights)."""
     if request.param == "text":
         return tiny_text, TEXTS, 42
-    if request.param != "image":
-        tok = request.getfixturevalue("tiny_audio" if request.param == "audio" else request.param)
-        return tok, [clips[0], clips[1], (torch.zeros(2, 100), 8000), clips[3]], 42
-    return tiny_image, [images[0], images[1], torch.rand(3, 40, 24), images[2].convert("L")], 42
+    if request.param.startswith("image"):
+        tok = request.getfixturevalue(f"tiny_{request.param}")
+        return tok, [images[0], images[1], torch.rand(3, 40, 24), images[2].convert("L")], 42
+    name = f"tiny_{request.param}" if request.param.startswith("audio") else request.param
+    tok = request.getfixturevalue(name)
+    return tok, [clips[0], clips[1], (torch.zeros(2, 100), 8000), clips[3]], 42
 
 
 def test_is_a_tokenizer(case):

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from functools import partial
 
 import lightning as L
 import pytest
 import torch
 from conftest import make_examples
 
+from tokenize_mm.balance.sampling import SAMPLERS
 from tokenize_mm.balance.weighting import GradShareWeighting, LossWeighting
 from tokenize_mm.cli.checkpoint import resolve_checkpoint
 from tokenize_mm.cli.report import (
@@ -22,6 +24,7 @@ from tokenize_mm.cli.report import (
     run_metrics,
     write_run_report,
 )
+from tokenize_mm.core.schedules import warmup_cosine
 from tokenize_mm.data import StoreMismatchError, merge_store, pretokenize
 from tokenize_mm.data.datamodule import SamplerFeedback, StoreDataModule
 from tokenize_mm.models import DecoderLM, preset
@@ -61,9 +64,10 @@ def fit(
 ):
     torch.manual_seed(0)
     model = DecoderLM(preset("tiny"), vocab_size=layout.vocab_size)
-    module = BalancedLM(model, weighting, max_steps=schedule_steps or steps,
+    module = BalancedLM(model, weighting,
+                        scheduler=partial(warmup_cosine, max_steps=schedule_steps or steps),
                         layout_fingerprint=layout.fingerprint)  # fmt: skip
-    dm = StoreDataModule(str(store_dir), sampler=sampler, context=128, batch_size=2,
+    dm = StoreDataModule(str(store_dir), sampler=SAMPLERS[sampler], context=128, batch_size=2,
                          expected_fingerprint=layout.fingerprint, **kw)  # fmt: skip
     recorder = Recorder()
     callbacks = [SamplerFeedback(), recorder]
@@ -184,7 +188,7 @@ def test_resume_reproduces_the_uninterrupted_run(store, tmp_path):
     # stream taken when the batch was drawn, the sampler one update newer) resumes as exactly.
     ckpt = torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)
     stream = ckpt.pop("StoreDataModule")["stream"]
-    fresh = StoreDataModule(str(store_dir), sampler="adaptive", context=128, batch_size=2)
+    fresh = StoreDataModule(str(store_dir), sampler=SAMPLERS["adaptive"], context=128, batch_size=2)
     fresh.setup()  # an older sampler state than the saved one: it must be overridden
     old_stream = dict(stream, sampler=fresh.sampler.state_dict())
     assert old_stream["sampler"] != stream["sampler"]
@@ -205,8 +209,11 @@ def _assert_same_steps(expected, got):
 
 DDP_SCRIPT = """
 import json, sys, warnings
+from functools import partial
 import lightning as L, torch
+from tokenize_mm.balance.sampling import AdaptiveSampler
 from tokenize_mm.balance.weighting import GradShareWeighting
+from tokenize_mm.core.schedules import warmup_cosine
 from tokenize_mm.data.datamodule import SamplerFeedback, StoreDataModule
 from tokenize_mm.models import DecoderLM, preset
 from tokenize_mm.models.system import BalancedLM
@@ -228,8 +235,8 @@ if __name__ == "__main__":
     layout = VocabLayout.load("{store}/layout.json")
     torch.manual_seed(0)
     model = DecoderLM(preset("tiny"), vocab_size=layout.vocab_size)
-    module = BalancedLM(model, GradShareWeighting(), max_steps=4)
-    dm = StoreDataModule("{store}", sampler="adaptive", context=128, batch_size=2)
+    module = BalancedLM(model, GradShareWeighting(), scheduler=partial(warmup_cosine, max_steps=4))
+    dm = StoreDataModule("{store}", sampler=AdaptiveSampler, context=128, batch_size=2)
     trainer = L.Trainer(max_steps=4, accelerator="cpu", devices=2, strategy="ddp_spawn",
                         logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=False, limit_val_batches=2, val_check_interval=2,
@@ -279,3 +286,35 @@ def test_run_report_from_memory_rows_keeps_equal_lines_visible(tmp_path):
     assert (tmp_path / "report.png").stat().st_size > 0
     assert RunMetrics().steps is None
     assert _equal_groups(_series(metrics.train, "train/weight/")) == ["image = text"]
+
+
+def test_run_report_carries_tokenizer_health(tmp_path):
+    """report.md has the rates table and a warning line per collapsed codebook
+    (cli.common.tokenizer_health over the tokenizers' held-out metrics)."""
+    from tokenize_mm.cli.common import rates_table, tokenizer_health
+    from tokenize_mm.tokenizers.base import TokenizerInfo
+
+    logger = MemoryLogger()
+    logger.log_metrics({"train/loss/audio": 0.06, "epoch": 0}, step=0)
+    infos = {
+        "audio_small": TokenizerInfo(
+            modality="audio", kind="audio.codec", codebook_size=256, num_codebooks=1,
+            sample_rate=24_000, frame_rate=50.0, tokens_per_second=50.0,
+            metrics={"perplexity_0": 1.02, "used_fraction_0": 0.043, "si_snr_db": -53.6},
+        ),
+        "image_small": TokenizerInfo(
+            modality="image", kind="image.vq", codebook_size=256, num_codebooks=1,
+            image_size=64, grid=(8, 8), tokens_per_image=64,
+            metrics={"perplexity": 90.0, "used_fraction": 0.8, "psnr_db": 14.0},
+        ),
+    }  # fmt: skip
+    health = tokenizer_health(infos)
+    assert len(health) == 1 and "audio_small" in health[0] and "1.0 of 256" in health[0]
+    settings = {"command": "x", "seconds": 1.0, "tokenizers": rates_table(infos), "health": health}
+    report = write_run_report(run_metrics([logger]), tmp_path, settings).read_text()
+    assert "## Tokenizers" in report and "| audio_small | audio.codec | 256 |" in report
+    assert "**Warning:** codebook collapse in audio_small's held-out data" in report
+    healthy = {"image_small": infos["image_small"]}
+    settings = {"tokenizers": rates_table(healthy), "health": tokenizer_health(healthy)}
+    report = write_run_report(run_metrics([logger]), tmp_path, settings).read_text()
+    assert "No codebook below the collapse floors" in report

@@ -19,6 +19,12 @@ plain Python values only):
   *modality* weights from each modality's excess loss, mapped to sources through their modality
   token shares (``AdaptiveSampler``).
 
+Every sampler is built the same way, ``Sampler(sizes, *options, source_modalities=shares)``
+(``shares``: source → modality → share of its tokens; only ``adaptive`` uses it), so a config
+builds one with Hydra's ``_target_`` + ``_partial_`` (``conf/balance/sampling/*.yaml``) and the data
+module completes it with the store's sizes and shares; another sampler with that constructor and
+the ``MixtureSampler`` methods plugs in from config.
+
 Under DDP every statistic a sampler uses goes through ``reduce`` (a sum all-reduce over ranks)
 before use, so all ranks apply the same probabilities. Imports torch only.
 """
@@ -36,6 +42,9 @@ from tokenize_mm.core.errors import TokenizeMMError
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 """Sums a tensor over ranks (``all_reduce`` with ``SUM``) and returns it, same shape."""
+
+_Shares = Mapping[str, Mapping[str, float]] | None
+"""source → modality → share of the source's tokens (unused by the static samplers)."""
 
 
 class SamplingError(TokenizeMMError, ValueError):
@@ -148,7 +157,7 @@ class ProportionalSampler(_Static):
 
     name = "proportional"
 
-    def __init__(self, sizes: Mapping[str, float]):
+    def __init__(self, sizes: Mapping[str, float], *, source_modalities: _Shares = None):
         super().__init__(_power(_check_sizes(sizes), 1.0))
 
 
@@ -162,7 +171,9 @@ class TemperatureSampler(_Static):
 
     name = "temperature"
 
-    def __init__(self, sizes: Mapping[str, float], tau: float = 3.0):
+    def __init__(
+        self, sizes: Mapping[str, float], tau: float = 3.0, *, source_modalities: _Shares = None
+    ):
         if not _finite(tau) or tau <= 0:
             raise SamplingError(f"tau must be a finite number > 0, got {tau!r}.")
         self.tau = float(tau)
@@ -179,7 +190,13 @@ class FixedSampler(_Static):
 
     name = "fixed"
 
-    def __init__(self, sizes: Mapping[str, float], weights: Mapping[str, float]):
+    def __init__(
+        self,
+        sizes: Mapping[str, float],
+        weights: Mapping[str, float],
+        *,
+        source_modalities: _Shares = None,
+    ):
         sizes = _check_sizes(sizes)
         _check_keys("weights", weights, sizes)
         bad = {s: w for s, w in weights.items() if not _finite(w) or w < 0}
@@ -209,7 +226,14 @@ class UniMaxSampler(_Static):
 
     name = "unimax"
 
-    def __init__(self, sizes: Mapping[str, float], budget_tokens: float, max_epochs: float = 4.0):
+    def __init__(
+        self,
+        sizes: Mapping[str, float],
+        budget_tokens: float,
+        max_epochs: float = 4.0,
+        *,
+        source_modalities: _Shares = None,
+    ):
         sizes = _check_sizes(sizes)
         if not _finite(budget_tokens) or budget_tokens <= 0:
             raise SamplingError(f"budget_tokens must be > 0, got {budget_tokens!r}.")
@@ -277,13 +301,15 @@ class AdaptiveSampler:
     def __init__(
         self,
         sizes: Mapping[str, float],
-        source_modalities: Mapping[str, Mapping[str, float]],
+        source_modalities: _Shares,
         step_size: float = 1.0,
         smoothing: float = 0.9,
         min_prob: float = 0.01,
         reference_losses: Mapping[str, float] | None = None,
     ):
         sizes = _check_sizes(sizes)
+        if source_modalities is None:
+            raise SamplingError("the adaptive sampler needs source_modalities (shares per source).")
         _check_keys("source_modalities", source_modalities, sizes)
         tokens: dict[str, dict[str, float]] = {}
         for source, shares in source_modalities.items():
@@ -425,8 +451,4 @@ def build_sampler(
     """
     if name not in SAMPLERS:
         raise SamplingError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}.")
-    if name == AdaptiveSampler.name:
-        if source_modalities is None:
-            raise SamplingError("the adaptive sampler needs source_modalities (shares per source).")
-        return AdaptiveSampler(sizes, source_modalities, **options)
-    return SAMPLERS[name](sizes, **options)
+    return SAMPLERS[name](sizes, source_modalities=source_modalities, **options)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from tokenize_mm.cli import schemas  # noqa: F401  (registers the arch/ config group)
 from tokenize_mm.data import AudioRef, Example, iter_items
 from tokenize_mm.tokenizers.base import TokenizerInfo
 
@@ -64,3 +65,16 @@ def rates_table(infos: dict[str, TokenizerInfo]) -> str:
         metrics = ", ".join(f"{k}={v:.3g}" for k, v in info.metrics.items()) or "-"
         rows.append(f"| {name} | {info.kind} | {info.codebook_size} | {rate} | {metrics} |")
     return "\n".join(rows)
+
+
+def tokenizer_health(infos: dict[str, TokenizerInfo]) -> list[str]:
+    """A warning per collapsed codebook of the image and audio tokenizers, from the usage their
+    fit measured on held-out data (``quant.usage.collapse_messages``); empty when all are healthy
+    or unmeasured."""
+    from tokenize_mm.tokenizers.quant.usage import collapse_messages
+
+    out = []
+    for name, info in infos.items():
+        if info.modality != "text":
+            out += collapse_messages(info.metrics, info.codebook_size, f"in {name}'s held-out data")
+    return out

@@ -165,6 +165,14 @@ def write_run_report(
     if probs:
         lines += ["", "Sampling probabilities at the end: "
                   + ", ".join(f"{s} {p:.3f}" for s, p in probs.items()) + "."]  # fmt: skip
+    if settings.get("tokenizers"):
+        lines += ["", "## Tokenizers", "", "Token rates and each tokenizer's health as its fit "
+                  "measured it on held-out data (codebook perplexity and usage, reconstruction):",
+                  "", settings["tokenizers"]]  # fmt: skip
+        warnings = settings.get("health") or []
+        lines += [""] + [f"**Warning:** {w}." for w in warnings] if warnings else [
+            "", "No codebook below the collapse floors (perplexity 10 % of the codebook, 25 % of "
+            "codes used)."]  # fmt: skip
     lines += ["", f"Metrics per step: `{metrics.source}`." if metrics.source != "memory" else
               "Metrics per step: kept in memory (no CSV logger configured).", ""]  # fmt: skip
     lines += ["![per-modality loss, gradient share, weight and sampling probability over "

@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from tokenize_mm.cli.checkpoint import resolve_checkpoint
-from tokenize_mm.cli.common import config_dir, fit_from_source, rates_table
+from tokenize_mm.cli.common import config_dir, fit_from_source, rates_table, tokenizer_health
 from tokenize_mm.cli.validate import check_train_config
 from tokenize_mm.core.modalities import MODALITIES
 
@@ -148,8 +148,10 @@ def prepare(cfg: DictConfig) -> Prepared:
     artifacts = {m: fit_or_reuse(cfg.tokenizers[m], source, source_id, cache, cfg.fit_split)
                  for m in MODALITIES}  # fmt: skip
     layout = VocabLayout.from_artifacts(artifacts, audio_pattern=cfg.data.audio_pattern)
-    log.info("tokenizers:\n%s", rates_table({cfg.tokenizers[m].name: info
-                                             for m, info in layout.infos.items()}))  # fmt: skip
+    infos = {cfg.tokenizers[m].name: info for m, info in layout.infos.items()}
+    log.info("tokenizers:\n%s", rates_table(infos))
+    for message in tokenizer_health(infos):  # also for tokenizers reused from the cache
+        log.warning("%s", message)
     store = store_or_reuse(source, artifacts, layout, cfg.data, source_id, cache)
     return Prepared(source, source_id, artifacts, layout, store)
 
@@ -163,9 +165,8 @@ def build_module(cfg: DictConfig, layout: Any) -> Any:
     if cfg.model.restricted_softmax:
         model.set_allowed_ids(allowed_ids_mask(layout))
     return BalancedLM(
-        model, instantiate(cfg.balance.weighting), learning_rate=cfg.optimizer.learning_rate,
-        weight_decay=cfg.optimizer.weight_decay, betas=tuple(cfg.optimizer.betas),
-        max_steps=cfg.trainer.max_steps, layout_fingerprint=layout.fingerprint,
+        model, instantiate(cfg.balance.weighting), optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler), layout_fingerprint=layout.fingerprint,
     )  # fmt: skip
 
 
@@ -174,8 +175,7 @@ def build_datamodule(cfg: DictConfig, prepared: Prepared) -> Any:
     from tokenize_mm.data.datamodule import StoreDataModule
 
     return StoreDataModule(
-        str(prepared.store), sampler=cfg.balance.sampling.name,
-        sampler_options=OmegaConf.to_container(cfg.balance.sampling.options),
+        str(prepared.store), sampler=instantiate(cfg.balance.sampling, _convert_="all"),
         context=cfg.data.context, batch_size=cfg.data.batch_size,
         buffer_size=cfg.data.buffer_size, split_spans=cfg.data.split_spans, seed=cfg.data.seed,
         expected_fingerprint=prepared.layout.fingerprint,
@@ -300,7 +300,11 @@ def main(cfg: DictConfig) -> None:
     settings = {
         "command": shlex.join(sys.orig_argv), "seconds": time.perf_counter() - start,
         "weighting": cfg.balance.weighting._target_.rsplit(".", 1)[-1],
-        "sampling": cfg.balance.sampling.name, "store": str(prepared.store),
+        "sampling": run.data.sampler.name, "store": str(prepared.store),
+        "tokenizers": rates_table({cfg.tokenizers[m].name: info
+                                   for m, info in prepared.layout.infos.items()}),
+        "health": tokenizer_health({cfg.tokenizers[m].name: info
+                                    for m, info in prepared.layout.infos.items()}),
     }  # fmt: skip
     report = write_run_report(run.metrics, out, settings)
     print(report.read_text(encoding="utf-8"), flush=True)

@@ -27,7 +27,7 @@ TRAIN_NUMBERS: dict[str, tuple[str, float, float | None]] = {
     "data.buffer_size": ("int", 1, None),
     "data.seed": ("int", 0, 2**32 - 1),
     "data.workers": ("int", 1, None),
-    "optimizer.learning_rate": ("number", 0, None),
+    "optimizer.lr": ("number", 0, None),
     "optimizer.weight_decay": ("number", 0, None),
     "model.d_model": ("int", 1, None),
     "model.n_layers": ("int", 1, None),
@@ -67,8 +67,8 @@ def check_train_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None:
             check_number(key, value, kind, low, high)
-    if (rate := OmegaConf.select(cfg, "optimizer.learning_rate")) is not None and rate == 0:
-        raise ConfigError("optimizer.learning_rate=0: must be positive")
+    if (rate := OmegaConf.select(cfg, "optimizer.lr")) is not None and rate == 0:
+        raise ConfigError("optimizer.lr=0: must be positive")
     betas = OmegaConf.select(cfg, "optimizer.betas", default=None)
     if betas is not None:
         if len(betas) != 2:

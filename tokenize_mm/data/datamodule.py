@@ -31,7 +31,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from tokenize_mm.balance.sampling import build_sampler
+from tokenize_mm.balance.sampling import MixtureSampler, ProportionalSampler
 from tokenize_mm.data.errors import DataError
 from tokenize_mm.data.mixture import MixtureStream, source_modalities, source_sizes, store_sources
 from tokenize_mm.data.packing import Batch, PackedDataset
@@ -57,8 +57,10 @@ class StoreDataModule(L.LightningDataModule):
 
     Args:
         store_dir: a merged store (``tmm-pretokenize``).
-        sampler: sampler name (``proportional``, ``temperature``, ``unimax``, ``fixed``,
-            ``adaptive``); ``sampler_options`` its arguments (e.g. ``tau``).
+        sampler: builds the mixture sampler from the train split's sizes:
+            ``sampler(sizes, source_modalities=shares)`` (a sampler class of
+            ``tokenize_mm.balance.sampling``, or a ``functools.partial`` of one with its options,
+            as Hydra's ``_partial_`` makes from ``conf/balance/sampling/*.yaml``).
         context, batch_size, buffer_size, split_spans: packing (``MixtureStream``).
         seed: the stream's seed.
         expected_fingerprint: the layout fingerprint of the run's tokenizers (``None``: trust the
@@ -68,8 +70,7 @@ class StoreDataModule(L.LightningDataModule):
     def __init__(
         self,
         store_dir: str,
-        sampler: str = "proportional",
-        sampler_options: Mapping[str, Any] | None = None,
+        sampler: Callable[..., MixtureSampler] = ProportionalSampler,
         context: int = 512,
         batch_size: int = 8,
         buffer_size: int = 256,
@@ -78,8 +79,7 @@ class StoreDataModule(L.LightningDataModule):
         expected_fingerprint: str | None = None,
     ):
         super().__init__()
-        self.store_dir, self.sampler_name = store_dir, sampler
-        self.sampler_options = dict(sampler_options or {})
+        self.store_dir, self.sampler_factory = store_dir, sampler
         self.context, self.batch_size, self.buffer_size = context, batch_size, buffer_size
         self.split_spans, self.seed = split_spans, seed
         self.expected_fingerprint = expected_fingerprint
@@ -96,8 +96,8 @@ class StoreDataModule(L.LightningDataModule):
         self.layout = self.train_store.layout
         self.pad_id = self.layout.special("pad")
         docs = store_sources(self.train_store)
-        self.sampler = build_sampler(
-            self.sampler_name, source_sizes(docs), source_modalities(docs), **self.sampler_options
+        self.sampler = self.sampler_factory(
+            source_sizes(docs), source_modalities=source_modalities(docs)
         )
         rank, world = self._rank_world()
         self.stream = MixtureStream(

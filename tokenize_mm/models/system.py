@@ -27,7 +27,8 @@ Targets that are special tokens (eos) are not trained: every loss belongs to a m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -40,6 +41,12 @@ from tokenize_mm.core.modalities import MODALITIES, MODALITY_IDS, SPECIAL_MODALI
 from tokenize_mm.core.schedules import warmup_cosine
 from tokenize_mm.models.transformer import DecoderLM
 
+#: AdamW as in GPT-style training; ``conf/optimizer/adamw.yaml`` is the main job's.
+DEFAULT_OPTIMIZER = partial(torch.optim.AdamW, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95))
+#: Warm-up then cosine decay over 1000 steps; ``conf/scheduler/warmup_cosine.yaml`` ties it to
+#: ``trainer.max_steps``.
+DEFAULT_SCHEDULER = partial(warmup_cosine, max_steps=1000)
+
 
 class BalancedLM(L.LightningModule):
     """Train ``model`` on packed batches (``tokenize_mm.data.Batch``).
@@ -47,8 +54,12 @@ class BalancedLM(L.LightningModule):
     Args:
         model: the decoder.
         weighting: how per-modality losses combine (``tokenize_mm.balance.weighting``).
-        learning_rate, weight_decay, betas: AdamW (decay on matrices only).
-        max_steps: length of the warm-up + cosine schedule.
+        optimizer: builds the optimizer from parameter groups (Hydra's ``_partial_``, e.g.
+            ``partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.1)``). Its ``weight_decay``
+            applies to the matrices; biases, norms and the weighting's parameters get none.
+        scheduler: turns the optimizer into Lightning's optimizer config (``configure_optimizers``'
+            return value), e.g. ``partial(warmup_cosine, max_steps=1000)``; ``None``: a constant
+            learning rate.
         layout_fingerprint: the VocabLayout fingerprint of the tokens; saved in checkpoints and
             checked against the data module's store.
     """
@@ -57,16 +68,14 @@ class BalancedLM(L.LightningModule):
         self,
         model: DecoderLM,
         weighting: LossWeighting,
-        learning_rate: float = 3e-4,
-        weight_decay: float = 0.1,
-        betas: tuple[float, float] = (0.9, 0.95),
-        max_steps: int = 1000,
+        optimizer: Callable[[Iterable[dict]], torch.optim.Optimizer] = DEFAULT_OPTIMIZER,
+        scheduler: Callable[[torch.optim.Optimizer], Any] | None = DEFAULT_SCHEDULER,
         layout_fingerprint: str | None = None,
     ):
         super().__init__()
         self.model, self.weighting = model, weighting
-        self.learning_rate, self.weight_decay, self.betas = learning_rate, weight_decay, betas
-        self.max_steps, self.layout_fingerprint = max_steps, layout_fingerprint
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.layout_fingerprint = layout_fingerprint
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("dominance_sum", torch.zeros((), dtype=torch.float64))
         self.register_buffer("dominance_count", torch.zeros((), dtype=torch.long))
@@ -220,10 +229,10 @@ class BalancedLM(L.LightningModule):
     def configure_optimizers(self):
         decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
-        groups = [{"params": decay, "weight_decay": self.weight_decay},
+        groups = [{"params": decay},  # the optimizer's own weight_decay
                   {"params": no_decay + list(self.weighting.parameters()), "weight_decay": 0.0}]  # fmt: skip
-        opt = torch.optim.AdamW(groups, lr=self.learning_rate, betas=self.betas)
-        return warmup_cosine(opt, self.max_steps)
+        opt = self.optimizer_factory(groups)
+        return opt if self.scheduler_factory is None else self.scheduler_factory(opt)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["balance"] = {"layout_fingerprint": self.layout_fingerprint}

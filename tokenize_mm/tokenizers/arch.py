@@ -4,18 +4,60 @@ the field checks their ``__post_init__`` share, and how an artifact's ``hparams`
 An artifact saves its model's architecture as ``hparams["arch"]`` (``dataclasses.asdict`` of the
 config) and the fit's own settings as ``hparams["fit"]``. Artifacts saved before the configs
 existed (same ``format_version``) hold one flat ``hparams`` dict; ``config_from_hparams`` reads
-both layouts.
+both layouts. Fields added to a config after artifacts were written take, in those artifacts,
+the value the artifacts meant (``LEGACY_FIELDS``), not the new default.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from tokenize_mm.tokenizers.errors import InvalidInputError
 
 C = TypeVar("C")
+
+#: Fields added after artifacts of this ``format_version`` were written, with the value an
+#: artifact that lacks them means: every model before the choice of quantizer used VQ.
+LEGACY_FIELDS: dict[str, Any] = {"quantizer": "vq"}
+
+#: ``quantizer`` values of the image and audio configs: a learnt codebook (k-means initialised,
+#: EMA-updated, dead codes restarted: ``quant/vector.py``) or a fixed grid (``quant/fsq.py``).
+QUANTIZERS = ("vq", "fsq")
+
+
+def check_quantizer(quantizer: Any, codebook_size: int, fsq_levels: Any) -> tuple[int, ...] | None:
+    """Check a config's ``quantizer`` and FSQ levels; the levels to use (``None`` for VQ).
+
+    For ``fsq`` without levels, ``quant.fsq.default_levels(codebook_size)``; given levels must
+    multiply to ``codebook_size``.
+
+    Raises:
+        InvalidInputError: naming the field and the fix.
+    """
+    if quantizer not in QUANTIZERS:
+        raise InvalidInputError(
+            f"must be one of {list(QUANTIZERS)}", item=f"quantizer={quantizer!r}"
+        )
+    if quantizer == "vq":
+        if fsq_levels is not None:
+            raise InvalidInputError("is for quantizer=fsq only", item=f"fsq_levels={fsq_levels!r}")
+        return None
+    from tokenize_mm.tokenizers.quant.fsq import check_levels, default_levels
+
+    try:
+        levels = default_levels(codebook_size) if fsq_levels is None else check_levels(
+            int_tuple("fsq_levels", fsq_levels))  # fmt: skip
+    except ValueError as err:
+        raise InvalidInputError(str(err), item=f"fsq_levels={fsq_levels!r}") from None
+    if math.prod(levels) != codebook_size:
+        raise InvalidInputError(
+            f"multiply to {math.prod(levels)}, not codebook_size={codebook_size}: make them agree",
+            item=f"fsq_levels={list(levels)}",
+        )
+    return levels
 
 
 def check_positive_int(name: str, value: Any) -> None:
@@ -44,6 +86,14 @@ def int_tuple(name: str, value: Any) -> tuple[int, ...]:
     return items
 
 
+def with_fsq_grid(config: C) -> C:
+    """``config`` with its FSQ levels written out (``fsq_levels=None`` resolved to the default
+    for its codebook size), as a fit saves it; a VQ config unchanged."""
+    if getattr(config, "quantizer", None) == "fsq" and config.fsq_levels is None:  # type: ignore[attr-defined]
+        return dataclasses.replace(config, fsq_levels=config.fsq_grid)  # type: ignore[attr-defined]
+    return config
+
+
 def config_from_hparams(config_class: type[C], hparams: Mapping[str, Any]) -> C:
     """The architecture config an artifact's ``hparams`` describe: ``hparams["arch"]`` (the
     current layout), or, in an artifact of the earlier flat layout, the config's fields found
@@ -54,11 +104,12 @@ def config_from_hparams(config_class: type[C], hparams: Mapping[str, Any]) -> C:
         TypeError: ``arch`` holds a key that is no field of ``config_class``.
         InvalidInputError: a field is out of range (the config's ``__post_init__``).
     """
+    names = {f.name for f in dataclasses.fields(config_class)}  # type: ignore[arg-type]
+    legacy = {k: v for k, v in LEGACY_FIELDS.items() if k in names}
     arch = hparams.get("arch")
     if isinstance(arch, Mapping):
-        return config_class(**arch)
-    names = {f.name for f in dataclasses.fields(config_class)}  # type: ignore[arg-type]
-    return config_class(**{k: v for k, v in hparams.items() if k in names})
+        return config_class(**{**legacy, **arch})
+    return config_class(**{**legacy, **{k: v for k, v in hparams.items() if k in names}})
 
 
 def arch_dict(config: Any) -> dict[str, Any]:

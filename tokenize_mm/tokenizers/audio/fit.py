@@ -27,7 +27,8 @@ from encodec.msstftd import MultiScaleSTFTDiscriminator
 
 from tokenize_mm.core.schedules import warmup_cosine
 from tokenize_mm.tokenizers.audio.model import CodecModel
-from tokenize_mm.tokenizers.fit_loop import run_fit
+from tokenize_mm.tokenizers.fit_loop import FitRecord, run_fit
+from tokenize_mm.tokenizers.quant.usage import UsageTracker
 
 DISC_MAX_N_FFT = 2048  # the largest STFT of MultiScaleSTFTDiscriminator's default scales
 
@@ -105,6 +106,9 @@ class CodecFitModule(L.LightningModule):
         self.mel_loss = MultiScaleMelLoss(model.sample_rate)
         self.mel_weight = mel_weight
         self.history: list[float] = []
+        q = model.quantizer
+        self.usage = UsageTracker(q.codebook_size, q.num_codebooks)
+        self.usage_history: list[dict] = []
         self.adversarial_weight, self.feature_weight = adversarial_weight, feature_weight
         self.disc_learning_rate = (
             learning_rate if disc_learning_rate is None else disc_learning_rate
@@ -121,8 +125,10 @@ class CodecFitModule(L.LightningModule):
             self.discriminator = disc
 
     def _reconstruction(self, wav: torch.Tensor):
-        """wav (B, C, S) → (recon (B, C, S) float, time L1, mel loss, commitment loss)."""
-        recon, _, commit = self.model(wav)
+        """wav (B, C, S) → (recon (B, C, S) float, time L1, mel loss, commitment loss); counts
+        the codes in ``usage``."""
+        recon, codes, commit = self.model(wav)
+        self.usage.update(codes)
         recon = recon[..., : wav.shape[-1]].float()
         return recon, F.l1_loss(recon, wav), self.mel_loss(recon, wav), commit
 
@@ -218,9 +224,9 @@ def train_codec(
     disc_filters: int = 32,
     disc_learning_rate: float | None = None,
     disc_start_step: int = 0,
-) -> list[float]:
+) -> FitRecord:
     """Train ``model`` in place on random segments of ``clips`` (C, S_i); returns the per-step
-    losses (one float per codec update, ``max_steps`` of them).
+    losses (one float per codec update, ``max_steps`` of them) and the codebook usage per window.
 
     Args:
         adversarial_weight: weight of the generator's hinge loss against the MS-STFT
@@ -267,4 +273,4 @@ def train_codec(
         module, loader, max_steps=trainer_steps, seed=seed, accelerator=accelerator,
         precision=precision, progress=progress,
     )  # fmt: skip
-    return module.history
+    return FitRecord(module.history, module.usage_history)

@@ -17,8 +17,15 @@ import torch
 from encodec.modules import SEANetDecoder, SEANetEncoder
 from torch import nn
 
-from tokenize_mm.tokenizers.arch import check_non_negative, check_positive_int, int_tuple
+from tokenize_mm.tokenizers.arch import (
+    check_non_negative,
+    check_positive_int,
+    check_quantizer,
+    int_tuple,
+)
 from tokenize_mm.tokenizers.errors import InvalidInputError
+from tokenize_mm.tokenizers.quant.base import Quantizer
+from tokenize_mm.tokenizers.quant.fsq import ResidualFiniteScalarQuantizer
 from tokenize_mm.tokenizers.quant.residual import ResidualVectorQuantizer
 
 
@@ -43,6 +50,13 @@ class CodecConfig:
         commitment_weight: weight of each stage's commitment loss.
         encoder_init_gain: factor on the initial weights of the encoder's convolutions (see
             ``CodecModel``); it only sets the starting point of ``fit``, loaded weights replace it.
+        quantizer: ``"vq"``, a learnt codebook (``quant/vector.py``; the ``codebook_dim``,
+            ``commitment_weight`` fields are its), or ``"fsq"``, finite scalar
+            quantization (``quant/fsq.py``: a fixed grid whose codes cannot collapse).
+        fsq_levels: FSQ values per dimension, multiplying to ``codebook_size`` (``None``: the
+            default for a power-of-two ``codebook_size``, 256 → (8, 8, 4); ``fit`` writes the
+            levels it used into the artifact, so a later default cannot change them). Only with
+            ``quantizer="fsq"``.
 
     Raises:
         InvalidInputError: a field is out of range (the error names it).
@@ -61,6 +75,8 @@ class CodecConfig:
     codebook_dim: int | None = None
     commitment_weight: float = 1.0
     encoder_init_gain: float = 2.0
+    quantizer: str = "fsq"
+    fsq_levels: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "channels", "n_filters", "n_residual_layers", "dimension",
@@ -79,6 +95,15 @@ class CodecConfig:
             check_positive_int("codebook_dim", self.codebook_dim)
         check_non_negative("commitment_weight", self.commitment_weight)
         check_non_negative("encoder_init_gain", self.encoder_init_gain)
+        check_quantizer(self.quantizer, self.codebook_size, self.fsq_levels)
+        if self.fsq_levels is not None:
+            object.__setattr__(self, "fsq_levels", int_tuple("fsq_levels", self.fsq_levels))
+
+    @property
+    def fsq_grid(self) -> tuple[int, ...] | None:
+        """The FSQ levels in use: ``fsq_levels``, or the default for ``codebook_size``; ``None``
+        for VQ."""
+        return check_quantizer(self.quantizer, self.codebook_size, self.fsq_levels)
 
     @property
     def hop_length(self) -> int:
@@ -91,7 +116,7 @@ class CodecConfig:
 
 
 class CodecModel(nn.Module):
-    """SEANet encoder → residual VQ → SEANet decoder.
+    """SEANet encoder → residual quantizer (VQ or FSQ) → SEANet decoder.
 
     Args:
         config: the architecture (``CodecConfig``; ``None``: its defaults).
@@ -126,10 +151,14 @@ class CodecModel(nn.Module):
             for module in self.encoder.modules():
                 if hasattr(module, "weight_g"):
                     module.weight_g.mul_(c.encoder_init_gain)
-        self.quantizer = ResidualVectorQuantizer(
-            c.dimension, c.num_codebooks, c.codebook_size, codebook_dim=c.codebook_dim,
-            commitment_weight=c.commitment_weight,
-        )  # fmt: skip
+        self.quantizer: Quantizer
+        if c.quantizer == "fsq":
+            self.quantizer = ResidualFiniteScalarQuantizer(c.dimension, c.num_codebooks, c.fsq_grid)
+        else:
+            self.quantizer = ResidualVectorQuantizer(
+                c.dimension, c.num_codebooks, c.codebook_size, codebook_dim=c.codebook_dim,
+                commitment_weight=c.commitment_weight,
+            )  # fmt: skip
 
     @property
     def frame_rate(self) -> float:

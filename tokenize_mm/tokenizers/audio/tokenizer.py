@@ -19,14 +19,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from tokenize_mm.tokenizers.arch import arch_dict, config_from_hparams
+from tokenize_mm.tokenizers.arch import arch_dict, config_from_hparams, with_fsq_grid
 from tokenize_mm.tokenizers.audio import io as audio_io
 from tokenize_mm.tokenizers.audio.codec import CodecTokenizer
 from tokenize_mm.tokenizers.audio.model import CodecConfig, CodecModel
 from tokenize_mm.tokenizers.audio.pretrained import EncodecTokenizer
 from tokenize_mm.tokenizers.base import TokenizerInfo, map_batch
 from tokenize_mm.tokenizers.errors import NotFittedError
-from tokenize_mm.tokenizers.module_artifact import hold_out, loss_summary
+from tokenize_mm.tokenizers.module_artifact import hold_out
+from tokenize_mm.tokenizers.quant.usage import warn_if_collapsed
 from tokenize_mm.tokenizers.registry import register_tokenizer
 
 
@@ -54,7 +55,7 @@ class AudioTokenizer(CodecTokenizer):
         k = model.quantizer.num_codebooks
         frame_rate = model.sample_rate / model.hop_length
         return TokenizerInfo(
-            modality="audio", kind=cls.kind, codebook_size=model.quantizer.layers[0].codebook_size,
+            modality="audio", kind=cls.kind, codebook_size=model.quantizer.codebook_size,
             num_codebooks=k, sample_rate=model.sample_rate, frame_rate=frame_rate,
             tokens_per_second=frame_rate * k,
         )  # fmt: skip
@@ -130,7 +131,7 @@ class AudioTokenizer(CodecTokenizer):
         """
         from tokenize_mm.tokenizers.audio.fit import train_codec  # Lightning only here
 
-        config = dataclasses.replace(config or CodecConfig(), **arch)  # validates it
+        config = with_fsq_grid(dataclasses.replace(config or CodecConfig(), **arch))  # validates it
         sample_rate = config.sample_rate
         torch.manual_seed(seed)
         model = CodecModel(config)
@@ -148,7 +149,7 @@ class AudioTokenizer(CodecTokenizer):
             raise NotFittedError("AudioTokenizer.fit got no training clips")
         if held is None:
             train, held = hold_out(train, val_fraction, seed)
-        history = train_codec(
+        record = train_codec(
             model, train, segment=max(model.hop_length, round(segment_seconds * sample_rate)),
             max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
             mel_weight=mel_weight, seed=seed, accelerator=accelerator, precision=precision,
@@ -169,10 +170,11 @@ class AudioTokenizer(CodecTokenizer):
         fit_data = {
             "num_train": len(train), "num_held_out": len(held), "description": description,
             "train_seconds": sum(c.shape[-1] for c in train) / sample_rate,
-            **loss_summary(history),
+            **record.fit_data(),
         }  # fmt: skip
         tok = cls(model, _make_info(config), hparams, fit_data)
         tok._info = _make_info(config, tok.evaluate(held) if held else {})
+        warn_if_collapsed(tok._info.metrics, config.codebook_size, f"on {len(held)} held-out clips")
         return tok
 
     def __repr__(self) -> str:

@@ -14,12 +14,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from tokenize_mm.core.schedules import warmup_cosine
-from tokenize_mm.tokenizers.fit_loop import run_fit
+from tokenize_mm.tokenizers.fit_loop import FitRecord, run_fit
 from tokenize_mm.tokenizers.image.model import VQImageModel
+from tokenize_mm.tokenizers.quant.usage import UsageTracker
 
 
 class VQImageFitModule(L.LightningModule):
-    """Wraps a ``VQImageModel`` for training; records the loss of every step in ``history``."""
+    """Wraps a ``VQImageModel`` for training; records the loss of every step in ``history`` and
+    counts the codes in ``usage`` (``fit_loop.CollapseGuard`` reads it)."""
 
     def __init__(self, model: VQImageModel, learning_rate: float, max_steps: int):
         super().__init__()
@@ -27,11 +29,14 @@ class VQImageFitModule(L.LightningModule):
         self.learning_rate = learning_rate
         self.max_steps = max_steps
         self.history: list[float] = []
+        self.usage = UsageTracker(model.quantizer.codebook_size)
+        self.usage_history: list[dict] = []
 
     def training_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
         (pixels_u8,) = batch  # (B, 3, S, S) uint8: kept compact in memory, converted per batch
         pixels = pixels_u8.float() / 255.0
-        recon, _, commit = self.model(pixels)
+        recon, codes, commit = self.model(pixels)
+        self.usage.update(codes)
         target = pixels * 2.0 - 1.0
         rec = F.l1_loss(recon.float(), target) + F.mse_loss(recon.float(), target)
         loss = rec + commit
@@ -55,8 +60,9 @@ def train_vq(
     accelerator: str,
     precision: str | None,
     progress: bool,
-) -> list[float]:
-    """Train ``model`` in place on ``pixels_u8`` (N, 3, S, S) uint8; returns the per-step losses."""
+) -> FitRecord:
+    """Train ``model`` in place on ``pixels_u8`` (N, 3, S, S) uint8; returns the per-step losses
+    and the codebook usage per window."""
     module = VQImageFitModule(model, learning_rate, max_steps)
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(
@@ -70,4 +76,4 @@ def train_vq(
         module, loader, max_steps=max_steps, seed=seed, accelerator=accelerator,
         precision=precision, progress=progress,
     )  # fmt: skip
-    return module.history
+    return FitRecord(module.history, module.usage_history)

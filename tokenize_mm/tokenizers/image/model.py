@@ -18,8 +18,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from tokenize_mm.tokenizers.arch import check_non_negative, check_positive_int, int_tuple
+from tokenize_mm.tokenizers.arch import (
+    check_non_negative,
+    check_positive_int,
+    check_quantizer,
+    int_tuple,
+)
 from tokenize_mm.tokenizers.errors import InvalidInputError
+from tokenize_mm.tokenizers.quant.base import Quantizer
+from tokenize_mm.tokenizers.quant.fsq import FiniteScalarQuantizer
 from tokenize_mm.tokenizers.quant.vector import VectorQuantizer
 
 
@@ -42,6 +49,13 @@ class VQImageConfig:
         commitment_weight: weight of the commitment loss.
         decay: EMA decay of the codebook.
         threshold_ema_dead_code: codes whose EMA usage falls below this are restarted.
+        quantizer: ``"vq"``, a learnt codebook (``quant/vector.py``; the ``codebook_dim``,
+            ``commitment_weight``, ``decay`` and ``threshold_ema_dead_code`` fields are its), or ``"fsq"``, finite scalar
+            quantization (``quant/fsq.py``: a fixed grid whose codes cannot collapse).
+        fsq_levels: FSQ values per dimension, multiplying to ``codebook_size`` (``None``: the
+            default for a power-of-two ``codebook_size``, 256 → (8, 8, 4); ``fit`` writes the
+            levels it used into the artifact, so a later default cannot change them). Only with
+            ``quantizer="fsq"``.
 
     Raises:
         InvalidInputError: a field is out of range (the error names it).
@@ -58,6 +72,8 @@ class VQImageConfig:
     commitment_weight: float = 0.25
     decay: float = 0.99
     threshold_ema_dead_code: float = 2.0
+    quantizer: str = "fsq"
+    fsq_levels: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("image_size", "downsample", "base_channels", "num_res_blocks",
@@ -80,12 +96,21 @@ class VQImageConfig:
             object.__setattr__(self, "channel_mult", mult)
         check_non_negative("commitment_weight", self.commitment_weight)
         check_non_negative("threshold_ema_dead_code", self.threshold_ema_dead_code)
+        check_quantizer(self.quantizer, self.codebook_size, self.fsq_levels)
+        if self.fsq_levels is not None:
+            object.__setattr__(self, "fsq_levels", int_tuple("fsq_levels", self.fsq_levels))
         if (
             isinstance(self.decay, bool)
             or not isinstance(self.decay, (int, float))
             or not (0.0 < self.decay < 1.0)
         ):
             raise InvalidInputError("must be in (0, 1)", item=f"decay={self.decay!r}")
+
+    @property
+    def fsq_grid(self) -> tuple[int, ...] | None:
+        """The FSQ levels in use: ``fsq_levels``, or the default for ``codebook_size``; ``None``
+        for VQ."""
+        return check_quantizer(self.quantizer, self.codebook_size, self.fsq_levels)
 
     @property
     def levels(self) -> int:
@@ -168,7 +193,7 @@ class Decoder(nn.Module):
 
 
 class VQImageModel(nn.Module):
-    """Encoder + vector quantizer + decoder, of the architecture ``config`` describes."""
+    """Encoder + quantizer (VQ or FSQ) + decoder, of the architecture ``config`` describes."""
 
     def __init__(self, config: VQImageConfig | None = None):
         super().__init__()
@@ -180,14 +205,18 @@ class VQImageModel(nn.Module):
         self.image_size = c.image_size
         self.grid = c.grid
         self.encoder = Encoder(channels, c.num_res_blocks, c.latent_dim)
-        self.quantizer = VectorQuantizer(
-            dim=c.latent_dim,
-            codebook_size=c.codebook_size,
-            codebook_dim=c.codebook_dim,
-            decay=c.decay,
-            commitment_weight=c.commitment_weight,
-            threshold_ema_dead_code=c.threshold_ema_dead_code,
-        )
+        self.quantizer: Quantizer
+        if c.quantizer == "fsq":
+            self.quantizer = FiniteScalarQuantizer(c.latent_dim, c.fsq_grid)
+        else:
+            self.quantizer = VectorQuantizer(
+                dim=c.latent_dim,
+                codebook_size=c.codebook_size,
+                codebook_dim=c.codebook_dim,
+                decay=c.decay,
+                commitment_weight=c.commitment_weight,
+                threshold_ema_dead_code=c.threshold_ema_dead_code,
+            )
         self.decoder = Decoder(channels, c.num_res_blocks, c.latent_dim)
 
     def _latents(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -22,13 +22,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from tokenize_mm.tokenizers.arch import arch_dict, config_from_hparams
+from tokenize_mm.tokenizers.arch import arch_dict, config_from_hparams, with_fsq_grid
 from tokenize_mm.tokenizers.base import Encoded, TokenizerInfo, check_codes, map_batch
 from tokenize_mm.tokenizers.errors import InvalidInputError, NotFittedError
 from tokenize_mm.tokenizers.image import io as image_io
 from tokenize_mm.tokenizers.image.model import VQImageConfig, VQImageModel
-from tokenize_mm.tokenizers.module_artifact import ModuleTokenizer, hold_out, loss_summary
-from tokenize_mm.tokenizers.quant.usage import codebook_usage
+from tokenize_mm.tokenizers.module_artifact import ModuleTokenizer, hold_out
+from tokenize_mm.tokenizers.quant.usage import codebook_usage, warn_if_collapsed
 from tokenize_mm.tokenizers.registry import register_tokenizer
 
 
@@ -155,7 +155,9 @@ class ImageTokenizer(ModuleTokenizer):
         """
         from tokenize_mm.tokenizers.image.fit import train_vq  # Lightning only here
 
-        config = dataclasses.replace(config or VQImageConfig(), **arch)  # validates it
+        config = with_fsq_grid(
+            dataclasses.replace(config or VQImageConfig(), **arch)
+        )  # validates it
         torch.manual_seed(seed)
         model = VQImageModel(config)
         train_items, held_items, source = _resolve_images(images, held_out)
@@ -166,7 +168,7 @@ class ImageTokenizer(ModuleTokenizer):
         if held is None:
             train_idx, held_idx = hold_out(range(len(train)), val_fraction, seed)
             held, train = train[held_idx], train[train_idx]
-        history = train_vq(
+        record = train_vq(
             model, train, max_steps=max_steps, batch_size=batch_size,
             learning_rate=learning_rate, seed=seed, accelerator=accelerator,
             precision=precision, progress=progress,
@@ -179,11 +181,12 @@ class ImageTokenizer(ModuleTokenizer):
         }  # fmt: skip
         fit_data = {
             "source": source, "num_train": len(train), "num_held_out": len(held),
-            "description": description, **loss_summary(history),
+            "description": description, **record.fit_data(),
         }  # fmt: skip
         tok = cls(model, _make_info(config), hparams, fit_data)
         metrics = tok.evaluate(held) if len(held) else {}
         tok._info = _make_info(config, metrics)
+        warn_if_collapsed(metrics, config.codebook_size, f"on {len(held)} held-out images")
         return tok
 
     def evaluate(self, pixels_u8: torch.Tensor) -> dict[str, float]:

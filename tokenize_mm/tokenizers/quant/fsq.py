@@ -1,0 +1,159 @@
+"""Finite scalar quantization: a codebook that is a fixed grid, so no code can fall out of use.
+
+FSQ (Mentzer et al. 2023, "Finite Scalar Quantization: VQ-VAE Made Simple", arXiv:2309.15505)
+projects each latent to d = len(levels) numbers, bounds each to a range and rounds it to one of
+``levels[i]`` values; the code is the mixed-radix index of the rounded vector, so the codebook
+has prod(levels) entries. There is no codebook to learn, initialise or restart and no commitment
+loss: gradients pass the rounding straight through. Codes cannot collapse the way a learnt
+codebook does (a code whose cell the encoder never visits is still a code), which is why the
+built-in codec's short CPU fits use it (docs/tokenizers.md, "Choosing the quantizer").
+Residual FSQ (the residual form of ``quant/residual.py``, each stage rounding what the previous
+left on a finer grid) gives K codes per latent.
+
+Both use ``vector_quantize_pytorch`` (``FSQ``, ``ResidualFSQ``), the reference implementation, for
+the bounding, rounding and index arithmetic; it is imported when a quantizer is built (``import
+tokenize_mm`` does not load it) and holds no weights here (its grid buffers follow from
+``levels`` and are not saved).
+
+A grid cannot lose codes, but the encoder can still send everything into one cell. Measured on the
+main job's 120-step audio fit: with the library's own projection, the codes fell to one cell of
+256 within 24 steps and stayed there (the encoder's latents drift by far more than they vary over
+a clip, and the bound saturates), on training batches and held-out audio alike. So the projection
+is ours: ``project_in`` (dim → d), then a batch normalisation without affine parameters
+(``norm``: zero mean, unit variance per grid dimension over the batch's latents in training,
+running statistics at inference) so that every grid dimension keeps its spread over the levels
+whatever the encoder's drift, the grid, and ``project_out`` (d → dim). The same fit then keeps
+about 40 % of the codes in use (docs/results/codebook_health.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def default_levels(codebook_size: int) -> tuple[int, ...]:
+    """FSQ levels for a power-of-two ``codebook_size``: the fewest dimensions of at most 8 levels,
+    the bits spread evenly (256 → (8, 8, 4), 1024 → (8, 8, 4, 4), 4096 → (8, 8, 8, 8)), in the
+    spirit of the paper's table (levels of 4 to 8 per dimension).
+
+    Raises:
+        ValueError: ``codebook_size`` is not a power of two >= 2 (give levels instead).
+    """
+    if codebook_size < 2 or codebook_size & (codebook_size - 1):
+        raise ValueError(
+            f"codebook_size={codebook_size} is not a power of two: give fsq_levels whose "
+            "product is the codebook size"
+        )
+    bits = codebook_size.bit_length() - 1
+    dims = -(-bits // 3)
+    per_dim = [bits // dims + (1 if i < bits % dims else 0) for i in range(dims)]
+    return tuple(2**b for b in per_dim)
+
+
+def check_levels(levels: Sequence[int]) -> tuple[int, ...]:
+    """``levels`` as a tuple of ints >= 2, or ``ValueError`` naming the bad entry."""
+    out = tuple(levels)
+    if not out or any(isinstance(v, bool) or not isinstance(v, int) or v < 2 for v in out):
+        raise ValueError(f"fsq_levels={list(out)}: every level must be an int >= 2")
+    return out
+
+
+class _FSQBase(nn.Module):
+    """Shared parts: projections with the normalised grid input, float32 rounding, a zero loss."""
+
+    codebook_size: int
+    num_codebooks: int
+
+    def _build(self, dim: int, levels: Sequence[int], fsq: nn.Module) -> None:
+        self.levels = check_levels(levels)
+        d = len(self.levels)
+        self.project_in = nn.Linear(dim, d)
+        self.norm = nn.BatchNorm1d(d, affine=False, momentum=0.1)
+        self.fsq = fsq
+        self.project_out = nn.Linear(d, dim)
+        self.codebook_size = math.prod(self.levels)
+
+    def _grid_input(self, z: Tensor) -> Tensor:
+        """z (B, N, dim) → normalised grid input (B, N, d), float32."""
+        y = self.project_in(z.float())
+        return self.norm(y.transpose(1, 2)).transpose(1, 2)
+
+    def _run(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.autocast(z.device.type, enabled=False):
+            grid, indices = self.fsq(self._grid_input(z))
+            quantized = self.project_out(grid)
+        return quantized.to(z.dtype), indices.long()
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """z (B, N, dim) → (quantized (B, N, dim), straight-through; codes; loss 0)."""
+        quantized, indices = self._run(z)
+        return quantized, self._codes(indices), z.new_zeros((), dtype=torch.float32)
+
+    @torch.no_grad()
+    def encode(self, z: Tensor) -> Tensor:
+        """z (B, N, dim) → int64 codes."""
+        with torch.autocast(z.device.type, enabled=False):
+            _, indices = self.fsq(self._grid_input(z))
+        return self._codes(indices.long())
+
+
+class FiniteScalarQuantizer(_FSQBase):
+    """One FSQ codebook on channel-last latents (B, N, dim) → codes (B, N).
+
+    Args:
+        dim: latent dimension (projected to len(levels) and back).
+        levels: values per dimension; the codebook has prod(levels) codes.
+    """
+
+    def __init__(self, dim: int, levels: Sequence[int]):
+        super().__init__()
+        from vector_quantize_pytorch import FSQ
+
+        levels = check_levels(levels)
+        with torch.device("cpu"):  # the library computes its grid with .item(): not on meta
+            grid = FSQ(levels=list(levels))
+        self._build(dim, levels, grid)
+        self.num_codebooks = 1
+
+    def _codes(self, indices: Tensor) -> Tensor:
+        return indices
+
+    @torch.no_grad()
+    def decode(self, codes: Tensor) -> Tensor:
+        """codes (B, N) → (B, N, dim)."""
+        return self.project_out(self.fsq.indices_to_codes(codes.long()).float())
+
+
+class ResidualFiniteScalarQuantizer(_FSQBase):
+    """K residual FSQ stages on channel-last latents (B, N, dim) → codes (B, K, N).
+
+    Args:
+        dim: latent dimension.
+        num_codebooks: K stages (each a finer grid on what the previous left).
+        levels: values per dimension of every stage; prod(levels) codes per stage.
+    """
+
+    def __init__(self, dim: int, num_codebooks: int, levels: Sequence[int]):
+        super().__init__()
+        from vector_quantize_pytorch import ResidualFSQ
+
+        if num_codebooks < 1:
+            raise ValueError(f"num_codebooks must be >= 1, got {num_codebooks}")
+        levels = check_levels(levels)
+        with torch.device("cpu"):  # the library computes its grid with .item(): not on meta
+            grid = ResidualFSQ(levels=list(levels), num_quantizers=num_codebooks)
+        self._build(dim, levels, grid)
+        self.num_codebooks = num_codebooks
+
+    def _codes(self, indices: Tensor) -> Tensor:
+        return indices.transpose(1, 2)  # the library's (B, N, K) → ours (B, K, N)
+
+    @torch.no_grad()
+    def decode(self, codes: Tensor) -> Tensor:
+        """codes (B, K, N) → (B, N, dim): the sum of the K stages' grid points, projected out."""
+        grid = self.fsq.get_output_from_indices(codes.long().transpose(1, 2)).float()
+        return self.project_out(grid)
