@@ -50,6 +50,7 @@ def held_out(manifest: str, modality: str, limit: int) -> list:
 
 
 def run_one(
+    overrides: list[str],
     examples: list,
     modality: str,
     quantizer: str,
@@ -64,7 +65,7 @@ def run_one(
 
     from tokenize_mm.cli.common import fit_from_source
 
-    cfg = compose_train([f"tokenizers.{modality}.fit.seed={seed}",
+    cfg = compose_train([*overrides, f"tokenizers.{modality}.fit.seed={seed}",
                          f"tokenizers.{modality}.fit.config.quantizer={quantizer}",
                          *([f"tokenizers.{modality}.fit.max_steps={steps}"] if steps else [])])  # fmt: skip
     start = time.perf_counter()
@@ -96,12 +97,12 @@ def child(args: argparse.Namespace) -> None:
     from hydra.utils import instantiate
 
     torch.set_num_threads(args.threads)
-    examples = list(instantiate(compose_train([]).data.source))  # the main job's built-in data
+    examples = list(instantiate(compose_train(args.overrides).data.source))  # the main job's data
     for modality in args.modalities:
         for quantizer in args.quantizers:
             for seed in args.seeds:
-                row = run_one(examples, modality, quantizer, seed, args.manifest, args.limit,
-                              args.steps)  # fmt: skip
+                row = run_one(args.overrides, examples, modality, quantizer, seed,
+                              args.manifest, args.limit, args.steps)  # fmt: skip
                 print("ROW " + json.dumps(row), flush=True)
 
 
@@ -129,6 +130,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--limit", type=int, default=200, help="held-out items per modality")
     p.add_argument("--steps", type=int, default=None, help="fit steps (default: the main job's)")
+    p.add_argument("--overrides", nargs="*", default=[], help="tmm-train overrides (smoke tests)")
     p.add_argument("--out", default=None, help="write <out>.md and <out>.json")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -140,7 +142,8 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", "--threads", str(threads), "--manifest",
                args.manifest, "--limit", str(args.limit), *(["--steps", str(args.steps)] if args.steps else []),
                "--modalities", *args.modalities,
-               "--quantizers", *args.quantizers, "--seeds", *map(str, args.seeds)]  # fmt: skip
+               "--quantizers", *args.quantizers, "--seeds", *map(str, args.seeds),
+               "--overrides", *args.overrides]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode:
             sys.exit(f"child with {threads} threads failed:\n{proc.stderr[-4000:]}")

@@ -183,3 +183,44 @@ def test_balance_benchmark_refuses_bad_arguments(tmp_path):
         result = subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
                                 cwd=ROOT, timeout=120)  # fmt: skip
         assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+TINY_MAIN_JOB = ["data=tiny", "tokenizer@tokenizers.image=image_tiny",
+                 "tokenizer@tokenizers.audio=audio_tiny"]  # fmt: skip
+
+
+def test_codebook_health_runs_on_a_manifest(tmp_path, images, clips):
+    """Seeds x threads x quantizers on a manifest's test split, at the tiny configs."""
+    lines = []
+    for i, img in enumerate(images[:4]):
+        img.save(tmp_path / f"{i}.png")
+        lines.append(json.dumps({"id": f"i{i}", "image": f"{i}.png", "split": "test"}))
+    for i, (wav, rate) in enumerate(clips[:3]):
+        save_wav(tmp_path / f"{i}.wav", wav, rate)
+        lines.append(json.dumps({"id": f"a{i}", "audio": f"{i}.wav", "split": "test"}))
+    (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "health"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "codebook_health.py"), "--manifest",
+           str(tmp_path / "manifest.jsonl"), "--seeds", "0", "--threads", "1", "--steps", "2",
+           "--quantizers", "fsq", "vq", "--out", str(out), "--overrides", *TINY_MAIN_JOB]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads(out.with_suffix(".json").read_text())
+    assert {(r["modality"], r["quantizer"]) for r in rows} == {
+        (m, q) for m in ("audio", "image") for q in ("fsq", "vq")}  # fmt: skip
+    assert {r["held_out_items"] for r in rows if r["modality"] == "image"} == {4}
+    assert all(r["threads"] == 1 and 0 < r["used_fraction"] <= 1 for r in rows)
+    assert "| audio | fsq | 0 | 1 |" in out.with_suffix(".md").read_text()
+
+
+def test_concept_probe_runs(tmp_path):
+    out = tmp_path / "probe"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "concept_probe.py"), "--examples", "96",
+           "--out", str(out), "--overrides", *TINY_MAIN_JOB, "tokenizers.image.fit.max_steps=2",
+           "tokenizers.audio.fit.max_steps=2"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads(out.with_suffix(".json").read_text())
+    assert [r["modality"] for r in rows] == ["image", "audio"]
+    assert all(0 <= r["token_accuracy"] <= 1 and 0 <= r["raw_accuracy"] <= 1 for r in rows)
+    assert "| image |" in out.with_suffix(".md").read_text()
