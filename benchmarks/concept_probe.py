@@ -13,7 +13,8 @@ of them, scoring accuracy on the other 25 %:
 Goal (issue 13): the tokens' accuracy at least 0.8 of the raw features', for both modalities.
 Chance is 1/64.
 
-    .venv/bin/python benchmarks/concept_probe.py [--examples 2048] [--out docs/results/concept_probe]
+    .venv/bin/python benchmarks/concept_probe.py [--examples 2048] [--threads 1] \
+        [--out docs/results/concept_probe]
 """
 
 from __future__ import annotations
@@ -101,10 +102,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--examples", type=int, default=2048, help="new built-in examples to probe")
     p.add_argument("--overrides", nargs="*", default=[], help="tmm-train overrides (fits)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", default=None, help="write <out>.md and <out>.json")
     args = p.parse_args()
     from hydra.utils import instantiate
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from tokenize_mm.data import BuiltinSource
 
     torch.manual_seed(0)
