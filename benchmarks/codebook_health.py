@@ -25,7 +25,8 @@ import shlex
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from vq_assign import write_outputs
 
 PERPLEXITY_GOAL, USED_GOAL = 0.25, 0.5
 
@@ -164,9 +165,7 @@ def main() -> None:
     ])  # fmt: skip
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{args.out}.md").write_text(text, encoding="utf-8")
-        Path(f"{args.out}.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+        write_outputs(f"{args.out}.json", rows, f"{args.out}.md", text)
 
 
 if __name__ == "__main__":

@@ -26,20 +26,12 @@ import platform
 import shlex
 import sys
 import time
-from pathlib import Path
 
 import torch
+from codebook_health import compose_train
+from vq_assign import write_outputs
 
 GOAL = 0.8
-
-
-def compose_train(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    from tokenize_mm.cli.common import config_dir
-
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose("train", overrides=[*overrides, "out_dir=unused"])
 
 
 def fit_main_job_tokenizer(cfg, modality: str, examples: list):
@@ -165,9 +157,7 @@ def main() -> None:
     ])  # fmt: skip
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{args.out}.md").write_text(text, encoding="utf-8")
-        Path(f"{args.out}.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+        write_outputs(f"{args.out}.json", rows, f"{args.out}.md", text)
 
 
 if __name__ == "__main__":
