@@ -112,3 +112,31 @@ def test_a_collapsed_fit_warns_during_and_after_the_fit(clips):
     messages = [str(w.message) for w in collapsed]
     assert any("training batches" in m for m in messages), messages
     assert any("held-out clips" in m for m in messages), messages
+
+
+def test_autoencoder_warmup_starts_quantizing_late(images):
+    """``autoencoder_warmup``: the first fraction of the steps decode the latents themselves (no
+    codes counted), then the quantizer starts; a VQ codebook is k-means initialised then."""
+    from tokenize_mm.tokenizers.image import fit as image_fit
+    from tokenize_mm.tokenizers.image.model import VQImageModel
+    from tokenize_mm.tokenizers.image.tokenizer import _load_u8
+
+    config = dataclasses.replace(TINY_IMAGE["config"], quantizer="vq")
+    torch.manual_seed(0)
+    model = VQImageModel(config)
+    record = image_fit.train_vq(
+        model, _load_u8(images[:16], config.image_size), max_steps=10, batch_size=8,
+        learning_rate=1e-3, seed=0, accelerator="cpu", precision=None, progress=False,
+        warmup_steps=5,
+    )  # fmt: skip
+    assert len(record.history) == 10
+    assert [u["step"] for u in record.usage] == [6, 7, 8, 9, 10]  # windows with codes only
+    assert bool(model.quantizer.codebook.inited)
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, "half"])
+def test_autoencoder_warmup_out_of_range_is_named(images, fraction):
+    from tokenize_mm.tokenizers.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="autoencoder_warmup"):
+        ImageTokenizer.fit(images[:4], max_steps=1, autoencoder_warmup=fraction, **TINY_IMAGE)

@@ -100,9 +100,11 @@ class CodecFitModule(L.LightningModule):
         disc_learning_rate: float | None = None,
         disc_start_step: int = 0,
         seed: int = 0,
+        warmup_steps: int = 0,
     ):
         super().__init__()
         self.model, self.learning_rate, self.max_steps = model, learning_rate, max_steps
+        self.warmup_steps = warmup_steps
         self.mel_loss = MultiScaleMelLoss(model.sample_rate)
         self.mel_weight = mel_weight
         self.history: list[float] = []
@@ -127,8 +129,9 @@ class CodecFitModule(L.LightningModule):
     def _reconstruction(self, wav: torch.Tensor):
         """wav (B, C, S) → (recon (B, C, S) float, time L1, mel loss, commitment loss); counts
         the codes in ``usage``."""
-        recon, codes, commit = self.model(wav)
-        self.usage.update(codes)
+        recon, codes, commit = self.model(wav, quantize=len(self.history) >= self.warmup_steps)
+        if codes is not None:
+            self.usage.update(codes)
         recon = recon[..., : wav.shape[-1]].float()
         return recon, F.l1_loss(recon, wav), self.mel_loss(recon, wav), commit
 
@@ -224,6 +227,7 @@ def train_codec(
     disc_filters: int = 32,
     disc_learning_rate: float | None = None,
     disc_start_step: int = 0,
+    warmup_steps: int = 0,
 ) -> FitRecord:
     """Train ``model`` in place on random segments of ``clips`` (C, S_i); returns the per-step
     losses (one float per codec update, ``max_steps`` of them) and the codebook usage per window.
@@ -238,6 +242,8 @@ def train_codec(
         disc_learning_rate: the discriminator's AdamW peak rate (``None``: ``learning_rate``).
         disc_start_step: codec steps on reconstruction only before the discriminator updates and
             the adversarial and feature terms start.
+        warmup_steps: codec steps as a plain autoencoder (no quantization) before the quantizer
+            starts on warmed-up latents (VQ: k-means on the first quantized batch).
 
     Raises:
         ValueError: a negative weight or ``disc_start_step``, ``disc_filters < 1``, or, with the
@@ -262,6 +268,7 @@ def train_codec(
         model, learning_rate, max_steps, mel_weight, adversarial_weight=adversarial_weight,
         feature_weight=feature_weight, disc_filters=disc_filters,
         disc_learning_rate=disc_learning_rate, disc_start_step=disc_start_step, seed=seed,
+        warmup_steps=warmup_steps,
     )  # fmt: skip
     loader = torch.utils.data.DataLoader(
         SegmentDataset(clips, segment, seed), batch_size=batch_size

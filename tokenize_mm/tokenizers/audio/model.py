@@ -168,9 +168,15 @@ class CodecModel(nn.Module):
         """ceil(num_samples / hop): the frames of a clip of ``num_samples`` samples."""
         return -(-num_samples // self.hop_length)
 
-    def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """wav (B, C, S) → (reconstruction (B, C, frames·hop), codes (B, K, frames), commit loss)."""
+    def forward(
+        self, wav: torch.Tensor, quantize: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """wav (B, C, S) → (reconstruction (B, C, frames·hop), codes (B, K, frames), commit loss).
+        ``quantize=False`` (a fit's autoencoder warm-up) decodes the latents themselves: codes
+        ``None``, loss 0, the quantizer untouched."""
         z = self.encoder(wav).transpose(1, 2)  # (B, frames, D)
+        if not quantize:
+            return self.decoder(z.transpose(1, 2)), None, z.new_zeros((), dtype=torch.float32)
         q, codes, commit = self.quantizer(z)
         return self.decoder(q.transpose(1, 2)), codes, commit
 

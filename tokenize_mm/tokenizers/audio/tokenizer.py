@@ -25,7 +25,7 @@ from tokenize_mm.tokenizers.audio.codec import CodecTokenizer
 from tokenize_mm.tokenizers.audio.model import CodecConfig, CodecModel
 from tokenize_mm.tokenizers.audio.pretrained import EncodecTokenizer
 from tokenize_mm.tokenizers.base import TokenizerInfo, map_batch
-from tokenize_mm.tokenizers.errors import NotFittedError
+from tokenize_mm.tokenizers.errors import InvalidInputError, NotFittedError
 from tokenize_mm.tokenizers.module_artifact import hold_out
 from tokenize_mm.tokenizers.quant.usage import warn_if_collapsed
 from tokenize_mm.tokenizers.registry import register_tokenizer
@@ -97,6 +97,7 @@ class AudioTokenizer(CodecTokenizer):
         learning_rate: float = 3e-4,
         val_fraction: float = 0.1,
         seed: int = 0,
+        autoencoder_warmup: float = 0.0,
         accelerator: str = "cpu",
         precision: str | None = None,
         progress: bool = False,
@@ -119,6 +120,9 @@ class AudioTokenizer(CodecTokenizer):
             disc_filters: the discriminator's width (EnCodec: 32).
             disc_start_step: codec steps on reconstruction only before the discriminator starts.
             max_steps, batch_size, learning_rate, seed: optimisation.
+            autoencoder_warmup: fraction of ``max_steps`` trained as a plain autoencoder before
+                quantization starts, so that the quantizer starts on warmed-up latents (a VQ
+                codebook is k-means initialised on them); 0 (default) quantizes from step 0.
             accelerator, precision: passed to ``lightning.Trainer``.
             **arch: ``CodecConfig`` fields that replace those of ``config``
                 (``fit(clips, n_filters=8)``).
@@ -149,13 +153,17 @@ class AudioTokenizer(CodecTokenizer):
             raise NotFittedError("AudioTokenizer.fit got no training clips")
         if held is None:
             train, held = hold_out(train, val_fraction, seed)
+        if not isinstance(autoencoder_warmup, (int, float)) or not 0 <= autoencoder_warmup < 1:
+            raise InvalidInputError(
+                "must be a fraction in [0, 1)", item=f"autoencoder_warmup={autoencoder_warmup!r}"
+            )
         record = train_codec(
             model, train, segment=max(model.hop_length, round(segment_seconds * sample_rate)),
             max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
             mel_weight=mel_weight, seed=seed, accelerator=accelerator, precision=precision,
             progress=progress, adversarial_weight=adversarial_weight,
             feature_weight=feature_weight, disc_filters=disc_filters,
-            disc_start_step=disc_start_step,
+            disc_start_step=disc_start_step, warmup_steps=int(autoencoder_warmup * max_steps),
         )  # fmt: skip
         model = model.cpu().eval()
         hparams = {
@@ -165,7 +173,7 @@ class AudioTokenizer(CodecTokenizer):
                     "disc_filters": disc_filters, "disc_start_step": disc_start_step,
                     "max_steps": max_steps, "batch_size": batch_size,
                     "learning_rate": learning_rate, "val_fraction": val_fraction, "seed": seed,
-                    "precision": precision},
+                    "autoencoder_warmup": autoencoder_warmup, "precision": precision},
         }  # fmt: skip
         fit_data = {
             "num_train": len(train), "num_held_out": len(held), "description": description,

@@ -23,11 +23,13 @@ class VQImageFitModule(L.LightningModule):
     """Wraps a ``VQImageModel`` for training; records the loss of every step in ``history`` and
     counts the codes in ``usage`` (``fit_loop.CollapseGuard`` reads it)."""
 
-    def __init__(self, model: VQImageModel, learning_rate: float, max_steps: int):
+    def __init__(
+        self, model: VQImageModel, learning_rate: float, max_steps: int, warmup_steps: int = 0
+    ):
         super().__init__()
         self.model = model
         self.learning_rate = learning_rate
-        self.max_steps = max_steps
+        self.max_steps, self.warmup_steps = max_steps, warmup_steps
         self.history: list[float] = []
         self.usage = UsageTracker(model.quantizer.codebook_size)
         self.usage_history: list[dict] = []
@@ -35,8 +37,9 @@ class VQImageFitModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
         (pixels_u8,) = batch  # (B, 3, S, S) uint8: kept compact in memory, converted per batch
         pixels = pixels_u8.float() / 255.0
-        recon, codes, commit = self.model(pixels)
-        self.usage.update(codes)
+        recon, codes, commit = self.model(pixels, quantize=len(self.history) >= self.warmup_steps)
+        if codes is not None:
+            self.usage.update(codes)
         target = pixels * 2.0 - 1.0
         rec = F.l1_loss(recon.float(), target) + F.mse_loss(recon.float(), target)
         loss = rec + commit
@@ -60,10 +63,13 @@ def train_vq(
     accelerator: str,
     precision: str | None,
     progress: bool,
+    warmup_steps: int = 0,
 ) -> FitRecord:
     """Train ``model`` in place on ``pixels_u8`` (N, 3, S, S) uint8; returns the per-step losses
-    and the codebook usage per window."""
-    module = VQImageFitModule(model, learning_rate, max_steps)
+    and the codebook usage per window. The first ``warmup_steps`` train the autoencoder without
+    quantization; the quantizer then starts on warmed-up latents (VQ: its k-means
+    initialisation runs on the first quantized batch)."""
+    module = VQImageFitModule(model, learning_rate, max_steps, warmup_steps)
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(
         TensorDataset(pixels_u8),

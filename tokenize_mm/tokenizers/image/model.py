@@ -228,10 +228,16 @@ class VQImageModel(nn.Module):
         z = q.transpose(1, 2).reshape(q.shape[0], -1, h, w)  # (B, D, h, w)
         return self.decoder(z)
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, pixels: torch.Tensor, quantize: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Pixels (B, 3, S, S) in [0, 1] → (reconstruction in [-1, 1] space (B, 3, S, S),
-        codes (B, h*w), commitment loss)."""
-        q, codes, commit = self.quantizer(self._latents(pixels))
+        codes (B, h*w), commitment loss). ``quantize=False`` (a fit's autoencoder warm-up)
+        decodes the latents themselves: codes ``None``, loss 0, the quantizer untouched."""
+        z = self._latents(pixels)
+        if not quantize:
+            return self._pixels(z), None, z.new_zeros((), dtype=torch.float32)
+        q, codes, commit = self.quantizer(z)
         return self._pixels(q), codes, commit
 
     @torch.no_grad()

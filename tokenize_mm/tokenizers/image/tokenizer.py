@@ -123,6 +123,7 @@ class ImageTokenizer(ModuleTokenizer):
         learning_rate: float = 1e-3,
         val_fraction: float = 0.1,
         seed: int = 0,
+        autoencoder_warmup: float = 0.0,
         accelerator: str = "cpu",
         precision: str | None = None,
         progress: bool = False,
@@ -140,6 +141,9 @@ class ImageTokenizer(ModuleTokenizer):
             held_out: images for the final PSNR and codebook-usage measurement; when ``None``,
                 a ``val_fraction`` of ``images`` is held out.
             max_steps, batch_size, learning_rate, seed: optimisation.
+            autoencoder_warmup: fraction of ``max_steps`` trained as a plain autoencoder before
+                quantization starts, so that the quantizer starts on warmed-up latents (a VQ
+                codebook is k-means initialised on them); 0 (default) quantizes from step 0.
             accelerator, precision: passed to ``lightning.Trainer`` (e.g. ``"gpu"``, ``"bf16-mixed"``).
             progress: show Lightning's progress bar.
             description: free text stored in the artifact's ``fit_data``.
@@ -168,16 +172,22 @@ class ImageTokenizer(ModuleTokenizer):
         if held is None:
             train_idx, held_idx = hold_out(range(len(train)), val_fraction, seed)
             held, train = train[held_idx], train[train_idx]
+        if not isinstance(autoencoder_warmup, (int, float)) or not 0 <= autoencoder_warmup < 1:
+            raise InvalidInputError(
+                "must be a fraction in [0, 1)", item=f"autoencoder_warmup={autoencoder_warmup!r}"
+            )
         record = train_vq(
             model, train, max_steps=max_steps, batch_size=batch_size,
             learning_rate=learning_rate, seed=seed, accelerator=accelerator,
             precision=precision, progress=progress,
+            warmup_steps=int(autoencoder_warmup * max_steps),
         )  # fmt: skip
         model = model.cpu().eval()
         hparams = {
             "arch": arch_dict(config),
             "fit": {"max_steps": max_steps, "batch_size": batch_size, "learning_rate": learning_rate,
-                    "val_fraction": val_fraction, "seed": seed, "precision": precision},
+                    "val_fraction": val_fraction, "seed": seed,
+                    "autoencoder_warmup": autoencoder_warmup, "precision": precision},
         }  # fmt: skip
         fit_data = {
             "source": source, "num_train": len(train), "num_held_out": len(held),
