@@ -224,3 +224,22 @@ def test_concept_probe_runs(tmp_path):
     assert [r["modality"] for r in rows] == ["image", "audio"]
     assert all(0 <= r["token_accuracy"] <= 1 and 0 <= r["raw_accuracy"] <= 1 for r in rows)
     assert "| image |" in out.with_suffix(".md").read_text()
+
+
+def test_image_vs_jpeg_runs_on_a_manifest(tmp_path, images):
+    lines = []
+    for i, img in enumerate(images[:3]):
+        img.save(tmp_path / f"{i}.png")
+        lines.append(json.dumps({"id": f"i{i}", "image": f"{i}.png", "split": "test"}))
+    (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "jpeg"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "image_vs_jpeg.py"), "--manifest",
+           str(tmp_path / "manifest.jsonl"), "--budgets", "1", "8", "--out", str(out),
+           "--overrides", *TINY_MAIN_JOB, "tokenizers.image.fit.max_steps=2"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads(out.with_suffix(".json").read_text())
+    assert rows[0]["counted"] == "nominal bits" and rows[0]["images"] == 3
+    assert [(r["budget"], r["counted"]) for r in rows[1:]] == [
+        (1, "whole file"), (1, "scan payload"), (8, "whole file"), (8, "scan payload")]  # fmt: skip
+    assert all(r["images"] + r["misses"] == 3 for r in rows)
