@@ -297,14 +297,12 @@ def main(cfg: DictConfig) -> None:
             else f"no metrics in {run.metrics.source}",
         )  # fmt: skip
         return
+    infos = {cfg.tokenizers[m].name: info for m, info in prepared.layout.infos.items()}
     settings = {
         "command": shlex.join(sys.orig_argv), "seconds": time.perf_counter() - start,
         "weighting": cfg.balance.weighting._target_.rsplit(".", 1)[-1],
         "sampling": run.data.sampler.name, "store": str(prepared.store),
-        "tokenizers": rates_table({cfg.tokenizers[m].name: info
-                                   for m, info in prepared.layout.infos.items()}),
-        "health": tokenizer_health({cfg.tokenizers[m].name: info
-                                    for m, info in prepared.layout.infos.items()}),
+        "tokenizers": rates_table(infos), "health": tokenizer_health(infos),
     }  # fmt: skip
     report = write_run_report(run.metrics, out, settings)
     print(report.read_text(encoding="utf-8"), flush=True)
