@@ -107,6 +107,13 @@ def child(args: argparse.Namespace) -> None:
                 print("ROW " + json.dumps(row), flush=True)
 
 
+def print_and_write(text: str, rows: list[dict], out: str | None) -> None:
+    """Print the markdown; with ``out``, write ``<out>.md`` and the rows as ``<out>.json``."""
+    print(text)
+    if out:
+        write_outputs(f"{out}.json", rows, f"{out}.md", text)
+
+
 def table(rows: list[dict]) -> str:
     out = ["| modality | quantizer | seed | threads | perplexity (of K) | used | goal met | "
            "reconstruction | fit s |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -163,9 +170,7 @@ def main() -> None:
         f"{PERPLEXITY_GOAL:.0%} of the codebook and >= {USED_GOAL:.0%} of codes used.", "",
         table(rows), "",
     ])  # fmt: skip
-    print(text)
-    if args.out:
-        write_outputs(f"{args.out}.json", rows, f"{args.out}.md", text)
+    print_and_write(text, rows, args.out)
 
 
 if __name__ == "__main__":

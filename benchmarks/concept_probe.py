@@ -28,8 +28,7 @@ import sys
 import time
 
 import torch
-from codebook_health import compose_train
-from vq_assign import write_outputs
+from codebook_health import compose_train, print_and_write
 
 GOAL = 0.8
 
@@ -155,9 +154,7 @@ def main() -> None:
         "features: 8 x 8 x 3 pixels; mean and std over time of 64 log-mel bands.", "",
         *table, "",
     ])  # fmt: skip
-    print(text)
-    if args.out:
-        write_outputs(f"{args.out}.json", rows, f"{args.out}.md", text)
+    print_and_write(text, rows, args.out)
 
 
 if __name__ == "__main__":

@@ -26,9 +26,8 @@ import sys
 import time
 
 import torch
-from codebook_health import compose_train, held_out
+from codebook_health import compose_train, held_out, print_and_write
 from PIL import Image
-from vq_assign import write_outputs
 
 SIDES = (8, 12, 16, 24, 32, 48, 64)
 QUALITIES = (1, 5, 10, 20, 30, 50, 70, 95)
@@ -138,9 +137,7 @@ def main() -> None:
         "fits are left out of its means.", "",
         *lines, "",
     ])  # fmt: skip
-    print(text)
-    if args.out:
-        write_outputs(f"{args.out}.json", rows, f"{args.out}.md", text)
+    print_and_write(text, rows, args.out)
 
 
 if __name__ == "__main__":
