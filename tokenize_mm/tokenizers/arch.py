@@ -86,6 +86,15 @@ def int_tuple(name: str, value: Any) -> tuple[int, ...]:
     return items
 
 
+def check_quantizer_fields(config: Any) -> None:
+    """The ``__post_init__`` step ``VQImageConfig`` and ``CodecConfig`` share: check
+    ``quantizer`` and ``fsq_levels`` against ``codebook_size`` (``check_quantizer``) and store
+    given levels as a tuple (JSON and Hydra give lists)."""
+    check_quantizer(config.quantizer, config.codebook_size, config.fsq_levels)
+    if config.fsq_levels is not None:
+        object.__setattr__(config, "fsq_levels", int_tuple("fsq_levels", config.fsq_levels))
+
+
 def with_fsq_grid(config: C) -> C:
     """``config`` with its FSQ levels written out (``fsq_levels=None`` resolved to the default
     for its codebook size), as a fit saves it; a VQ config unchanged."""

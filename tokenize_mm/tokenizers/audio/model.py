@@ -21,6 +21,7 @@ from tokenize_mm.tokenizers.arch import (
     check_non_negative,
     check_positive_int,
     check_quantizer,
+    check_quantizer_fields,
     int_tuple,
 )
 from tokenize_mm.tokenizers.errors import InvalidInputError
@@ -95,9 +96,7 @@ class CodecConfig:
             check_positive_int("codebook_dim", self.codebook_dim)
         check_non_negative("commitment_weight", self.commitment_weight)
         check_non_negative("encoder_init_gain", self.encoder_init_gain)
-        check_quantizer(self.quantizer, self.codebook_size, self.fsq_levels)
-        if self.fsq_levels is not None:
-            object.__setattr__(self, "fsq_levels", int_tuple("fsq_levels", self.fsq_levels))
+        check_quantizer_fields(self)
 
     @property
     def fsq_grid(self) -> tuple[int, ...] | None:

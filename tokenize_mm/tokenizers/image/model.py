@@ -22,6 +22,7 @@ from tokenize_mm.tokenizers.arch import (
     check_non_negative,
     check_positive_int,
     check_quantizer,
+    check_quantizer_fields,
     int_tuple,
 )
 from tokenize_mm.tokenizers.errors import InvalidInputError
@@ -96,9 +97,7 @@ class VQImageConfig:
             object.__setattr__(self, "channel_mult", mult)
         check_non_negative("commitment_weight", self.commitment_weight)
         check_non_negative("threshold_ema_dead_code", self.threshold_ema_dead_code)
-        check_quantizer(self.quantizer, self.codebook_size, self.fsq_levels)
-        if self.fsq_levels is not None:
-            object.__setattr__(self, "fsq_levels", int_tuple("fsq_levels", self.fsq_levels))
+        check_quantizer_fields(self)
         if (
             isinstance(self.decay, bool)
             or not isinstance(self.decay, (int, float))
