@@ -15,8 +15,8 @@ the bounding, rounding and index arithmetic; it is imported when a quantizer is 
 tokenize_mm`` does not load it) and holds no weights here (its grid buffers follow from
 ``levels`` and are not saved).
 
-A grid cannot lose codes, but the encoder can still send everything into one cell. Measured on the
-main job's 120-step audio fit (64 built-in clips): with the library's own projection, the codes
+A grid cannot lose codes, but the encoder can still send everything into one cell. Measured during
+development on a 120-step audio fit (64 built-in clips): with the library's own projection, the codes
 fell to one cell of 256 within 24 steps and stayed there (the encoder's latents drift by far more
 than they vary over a clip), on training batches and held-out audio alike. So the projection
 is ours: ``project_in`` (dim → d), then a batch normalisation without affine parameters
