@@ -243,3 +243,18 @@ def test_image_vs_jpeg_runs_on_a_manifest(tmp_path, images):
     assert [(r["budget"], r["counted"]) for r in rows[1:]] == [
         (1, "whole file"), (1, "scan payload"), (8, "whole file"), (8, "scan payload")]  # fmt: skip
     assert all(r["images"] + r["misses"] == 3 for r in rows)
+
+
+def test_audio_fit_variants_runs_on_a_manifest(tmp_path, clips):
+    lines = []
+    for i, (wav, rate) in enumerate(clips[:3]):
+        save_wav(tmp_path / f"{i}.wav", wav, rate)
+        lines.append(json.dumps({"id": f"a{i}", "audio": f"{i}.wav", "split": "test"}))
+    (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "audio_fit_variants.py"), "--manifest",
+           str(tmp_path / "manifest.jsonl"), "--threads", "1", "--overrides", *TINY_MAIN_JOB,
+           "tokenizers.audio.fit.max_steps=2", "tokenizers.audio.fit.autoencoder_warmup=0.5"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for case in ("as is", "x0.25", "x4", "built-in RMS"):
+        assert f"real clips, {case}: perplexity" in result.stdout
