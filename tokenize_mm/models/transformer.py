@@ -242,6 +242,7 @@ class DecoderLM(nn.Module):
         positions: torch.Tensor,
         segment_ids: torch.Tensor,
         branches: torch.Tensor | None = None,
+        isolate_modalities: bool = False,
     ) -> torch.Tensor:
         """Final-normed hidden states of a packed batch.
 
@@ -253,6 +254,9 @@ class DecoderLM(nn.Module):
             branches: (B, L) continuations of a shared prefix (``block_mask``), for scoring:
                 a branch's positions continue the prefix's, and a row may then be longer than
                 ``max_positions`` as long as every position is below it.
+            isolate_modalities: every position sees only positions of its own modality, in
+                every block: each span is read as if the document held nothing else (the
+                unimodal embeddings that contrastive alignment pools, ``models/contrastive.py``).
 
         Returns:
             (B, L, d_model) hidden states; position t sees positions s <= t of its segment only.
@@ -265,7 +269,7 @@ class DecoderLM(nn.Module):
         x = self.late_stage(
             self.embed(tokens, modality), modality, positions, segment_ids, branches
         )
-        mask = block_mask(segment_ids, branches=branches)
+        mask = block_mask(segment_ids, modality if isolate_modalities else None, branches)
         cos, sin = self._rotary(positions)
         for block in self.blocks:
             x = block(x, mask, cos, sin)

@@ -1,0 +1,176 @@
+"""Contrastive alignment of paired spans: CLIP's symmetric InfoNCE with a learnable temperature.
+
+Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision": for
+N pairs (a_i, b_i) of L2-normalised embeddings, logits = exp(t) · A Bᵀ and the loss is
+(CE(logits, i) + CE(logitsᵀ, i)) / 2, so each item picks its own partner among the batch's N.
+The log inverse temperature t is learnt, initialised at log(1 / 0.07) and clamped at log(100).
+
+Here the pairs are a document's spans of two modalities (text-image, text-audio, image-audio,
+wherever a document holds both): ``pool_spans`` averages the model's hidden states over each
+document's positions of each modality, a per-modality linear projection maps them into the shared
+space, and ``ContrastiveHead`` sums the InfoNCE of every modality pair with at least two
+documents, divided by the number of such pairs.
+
+Multi-process (``world > 1``): every rank's embeddings are gathered from all ranks with their
+gradients (``torch.distributed.nn.functional.all_gather``), so the negatives are the global batch,
+as in open_clip's ``gather_with_grad``; each rank scores its own rows against all columns (and
+the columns' side of the symmetric loss the same way), weighted by its share of the global pairs,
+so that DDP's gradient average is the gradient of the one-process loss on the global batch.
+
+Shapes: hidden (B, L, D); pooled (G, M, D) for G documents, M modalities; embeddings (n, E).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import combinations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: CLIP's initial and largest inverse temperature.
+INIT_SCALE, MAX_SCALE = 1 / 0.07, 100.0
+
+
+def pool_spans(
+    hidden: Tensor, modality: Tensor, segment_ids: Tensor, num_modalities: int
+) -> tuple[Tensor, Tensor]:
+    """Mean of ``hidden`` over each document's positions of each modality.
+
+    Args:
+        hidden: (B, L, D) hidden states.
+        modality: (B, L) modality id of each position, in [0, num_modalities) for the modalities
+            pooled (larger ids, e.g. special tokens, are left out).
+        segment_ids: (B, L) 1, 2, ... per document, 0 at padding (left out).
+        num_modalities: M.
+
+    Returns:
+        ``(pooled (G, M, D), present (G, M) bool)`` over the G documents of the batch in row
+        order, then segment order; ``present[g, m]`` is whether document g has modality m
+        (``pooled`` is 0 there otherwise).
+    """
+    b, _, d = hidden.shape
+    seg = segment_ids.long()
+    per_row = int(seg.max()) + 1 if seg.numel() else 1
+    keep = (seg > 0) & (modality.long() < num_modalities)
+    slot = (torch.arange(b, device=hidden.device)[:, None] * per_row + seg) * num_modalities
+    slot = (slot + modality.long().clamp(max=num_modalities - 1))[keep]  # (P,)
+    sums = hidden.new_zeros(b * per_row * num_modalities, d).index_add(0, slot, hidden[keep])
+    counts = hidden.new_zeros(b * per_row * num_modalities).index_add(
+        0, slot, torch.ones_like(slot, dtype=hidden.dtype)
+    )
+    docs = torch.zeros(b * per_row, dtype=torch.bool, device=hidden.device)
+    docs[(torch.arange(b, device=hidden.device)[:, None] * per_row + seg)[seg > 0]] = True
+    pooled = (sums / counts.clamp_min(1)[:, None]).view(b * per_row, num_modalities, d)[docs]
+    present = (counts > 0).view(b * per_row, num_modalities)[docs]
+    return pooled, present
+
+
+def info_nce(
+    a: Tensor, b: Tensor, logit_scale: Tensor, *, world: int = 1, rank: int = 0
+) -> tuple[Tensor, int]:
+    """Symmetric InfoNCE of n local pairs (a_i, b_i), a and b (n, E) L2-normalised.
+
+    With ``world > 1`` the pairs of all ranks are the negatives (gathered with gradients; ranks
+    may hold different n, even 0) and the value returned is this rank's share of the global loss
+    times ``world``, so that the mean over ranks, and DDP's gradient average, equal the
+    one-process loss on the concatenated pairs.
+
+    Returns:
+        ``(loss, N)``: N the pairs over all ranks; the loss is 0 (with gradients to a, b) when
+        N < 2, where there is nothing to contrast with.
+    """
+    scale = logit_scale.exp().clamp(max=MAX_SCALE)
+    if world == 1:
+        all_a, all_b, sizes = a, b, [a.shape[0]]
+    else:
+        all_a, sizes = _gather(a, world)
+        all_b, _ = _gather(b, world)
+    total = sum(sizes)
+    if total < 2:
+        return (a.sum() + b.sum()) * 0.0, total
+    start = sum(sizes[:rank])
+    target = torch.arange(start, start + a.shape[0], device=a.device)
+    rows = F.cross_entropy(scale * a @ all_b.T, target, reduction="sum")
+    cols = F.cross_entropy(scale * b @ all_a.T, target, reduction="sum")
+    return (rows + cols) / 2 / total * world, total
+
+
+def _gather(x: Tensor, world: int) -> tuple[Tensor, list[int]]:
+    """All ranks' rows of x (n_r, E), concatenated in rank order with gradients; the n_r."""
+    import torch.distributed as dist
+    from torch.distributed.nn.functional import all_gather
+
+    n = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    sizes_int = [int(s) for s in sizes]
+    longest = max(sizes_int)
+    padded = F.pad(x, (0, 0, 0, longest - x.shape[0]))  # all_gather needs equal shapes
+    parts = all_gather(padded)
+    return torch.cat([p[:s] for p, s in zip(parts, sizes_int, strict=True)]), sizes_int
+
+
+class ContrastiveHead(nn.Module):
+    """Per-modality projections into one space and the learnable temperature.
+
+    Args:
+        d_model: width of the pooled hidden states.
+        num_modalities: M (the modality ids 0 .. M-1 pooled).
+        embed_dim: width of the shared space.
+    """
+
+    def __init__(self, d_model: int, num_modalities: int, embed_dim: int):
+        super().__init__()
+        if min(d_model, num_modalities, embed_dim) < 1:
+            raise ValueError(
+                f"sizes must be >= 1, got d_model={d_model}, num_modalities={num_modalities}, "
+                f"embed_dim={embed_dim}"
+            )
+        self.num_modalities = num_modalities
+        self.proj = nn.ModuleList(
+            nn.Linear(d_model, embed_dim, bias=False) for _ in range(num_modalities)
+        )
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(INIT_SCALE)))
+
+    def embed(self, pooled: Tensor, m: int) -> Tensor:
+        """pooled (n, D) of modality m → L2-normalised embeddings (n, E)."""
+        return F.normalize(self.proj[m](pooled), dim=-1)
+
+    def forward(
+        self,
+        pooled: Tensor,
+        present: Tensor,
+        *,
+        pairs: Sequence[tuple[int, int]] | None = None,
+        world: int = 1,
+        rank: int = 0,
+    ) -> tuple[Tensor, int]:
+        """Mean InfoNCE over modality pairs.
+
+        Args:
+            pooled, present: ``pool_spans``' output (G, M, D), (G, M).
+            pairs: the modality pairs to align (default: every pair).
+            world, rank: the process group (``info_nce``).
+
+        Returns:
+            ``(loss, num_pairs)``: the mean over the modality pairs that have at least two
+            documents holding both (over all ranks; 0 when none has), and the number of
+            (document, modality pair) pairs it covers on this rank.
+        """
+        pairs = (
+            list(pairs) if pairs is not None else list(combinations(range(self.num_modalities), 2))
+        )
+        terms, count = [], 0
+        for m1, m2 in pairs:  # the same order on every rank: each gathers
+            both = present[:, m1] & present[:, m2]
+            a, b = self.embed(pooled[both, m1], m1), self.embed(pooled[both, m2], m2)
+            loss, total = info_nce(a, b, self.logit_scale, world=world, rank=rank)
+            if total >= 2:  # the same decision on every rank (N is global)
+                terms.append(loss)
+                count += int(both.sum())
+        if not terms:
+            return pooled.sum() * 0.0 + self.logit_scale * 0.0, 0
+        return torch.stack(terms).mean(), count
