@@ -159,14 +159,19 @@ def prepare(cfg: DictConfig) -> Prepared:
 def build_module(cfg: DictConfig, layout: Any) -> Any:
     """The ``BalancedLM`` of ``cfg``: model, loss weighting and optimiser settings."""
     from tokenize_mm.models import DecoderLM, allowed_ids_mask
-    from tokenize_mm.models.system import BalancedLM
+    from tokenize_mm.models.system import OBJECTIVES, BalancedLM
 
     model = DecoderLM(instantiate(cfg.model), vocab_size=layout.vocab_size)
     if cfg.model.restricted_softmax:
         model.set_allowed_ids(allowed_ids_mask(layout))
+    head, weighting_args = None, {}
+    if cfg.get("contrastive"):  # conf/contrastive/: one more objective, weighted like the others
+        head = instantiate(cfg.contrastive)(d_model=model.d_model, num_modalities=len(MODALITIES))
+        weighting_args = {"modalities": list(OBJECTIVES)}
     return BalancedLM(
-        model, instantiate(cfg.balance.weighting), optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler), layout_fingerprint=layout.fingerprint,
+        model, instantiate(cfg.balance.weighting, **weighting_args),
+        optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler),
+        layout_fingerprint=layout.fingerprint, contrastive=head,
     )  # fmt: skip
 
 

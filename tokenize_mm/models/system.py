@@ -23,6 +23,17 @@ is counted (``train/skipped_steps``); it never reaches the weights, the optimize
 balancer (the skipped batch still advances ``global_step`` and the learning-rate schedule).
 
 Targets that are special tokens (eos) are not trained: every loss belongs to a modality.
+
+Contrastive alignment (``contrastive=ContrastiveHead(...)``, ``models/contrastive.py``): a second
+pass of the model reads every span alone (``isolate_modalities``), the spans are pooled per
+document and modality, and CLIP's symmetric InfoNCE over the paired spans becomes one more
+objective, ``contrastive``, beside the modalities: the weighting combines it like any other (it
+must be built over ``OBJECTIVES``), its gradient at the isolated hidden states is measured (and,
+under ``grad_share``, rescaled) like a modality's rows, and it is logged as
+``train/loss/contrastive``, ``train/weight/contrastive``, ``train/grad_share/contrastive``,
+``train/loss_share/contrastive`` (w_c L_c over Σ w L, with the effective weights),
+``train/pairs/contrastive`` and ``train/logit_scale``; ``val/loss/contrastive`` per pair. Its
+count for ``token_mean`` is the number of (document, modality pair) pairs.
 """
 
 from __future__ import annotations
@@ -36,10 +47,16 @@ import torch
 import torch.nn.functional as F
 
 from tokenize_mm.balance.weighting import LossWeighting
-from tokenize_mm.core.errors import CheckpointError
+from tokenize_mm.core.errors import CheckpointError, ConfigError
 from tokenize_mm.core.modalities import MODALITIES, MODALITY_IDS, SPECIAL_MODALITY
 from tokenize_mm.core.schedules import warmup_cosine
+from tokenize_mm.models.contrastive import ContrastiveHead, pool_spans
 from tokenize_mm.models.transformer import DecoderLM
+
+#: The contrastive objective's name beside the modalities'.
+CONTRASTIVE = "contrastive"
+#: What a weighting is built over when the contrastive objective is on.
+OBJECTIVES = (*MODALITIES, CONTRASTIVE)
 
 #: AdamW as in GPT-style training; ``conf/optimizer/adamw.yaml`` is the main job's.
 DEFAULT_OPTIMIZER = partial(torch.optim.AdamW, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95))
@@ -62,6 +79,12 @@ class BalancedLM(L.LightningModule):
             learning rate.
         layout_fingerprint: the VocabLayout fingerprint of the tokens; saved in checkpoints and
             checked against the data module's store.
+        contrastive: the contrastive objective's projections and temperature (``None``: off);
+            ``weighting`` must then be built over ``OBJECTIVES``.
+
+    Raises:
+        ConfigError: ``contrastive`` is given and ``weighting`` does not know the objective, or
+            its sizes do not match the model.
     """
 
     def __init__(
@@ -71,9 +94,25 @@ class BalancedLM(L.LightningModule):
         optimizer: Callable[[Iterable[dict]], torch.optim.Optimizer] = DEFAULT_OPTIMIZER,
         scheduler: Callable[[torch.optim.Optimizer], Any] | None = DEFAULT_SCHEDULER,
         layout_fingerprint: str | None = None,
+        contrastive: ContrastiveHead | None = None,
     ):
         super().__init__()
-        self.model, self.weighting = model, weighting
+        if contrastive is not None:
+            if CONTRASTIVE not in weighting.modalities:
+                raise ConfigError(
+                    f"the contrastive objective needs a weighting built over {OBJECTIVES}, this "
+                    f"one weighs {weighting.modalities}: build it with modalities={OBJECTIVES}"
+                )
+            if contrastive.proj[0].in_features != model.d_model or (
+                contrastive.num_modalities != len(MODALITIES)
+            ):
+                raise ConfigError(
+                    f"the contrastive head reads {contrastive.proj[0].in_features}-d states of "
+                    f"{contrastive.num_modalities} modalities, the model has d_model="
+                    f"{model.d_model} and {len(MODALITIES)} modalities"
+                )
+        self.model, self.weighting, self.contrastive = model, weighting, contrastive
+        self.objectives = OBJECTIVES if contrastive is not None else MODALITIES
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.layout_fingerprint = layout_fingerprint
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
@@ -130,6 +169,11 @@ class BalancedLM(L.LightningModule):
         counts = {m: self._reduce(c.detach()) for m, c in out["counts"].items()}
         world = self._world()
         losses = {m: out["sums"][m] * world / counts[m] for m in MODALITIES if counts[m] > 0}
+        aligned = self.contrastive_loss(batch) if self.contrastive is not None else None
+        if aligned is not None:
+            counts[CONTRASTIVE] = aligned["pairs"]
+            if float(aligned["pairs"]) > 0:
+                losses[CONTRASTIVE] = aligned["loss"]
         total = self.weighting.combine(losses, counts, shared=self._shared_layer())
         finite = torch.isfinite(total.detach()).to(torch.float32)
         if float(self._reduce(finite)) < world:  # any rank: skip everywhere, count it
@@ -138,10 +182,15 @@ class BalancedLM(L.LightningModule):
                      batch_size=self._batch_size)  # fmt: skip
             self._stats = {}
             return None
+        self._grad_sq = {}
         self._watch_hidden(out["hidden"], out["row_modality"])
         global_sums = {m: self._reduce(out["sums"][m].detach()) for m in MODALITIES}
         global_hits = {m: self._reduce(out["hits"][m]) for m in MODALITIES}
         self._stats = {"counts": counts, "sums": global_sums, "hits": global_hits}
+        if aligned is not None and CONTRASTIVE in losses:
+            self._watch_contrastive(aligned["hidden"])
+            # the loss is this rank's share x world: the mean over ranks is the global loss
+            self._stats["contrastive"] = float(self._reduce(aligned["loss"].detach())) / world
         self.log("train/loss", total.detach(), on_step=True, prog_bar=True,
                  batch_size=self._batch_size)  # fmt: skip
         return total
@@ -153,9 +202,38 @@ class BalancedLM(L.LightningModule):
         outs = [p for n, p in self.model.named_parameters() if n.endswith(".out.weight")]
         return outs[-1:]
 
+    def contrastive_loss(self, batch, local: bool = False) -> dict[str, Any]:
+        """The isolated pass → ``{"loss", "pairs", "hidden"}`` of the batch's paired spans:
+        ``loss`` as ``ContrastiveHead`` returns it on this rank, ``pairs`` all-reduced. With
+        ``local`` (validation, where ranks may see different numbers of batches) no collective
+        runs: negatives and pairs are this rank's batch's."""
+        hidden = self.model(batch.tokens, batch.modality, batch.positions, batch.segment_ids,
+                            isolate_modalities=True)  # fmt: skip
+        pooled, present = pool_spans(hidden, batch.modality, batch.segment_ids, len(MODALITIES))
+        world = 1 if local else self._world()
+        rank = self.trainer.global_rank if world > 1 else 0
+        loss, pairs = self.contrastive(pooled, present, world=world, rank=rank)
+        pairs_t = torch.tensor(float(pairs), device=hidden.device)
+        return {"loss": loss, "pairs": pairs_t if local else self._reduce(pairs_t),
+                "hidden": hidden}  # fmt: skip
+
+    def _watch_contrastive(self, hidden: torch.Tensor) -> None:
+        """Hook on the isolated pass's h: the contrastive objective's gradient, rescaled as the
+        weighting rescales an objective's rows, and its squared norm."""
+        if not hidden.requires_grad:
+            return
+        index = self.weighting.modalities.index(CONTRASTIVE)
+
+        def hook(grad: torch.Tensor) -> torch.Tensor:
+            rows = torch.full(grad.shape[:2], index, device=grad.device)
+            grad = self.weighting.rescale_grad(grad, rows)
+            self._grad_sq[CONTRASTIVE] = grad.float().pow(2).sum().detach()
+            return grad
+
+        hidden.register_hook(hook)
+
     def _watch_hidden(self, hidden: torch.Tensor, row_modality: torch.Tensor) -> None:
         """Hook on h: rescale rows (grad_share) and keep each modality's squared gradient norm."""
-        self._grad_sq = {}
         if not hidden.requires_grad:
             return
 
@@ -174,10 +252,12 @@ class BalancedLM(L.LightningModule):
         counts, sums, hits = self._stats["counts"], self._stats["sums"], self._stats["hits"]
         present = [m for m in MODALITIES if float(counts[m]) > 0]
         losses = {m: float(sums[m] / counts[m]) for m in present}
+        self.step_losses = dict(losses)  # the sampler's: modalities only
+        if "contrastive" in self._stats:
+            losses[CONTRASTIVE] = self._stats["contrastive"]
         grad_sq = {m: float(self._reduce(self._grad_sq.get(m, torch.zeros((), device=self.device))))
-                   for m in MODALITIES}  # fmt: skip
+                   for m in self.objectives}  # fmt: skip
         self.weighting.observe(losses, grad_sq)
-        self.step_losses = losses
         self._log_balance(losses, counts, hits, grad_sq, present)
 
     def _log_balance(self, losses, counts, hits, grad_sq, present) -> None:
@@ -185,6 +265,8 @@ class BalancedLM(L.LightningModule):
         shares = {m: float(counts[m]) / total_tokens for m in present}
         weighted = sum(shares[m] * losses[m] for m in present) or 1.0
         norms = {m: grad_sq[m] ** 0.5 for m in present}
+        if CONTRASTIVE in losses:
+            norms[CONTRASTIVE] = grad_sq[CONTRASTIVE] ** 0.5
         norm_total = sum(norms.values()) or 1.0
         metrics: dict[str, float] = {}
         weights = self.weighting.weights()
@@ -197,23 +279,47 @@ class BalancedLM(L.LightningModule):
                 metrics[f"train/token_share/{m}"] = shares[m]
                 metrics[f"train/loss_share/{m}"] = shares[m] * losses[m] / weighted
                 metrics[f"train/grad_share/{m}"] = norms[m] / norm_total
-        positive = [norms[m] for m in present if norms[m] > 0]
+        if CONTRASTIVE in losses:
+            self._log_contrastive(losses, counts, grad_sq, norms, weights, metrics)
+        positive = [n for n in norms.values() if n > 0]
         if len(positive) > 1:
-            dominance = max(positive) / min(positive)
+            dominance = max(positive) / min(positive)  # over the objectives present
             self.dominance_sum += dominance
             self.dominance_count += 1
             metrics["train/dominance"] = dominance
             metrics["train/dominance_mean"] = float(self.dominance_sum / self.dominance_count)
         self.log_dict(metrics, on_step=True, batch_size=self._batch_size)
 
+    def _log_contrastive(self, losses, counts, grad_sq, norms, weights, metrics) -> None:
+        present = [m for m in self.objectives if m in losses]
+        weighted = sum(weights[m] * losses[m] for m in present) or 1.0
+        metrics[f"train/loss/{CONTRASTIVE}"] = losses[CONTRASTIVE]
+        metrics[f"train/weight/{CONTRASTIVE}"] = weights[CONTRASTIVE]
+        metrics[f"train/pairs/{CONTRASTIVE}"] = float(counts[CONTRASTIVE])
+        metrics[f"train/loss_share/{CONTRASTIVE}"] = (
+            weights[CONTRASTIVE] * losses[CONTRASTIVE] / weighted
+        )
+        metrics[f"train/grad_share/{CONTRASTIVE}"] = norms[CONTRASTIVE] / (
+            sum(norms.values()) or 1.0
+        )
+        metrics["train/logit_scale"] = float(self.contrastive.logit_scale.detach().exp())
+
     # -- validation -----------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
-        self._val = torch.zeros(len(MODALITIES), 3, dtype=torch.float64, device=self.device)
+        # one row per modality, then the contrastive objective's (loss x pairs, pairs, 0)
+        rows = len(MODALITIES) + 1
+        self._val = torch.zeros(rows, 3, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         out = self.modality_losses(batch)
         for i, m in enumerate(MODALITIES):  # loss sum, tokens, hits
             self._val[i] += torch.stack([out["sums"][m], out["counts"][m], out["hits"][m]]).double()
+        if self.contrastive is not None:
+            aligned = self.contrastive_loss(batch, local=True)
+            if float(aligned["pairs"]) > 0:
+                pairs = aligned["pairs"].double()
+                self._val[-1, 0] += aligned["loss"].double() * pairs
+                self._val[-1, 1] += pairs
 
     def on_validation_epoch_end(self) -> None:
         # One all-reduce on every rank, whatever modalities each rank's batches held (logging
@@ -224,11 +330,17 @@ class BalancedLM(L.LightningModule):
             if count > 0:
                 self.log(f"val/loss/{m}", loss_sum / count)
                 self.log(f"val/acc/{m}", hits / count)
+        loss_sum, pairs, _ = totals[-1].tolist()
+        if pairs > 0:  # per pair, negatives within each validation batch
+            self.log(f"val/loss/{CONTRASTIVE}", loss_sum / pairs)
 
     # -- optimisation and checkpoints -----------------------------------------------------------
     def configure_optimizers(self):
-        decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
+        params = list(self.model.parameters())
+        if self.contrastive is not None:  # projections decay; the temperature does not
+            params += list(self.contrastive.parameters())
+        decay = [p for p in params if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in params if p.requires_grad and p.dim() < 2]
         groups = [{"params": decay},  # the optimizer's own weight_decay
                   {"params": no_decay + list(self.weighting.parameters()), "weight_decay": 0.0}]  # fmt: skip
         opt = self.optimizer_factory(groups)
