@@ -4,8 +4,10 @@ Fits ``audio_small`` as ``make train`` does, with ``--overrides`` (e.g. a quanti
 ``autoencoder_warmup``, ``max_steps``), then prints the fit's own held-out metrics (built-in clips)
 and the codebook usage on the dev set's test-split clips encoded one by one: as they are, at a
 quarter and four times their amplitude, and scaled to the built-in clips' median RMS (is loudness
-what separates them?). The measurements behind docs/results/codebook_health.md's "Autoencoder
-warm-up" paragraph:
+what separates them?), then, for the clips as they are, the perplexity within bands of frame
+loudness (dBFS of each 480-sample frame) and the cells holding the most frames with their median
+loudness (where do the codes pile up?). The measurements behind docs/results/codebook_health.md's
+"Autoencoder warm-up" paragraph and its loudness breakdown:
 
     .venv/bin/python benchmarks/audio_fit_variants.py --manifest DEV/manifest.jsonl --seed 0 \\
         --overrides tokenizers.audio.fit.autoencoder_warmup=0.25
@@ -57,6 +59,32 @@ def main() -> None:
         usage = codebook_usage(codes, size)
         print(f"real clips, {name}: perplexity {usage['perplexity']:.1f} of {size}, "
               f"{usage['used_fraction']:.1%} used")  # fmt: skip
+    loudness_breakdown(tok, real, rate)
+
+
+def loudness_breakdown(tok, clips: list[torch.Tensor], rate: int, top: int = 3) -> None:
+    """Perplexity of the frames within each loudness band, and the ``top`` fullest cells."""
+    from tokenize_mm.tokenizers.quant.usage import codebook_usage
+
+    hop, size = tok.model.hop_length, tok.info.codebook_size
+    codes, level = [], []
+    for w in clips:
+        c = tok.encode((w, rate)).codes[0]  # the first codebook, (T,)
+        frames = torch.nn.functional.pad(w[0], (0, c.shape[-1] * hop - w.shape[-1]))
+        rms = frames.reshape(-1, hop).pow(2).mean(1).sqrt()
+        codes.append(c)
+        level.append(20 * torch.log10(rms.clamp_min(1e-6)))
+    codes, db = torch.cat(codes), torch.cat(level)
+    for lo, hi in [(-120, -50), (-50, -40), (-40, -30), (-30, -20), (-20, 0)]:
+        band = (db >= lo) & (db < hi)
+        if band.any():
+            usage = codebook_usage(codes[band][None], size)
+            print(f"frames at [{lo}, {hi}) dBFS: {int(band.sum())}, "
+                  f"perplexity {usage['perplexity']:.1f}")  # fmt: skip
+    counts = torch.bincount(codes, minlength=size)
+    for cell in counts.argsort(descending=True)[:top].tolist():
+        print(f"cell {cell}: {float(counts[cell] / counts.sum()):.1%} of frames, "
+              f"median {float(db[codes == cell].median()):.1f} dBFS")  # fmt: skip
 
 
 if __name__ == "__main__":

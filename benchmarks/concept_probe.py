@@ -14,7 +14,7 @@ Goal (issue 13): the tokens' accuracy at least 0.8 of the raw features', for bot
 Chance is 1/64.
 
     .venv/bin/python benchmarks/concept_probe.py [--examples 2048] [--threads 1] \
-        [--out docs/results/concept_probe]
+        [--modalities audio] [--overrides ...] [--out docs/results/concept_probe]
 """
 
 from __future__ import annotations
@@ -94,6 +94,9 @@ def main() -> None:
     p.add_argument("--examples", type=int, default=2048, help="new built-in examples to probe")
     p.add_argument("--overrides", nargs="*", default=[], help="tmm-train overrides (fits)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument(
+        "--modalities", nargs="+", default=["image", "audio"], choices=["image", "audio"]
+    )
     p.add_argument("--out", default=None, help="write <out>.md and <out>.json")
     args = p.parse_args()
     from hydra.utils import instantiate
@@ -112,7 +115,7 @@ def main() -> None:
     concepts = sorted({f"{e.meta['colour']} {e.meta['shape']}" for e in probe})
     label = {c: i for i, c in enumerate(concepts)}
     rows = []
-    for modality in ("image", "audio"):
+    for modality in args.modalities:
         start = time.perf_counter()
         tok = fit_main_job_tokenizer(cfg, modality, main_examples)
         fit_s = time.perf_counter() - start

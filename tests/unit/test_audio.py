@@ -124,3 +124,16 @@ def test_encoder_initialisation_lets_latents_vary_over_frames():
         return float(z.std(dim=2).mean() / z.abs().mean())
 
     assert variation(1.0) < 0.02 < variation(2.0)
+
+
+def test_mu_law_compresses_level_and_keeps_sign_and_zero():
+    from tokenize_mm.tokenizers.audio.model import mu_law
+
+    x = torch.tensor([-1.0, -0.01, 0.0, 0.01, 0.5, 1.0])
+    y = mu_law(x, 255.0)
+    assert torch.allclose(y[[0, 2, 5]], torch.tensor([-1.0, 0.0, 1.0]))
+    assert torch.allclose(y, -mu_law(-x, 255.0))  # odd
+    assert torch.all(torch.diff(y) > 0)  # monotone
+    # -40 dB reaches the encoder at about -13 dB: ln(1 + 2.55) / ln(256)
+    assert abs(float(y[3]) - math.log1p(2.55) / math.log1p(255)) < 1e-6
+    assert torch.equal(mu_law(x, 0.0), x)

@@ -128,3 +128,38 @@ def test_a_fit_writes_its_levels_into_the_artifact(tiny_image, tiny_audio):
     for tok in (tiny_image, tiny_audio):
         assert tok.model.config.quantizer == "fsq"
         assert tok.hparams["arch"]["fsq_levels"] == list(tok.model.config.fsq_grid)
+
+
+def test_radius_keeps_directions_that_would_saturate():
+    """Latents far outside the normalised range: without a radius every one lands in a corner
+    cell (each dimension saturates on its own); with one they are scaled back onto the sphere and
+    their directions land in many cells. Inside the radius nothing changes."""
+    torch.manual_seed(0)
+    plain, bounded = FiniteScalarQuantizer(2, (8, 8)).eval(), FiniteScalarQuantizer(2, (8, 8), 2.5)
+    bounded.eval()
+    for q in (plain, bounded):
+        with torch.no_grad():
+            q.project_in.weight.copy_(torch.eye(2))
+            q.project_in.bias.zero_()
+    angles = torch.linspace(0, 2 * math.pi, 200)
+    far = 50 * torch.stack([angles.cos(), angles.sin()], -1)[None]  # (1, 200, 2)
+    assert plain.encode(far).unique().numel() <= 12  # corners and edges
+    assert bounded.encode(far).unique().numel() >= 20
+    assert float(bounded._grid_input(far).norm(dim=-1).max()) <= 2.5 + 1e-5
+    near = 0.5 * torch.randn(1, 100, 2)
+    assert torch.equal(plain.encode(near), bounded.encode(near))
+    with pytest.raises(ValueError, match="radius"):
+        FiniteScalarQuantizer(2, (8, 8), radius=-1.0)
+
+
+def test_codec_fields_added_later_are_off_in_older_artifacts():
+    """Artifacts written before ``fsq_radius`` and ``companding`` used neither."""
+    on = CodecConfig(codebook_size=256, fsq_radius=3.0, companding=255.0)
+    assert config_from_hparams(CodecConfig, {"arch": dataclasses.asdict(on)}) == on
+    arch = {k: v for k, v in dataclasses.asdict(CodecConfig(codebook_size=256)).items()
+            if k not in ("fsq_radius", "companding")}  # fmt: skip
+    old = config_from_hparams(CodecConfig, {"arch": arch})
+    assert old.fsq_radius == 0.0 and old.companding == 0.0
+    assert CodecConfig().fsq_radius == 0 and CodecConfig().companding == 0  # options, off
+    with pytest.raises(InvalidInputError, match="companding"):
+        CodecConfig(companding=-1.0)

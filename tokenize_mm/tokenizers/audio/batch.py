@@ -16,8 +16,9 @@ when it is encoded alone:
   the last convolution and the quantizer always run on the padded batch, where the LSTM's
   matrix-vector products become matrix products.
 
-A model used here has ``encoder`` (an ``encodec.modules.SEANetEncoder``), ``hop_length``, and
-``quantize(latent (B, D, T)) -> codes (B, K, T)``.
+A model used here has ``encoder`` (an ``encodec.modules.SEANetEncoder``), ``hop_length``,
+``compand(wav) -> wav`` (what the encoder reads; elementwise, zero to zero, so padding commutes
+with it) and ``quantize(latent (B, D, T)) -> codes (B, K, T)``.
 """
 
 from __future__ import annotations
@@ -129,9 +130,11 @@ def encode_pieces(
     min_mixed = min_mixed_length(model.encoder)
     for group in _groups(lengths, causal=causal, batch_samples=batch_samples, min_mixed=min_mixed):
         if batch_convs:  # one copy to the device per group
-            latent = convs(_pad_stack([pieces[i] for i in group]).to(device))
+            latent = convs(model.compand(_pad_stack([pieces[i] for i in group]).to(device)))
         else:
-            latent = _pad_stack([convs(pieces[i][None].to(device))[0] for i in group])
+            latent = _pad_stack(
+                [convs(model.compand(pieces[i][None].to(device)))[0] for i in group]
+            )
         codes = model.quantize(rest(latent)).cpu()  # (N, K, longest / hop), one copy back
         for j, i in enumerate(group):
             out[i] = codes[j, :, : lengths[i] // hop]

@@ -111,6 +111,10 @@ class PretrainedEncodec(nn.Module):
     def num_frames(self, num_samples: int) -> int:
         return -(-num_samples // self.hop_length)
 
+    def compand(self, wav: torch.Tensor) -> torch.Tensor:
+        """The encoder's input: EnCodec's models read the waveform as it is."""
+        return wav
+
     @torch.no_grad()
     def quantize(self, latent: torch.Tensor) -> torch.Tensor:
         """Encoder output (B, 128, T) → codes (B, K, T) with all K kept codebooks."""
