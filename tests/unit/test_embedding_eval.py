@@ -1,0 +1,83 @@
+"""Span embeddings, zero-shot by embedding similarity and retrieval R@k (evaluation/embedding.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tokenize_mm.core.modalities import MODALITIES
+from tokenize_mm.evaluation.embedding import (
+    SpanEmbedder,
+    class_embeddings,
+    retrieval_at_k,
+    zero_shot_by_embedding,
+)
+from tokenize_mm.models import DecoderLM, preset
+from tokenize_mm.models.contrastive import ContrastiveHead, pool_spans
+from tokenize_mm.sequence.interleave import SpanOrder, interleave
+from tokenize_mm.sequence.vocab import VocabLayout
+
+
+@pytest.fixture(scope="module")
+def layout(tiny_text, tiny_image, tiny_audio, tmp_path_factory):
+    root = tmp_path_factory.mktemp("embed_layout")
+    dirs = {m: str(t.save(root / m)) for m, t in
+            [("text", tiny_text), ("image", tiny_image), ("audio", tiny_audio)]}  # fmt: skip
+    return VocabLayout.from_artifacts(dirs)
+
+
+def test_a_span_alone_embeds_as_inside_a_training_document(layout):
+    """Isolated attention and relative positions: the embedding of an image alone equals the
+    one the training pass pools for the same image after a caption in one document."""
+    torch.manual_seed(0)
+    model = DecoderLM(preset("tiny"), vocab_size=layout.vocab_size).eval()
+    head = ContrastiveHead(model.d_model, len(MODALITIES), 8)
+    image = torch.randint(0, 32, (1, 16))
+    text = torch.randint(0, 100, (1, 7))
+    seq = interleave(layout, [("text", text), ("image", image)],
+                     order=SpanOrder("fixed", order=("text", "image", "audio")))  # fmt: skip
+    n = seq.tokens.numel()
+    with torch.no_grad():
+        hidden = model(seq.tokens[None], seq.modality[None].long(), torch.arange(n)[None],
+                       torch.ones(1, n, dtype=torch.long), isolate_modalities=True)  # fmt: skip
+        pooled, _ = pool_spans(hidden, seq.modality[None].long(), torch.ones(1, n), 3)
+        in_document = head.embed(pooled[:1, 1], 1)[0]
+    alone = SpanEmbedder(model, head, layout)("image", [image])
+    assert alone.shape == (8,) and torch.allclose(alone.norm(), torch.tensor(1.0))
+    assert torch.allclose(alone, in_document, atol=1e-5)
+    with pytest.raises(ValueError, match="no audio item"):
+        SpanEmbedder(model, head, layout)("audio", [])
+
+
+def test_zero_shot_picks_the_most_similar_class_after_prompt_ensembling():
+    basis = torch.eye(4)
+    vectors = {"a red circle": basis[0], "the sound of a red circle": basis[0] + 0.2 * basis[2],
+               "a blue star": basis[1], "the sound of a blue star": basis[1]}  # fmt: skip
+    classes, table = class_embeddings(
+        lambda p: F.normalize(vectors[p], dim=0),
+        {"red circle": ["a red circle", "the sound of a red circle"],
+         "blue star": ["a blue star", "the sound of a blue star"]},
+    )  # fmt: skip
+    assert classes == ["red circle", "blue star"] and torch.allclose(
+        table.norm(dim=1), torch.ones(2)
+    )
+    queries = F.normalize(torch.stack([basis[0] + 0.1 * basis[1], basis[1], basis[0]]), dim=1)
+    out = zero_shot_by_embedding(queries, ["red circle", "blue star", "blue star"], classes, table)
+    assert out["accuracy"] == pytest.approx(2 / 3) and out["chance"] == 0.5
+    assert out["predictions"][2] == ("blue star", "red circle")
+
+
+def test_retrieval_counts_the_paired_item_and_the_concept():
+    # 4 pairs; query 0 finds its item first, query 1 second, queries 2 and 3 swap
+    gallery = torch.eye(4)
+    queries = torch.stack([gallery[0], F.normalize(gallery[1] + 1.5 * gallery[0], dim=0),
+                           gallery[3], gallery[2]])  # fmt: skip
+    out = retrieval_at_k(queries, gallery, ks=(1, 2), concepts=["x", "y", "z", "z"])
+    assert out["R@1"] == 0.25 and out["R@2"] == 0.5
+    assert out["R@1_concept"] == 0.75  # 2 and 3 retrieve each other: same concept
+    assert out["chance@1"] == 0.25 and out["chance@1_concept"] == pytest.approx(
+        (1 + 1 + 2 + 2) / 16
+    )
+    with pytest.raises(ValueError, match="gallery"):
+        retrieval_at_k(queries, gallery[:3])

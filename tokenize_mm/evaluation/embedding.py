@@ -1,0 +1,155 @@
+"""Span embeddings, zero-shot classification by embedding similarity, and cross-modal retrieval.
+
+CLIP (Radford et al. 2021, section 3.1.4) classifies without training a classifier: every class
+name is written into prompt templates ("a photo of a {}."), the prompts are embedded, their
+normalised embeddings averaged per class (prompt ensembling) and renormalised, and an input goes
+to the class whose embedding is most similar (cosine). ``SpanEmbedder`` gives the same embedding
+that contrastive training pools (``models/contrastive.py``): one item laid out alone
+(``bos <m> … </m> eos``), read by the model with every span isolated, its positions of modality m
+averaged and projected by the head. With isolated attention and rotary (relative) positions a span
+has the same embedding alone as inside a training document (tested).
+
+Retrieval (``retrieval_at_k``): queries of one modality rank a gallery of another by cosine
+similarity; R@k is the share of queries whose paired item is among the k best, and, where items
+carry concepts, the share whose top k holds any item of the query's concept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tokenize_mm.core.modalities import MODALITIES, MODALITY_IDS
+from tokenize_mm.models.contrastive import ContrastiveHead, pool_spans
+from tokenize_mm.sequence.interleave import SpanOrder, interleave
+from tokenize_mm.sequence.vocab import VocabLayout
+
+#: Prompt templates for the built-in concepts ("{}" is the concept, e.g. "red circle").
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "image": ("a {}", "a picture of a {}", "a {} on a background"),
+    "audio": ("the sound of a {}", "a {} played as a melody", "a {}"),
+}
+
+
+class SpanEmbedder:
+    """Embeds one item (codes (K, T)) of a modality into the contrastive space: (E,) unit norm.
+
+    Args:
+        model: a ``DecoderLM`` trained with contrastive alignment.
+        head: its ``ContrastiveHead``.
+        layout: the vocabulary layout of the model's tokens.
+    """
+
+    def __init__(self, model: torch.nn.Module, head: ContrastiveHead, layout: VocabLayout):
+        self.model, self.head, self.layout = model, head, layout
+        self.limit = getattr(model, "max_positions", None)
+
+    @torch.no_grad()
+    def __call__(self, modality: str, items: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The items of one example's ``modality`` (each (K, T)) → (E,) float32.
+
+        Raises:
+            ValueError: an unknown modality, no item, or a sequence longer than the model's
+                context (``max_positions``; the message names the length).
+        """
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        if not items:
+            raise ValueError(f"no {modality} item to embed")
+        order = SpanOrder("fixed", order=(modality, *(m for m in MODALITIES if m != modality)))
+        seq = interleave(self.layout, [(modality, codes) for codes in items], order=order)
+        n = int(seq.tokens.numel())
+        if self.limit is not None and n > self.limit:
+            raise ValueError(
+                f"the {modality} item lays out as {n} tokens, the model reads {self.limit}: "
+                f"shorten it (a shorter clip or caption)"
+            )
+        device = next(self.model.parameters()).device
+        tokens, mod = seq.tokens[None].to(device), seq.modality[None].long().to(device)
+        positions = torch.arange(n, device=device)[None]
+        segment = torch.ones_like(tokens)
+        hidden = self.model(tokens, mod, positions, segment, isolate_modalities=True)
+        pooled, present = pool_spans(hidden, mod, segment, len(MODALITIES))
+        m = MODALITY_IDS[modality]
+        if not bool(present[0, m]):
+            raise ValueError(f"the {modality} item has no {modality} position to pool")
+        return self.head.embed(pooled[:1, m], m)[0].float().cpu()
+
+
+def class_embeddings(
+    embed_text: Callable[[str], torch.Tensor], prompts: Mapping[str, Sequence[str]]
+) -> tuple[list[str], torch.Tensor]:
+    """Prompt ensembling: class → its prompts' mean normalised embedding, renormalised.
+
+    Returns:
+        ``(classes, (C, E) unit rows)`` in ``prompts``' order.
+    """
+    classes = list(prompts)
+    rows = []
+    for c in classes:
+        if not prompts[c]:
+            raise ValueError(f"class {c!r} has no prompt")
+        rows.append(F.normalize(torch.stack([embed_text(p) for p in prompts[c]]).mean(0), dim=0))
+    return classes, torch.stack(rows)
+
+
+def zero_shot_by_embedding(
+    embeddings: torch.Tensor, labels: Sequence[str], classes: Sequence[str], table: torch.Tensor
+) -> dict[str, Any]:
+    """Classify unit ``embeddings`` (N, E) by their most similar class row of ``table`` (C, E).
+
+    Returns:
+        ``{"accuracy", "chance", "examples", "predictions": [(true, predicted), ...]}``.
+    """
+    if not len(classes):
+        raise ValueError("zero-shot needs at least one class")
+    best = (embeddings @ table.T).argmax(1).tolist() if len(labels) else []
+    predictions = [(t, classes[b]) for t, b in zip(labels, best, strict=True)]
+    hits = sum(t == p for t, p in predictions)
+    return {
+        "accuracy": hits / len(predictions) if predictions else float("nan"),
+        "chance": 1.0 / len(classes),
+        "examples": len(predictions),
+        "predictions": predictions,
+    }
+
+
+def retrieval_at_k(
+    queries: torch.Tensor,
+    gallery: torch.Tensor,
+    ks: Sequence[int] = (1, 5, 10),
+    concepts: Sequence[str] | None = None,
+) -> dict[str, float]:
+    """Queries (N, E) and their paired gallery items (N, E) (row i pairs with row i), unit rows.
+
+    Returns:
+        ``R@k`` (the paired item among the k most similar), ``chance@k`` (k / N), and with
+        ``concepts`` (one per row, shared by query and gallery) ``R@k_concept`` (any item of the
+        query's concept among the k best) and ``chance@k_concept`` (1 − the chance that k random
+        gallery items all miss the concept, averaged over queries).
+    """
+    n = queries.shape[0]
+    if gallery.shape[0] != n or n == 0:
+        raise ValueError(
+            f"need as many gallery items as queries (> 0), got {n} and {gallery.shape[0]}"
+        )
+    order = (queries @ gallery.T).argsort(dim=1, descending=True)
+    truth = torch.arange(n)[:, None]
+    out: dict[str, float] = {}
+    for k in ks:
+        top = order[:, : min(k, n)]
+        out[f"R@{k}"] = float((top == truth).any(1).float().mean())
+        out[f"chance@{k}"] = min(k, n) / n
+        if concepts is not None:
+            ids = {c: i for i, c in enumerate(sorted(set(concepts)))}
+            label = torch.tensor([ids[c] for c in concepts])
+            out[f"R@{k}_concept"] = float((label[top] == label[:, None]).any(1).float().mean())
+            same = torch.bincount(label, minlength=len(ids))[label].double()  # items of its concept
+            miss = torch.ones(n, dtype=torch.float64)
+            for j in range(min(k, n)):  # draws without replacement
+                miss *= ((n - same - j) / (n - j)).clamp(min=0)
+            out[f"chance@{k}_concept"] = float((1 - miss).mean())
+    return out
