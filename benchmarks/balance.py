@@ -237,6 +237,14 @@ def evaluate(run, layout, tokenizers, examples, seed: int, builtin: bool) -> dic
             result["shape_accuracy"] = _part_accuracy(pairs, 1)
             result["part_chance"] = 1 / 8
             out["zero_shot"][context] = result
+    head = getattr(run.module, "contrastive", None)
+    if head is not None:  # CLIP-style figures: zero-shot by embedding, retrieval R@k
+        from tokenize_mm.evaluation import SpanEmbedder, contrastive_evaluation
+
+        out["contrastive"] = contrastive_evaluation(
+            SpanEmbedder(model, head, layout), tokenizers["text"], examples,
+            concepts=BuiltinSource.concepts() if builtin else None,
+        )  # fmt: skip
     return out
 
 

@@ -81,3 +81,29 @@ def test_retrieval_counts_the_paired_item_and_the_concept():
     )
     with pytest.raises(ValueError, match="gallery"):
         retrieval_at_k(queries, gallery[:3])
+
+
+def test_contrastive_evaluation_covers_every_direction_and_both_contexts():
+    """A perfect embedder (each item a one-hot of its concept; prompts of their concept) scores
+    R@1 concept 1 in every direction and zero-shot 1 from image and audio."""
+    from types import SimpleNamespace
+
+    from tokenize_mm.evaluation import EvalExample, contrastive_evaluation
+
+    concepts = ["red circle", "blue star", "green ring"]
+
+    def embed(modality, items):
+        name = next(c for c in concepts if c in items[0])
+        return F.one_hot(torch.tensor(concepts.index(name)), len(concepts)).float()
+
+    examples = [
+        EvalExample(id=str(i), concept=c, items={m: (f"{c} #{i}",) for m in MODALITIES})
+        for i, c in enumerate(concepts * 2)
+    ]
+    text = SimpleNamespace(encode=lambda prompt: SimpleNamespace(codes=prompt))
+    out = contrastive_evaluation(embed, text, examples, concepts=concepts)
+    assert len(out["retrieval"]) == 6  # text, image, audio: every ordered pair
+    assert all(r["R@1_concept"] == 1.0 for r in out["retrieval"].values())
+    assert out["retrieval"]["image->text"]["R@5"] == 1.0  # the pair ties with its twin: top 2
+    assert {k: v["accuracy"] for k, v in out["zero_shot"].items()} == {"image": 1.0, "audio": 1.0}
+    assert out["zero_shot"]["audio"]["chance"] == pytest.approx(1 / 3)

@@ -10,6 +10,7 @@ measures over a set of strategies.
 from tokenize_mm.evaluation.embedding import (
     SpanEmbedder,
     class_embeddings,
+    contrastive_evaluation,
     retrieval_at_k,
     zero_shot_by_embedding,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "SpanEmbedder",
     "average_loss",
     "class_embeddings",
+    "contrastive_evaluation",
     "encode_examples",
     "grounding_gains",
     "modality_losses",

@@ -153,3 +153,59 @@ def retrieval_at_k(
                 miss *= ((n - same - j) / (n - j)).clamp(min=0)
             out[f"chance@{k}_concept"] = float((1 - miss).mean())
     return out
+
+
+def contrastive_evaluation(
+    embedder: Callable[[str, Sequence[torch.Tensor]], torch.Tensor],
+    text_tokenizer: Any,
+    examples: Sequence[Any],
+    concepts: Sequence[str] | None = None,
+    templates: Mapping[str, Sequence[str]] = TEMPLATES,
+) -> dict[str, Any]:
+    """Retrieval in every direction and zero-shot classification from image and audio.
+
+    Args:
+        embedder: (modality, items) → unit embedding (``SpanEmbedder``).
+        text_tokenizer: encodes the prompts.
+        examples: ``EvalExample``s (their ``items`` and, for the concept figures, ``concept``).
+        concepts: the class names for zero-shot (``None``: no zero-shot).
+        templates: context modality → prompt templates with one ``{}``.
+
+    Returns:
+        ``{"retrieval": {"image->text": retrieval_at_k(...), ...} for every ordered pair with at
+        least two examples holding both, "zero_shot": {"image": {...}, "audio": {...}}}``;
+        zero-shot results without their predictions.
+    """
+    emb: dict[str, dict[int, torch.Tensor]] = {m: {} for m in MODALITIES}
+    for i, ex in enumerate(examples):
+        for m, items in ex.items.items():
+            emb[m][i] = embedder(m, items)
+    labelled = all(getattr(ex, "concept", None) for ex in examples)
+    out: dict[str, Any] = {"retrieval": {}, "zero_shot": {}}
+    for q in MODALITIES:
+        for g in MODALITIES:
+            both = [i for i in emb[q] if i in emb[g]] if q != g else []
+            if len(both) < 2:
+                continue
+            out["retrieval"][f"{q}->{g}"] = retrieval_at_k(
+                torch.stack([emb[q][i] for i in both]), torch.stack([emb[g][i] for i in both]),
+                concepts=[examples[i].concept for i in both] if labelled else None,
+            )  # fmt: skip
+    if concepts:
+
+        def embed_text(prompt: str) -> torch.Tensor:
+            return embedder("text", [text_tokenizer.encode(prompt).codes])
+
+        for context in ("image", "audio"):
+            have = [i for i in emb[context] if getattr(examples[i], "concept", None)]
+            if not have:
+                continue
+            prompts = {c: [t.format(c) for t in templates[context]] for c in concepts}
+            classes, table = class_embeddings(embed_text, prompts)
+            result = zero_shot_by_embedding(
+                torch.stack([emb[context][i] for i in have]),
+                [examples[i].concept for i in have], classes, table,
+            )  # fmt: skip
+            result.pop("predictions")
+            out["zero_shot"][context] = result
+    return out
