@@ -125,3 +125,23 @@ def test_prepare_checks_numbers_before_fitting(tmp_path):
 def test_the_shipped_configs_pass():
     check_train_config(_train_cfg())
     check_train_config(_train_cfg("+debug=tiny"))
+    check_train_config(_train_cfg("contrastive=clip"))
+    # the two-tower CLIP baseline: towers only, the contrastive objective alone
+    check_train_config(
+        _train_cfg("model=towers_small", "contrastive=clip", "balance/weighting=contrastive_only")
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["model.n_layers=0"], r"model: n_layers must be an integer >= 1 under early fusion"),
+        (["model.d_model=130"], r"model: d_model 130 must be a multiple of n_heads"),
+        (["contrastive=clip", "balance/weighting=fixed"],
+         r"balance\.weighting with contrastive: .*missing \['contrastive'\].*"
+         r"\+balance\.weighting\.weights\.contrastive=1\.0"),
+    ],
+)  # fmt: skip
+def test_model_and_objectives_are_checked_before_any_work(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        check_train_config(_train_cfg(*overrides))

@@ -63,8 +63,18 @@ def group_options(group: str) -> list[str]:
 @pytest.mark.parametrize("weighting", group_options("balance/weighting"))
 def test_every_weighting_instantiates(weighting):
     from tokenize_mm.balance.weighting import LossWeighting
+    from tokenize_mm.models.system import OBJECTIVES
 
     cfg = train_cfg(f"balance/weighting={weighting}")
+    if weighting == "contrastive_only":  # fixed weights over the objectives (contrastive=clip)
+        w = instantiate(cfg.balance.weighting, modalities=list(OBJECTIVES))
+        assert w.name == "fixed" and w.given == {
+            "text": 0,
+            "image": 0,
+            "audio": 0,
+            "contrastive": 1,
+        }
+        return
     w = instantiate(cfg.balance.weighting)
     assert isinstance(w, LossWeighting) and w.name == weighting
 

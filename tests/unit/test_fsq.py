@@ -163,3 +163,25 @@ def test_codec_fields_added_later_are_off_in_older_artifacts():
     assert CodecConfig().fsq_radius == 0 and CodecConfig().companding == 0  # options, off
     with pytest.raises(InvalidInputError, match="companding"):
         CodecConfig(companding=-1.0)
+
+
+@pytest.mark.parametrize(
+    "quantizer",
+    [lambda: ResidualFiniteScalarQuantizer(16, 3, (8, 5, 4)),
+     lambda: ResidualVectorQuantizer(16, 3, 32)],
+    ids=["residual_fsq", "residual_vq"],
+)  # fmt: skip
+def test_residual_decode_from_the_first_stages(quantizer):
+    """Decoding K' < K stages sums the first K' (a lower bitrate); each added stage brings the
+    reconstruction closer to the latents."""
+    torch.manual_seed(0)
+    q = quantizer()
+    z = torch.randn(2, 40, 16)
+    q(z)  # a VQ codebook initialises on its first batch
+    q.eval()
+    codes = q.encode(z)
+    errors = [float((q.decode(codes[:, :k]) - z).pow(2).mean()) for k in (1, 2, 3)]
+    assert torch.allclose(q.decode(codes[:, :3]), q.decode(codes), atol=1e-6)
+    assert errors[2] <= errors[1] <= errors[0]
+    with pytest.raises(ValueError, match="stages"):
+        q.decode(codes[:, :0])

@@ -254,7 +254,9 @@ def test_preset_parameter_counts():
     assert 1_000_000 <= count("small", 10_000) <= 5_000_000
     assert count("base100m", 10_000) == 99_714_816  # the figure in conf/model/base100m.yaml
     assert 90e6 <= count("base100m", 10_000) <= 110e6
-    assert set(sizes()) == {"tiny", "small", "base100m"}
+    assert set(sizes()) == {"tiny", "small", "base100m", "towers_small"}
+    # one tower of the small model's depth per modality id (4), no shared stack
+    assert count("towers_small", 10_000) == 5_479_040  # the figure in conf/model/towers_small.yaml
     assert preset("tiny") == DecoderConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64,
                                            max_positions=128)  # fmt: skip
     # Untied head: one more vocab × d_model matrix.

@@ -30,7 +30,7 @@ TRAIN_NUMBERS: dict[str, tuple[str, float, float | None]] = {
     "optimizer.lr": ("number", 0, None),
     "optimizer.weight_decay": ("number", 0, None),
     "model.d_model": ("int", 1, None),
-    "model.n_layers": ("int", 1, None),
+    "model.n_layers": ("int", 0, None),  # 0: towers only (late fusion; DecoderConfig checks)
     "model.n_heads": ("int", 1, None),
     "model.d_ff": ("int", 1, None),
     "model.max_positions": ("int", 1, None),
@@ -77,3 +77,39 @@ def check_train_config(cfg: DictConfig) -> None:
             check_number(f"optimizer.betas[{i}]", beta, "number", 0, 1)
             if beta >= 1:
                 raise ConfigError(f"optimizer.betas[{i}]={beta}: must be below 1")
+    _check_model_and_objectives(cfg)
+
+
+def _check_model_and_objectives(cfg: DictConfig) -> None:
+    """Build the cheap parts now (the model's config; the weighting over the objectives when
+    ``contrastive`` is set), so that their errors come before the tokenizer fits."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from tokenize_mm.models.transformer import ModelConfigError
+
+    model = OmegaConf.select(cfg, "model", default=None)
+    if model is not None and "_target_" in model:
+        try:
+            instantiate(model)
+        except (ModelConfigError, InstantiationException) as e:
+            raise ConfigError(f"model: {_cause(e)}") from None
+    weighting = OmegaConf.select(cfg, "balance.weighting", default=None)
+    if OmegaConf.select(cfg, "contrastive", default=None) and weighting is not None:
+        from tokenize_mm.models.system import OBJECTIVES
+
+        try:
+            instantiate(weighting, modalities=list(OBJECTIVES))
+        except (ValueError, TypeError, InstantiationException) as e:
+            raise ConfigError(
+                f"balance.weighting with contrastive: {_cause(e)} (the contrastive objective is weighted "
+                f"beside the modalities: give it a weight too, e.g. "
+                f"+balance.weighting.weights.contrastive=1.0)"
+            ) from None
+
+
+def _cause(error: BaseException) -> str:
+    """The message of the error Hydra's instantiation wrapped (or of ``error`` itself)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return str(error)

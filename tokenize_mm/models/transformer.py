@@ -12,7 +12,9 @@ predicts the next id with one softmax, as in early-fusion models such as Chamele
   Specials (pad, bos, eos; span markers belong to their modality) thus take a path of their own,
   like any modality. Each per-modality stack runs over the whole row and its outputs at other
   modalities' positions are discarded: simple and compile-friendly, at ``num_modalities`` times
-  the late stage's compute.
+  the late stage's compute. With ``n_layers=0`` (late fusion only) there is no shared stack:
+  one tower per modality and no cross-attention, the two-tower CLIP baseline's architecture
+  (``conf/model/towers_small.yaml``).
 
 The blocks (``attention.py``) are pre-norm RMSNorm / rotary / SwiGLU. ``forward`` returns the
 final-normed hidden states (B, L, d_model), the trunk output on which gradient shares are
@@ -62,7 +64,8 @@ class DecoderConfig:
 
     Attributes:
         d_model: residual width; a multiple of ``n_heads`` with an even head width.
-        n_layers: shared blocks (after the per-modality blocks under late fusion).
+        n_layers: shared blocks (after the per-modality blocks under late fusion; 0 there: no
+            shared stack, one tower per modality).
         n_heads: attention heads.
         d_ff: hidden width of the SwiGLU MLP.
         max_positions: longest row L the model accepts (size of the rotary table). Positions
@@ -100,10 +103,20 @@ class DecoderConfig:
 
     def __post_init__(self) -> None:
         _check_positive(
-            d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff,
+            d_model=self.d_model, n_heads=self.n_heads, d_ff=self.d_ff,
             max_positions=self.max_positions, num_modalities=self.num_modalities,
             late_layers=self.late_layers if self.fusion == "late" else 1,
         )  # fmt: skip
+        fewest = 0 if self.fusion == "late" else 1  # late fusion may be towers only
+        if (
+            not isinstance(self.n_layers, int)
+            or isinstance(self.n_layers, bool)
+            or (self.n_layers < fewest)
+        ):
+            raise ModelConfigError(
+                f"n_layers must be an integer >= {fewest} under {self.fusion} fusion, got "
+                f"{self.n_layers!r}"
+            )
         if self.fusion not in FUSIONS:
             raise ModelConfigError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:

@@ -41,6 +41,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -171,6 +172,14 @@ class ResidualFiniteScalarQuantizer(_FSQBase):
 
     @torch.no_grad()
     def decode(self, codes: Tensor) -> Tensor:
-        """codes (B, K, N) → (B, N, dim): the sum of the K stages' grid points, projected out."""
-        grid = self.fsq.get_output_from_indices(codes.long().transpose(1, 2)).float()
-        return self.project_out(grid)
+        """codes (B, K', N) → (B, N, dim): the sum of the first K' <= K stages' grid points,
+        projected out (fewer stages: a coarser reconstruction at a lower bitrate)."""
+        given = codes.shape[1]
+        if not 1 <= given <= self.num_codebooks:
+            raise ValueError(
+                f"codes hold {given} stages, the quantizer decodes 1 to {self.num_codebooks}"
+            )
+        indices = codes.long().transpose(1, 2)  # (B, N, K')
+        # the library masks out stages given as -1 (its quantize-dropout path)
+        indices = F.pad(indices, (0, self.num_codebooks - given), value=-1)
+        return self.project_out(self.fsq.get_output_from_indices(indices).float())

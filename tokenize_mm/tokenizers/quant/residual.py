@@ -90,5 +90,14 @@ class ResidualVectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def decode(self, codes: Tensor) -> Tensor:
-        """codes (B, K, N) → (B, N, dim): the sum of the K stages' code vectors."""
-        return sum(layer.decode(codes[:, k]) for k, layer in enumerate(self.layers))
+        """codes (B, K', N) → (B, N, dim): the sum of the first K' <= K stages' code vectors
+        (fewer stages: a coarser reconstruction at a lower bitrate)."""
+        _check_stages(codes.shape[1], len(self.layers))
+        return sum(
+            layer.decode(codes[:, k]) for k, layer in enumerate(self.layers[: codes.shape[1]])
+        )
+
+
+def _check_stages(given: int, stages: int) -> None:
+    if not 1 <= given <= stages:
+        raise ValueError(f"codes hold {given} stages, the quantizer decodes 1 to {stages}")
