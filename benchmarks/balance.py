@@ -72,8 +72,12 @@ STRATEGIES: dict[str, list[str]] = {
     "temperature": ["balance/weighting=token_mean", "balance/sampling=temperature"],
     "adaptive": ["balance/weighting=token_mean", "balance/sampling=adaptive"],
     "unimax": ["balance/weighting=token_mean", "balance/sampling=unimax"],
+    # the contrastive objective alone (with --override contrastive=clip; the CLIP baseline)
+    "contrastive_only": ["balance/weighting=contrastive_only", "balance/sampling=proportional"],
 }
-DEFAULT_SET = [s for s in STRATEGIES if s != "unimax"]  # 8 x 3 seeds fit the 30-minute budget
+DEFAULT_SET = [
+    s for s in STRATEGIES if s not in ("unimax", "contrastive_only")
+]  # 8 x 3 seeds: 30 min
 BASELINE = "token_mean"
 SIZES = {"tiny": "balance_bench_tiny", "quick": "balance_bench_quick", "default": "balance_bench"}
 EVAL_EXAMPLES = {"tiny": 6, "quick": 24, "default": 32}  # held-out examples for G and zero-shot

@@ -6,6 +6,7 @@ Only the structure of the outputs is checked: timings belong in benchmarks, neve
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -258,3 +259,31 @@ def test_audio_fit_variants_runs_on_a_manifest(tmp_path, clips):
     assert result.returncode == 0, result.stdout + result.stderr
     for case in ("as is", "x0.25", "x4", "built-in RMS"):
         assert f"real clips, {case}: perplexity" in result.stdout
+
+
+def test_codec_vs_codec2_runs_on_a_manifest(tmp_path, clips):
+    """The benchmark's plumbing at the tiny configs, with a stand-in for Codec 2's binaries that
+    hands the 8 kHz samples back unchanged (the real ones are a Debian package, not a test
+    dependency): a lossless "Codec 2" must then score a mel distance of 0."""
+    lines = []
+    for i, (wav, rate) in enumerate(clips[:2]):
+        save_wav(tmp_path / f"{i}.wav", wav, rate)
+        lines.append(json.dumps({"id": f"a{i}", "audio": f"{i}.wav", "split": "test"}))
+    (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("c2enc", "c2dec"):
+        (bin_dir / name).write_text('#!/bin/sh\ncp "$2" "$3"\n')
+        (bin_dir / name).chmod(0o755)
+    out = tmp_path / "codec2"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "codec_vs_codec2.py"), "--manifest",
+           str(tmp_path / "manifest.jsonl"), "--threads", "1", "--steps", "2", "--out", str(out),
+           "--overrides", *TINY_MAIN_JOB]  # fmt: skip
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {r["codec"]: r for r in json.loads(out.with_suffix(".json").read_text())}
+    assert set(rows) == {"codec K=1", "codec K=2", "Codec 2 450", "Codec 2 700C", "Codec 2 1200"}
+    assert all(r["clips"] == 2 for r in rows.values())
+    assert rows["Codec 2 450"]["mel_distance"] < 0.01  # the stand-in is lossless (int16)
+    assert rows["codec K=1"]["mel_distance"] > rows["Codec 2 450"]["mel_distance"]
