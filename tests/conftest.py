@@ -7,6 +7,7 @@ import math
 import random
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from PIL import Image, ImageDraw
@@ -207,3 +208,27 @@ def make_examples(n: int = 24, bad: tuple[int, ...] = ()) -> list[Example]:
             concept=f"c{i % 5}",
         ))  # fmt: skip
     return out
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory, tiny_text, tiny_image, tiny_audio):
+    """A merged store of 48 examples tokenized by the tiny tokenizers, and its layout."""
+    from tokenize_mm.data import merge_store, pretokenize
+    from tokenize_mm.sequence import VocabLayout
+
+    root = tmp_path_factory.mktemp("train_store")
+    dirs = {m: str(t.save(root / m)) for m, t in
+            [("text", tiny_text), ("image", tiny_image), ("audio", tiny_audio)]}  # fmt: skip
+    pretokenize(make_examples(48), dirs, root / "store", chunk_size=16)
+    merge_store(root / "store")
+    return root / "store", VocabLayout.from_artifacts(dirs)
+
+
+class StepRecorder(L.Callback):
+    """Every training step's ``callback_metrics``, as floats."""
+
+    def __init__(self):
+        self.steps: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps.append({k: float(v) for k, v in trainer.callback_metrics.items()})

@@ -10,36 +10,16 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
-from conftest import make_examples
+from conftest import StepRecorder
 
 from tokenize_mm.balance.sampling import SAMPLERS
 from tokenize_mm.balance.weighting import GradShareWeighting, LossWeighting, ModalityMean
 from tokenize_mm.core.errors import ConfigError
 from tokenize_mm.core.schedules import warmup_cosine
-from tokenize_mm.data import merge_store, pretokenize
 from tokenize_mm.data.datamodule import SamplerFeedback, StoreDataModule
 from tokenize_mm.models import DecoderLM, preset
 from tokenize_mm.models.contrastive import ContrastiveHead
 from tokenize_mm.models.system import OBJECTIVES, BalancedLM
-from tokenize_mm.sequence import VocabLayout
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, tiny_text, tiny_image, tiny_audio):
-    root = tmp_path_factory.mktemp("contrastive_store")
-    dirs = {m: str(t.save(root / m)) for m, t in
-            [("text", tiny_text), ("image", tiny_image), ("audio", tiny_audio)]}  # fmt: skip
-    pretokenize(make_examples(48), dirs, root / "store", chunk_size=16)
-    merge_store(root / "store")
-    return root / "store", VocabLayout.from_artifacts(dirs)
-
-
-class Recorder(L.Callback):
-    def __init__(self):
-        self.steps: list[dict[str, float]] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.steps.append({k: float(v) for k, v in trainer.callback_metrics.items()})
 
 
 def train(store, weighting, steps=4):
@@ -51,7 +31,7 @@ def train(store, weighting, steps=4):
                         layout_fingerprint=layout.fingerprint, contrastive=head)  # fmt: skip
     dm = StoreDataModule(str(store_dir), sampler=SAMPLERS["proportional"], context=128,
                          batch_size=4, expected_fingerprint=layout.fingerprint)  # fmt: skip
-    recorder = Recorder()
+    recorder = StepRecorder()
     trainer = L.Trainer(
         max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[SamplerFeedback(), recorder],

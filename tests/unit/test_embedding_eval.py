@@ -16,15 +16,11 @@ from tokenize_mm.evaluation.embedding import (
 from tokenize_mm.models import DecoderLM, preset
 from tokenize_mm.models.contrastive import ContrastiveHead, pool_spans
 from tokenize_mm.sequence.interleave import SpanOrder, interleave
-from tokenize_mm.sequence.vocab import VocabLayout
 
 
 @pytest.fixture(scope="module")
-def layout(tiny_text, tiny_image, tiny_audio, tmp_path_factory):
-    root = tmp_path_factory.mktemp("embed_layout")
-    dirs = {m: str(t.save(root / m)) for m, t in
-            [("text", tiny_text), ("image", tiny_image), ("audio", tiny_audio)]}  # fmt: skip
-    return VocabLayout.from_artifacts(dirs)
+def layout(store):
+    return store[1]  # the tiny tokenizers' layout
 
 
 def test_a_span_alone_embeds_as_inside_a_training_document(layout):

@@ -11,7 +11,7 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
-from conftest import make_examples
+from conftest import StepRecorder, make_examples
 
 from tokenize_mm.balance.sampling import SAMPLERS
 from tokenize_mm.balance.weighting import GradShareWeighting, LossWeighting
@@ -30,24 +30,6 @@ from tokenize_mm.data.datamodule import SamplerFeedback, StoreDataModule
 from tokenize_mm.models import DecoderLM, preset
 from tokenize_mm.models.system import BalancedLM
 from tokenize_mm.sequence import VocabLayout
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, tiny_text, tiny_image, tiny_audio):
-    root = tmp_path_factory.mktemp("train_store")
-    dirs = {m: str(t.save(root / m)) for m, t in
-            [("text", tiny_text), ("image", tiny_image), ("audio", tiny_audio)]}  # fmt: skip
-    pretokenize(make_examples(48), dirs, root / "store", chunk_size=16)
-    merge_store(root / "store")
-    return root / "store", VocabLayout.from_artifacts(dirs)
-
-
-class Recorder(L.Callback):
-    def __init__(self):
-        self.steps: list[dict[str, float]] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.steps.append({k: float(v) for k, v in trainer.callback_metrics.items()})
 
 
 def fit(
@@ -69,7 +51,7 @@ def fit(
                         layout_fingerprint=layout.fingerprint)  # fmt: skip
     dm = StoreDataModule(str(store_dir), sampler=SAMPLERS[sampler], context=128, batch_size=2,
                          expected_fingerprint=layout.fingerprint, **kw)  # fmt: skip
-    recorder = Recorder()
+    recorder = StepRecorder()
     callbacks = [SamplerFeedback(), recorder]
     if ckpt_dir is not None:
         callbacks.append(L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True))
