@@ -135,3 +135,14 @@ def test_isolated_pass_reads_each_span_alone(fusion):
         fused = [model(t, modality, positions, segment) for t in (tokens, changed)]
     assert torch.allclose(alone[0][0, image], alone[1][0, image])
     assert not torch.allclose(fused[0][0, image], fused[1][0, image])
+
+
+def test_no_pair_gives_a_zero_that_reaches_every_parameter():
+    """A batch without pairs: the loss is 0 and every head parameter still gets a (zero)
+    gradient, as DDP requires of parameters that took part in the step."""
+    head = ContrastiveHead(d_model=6, num_modalities=3, embed_dim=4)
+    pooled = torch.randn(3, 3, 6, requires_grad=True)
+    loss, pairs = head(pooled, torch.tensor([[True, False, False]] * 3))
+    loss.backward()
+    assert pairs == 0 and float(loss) == 0.0
+    assert all(p.grad is not None and not p.grad.any() for p in head.parameters())

@@ -171,6 +171,6 @@ class ContrastiveHead(nn.Module):
             if total >= 2:  # the same decision on every rank (N is global)
                 terms.append(loss)
                 count += int(both.sum())
-        if not terms:
-            return pooled.sum() * 0.0 + self.logit_scale * 0.0, 0
+        if not terms:  # a zero that still touches every parameter (DDP expects them used)
+            return pooled.sum() * 0.0 + sum(p.sum() for p in self.parameters()) * 0.0, 0
         return torch.stack(terms).mean(), count

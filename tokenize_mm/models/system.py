@@ -175,6 +175,8 @@ class BalancedLM(L.LightningModule):
             if float(aligned["pairs"]) > 0:
                 losses[CONTRASTIVE] = aligned["loss"]
         total = self.weighting.combine(losses, counts, shared=self._shared_layer())
+        if aligned is not None and CONTRASTIVE not in losses:  # no pair on any rank: a zero
+            total = total + aligned["loss"] * 0.0  # that keeps the head in the graph (DDP)
         finite = torch.isfinite(total.detach()).to(torch.float32)
         if float(self._reduce(finite)) < world:  # any rank: skip everywhere, count it
             self.skipped_steps += 1
