@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from tokenize_mm.core.modalities import MODALITIES, MODALITY_IDS
+from tokenize_mm.evaluation.zero_shot import classification_summary
 from tokenize_mm.models.contrastive import ContrastiveHead, pool_spans
 from tokenize_mm.sequence.interleave import SpanOrder, interleave
 from tokenize_mm.sequence.vocab import VocabLayout
@@ -108,13 +109,7 @@ def zero_shot_by_embedding(
         raise ValueError("zero-shot needs at least one class")
     best = (embeddings @ table.T).argmax(1).tolist() if len(labels) else []
     predictions = [(t, classes[b]) for t, b in zip(labels, best, strict=True)]
-    hits = sum(t == p for t, p in predictions)
-    return {
-        "accuracy": hits / len(predictions) if predictions else float("nan"),
-        "chance": 1.0 / len(classes),
-        "examples": len(predictions),
-        "predictions": predictions,
-    }
+    return classification_summary(predictions, len(classes))
 
 
 def retrieval_at_k(
@@ -138,16 +133,17 @@ def retrieval_at_k(
         )
     order = (queries @ gallery.T).argsort(dim=1, descending=True)
     truth = torch.arange(n)[:, None]
+    if concepts is not None:
+        ids = {c: i for i, c in enumerate(sorted(set(concepts)))}
+        label = torch.tensor([ids[c] for c in concepts])
+        same = torch.bincount(label, minlength=len(ids))[label].double()  # items of its concept
     out: dict[str, float] = {}
     for k in ks:
         top = order[:, : min(k, n)]
         out[f"R@{k}"] = float((top == truth).any(1).float().mean())
         out[f"chance@{k}"] = min(k, n) / n
         if concepts is not None:
-            ids = {c: i for i, c in enumerate(sorted(set(concepts)))}
-            label = torch.tensor([ids[c] for c in concepts])
             out[f"R@{k}_concept"] = float((label[top] == label[:, None]).any(1).float().mean())
-            same = torch.bincount(label, minlength=len(ids))[label].double()  # items of its concept
             miss = torch.ones(n, dtype=torch.float64)
             for j in range(min(k, n)):  # draws without replacement
                 miss *= ((n - same - j) / (n - j)).clamp(min=0)

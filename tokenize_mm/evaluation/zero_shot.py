@@ -71,11 +71,16 @@ def zero_shot(
         prefix = seq[: int(torch.nonzero(seq == layout.special("<text>"))[0])]
         nll = continuation_losses(model, layout, prefix, branches)
         predictions.append((ex.concept, concepts[int(nll.argmin())]))  # type: ignore[arg-type]
+    return {**classification_summary(predictions, len(concepts)), "skipped": skipped}
+
+
+def classification_summary(predictions: list[tuple[str, str]], num_classes: int) -> dict[str, Any]:
+    """``{"accuracy", "chance", "examples", "predictions"}`` of (true, predicted) pairs over
+    ``num_classes`` candidates; accuracy is NaN without predictions."""
     hits = sum(t == p for t, p in predictions)
     return {
         "accuracy": hits / len(predictions) if predictions else float("nan"),
-        "chance": 1.0 / len(concepts),
+        "chance": 1.0 / num_classes,
         "examples": len(predictions),
-        "skipped": skipped,
         "predictions": predictions,
     }
