@@ -317,3 +317,39 @@ def test_sigterm_leaves_a_checkpoint_to_resume_from(tmp_path):
     run("train", "+debug=tiny", f"cache_dir={tmp_path}/cache", f"out_dir={tmp_path}/b",
         f"ckpt_path={ckpt}", f"trainer.max_steps={step + 2}", cwd=tmp_path)  # fmt: skip
     assert train_steps(tmp_path / "b") == [step + 1, step + 2]
+
+
+def test_train_with_contrastive_then_search_by_text_image_and_audio(tmp_path):
+    """tmm-train writes the model folder; tmm-search indexes a folder with it, answers a text
+    and an audio query (exact and faiss agree), writes a contact sheet, and names bad input."""
+    import soundfile as sf
+
+    from tokenize_mm.data import BuiltinSource
+
+    run("train", "+debug=tiny", "contrastive=clip", f"cache_dir={tmp_path}/cache",
+        f"out_dir={tmp_path}/run", cwd=tmp_path)  # fmt: skip
+    model = tmp_path / "run" / "model"
+    assert (model / "model.json").is_file() and (model / "tokenizers" / "audio").is_dir()
+    items = tmp_path / "items"
+    items.mkdir()
+    source = BuiltinSource(num_examples=12, image_size=32, audio_seconds=0.5)
+    for i in range(8):
+        ex = source.example_at(i)
+        (items / f"{i}.txt").write_text(ex.text, encoding="utf-8")
+        if ex.image is not None:
+            ex.image.save(items / f"{i}.png")
+        for wav, sr in ex.audio:
+            sf.write(items / f"{i}.wav", wav[0].numpy(), sr)
+    search = ["search", f"model_dir={model}", f"index_dir={tmp_path}/index"]
+    built = run(*search, f"inputs={items}", cwd=tmp_path)
+    assert "indexed 16 items" in built.stdout and "4 image, 4 audio" in built.stdout
+    by_text = run(*search, "query=a red circle", "k=3", cwd=tmp_path)
+    assert by_text.stdout.count("\n") == 4 and "top 3 for the text query" in by_text.stdout
+    audio_query = [*search, f"file={items}/0.wav", "modality=image", "k=4"]
+    exact = run(*audio_query, f"sheet={tmp_path}/hits.png", cwd=tmp_path)
+    faiss = run(*audio_query, "backend=faiss", cwd=tmp_path)
+    assert exact.stdout.splitlines()[1:5] == faiss.stdout.splitlines()[1:5]
+    assert Image.open(tmp_path / "hits.png").size == (4 * 160, 160 + 18)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF not really")
+    bad = run(*search, f"file={tmp_path}/bad.wav", cwd=tmp_path, check=False)
+    assert bad.returncode == 1 and "bad.wav" in bad.stderr and "Traceback" not in bad.stderr

@@ -146,7 +146,7 @@ def test_save_is_atomic(tiny_text, tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(artifact, "_replace_dir", crash)
+    monkeypatch.setattr(artifact, "replace_dir", crash)
     with pytest.raises(RuntimeError, match="disk full"):
         tiny_text.save(target)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before

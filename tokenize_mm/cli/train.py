@@ -175,15 +175,31 @@ def build_module(cfg: DictConfig, layout: Any) -> Any:
     )  # fmt: skip
 
 
+def fresh_spec(cfg: DictConfig, prepared: Prepared) -> Any:
+    """``data.fresh``: the spec of the fresh built-in examples to train on (else ``None``)."""
+    from tokenize_mm.data.fresh import FreshSpec
+    from tokenize_mm.sequence import SpanOrder
+
+    if not cfg.data.get("fresh", False):
+        return None
+    source = OmegaConf.to_container(cfg.data.source, resolve=True)
+    source.pop("_target_", None)
+    return FreshSpec(
+        source=source, tokenizer_dirs={m: str(p) for m, p in prepared.artifacts.items()},
+        audio_pattern=cfg.data.audio_pattern, order=SpanOrder(cfg.data.span_order, seed=cfg.data.seed),
+    )  # fmt: skip
+
+
 def build_datamodule(cfg: DictConfig, prepared: Prepared) -> Any:
-    """The store's train stream (with ``cfg``'s sampler) and validation batches."""
+    """The train stream (with ``cfg``'s sampler) and the store's validation batches; the train
+    stream reads the store's train split, or fresh built-in examples with ``data.fresh``."""
     from tokenize_mm.data.datamodule import StoreDataModule
 
     return StoreDataModule(
         str(prepared.store), sampler=instantiate(cfg.balance.sampling, _convert_="all"),
         context=cfg.data.context, batch_size=cfg.data.batch_size,
         buffer_size=cfg.data.buffer_size, split_spans=cfg.data.split_spans, seed=cfg.data.seed,
-        expected_fingerprint=prepared.layout.fingerprint,
+        expected_fingerprint=prepared.layout.fingerprint, fresh=fresh_spec(cfg, prepared),
     )  # fmt: skip
 
 
@@ -280,6 +296,7 @@ def checkpoint_folders(trainer: Any) -> list[Path]:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> None:
     from tokenize_mm.cli.report import write_run_report
+    from tokenize_mm.models.bundle import save_trained_model
 
     start = time.perf_counter()
     step = checkpoint_step(resolve_checkpoint(cfg.ckpt_path))
@@ -302,6 +319,10 @@ def main(cfg: DictConfig) -> None:
             else f"no metrics in {run.metrics.source}",
         )  # fmt: skip
         return
+    model_dir = save_trained_model(
+        out / "model", run.module.model, run.module.contrastive, prepared.artifacts,
+        prepared.layout, step=run.trainer.global_step,
+    )  # fmt: skip
     infos = {cfg.tokenizers[m].name: info for m, info in prepared.layout.infos.items()}
     settings = {
         "command": shlex.join(sys.orig_argv), "seconds": time.perf_counter() - start,
@@ -312,6 +333,7 @@ def main(cfg: DictConfig) -> None:
     report = write_run_report(run.metrics, out, settings)
     print(report.read_text(encoding="utf-8"), flush=True)
     log.info("run report and plots in %s", out)
+    log.info("trained model (weights, tokenizers; tmm-search reads it) in %s", model_dir)
     if run.metrics.source not in ("memory", "none"):
         log.info("metrics per step in %s", run.metrics.source)
     for folder in checkpoint_folders(run.trainer):

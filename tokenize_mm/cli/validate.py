@@ -78,6 +78,13 @@ def check_train_config(cfg: DictConfig) -> None:
             if beta >= 1:
                 raise ConfigError(f"optimizer.betas[{i}]={beta}: must be below 1")
     _check_model_and_objectives(cfg)
+    if OmegaConf.select(cfg, "data.fresh", default=False):
+        target = OmegaConf.select(cfg, "data.source._target_", default="")
+        if not str(target).endswith("BuiltinSource"):
+            raise ConfigError(
+                f"data.fresh=true streams fresh built-in examples, but data.source is {target}: "
+                "set data.fresh=false to train on the store of this source"
+            )
 
 
 def _check_model_and_objectives(cfg: DictConfig) -> None:

@@ -11,7 +11,9 @@ shards and indexes, artifacts), so it lives in ``core/`` and imports nothing fro
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,3 +85,42 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     return write_atomic(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def replace_dir(src: Path, target: Path) -> None:
+    """Move folder ``src`` to ``target``. An existing target is first renamed aside, then
+    deleted, so that at every moment one complete folder exists under ``target`` or the aside
+    name."""
+    if target.exists():
+        aside = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(target, aside)
+        os.replace(src, target)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(src, target)
+
+
+def write_dir_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_dir)`` to fill a fresh temporary folder beside ``path``, fsync its files,
+    give them the umask's modes and put the folder in ``path``'s place (``replace_dir``). On any
+    error the temporary folder is removed and ``path`` is as it was."""
+    target = Path(path).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        write(tmp)
+        for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            os.chmod(file, new_file_mode())
+            with open(file, "rb") as fh:
+                os.fsync(fh.fileno())
+        for folder in sorted((p for p in tmp.rglob("*") if p.is_dir()), reverse=True):
+            os.chmod(folder, new_dir_mode())
+            fsync_dir(folder)
+        os.chmod(tmp, new_dir_mode())
+        fsync_dir(tmp)
+        replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(target.parent)
+    return target

@@ -33,6 +33,7 @@ import torch
 
 from tokenize_mm.balance.sampling import MixtureSampler, ProportionalSampler
 from tokenize_mm.data.errors import DataError
+from tokenize_mm.data.fresh import FreshExamples, FreshSpec, fresh_sources
 from tokenize_mm.data.mixture import MixtureStream, source_modalities, source_sizes, store_sources
 from tokenize_mm.data.packing import Batch, PackedDataset
 from tokenize_mm.data.store import TokenStore
@@ -65,6 +66,10 @@ class StoreDataModule(L.LightningDataModule):
         seed: the stream's seed.
         expected_fingerprint: the layout fingerprint of the run's tokenizers (``None``: trust the
             store's own layout).
+        fresh: train on fresh built-in examples streamed from this spec's source
+            (``tokenize_mm.data.fresh``) instead of the store's train split; the store (written
+            from the same source settings) still gives the validation batches and the
+            sub-sources' sizes. ``None``: the store's train split.
     """
 
     def __init__(
@@ -77,12 +82,14 @@ class StoreDataModule(L.LightningDataModule):
         split_spans: bool = True,
         seed: int = 0,
         expected_fingerprint: str | None = None,
+        fresh: FreshSpec | None = None,
     ):
         super().__init__()
         self.store_dir, self.sampler_factory = store_dir, sampler
         self.context, self.batch_size, self.buffer_size = context, batch_size, buffer_size
         self.split_spans, self.seed = split_spans, seed
-        self.expected_fingerprint = expected_fingerprint
+        self.expected_fingerprint, self.fresh = expected_fingerprint, fresh
+        self.fresh_examples: FreshExamples | None = None
         self.stream: MixtureStream | None = None
         self.iterable: StreamIterable | None = None
         self.sampler = None
@@ -95,7 +102,10 @@ class StoreDataModule(L.LightningDataModule):
         self.val_store = TokenStore(self.store_dir, split="val", **kw)
         self.layout = self.train_store.layout
         self.pad_id = self.layout.special("pad")
-        docs = store_sources(self.train_store)
+        docs: dict[str, Any] = store_sources(self.train_store)
+        if self.fresh is not None:
+            self.fresh_examples = FreshExamples(self.fresh, self.train_store.modality_table)
+            docs = fresh_sources(self.train_store, self.fresh_examples)
         self.sampler = self.sampler_factory(
             source_sizes(docs), source_modalities=source_modalities(docs)
         )
@@ -106,6 +116,10 @@ class StoreDataModule(L.LightningDataModule):
             rank=rank, world_size=world,
         )  # fmt: skip
         self.iterable = StreamIterable(self.stream)
+
+    def teardown(self, stage: str | None = None) -> None:
+        if self.fresh_examples is not None:  # stop the worker; a later read starts another
+            self.fresh_examples.close()
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer

@@ -14,6 +14,8 @@ is read through a permutation of its documents seeded by (seed, source, source e
 draw of a source, rank r takes the permutation's entry ``position + r`` and every rank moves
 ``position`` on by ``world_size``. So within an epoch of a source the ranks read disjoint
 documents; a new epoch (a new permutation) starts when fewer than ``world_size`` entries are left.
+A source whose documents say ``sequential = True`` (an endless stream of fresh examples,
+``tokenize_mm.data.fresh``) is read in order instead, document ``position + r``.
 
 **Resume.** ``state_dict`` holds everything the next batch depends on: the generator's state, each
 source's epoch and position, the pieces waiting in the packer's buffer (as source, document,
@@ -194,11 +196,14 @@ class MixtureStream(IterableDataset):
         cumulative = np.cumsum([probabilities[s] for s in self.sources] / self._mean_length)
         u = self._rng.random() * cumulative[-1]
         k = min(int(np.searchsorted(cumulative, u, side="right")), len(self.sources) - 1)
-        n = len(self.documents[self.sources[k]])
-        if self._positions[k] + self.world_size > n:  # too few left for every rank: new epoch
+        docs = self.documents[self.sources[k]]
+        if self._positions[k] + self.world_size > len(docs):  # too few left for every rank
             self._epochs[k] += 1
             self._positions[k] = 0
-        index = int(self._permutation(k)[self._positions[k] + self.rank])
+        position = self._positions[k] + self.rank
+        index = (
+            position if getattr(docs, "sequential", False) else int(self._permutation(k)[position])
+        )
         self._positions[k] += self.world_size
         return k, index
 

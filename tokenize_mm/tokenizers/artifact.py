@@ -24,13 +24,12 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokenize_mm.core.atomic import fsync_dir, new_dir_mode, new_file_mode
+from tokenize_mm.core.atomic import fsync_dir, new_dir_mode, new_file_mode, replace_dir
 from tokenize_mm.tokenizers.base import TokenizerInfo
 from tokenize_mm.tokenizers.errors import (
     ArtifactError,
@@ -147,7 +146,7 @@ def write_artifact(
             _fsync(p)
         os.chmod(tmp, new_dir_mode())
         _fsync(tmp)
-        _replace_dir(tmp, target)
+        replace_dir(tmp, target)
         fsync_dir(target.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -161,18 +160,6 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _replace_dir(src: Path, target: Path) -> None:
-    """Move ``src`` to ``target``. An existing target is first renamed aside, then deleted, so that
-    at every moment one complete artifact exists under ``target`` or under the aside name."""
-    if target.exists():
-        aside = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(target, aside)
-        os.replace(src, target)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        os.replace(src, target)
 
 
 def read_artifact(directory: str | Path) -> Artifact:

@@ -126,6 +126,28 @@ class BuiltinSource:
     def _source(self, index: int) -> str:
         return self.sources[index % len(self.sources)]
 
+    def example_at(self, index: int) -> Example:
+        """Example ``index`` of the seed's endless sequence, whatever ``num_examples`` and
+        ``split`` hold (a streamed run reads past ``num_examples``; ``split`` is the example's
+        own, from its id)."""
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise DataError(f"a built-in example index is a non-negative integer, got {index!r}.")
+        return self._example(index)
+
+    def indices_of(self, source: str, split: str | None, start: int = 0) -> Iterator[int]:
+        """The indices of sub-source ``source``'s ``split`` examples (all with ``None``), from
+        ``start`` on, without end (the seed's endless sequence, past ``num_examples``); nothing
+        is rendered."""
+        if source not in self.sources:
+            raise DataError(f"no sub-source {source!r} here; the sources are {self.sources}.")
+        check_split(split)
+        k, n = self.sources.index(source), len(self.sources)
+        index = start + (k - start) % n
+        while True:
+            if split is None or self._split(index) == split:
+                yield index
+            index += n
+
     def _id(self, index: int) -> str:
         return f"{self._source(index)}/s{self.seed}/{index:06d}"
 

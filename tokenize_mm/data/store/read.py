@@ -206,7 +206,7 @@ class TokenStore:
         """Example ``i`` as a packer ``Document``: int64 tokens, their modality ids, span cuts."""
         item = self[i]
         tokens = np.asarray(item.tokens, dtype=np.int64)
-        modality = self._modality_table[tokens]
+        modality = self.modality_table[tokens]
         return Document(tokens, modality, np.asarray(item.cuts, dtype=np.int64), doc_id=i)
 
     def documents(self) -> list[Document]:
@@ -214,7 +214,8 @@ class TokenStore:
         return [self.document(i) for i in range(len(self))]
 
     @property
-    def _modality_table(self) -> np.ndarray:
+    def modality_table(self) -> np.ndarray:
+        """(vocab_size,) the modality id (0 text, 1 image, 2 audio, 3 special) of every token id."""
         table = self.__dict__.get("_modality_lookup")
         if table is None:
             ids = np.arange(self.layout.vocab_size)

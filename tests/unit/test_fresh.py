@@ -1,0 +1,138 @@
+"""Fresh built-in examples (``tokenize_mm.data.fresh``): the stream starts with the store's train
+examples, goes on past them without repeating one or touching a held-out one, resumes exactly,
+and refuses a store of other source settings."""
+
+from __future__ import annotations
+
+import warnings
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+
+from tokenize_mm.balance.sampling import SAMPLERS
+from tokenize_mm.core.errors import ConfigError
+from tokenize_mm.data import BuiltinSource, DataError, TokenStore, merge_store, pretokenize
+from tokenize_mm.data.builtin.source import SOURCES
+from tokenize_mm.data.datamodule import StoreDataModule
+from tokenize_mm.data.example import split_for_id
+from tokenize_mm.data.fresh import FreshExamples, FreshSpec, fresh_sources
+from tokenize_mm.data.mixture import store_sources
+from tokenize_mm.sequence import VocabLayout
+
+SOURCE = {"num_examples": 48, "image_size": 32, "audio_seconds": 0.5, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def builtin_store(tmp_path_factory, tiny_text, tiny_image, tiny_audio):
+    """A store of 48 built-in examples (tiny tokenizers), written with one torch thread as the
+    store's worker processes are, and the spec of its fresh stream."""
+    root = tmp_path_factory.mktemp("fresh")
+    dirs = {m: str(t.save(root / m)) for m, t in
+            [("text", tiny_text), ("image", tiny_image), ("audio", tiny_audio)]}  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pretokenize(BuiltinSource(**SOURCE), dirs, root / "store", chunk_size=16)
+    finally:
+        torch.set_num_threads(threads)
+    merge_store(root / "store")
+    return root / "store", FreshSpec(source=dict(SOURCE), tokenizer_dirs=dirs)
+
+
+def test_the_stream_starts_with_the_store_train_examples_and_never_repeats_or_leaks(builtin_store):
+    store_dir, spec = builtin_store
+    store = TokenStore(store_dir, split="train")
+    owner = FreshExamples(spec, store.modality_table, chunk=4, ahead=1)
+    try:
+        fresh, stored = fresh_sources(store, owner), store_sources(store)
+        assert set(fresh) == set(stored)
+        for name, docs in stored.items():
+            seen = set()
+            for j in range(len(docs) + 12):  # past the store's pool
+                doc = fresh[name][j]
+                example_id = f"{name}/s0/{doc.doc_id:06d}"
+                assert split_for_id(example_id) == "train"  # never a val or test example
+                assert doc.doc_id % len(SOURCES) == SOURCES.index(name)  # its sub-source
+                seen.add(doc.doc_id)
+                if j < len(docs):  # the same example and tokens as the store's
+                    assert store.examples[docs.indices[j]]["id"] == example_id
+                    assert doc.tokens.tolist() == docs[j].tokens.tolist()
+                    assert doc.modality.tolist() == docs[j].modality.tolist()
+            assert len(seen) == len(docs) + 12
+            assert max(seen) >= SOURCE["num_examples"]
+            # the sampler sizes the sub-sources as the store's counts do
+            ratio = fresh[name].num_tokens / docs.num_tokens
+            assert fresh[name].modality_tokens["audio"] == pytest.approx(
+                docs.modality_tokens["audio"] * ratio
+            )
+    finally:
+        owner.close()
+
+
+def test_a_store_of_other_source_settings_is_refused(builtin_store):
+    store_dir, spec = builtin_store
+    store = TokenStore(store_dir, split="train")
+    other = FreshSpec(source={**SOURCE, "seed": 1}, tokenizer_dirs=spec.tokenizer_dirs)
+    with pytest.raises(DataError, match=r"data\.fresh=false"):
+        fresh_sources(store, FreshExamples(other, store.modality_table))
+
+
+def _fit(store_dir, spec, steps, ckpt=None, root=None):
+    from tokenize_mm.balance.weighting import ModalityMean
+    from tokenize_mm.core.schedules import warmup_cosine
+    from tokenize_mm.models import DecoderLM, preset
+    from tokenize_mm.models.system import BalancedLM
+
+    layout = VocabLayout.from_artifacts(spec.tokenizer_dirs)
+    torch.manual_seed(0)
+    model = DecoderLM(preset("tiny"), vocab_size=layout.vocab_size)
+    module = BalancedLM(model, ModalityMean(), scheduler=partial(warmup_cosine, max_steps=4),
+                        layout_fingerprint=layout.fingerprint)  # fmt: skip
+    dm = StoreDataModule(str(store_dir), sampler=SAMPLERS["proportional"], context=128,
+                         batch_size=2, buffer_size=8, fresh=spec)  # fmt: skip
+    batches = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            batches.append(dm.stream.batches)
+
+    trainer = L.Trainer(
+        max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[Record()], limit_val_batches=1,
+        val_check_interval=steps, default_root_dir=root, enable_checkpointing=False,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
+    return trainer, dm, module
+
+
+def test_training_on_fresh_examples_resumes_exactly(builtin_store, tmp_path):
+    store_dir, spec = builtin_store
+    trainer, dm, _ = _fit(store_dir, spec, steps=4)
+    assert dm.fresh_examples._executor is None  # teardown stopped the worker
+    state = dm.stream.state_dict()
+    assert max(state["positions"]) > 0
+    next_whole = next(dm.stream)  # batch 5 of the uninterrupted stream
+
+    trainer, _, _ = _fit(store_dir, spec, steps=2, root=tmp_path)
+    ckpt = tmp_path / "two.ckpt"
+    trainer.save_checkpoint(ckpt, weights_only=False)
+    trainer, dm3, _ = _fit(store_dir, spec, steps=4, ckpt=str(ckpt), root=tmp_path)
+    assert dm3.stream.state_dict()["positions"] == state["positions"]
+    resumed = next(dm3.stream)
+    assert torch.equal(resumed.tokens, next_whole.tokens)
+    dm.teardown(), dm3.teardown()
+
+
+def test_fresh_needs_the_builtin_source():
+    from omegaconf import OmegaConf
+
+    from tokenize_mm.cli.validate import check_train_config
+
+    cfg = OmegaConf.create({"data": {"fresh": True, "source": {
+        "_target_": "tokenize_mm.data.ManifestSource", "path": "m.jsonl"}}})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"data\.fresh=false"):
+        check_train_config(cfg)

@@ -1,0 +1,240 @@
+"""Fresh built-in examples: a training stream that never shows the model an example twice.
+
+A ``TokenStore`` of the built-in data is a fixed pool (512 examples by default, about 410 of them
+in the train split). The main job's 300 steps read each about 20 times, and a longer run memorises
+them before it learns anything that carries to unseen scenes. The built-in examples are a pure
+function of (seed, index), so there is no need for a pool: ``FreshDocuments`` is the endless
+sequence of one sub-source's train examples (``BuiltinSource.indices_of``), each rendered and
+tokenized when the stream first reaches it.
+
+**Where the work happens.** One spawned worker process (``FreshExamples``) loads the run's
+tokenizers and renders and tokenizes chunks of examples ahead of the stream, so that the training
+step rarely waits: the stream reads a sub-source's documents in order (``sequential``; no
+permutation, no epochs), so the next chunks are known before they are asked for. Only a few chunks
+per sub-source are kept in memory.
+
+**Same documents everywhere.** Document j of a sub-source depends only on the source settings, j
+and the tokenizers, and is always computed in the worker with one torch thread (as the store's
+workers do), so a resumed run reads exactly the documents the uninterrupted one would have (the
+stream's state holds positions, not tokens), and every rank of a DDP run, which reads positions
+``position + rank``, reads its own.
+
+**Held out stays held out.** A built-in example's split comes from its id (``split_for_id``), and
+the stream reads only train examples of the store's own source settings (checked against the
+store's source fingerprint), so no streamed example is one of the store's val or test examples,
+nor of the test split that evaluation draws from the same seed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import weakref
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tokenize_mm.data.builtin import BuiltinSource
+from tokenize_mm.data.errors import DataError
+from tokenize_mm.data.packing import Document
+from tokenize_mm.sequence.interleave import DEFAULT_ORDER, SpanOrder
+
+#: Nominal length of a fresh sub-source: more documents than any run reads.
+ENDLESS = 1 << 40
+
+
+@dataclass(frozen=True)
+class FreshSpec:
+    """What the worker needs to render and tokenize built-in examples (plain, picklable values).
+
+    Attributes:
+        source: ``BuiltinSource`` keyword arguments (``conf/source/builtin.yaml``'s fields);
+            ``num_examples`` and ``split`` only identify the store, the stream reads past them.
+        tokenizer_dirs: modality → tokenizer artifact folder (the run's tokenizers).
+        audio_pattern: the layout's audio pattern (``VocabLayout.from_artifacts``).
+        order: span order of each example's sequence (the store's).
+    """
+
+    source: dict[str, Any]
+    tokenizer_dirs: dict[str, str]
+    audio_pattern: str = "flatten"
+    order: SpanOrder = field(default_factory=lambda: DEFAULT_ORDER)
+
+
+# -- the worker process ---------------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(spec: FreshSpec) -> None:
+    import torch
+
+    from tokenize_mm.data.tokenize_example import ExampleTokenizer
+    from tokenize_mm.sequence.vocab import VocabLayout
+    from tokenize_mm.tokenizers.artifact import load_tokenizer
+
+    torch.set_num_threads(1)  # the same numerics on every machine, and out of the trainer's way
+    layout = VocabLayout.from_artifacts(spec.tokenizer_dirs, audio_pattern=spec.audio_pattern)
+    toks = {m: load_tokenizer(d) for m, d in spec.tokenizer_dirs.items()}
+    _WORKER.update(
+        source=BuiltinSource(**spec.source), run=ExampleTokenizer(toks, layout, spec.order)
+    )
+
+
+def _tokenize(indices: list[int]) -> list[tuple[np.ndarray, list[int]] | str]:
+    """Built-in examples ``indices`` as (tokens, cuts), or ``"<id>: <reason>"`` for a failure."""
+    examples = [_WORKER["source"].example_at(i) for i in indices]
+    out: list[tuple[np.ndarray, list[int]] | str] = []
+    for ex, result in zip(examples, _WORKER["run"](examples), strict=True):
+        out.append(
+            f"{ex.id}: {result}" if isinstance(result, str) else (result.tokens, result.cuts)
+        )
+    return out
+
+
+# -- the main process -----------------------------------------------------------------------------
+class FreshExamples:
+    """The worker process and the fresh sub-sources it serves.
+
+    Args:
+        spec: the source settings and tokenizers.
+        modality_table: (vocab_size,) modality id of every global token id (the layout's).
+        chunk: examples per worker task.
+        ahead: chunks of each sub-source prepared ahead of the one being read.
+
+    The worker starts on the first document asked for; ``close()`` (or garbage collection) stops
+    it. Not picklable once started: build it where it is read (``StoreDataModule.setup``).
+    """
+
+    def __init__(self, spec: FreshSpec, modality_table: np.ndarray, chunk: int = 16,
+                 ahead: int = 2):  # fmt: skip
+        if chunk < 1 or ahead < 0:
+            raise DataError(f"chunk must be >= 1 and ahead >= 0, got chunk={chunk}, ahead={ahead}.")
+        self.spec, self.modality_table = spec, np.asarray(modality_table)
+        self.chunk, self.ahead = chunk, ahead
+        self.source = BuiltinSource(**spec.source)
+        self._executor: ProcessPoolExecutor | None = None
+
+    def check_store(self, store: Any) -> None:
+        """Refuse a store written from other source settings: its val and test examples would
+        not be the ones the stream leaves out."""
+        saved = store.manifest.get("source_fingerprint")
+        if saved != self.source.fingerprint():
+            raise DataError(
+                f"the store {store.path} was not written from the built-in source {self.source!r} "
+                "(another seed, size or code): fresh examples need the store of the same source "
+                "settings, whose val split they leave out (set data.fresh=false to train on the "
+                "store's own train split)."
+            )
+
+    def documents(self, name: str, reference: Sequence[Document]) -> FreshDocuments:
+        """Sub-source ``name``'s fresh train documents; ``reference`` (that sub-source's store
+        documents) gives the token counts the sampler sizes from."""
+        return FreshDocuments(self, name, reference)
+
+    def submit(self, indices: list[int]) -> Future:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=(self.spec,),
+            )  # fmt: skip
+            weakref.finalize(self, self._executor.shutdown, wait=False, cancel_futures=True)
+        return self._executor.submit(_tokenize, indices)
+
+    def close(self) -> None:
+        """Stop the worker (a later read starts another)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._executor is not None:
+            raise DataError("a started FreshExamples cannot be pickled; build it in each process.")
+        return self.__dict__.copy()
+
+
+class FreshDocuments(Sequence[Document]):
+    """One sub-source's endless train examples as packer ``Document`` s, in order.
+
+    ``len`` is nominal (``ENDLESS``); ``num_tokens`` and ``modality_tokens`` scale the reference
+    documents' counts to it, so a sampler sizes the sub-sources as it would from the store.
+    ``doc_id`` is the example's built-in index. ``sequential`` tells ``MixtureStream`` to read it
+    in order instead of through a permutation.
+
+    Raises (on reading):
+        DataError: an example failed to tokenize (its id and reason), or the worker died.
+    """
+
+    sequential = True
+
+    def __init__(self, owner: FreshExamples, name: str, reference: Sequence[Document]):
+        if len(reference) == 0:
+            raise DataError(f"sub-source {name!r} has no train documents in the store to size it.")
+        self.owner, self.name = owner, name
+        counts = getattr(reference, "modality_tokens", None)
+        total = getattr(reference, "num_tokens", None)
+        if counts is None or total is None:
+            raise DataError("the reference documents need num_tokens and modality_tokens "
+                            "(StoreDocuments has both).")  # fmt: skip
+        scale = ENDLESS // len(reference)
+        self.num_tokens = int(total) * scale
+        self.modality_tokens = {m: int(n) * scale for m, n in counts.items()}
+        self._order: Iterator[int] = owner.source.indices_of(name, "train")
+        self._indices: list[int] = []
+        self._chunks: dict[int, Future | list[Document]] = {}
+
+    def __len__(self) -> int:
+        return ENDLESS
+
+    def index_of(self, j: int) -> int:
+        """The built-in index of document ``j``."""
+        while len(self._indices) <= j:
+            self._indices.append(next(self._order))
+        return self._indices[j]
+
+    def _submit(self, c: int) -> None:
+        if c not in self._chunks:
+            start = c * self.owner.chunk
+            indices = [self.index_of(j) for j in range(start, start + self.owner.chunk)]
+            self._chunks[c] = self.owner.submit(indices)
+
+    def _chunk(self, c: int) -> list[Document]:
+        for ahead in range(self.owner.ahead + 1):
+            self._submit(c + ahead)
+        got = self._chunks[c]
+        if isinstance(got, Future):
+            try:
+                results = got.result()
+            except BrokenProcessPool as err:
+                raise DataError(
+                    f"the fresh-example worker died ({err}); see its error above."
+                ) from err
+            docs = []
+            for j, result in enumerate(results, start=c * self.owner.chunk):
+                if isinstance(result, str):
+                    raise DataError(f"fresh built-in example {result}")
+                tokens, cuts = result
+                docs.append(Document(tokens, self.owner.modality_table[tokens],
+                                     np.asarray(cuts, np.int64), doc_id=self.index_of(j)))  # fmt: skip
+            self._chunks[c] = got = docs
+        for old in [k for k in self._chunks if k < c - 1]:  # behind the stream: not read again
+            del self._chunks[old]
+        return got
+
+    def __getitem__(self, j):  # type: ignore[override]
+        if isinstance(j, slice):
+            return [self[i] for i in range(*j.indices(min(len(self), j.stop or len(self))))]
+        if not 0 <= j < ENDLESS:
+            raise IndexError(j)
+        return self._chunk(j // self.owner.chunk)[j % self.owner.chunk]
+
+
+def fresh_sources(store: Any, owner: FreshExamples) -> dict[str, FreshDocuments]:
+    """The fresh train documents of every sub-source of ``store``'s train split (a ``TokenStore``
+    opened on ``split="train"``), sized from the store's own documents of each."""
+    from tokenize_mm.data.mixture import store_sources
+
+    owner.check_store(store)
+    return {name: owner.documents(name, docs) for name, docs in store_sources(store).items()}
