@@ -74,9 +74,18 @@ STRATEGIES: dict[str, list[str]] = {
     "unimax": ["balance/weighting=token_mean", "balance/sampling=unimax"],
     # the contrastive objective alone (with --override contrastive=clip; the CLIP baseline)
     "contrastive_only": ["balance/weighting=contrastive_only", "balance/sampling=proportional"],
-}
+    # issue 14's comparison (benchmarks/contrastive.sh): CLIP-style alignment in early and late
+    # fusion beside the LM losses, and the two-tower CLIP baseline (its objective alone)
+    "clip_early": ["balance/weighting=modality_mean", "balance/sampling=proportional",
+                   "contrastive=clip"],
+    "clip_late": ["balance/weighting=modality_mean", "balance/sampling=proportional",
+                  "contrastive=clip", "model.fusion=late"],
+    "clip_towers": ["balance/weighting=contrastive_only", "balance/sampling=proportional",
+                    "contrastive=clip", "model=towers_small", "model.n_layers=0",
+                    "model.late_layers=2"],
+}  # fmt: skip
 DEFAULT_SET = [
-    s for s in STRATEGIES if s not in ("unimax", "contrastive_only")
+    s for s in STRATEGIES if s not in ("unimax", "contrastive_only") and not s.startswith("clip_")
 ]  # 8 x 3 seeds: 30 min
 BASELINE = "token_mean"
 SIZES = {"tiny": "balance_bench_tiny", "quick": "balance_bench_quick", "default": "balance_bench"}
@@ -296,6 +305,8 @@ def summarise(runs: list[dict], strategies: list[str], seeds: list[int]) -> dict
                 for ctx in per_seed[0]["zero_shot"]
             },
         }
+        if all("contrastive" in r for r in per_seed):
+            entry["contrastive"] = contrastive_summary([r["contrastive"] for r in per_seed])
         summary["strategies"][s] = entry
     w_of_means = worst_modality_regret(mean_losses)
     per_seed_w = {
@@ -309,6 +320,22 @@ def summarise(runs: list[dict], strategies: list[str], seeds: list[int]) -> dict
         entry["W_per_seed"] = seed_spread([per_seed_w[seed][s] for seed in seeds])
         entry["average_loss_of_means"] = averages[s]
     return summary
+
+
+def contrastive_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Spreads over seeds of the contrastive figures: zero-shot by embedding per context, and
+    R@k (paired, and any item of the concept) per retrieval direction, with their chance levels."""
+    first = results[0]
+    return {
+        "zero_shot": {c: seed_spread([r["zero_shot"][c]["accuracy"] for r in results])
+                      for c in first["zero_shot"]},
+        "zero_shot_chance": {c: z["chance"] for c, z in first["zero_shot"].items()},
+        "retrieval": {d: {k: seed_spread([r["retrieval"][d][k] for r in results])
+                          for k in first["retrieval"][d] if k.startswith("R@")}
+                      for d in first["retrieval"]},
+        "retrieval_chance": {d: {k: v for k, v in first["retrieval"][d].items()
+                                 if k.startswith("chance@")} for d in first["retrieval"]},
+    }  # fmt: skip
 
 
 def verdict(summary: dict[str, Any], default: str | None) -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""The balance benchmark's outputs: ``balance.md``, ``balance.json`` and three PNG plots.
+"""The balance benchmark's outputs: ``balance.md``, ``balance.json`` and three or four PNG plots.
 
 ``balance.png``: per-modality validation loss, worst-modality regret W and dominance index per
 strategy (bars: mean over seeds, whiskers: min to max). ``grad_share.png``: each modality's
 gradient share over training, one panel per strategy (mean over seeds). ``grounding.png``:
 grounding gain G(m <- c) per ordered pair and zero-shot accuracy against chance.
+``contrastive.png`` (when a strategy trained with the contrastive objective): zero-shot by
+embedding beside by likelihood, and R@5 in every retrieval direction.
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ def markdown(results: dict[str, Any], out_dir: Path) -> str:
               "![gradient share over training](grad_share.png)", ""]  # fmt: skip
     lines += _grounding_lines(table)
     lines += ["", "![grounding gain and zero-shot accuracy](grounding.png)", ""]
+    if any("contrastive" in e for e in table.values()):
+        lines += _contrastive_lines(table)
+        lines += ["", "![zero-shot by embedding and by likelihood; R@5 per direction]"
+                  "(contrastive.png)", ""]  # fmt: skip
     lines += ["## Reproduce", "",
               "Every run's resolved config is in `balance.json` (`runs[i].config`, with its "
               "`tmm-train` overrides in `runs[i].overrides`); one run alone is "
@@ -136,6 +142,78 @@ def _grounding_lines(table: dict[str, Any]) -> list[str]:
     if not contexts:
         lines += ["", "Zero-shot needs concept labels (the built-in data has them); not run."]
     return lines
+
+
+def _contrastive_lines(table: dict[str, Any]) -> list[str]:
+    """Zero-shot by embedding beside by likelihood, and R@k in every direction, per strategy
+    trained with the contrastive objective (mean ± std over seeds), with chance levels."""
+    clip = {s: e["contrastive"] for s, e in table.items() if "contrastive" in e}
+    contexts = sorted({c for e in clip.values() for c in e["zero_shot"]})
+    lines = ["## Contrastive alignment", "",
+             "Zero-shot top-1 over the 64 concepts by embedding similarity (the concept whose "
+             "prompt ensemble, e.g. \"a {}\", \"a picture of a {}\", is most similar) beside "
+             "the likelihood ranking above, for the strategies trained with the contrastive "
+             "objective. Chance 1/64 = 0.016.", "",
+             "| strategy | " + " | ".join(f"by embedding, {c} | by likelihood, {c}"
+                                          for c in contexts) + " |",
+             "|---|" + "---|---|" * len(contexts)]  # fmt: skip
+    for s, e in clip.items():
+        cells = []
+        for c in contexts:
+            likelihood = table[s]["zero_shot"].get(c, {}).get("accuracy")
+            cells += [_pm(e["zero_shot"].get(c)), _pm(likelihood)]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    directions = sorted({d for e in clip.values() for d in e["retrieval"]})
+    ks = sorted({k for e in clip.values() for d in e["retrieval"].values() for k in d
+                 if "concept" not in k}, key=lambda k: int(k[2:]))  # fmt: skip
+    chance = next(iter(clip.values()))["retrieval_chance"]
+    lines += ["", "Retrieval on the held-out examples: R@k, the paired item among the k most "
+              "similar of the gallery; in brackets, any item of the query's concept among them. "
+              "Chance in the last row.", "",
+              "| strategy | direction | " + " | ".join(ks) + " |",
+              "|---|---|" + "---|" * len(ks)]  # fmt: skip
+    for s, e in clip.items():
+        for d in directions:
+            r = e["retrieval"].get(d, {})
+            cells = [f"{_pm(r.get(k), 2)} ({r[k + '_concept']['mean']:.2f})"
+                     if k + "_concept" in r else _pm(r.get(k), 2) for k in ks]  # fmt: skip
+            lines.append(f"| {s} | {d.replace('->', ' → ')} | " + " | ".join(cells) + " |")
+    if directions:
+        c = chance[directions[0]]
+        cells = [f"{c[f'chance@{k[2:]}']:.2f}" + (f" ({c[f'chance@{k[2:]}_concept']:.2f})"
+                 if f"chance@{k[2:]}_concept" in c else "") for k in ks]  # fmt: skip
+        lines.append("| chance | | " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot_contrastive(results: dict[str, Any], path: str) -> None:
+    plt = _pyplot()
+    table = results["summary"]["strategies"]
+    names = [s for s, e in table.items() if "contrastive" in e]
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4))
+    cmap = plt.get_cmap("tab10")
+    contexts = sorted({c for s in names for c in table[s]["contrastive"]["zero_shot"]})
+    bars = [(f"{c}, embedding", [table[s]["contrastive"]["zero_shot"][c] for s in names])
+            for c in contexts]  # fmt: skip
+    bars += [(f"{c}, likelihood", [table[s]["zero_shot"][c]["accuracy"] for s in names])
+             for c in contexts if all(c in table[s]["zero_shot"] for s in names)]  # fmt: skip
+    width = 0.8 / max(1, len(bars))
+    for k, (label, spreads) in enumerate(bars):
+        _bars(axes[0], names, spreads, "zero-shot concept accuracy (64-way)", cmap(k),
+              (k - (len(bars) - 1) / 2) * width, width, label)  # fmt: skip
+    axes[0].axhline(1 / 64, color="black", lw=0.8, ls="--", label="chance")
+    axes[0].legend(fontsize=7)
+    directions = sorted({d for s in names for d in table[s]["contrastive"]["retrieval"]})
+    width = 0.8 / max(1, len(directions))
+    for k, d in enumerate(directions):
+        spreads = [table[s]["contrastive"]["retrieval"][d]["R@5"] for s in names]
+        _bars(axes[1], names, spreads, "R@5 (paired item), per direction", cmap(k),
+              (k - (len(directions) - 1) / 2) * width, width, d.replace("->", " → "))  # fmt: skip
+    if directions:
+        chance = table[names[0]]["contrastive"]["retrieval_chance"][directions[0]]["chance@5"]
+        axes[1].axhline(chance, color="black", lw=0.8, ls="--", label="chance")
+    axes[1].legend(fontsize=7, ncol=2)
+    _save(fig, axes, names, path)
 
 
 def _bars(ax, names, spreads, title, colour="tab:grey", offset=0.0, width=0.8, label=None):
@@ -244,4 +322,6 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
     write_atomic(out_dir / "balance.png", lambda tmp: plot_balance(results, tmp))
     write_atomic(out_dir / "grad_share.png", lambda tmp: plot_grad_share(results, tmp))
     write_atomic(out_dir / "grounding.png", lambda tmp: plot_grounding(results, tmp))
+    if any("contrastive" in e for e in results["summary"]["strategies"].values()):
+        write_atomic(out_dir / "contrastive.png", lambda tmp: plot_contrastive(results, tmp))
     write_text_atomic(out_dir / "balance.md", markdown(results, out_dir))

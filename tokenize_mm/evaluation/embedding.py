@@ -131,7 +131,8 @@ def retrieval_at_k(
         raise ValueError(
             f"need as many gallery items as queries (> 0), got {n} and {gallery.shape[0]}"
         )
-    order = (queries @ gallery.T).argsort(dim=1, descending=True)
+    # stable: tied scores rank the earlier gallery item first, the same on every run
+    order = torch.sort(queries @ gallery.T, dim=1, descending=True, stable=True).indices
     truth = torch.arange(n)[:, None]
     if concepts is not None:
         ids = {c: i for i, c in enumerate(sorted(set(concepts)))}
