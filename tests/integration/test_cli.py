@@ -330,6 +330,9 @@ def test_train_with_contrastive_then_search_by_text_image_and_audio(tmp_path):
         f"out_dir={tmp_path}/run", cwd=tmp_path)  # fmt: skip
     model = tmp_path / "run" / "model"
     assert (model / "model.json").is_file() and (model / "tokenizers" / "audio").is_dir()
+    report = (tmp_path / "run" / "report.md").read_text()  # held-out alignment figures
+    assert "64 tri-modal examples of the seed's test split" in report
+    assert "zero-shot from image by embedding" in report and "| text → image |" in report
     items = tmp_path / "items"
     items.mkdir()
     source = BuiltinSource(num_examples=12, image_size=32, audio_seconds=0.5)

@@ -136,3 +136,23 @@ def test_fresh_needs_the_builtin_source():
         "_target_": "tokenize_mm.data.ManifestSource", "path": "m.jsonl"}}})  # fmt: skip
     with pytest.raises(ConfigError, match=r"data\.fresh=false"):
         check_train_config(cfg)
+
+
+def test_ranks_read_disjoint_positions_of_a_sequential_source_in_order():
+    """Under DDP rank r reads documents position + r of an endless source: disjoint, in order."""
+    import numpy as np
+
+    from tokenize_mm.balance.sampling import ProportionalSampler
+    from tokenize_mm.data import Document
+    from tokenize_mm.data.mixture import MixtureStream
+
+    class Endless(list):
+        sequential = True
+
+    docs = Endless(Document(np.array([5, 6, 7]), np.array([0, 0, 3]), doc_id=i) for i in range(64))
+    drawn = []
+    for rank in (0, 1):
+        stream = MixtureStream({"a": docs}, ProportionalSampler({"a": 192}), pad_id=0, context=8,
+                               batch_size=1, buffer_size=2, rank=rank, world_size=2)  # fmt: skip
+        drawn.append([stream.draw()[1] for _ in range(10)])
+    assert drawn[0] == list(range(0, 20, 2)) and drawn[1] == list(range(1, 20, 2))

@@ -173,6 +173,7 @@ def write_run_report(
         lines += [""] + [f"**Warning:** {w}." for w in warnings] if warnings else [
             "", "No codebook below the collapse floors (perplexity 10 % of the codebook, 25 % of "
             "codes used)."]  # fmt: skip
+    lines += settings.get("alignment") or []
     lines += ["", f"Metrics per step: `{metrics.source}`." if metrics.source != "memory" else
               "Metrics per step: kept in memory (no CSV logger configured).", ""]  # fmt: skip
     lines += ["![per-modality loss, gradient share, weight and sampling probability over "

@@ -295,6 +295,7 @@ def checkpoint_folders(trainer: Any) -> list[Path]:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> None:
+    from tokenize_mm.cli.alignment import alignment_lines
     from tokenize_mm.cli.report import write_run_report
     from tokenize_mm.models.bundle import save_trained_model
 
@@ -329,6 +330,7 @@ def main(cfg: DictConfig) -> None:
         "weighting": cfg.balance.weighting._target_.rsplit(".", 1)[-1],
         "sampling": run.data.sampler.name, "store": str(prepared.store),
         "tokenizers": rates_table(infos), "health": tokenizer_health(infos),
+        "alignment": alignment_lines(cfg, prepared.artifacts, run.module),
     }  # fmt: skip
     report = write_run_report(run.metrics, out, settings)
     print(report.read_text(encoding="utf-8"), flush=True)
