@@ -74,7 +74,7 @@ STRATEGIES: dict[str, list[str]] = {
     "unimax": ["balance/weighting=token_mean", "balance/sampling=unimax"],
     # the contrastive objective alone (with --override contrastive=clip; the CLIP baseline)
     "contrastive_only": ["balance/weighting=contrastive_only", "balance/sampling=proportional"],
-    # issue 14's comparison (benchmarks/contrastive.sh): CLIP-style alignment in early and late
+    # the contrastive comparison (docs/results/contrastive/): CLIP-style alignment in early and late
     # fusion beside the LM losses, and the two-tower CLIP baseline (its objective alone)
     "clip_early": ["balance/weighting=modality_mean", "balance/sampling=proportional",
                    "contrastive=clip"],
