@@ -13,28 +13,18 @@ from __future__ import annotations
 
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import soundfile as sf
 from tqdm import tqdm
 
 from tokenize_mm.core.errors import TokenizeMMError
-from tokenize_mm.tokenizers.audio.io import AUDIO_SUFFIXES
-from tokenize_mm.tokenizers.image.io import IMAGE_SUFFIXES
-
-# The file suffixes of each soundfile (libsndfile) format name. RAW (header-less, needs its
-# parameters) and MAT4/MAT5 (``.mat`` files are mostly not audio) are left out; a format this map
-# does not know is read from ``.<name>`` files.
-SOUNDFILE_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "WAV": (".wav",), "WAVEX": (".wav",), "FLAC": (".flac",), "OGG": (".ogg", ".oga", ".opus"),
-    "MP3": (".mp3",), "AIFF": (".aiff", ".aif", ".aifc"), "AU": (".au", ".snd"), "CAF": (".caf",),
-    "W64": (".w64",), "RF64": (".rf64",), "NIST": (".nist", ".sph"), "IRCAM": (".sf",),
-    "VOC": (".voc",), "SVX": (".svx", ".8svx"), "PAF": (".paf",), "HTK": (".htk",),
-    "SD2": (".sd2",), "SDS": (".sds",), "AVR": (".avr",), "PVF": (".pvf",), "WVE": (".wve",),
-    "XI": (".xi",), "RAW": (), "MAT4": (), "MAT5": (), "MPC2K": (),
-}  # fmt: skip
+from tokenize_mm.tokenizers.suffixes import (  # noqa: F401 (re-exported)
+    SOUNDFILE_SUFFIXES,
+    audio_suffixes,
+    encodable_suffixes,
+)
 
 
 class OutputCollisionError(TokenizeMMError, ValueError):
@@ -75,28 +65,6 @@ class Outcome:
     written: int = 0
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def audio_suffixes(formats: Mapping[str, str] | None = None) -> tuple[str, ...]:
-    """The audio file suffixes ``load_audio`` reads: those of every format soundfile reports
-    (``soundfile.available_formats()``, e.g. ``.mp3`` from libsndfile 1.1), and at least
-    ``tokenizers.audio.io.AUDIO_SUFFIXES``."""
-    formats = sf.available_formats() if formats is None else formats
-    found = list(AUDIO_SUFFIXES)
-    for name in formats:
-        found += SOUNDFILE_SUFFIXES.get(name.upper(), (f".{name.lower()}",))
-    return tuple(dict.fromkeys(found))
-
-
-def encodable_suffixes(modality: str) -> tuple[str, ...]:
-    """The suffixes of the files a tokenizer of ``modality`` reads, for expanding folders."""
-    if modality == "text":
-        return (".txt",)
-    if modality == "image":
-        return IMAGE_SUFFIXES
-    if modality == "audio":
-        return audio_suffixes()
-    return ()
 
 
 def expand_inputs(inputs: str | Iterable[str], suffixes: tuple[str, ...]) -> Inputs:

@@ -50,7 +50,7 @@ class Item:
 
 def modality_of_file(path: Path) -> str | None:
     """The modality whose tokenizer reads ``path`` by its suffix (``None``: none does)."""
-    from tokenize_mm.cli.files import encodable_suffixes
+    from tokenize_mm.tokenizers.suffixes import encodable_suffixes
 
     suffix = path.suffix.lower()
     for modality in ("text", "image", "audio"):
