@@ -254,10 +254,12 @@ def evaluate(run, layout, tokenizers, examples, seed: int, builtin: bool) -> dic
     if head is not None:  # CLIP-style figures: zero-shot by embedding, retrieval R@k
         from tokenize_mm.evaluation import SpanEmbedder, contrastive_evaluation
 
+        embedder = SpanEmbedder(model, head, layout, truncate=True)  # long real clips: their start
         out["contrastive"] = contrastive_evaluation(
-            SpanEmbedder(model, head, layout), tokenizers["text"], examples,
+            embedder, tokenizers["text"], examples,
             concepts=BuiltinSource.concepts() if builtin else None,
         )  # fmt: skip
+        out["contrastive"]["truncated_items"] = embedder.truncated
     return out
 
 

@@ -46,6 +46,23 @@ def test_a_span_alone_embeds_as_inside_a_training_document(layout):
         SpanEmbedder(model, head, layout)("audio", [])
 
 
+def test_an_item_longer_than_the_context_raises_or_embeds_from_its_beginning(layout):
+    torch.manual_seed(0)
+    model = DecoderLM(preset("tiny"), vocab_size=layout.vocab_size).eval()  # 128 positions
+    head = ContrastiveHead(model.d_model, len(MODALITIES), 8)
+    clip = torch.randint(0, 32, (2, 300))  # two codebooks, flattened: 600 + 4 positions
+    with pytest.raises(ValueError, match="lays out as 604 tokens, the model reads 128"):
+        SpanEmbedder(model, head, layout)("audio", [clip])
+    embed = SpanEmbedder(model, head, layout, truncate=True)
+    steps = embed.fitting_steps(2)
+    assert steps == (128 - 4) // 2
+    cut = embed("audio", [clip])
+    assert embed.truncated == 1
+    assert torch.allclose(cut, SpanEmbedder(model, head, layout)("audio", [clip[:, :steps]]))
+    embed("audio", [clip[:, :steps]])  # one that fits is not counted
+    assert embed.truncated == 1
+
+
 def test_zero_shot_picks_the_most_similar_class_after_prompt_ensembling():
     basis = torch.eye(4)
     vectors = {"a red circle": basis[0], "the sound of a red circle": basis[0] + 0.2 * basis[2],

@@ -59,7 +59,7 @@ def alignment_lines(cfg: DictConfig, artifacts: dict[str, Path], module: Any,
     builtin = all(getattr(ex, "concept", None) for ex in raw)
     model = module.model.eval()
     result = contrastive_evaluation(
-        SpanEmbedder(model, head.eval(), layout), tokenizers["text"],
+        SpanEmbedder(model, head.eval(), layout, truncate=True), tokenizers["text"],
         encode_examples(raw, tokenizers), concepts=BuiltinSource.concepts() if builtin else None,
     )  # fmt: skip
     lines = ["", "## Alignment", "", f"The contrastive embedding space on held-out data ({about}):"]

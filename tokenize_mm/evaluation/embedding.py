@@ -42,11 +42,23 @@ class SpanEmbedder:
         model: a ``DecoderLM`` trained with contrastive alignment.
         head: its ``ContrastiveHead``.
         layout: the vocabulary layout of the model's tokens.
+        truncate: embed an item longer than the model's context from its beginning (the first
+            item, cut to the steps that fit) instead of raising; ``truncated`` counts them.
     """
 
-    def __init__(self, model: torch.nn.Module, head: ContrastiveHead, layout: VocabLayout):
-        self.model, self.head, self.layout = model, head, layout
+    def __init__(self, model: torch.nn.Module, head: ContrastiveHead, layout: VocabLayout,
+                 truncate: bool = False):  # fmt: skip
+        self.model, self.head, self.layout, self.truncate = model, head, layout, truncate
         self.limit = getattr(model, "max_positions", None)
+        self.truncated = 0
+
+    def fitting_steps(self, codebooks: int) -> int:
+        """Steps T of one item of K codebooks that fit the context with its 4 markers (bos,
+        begin, end, eos) under the layout's audio pattern."""
+        room = (self.limit or 0) - 4
+        if self.layout.audio_pattern == "delay" and codebooks > 1:
+            return room // codebooks - (codebooks - 1)
+        return room // codebooks
 
     @torch.no_grad()
     def __call__(self, modality: str, items: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -64,10 +76,14 @@ class SpanEmbedder:
         seq = interleave(self.layout, [(modality, codes) for codes in items], order=order)
         n = int(seq.tokens.numel())
         if self.limit is not None and n > self.limit:
-            raise ValueError(
-                f"the {modality} item lays out as {n} tokens, the model reads {self.limit}: "
-                f"shorten it (a shorter clip or caption)"
-            )
+            if not self.truncate:
+                raise ValueError(
+                    f"the {modality} item lays out as {n} tokens, the model reads {self.limit}: "
+                    f"shorten it (a shorter clip or caption)"
+                )
+            codes = items[0][:, : self.fitting_steps(int(items[0].shape[0]))]
+            seq = interleave(self.layout, [(modality, codes)], order=order)
+            n, self.truncated = int(seq.tokens.numel()), self.truncated + 1
         device = next(self.model.parameters()).device
         tokens, mod = seq.tokens[None].to(device), seq.modality[None].long().to(device)
         positions = torch.arange(n, device=device)[None]

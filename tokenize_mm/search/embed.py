@@ -137,15 +137,7 @@ class ItemEmbedder:
                 "it has no embedding space to search: train with tmm-train contrastive=clip"
             )
         self.trained = trained
-        self.span = SpanEmbedder(trained.model, trained.head, trained.layout)
-        self.limit = trained.model.max_positions
-
-    def _max_steps(self, codebooks: int) -> int:
-        """Steps T of an item of K codebooks that fit the context with its 4 markers."""
-        room = self.limit - 4  # bos, <m>, </m>, eos
-        if self.trained.layout.audio_pattern == "delay" and codebooks > 1:
-            return room // codebooks - (codebooks - 1)
-        return room // codebooks
+        self.span = SpanEmbedder(trained.model, trained.head, trained.layout, truncate=True)
 
     @torch.no_grad()
     def __call__(self, item: Item) -> tuple[torch.Tensor, bool]:
@@ -161,7 +153,7 @@ class ItemEmbedder:
             if err.item is None:  # a text or in-memory item: name it
                 raise InvalidInputError(err.reason, item=item.id) from err
             raise
-        steps = self._max_steps(int(codes.shape[0]))
         if codes.shape[1] == 0:
             raise InvalidInputError("it encodes to no token (empty?)", item=item.id)
-        return self.span(item.modality, [codes[:, :steps]]), bool(codes.shape[1] > steps)
+        before = self.span.truncated
+        return self.span(item.modality, [codes]), self.span.truncated > before
