@@ -149,40 +149,44 @@ def _contrastive_lines(table: dict[str, Any]) -> list[str]:
     trained with the contrastive objective (mean ± std over seeds), with chance levels."""
     clip = {s: e["contrastive"] for s, e in table.items() if "contrastive" in e}
     contexts = sorted({c for e in clip.values() for c in e["zero_shot"]})
-    lines = ["## Contrastive alignment", "",
-             "Zero-shot top-1 over the 64 concepts by embedding similarity (the concept whose "
-             "prompt ensemble, e.g. \"a {}\", \"a picture of a {}\", is most similar) beside "
-             "the likelihood ranking above, for the strategies trained with the contrastive "
-             "objective. Chance 1/64 = 0.016.", "",
-             "| strategy | " + " | ".join(f"by embedding, {c} | by likelihood, {c}"
-                                          for c in contexts) + " |",
-             "|---|" + "---|---|" * len(contexts)]  # fmt: skip
-    for s, e in clip.items():
-        cells = []
-        for c in contexts:
-            likelihood = table[s]["zero_shot"].get(c, {}).get("accuracy")
-            cells += [_pm(e["zero_shot"].get(c)), _pm(likelihood)]
-        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    lines = ["## Contrastive alignment", ""]
+    if contexts:
+        lines += ["Zero-shot top-1 over the 64 concepts by embedding similarity (the concept whose "
+                  "prompt ensemble, e.g. \"a {}\", \"a picture of a {}\", is most similar) beside "
+                  "the likelihood ranking above, for the strategies trained with the contrastive "
+                  "objective. Chance 1/64 = 0.016.", "",
+                  "| strategy | " + " | ".join(f"by embedding, {c} | by likelihood, {c}"
+                                               for c in contexts) + " |",
+                  "|---|" + "---|---|" * len(contexts)]  # fmt: skip
+        for s, e in clip.items():
+            cells = []
+            for c in contexts:
+                likelihood = table[s]["zero_shot"].get(c, {}).get("accuracy")
+                cells += [_pm(e["zero_shot"].get(c)), _pm(likelihood)]
+            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+        lines.append("")
     directions = sorted({d for e in clip.values() for d in e["retrieval"]})
     ks = sorted({k for e in clip.values() for d in e["retrieval"].values() for k in d
                  if "concept" not in k}, key=lambda k: int(k[2:]))  # fmt: skip
-    chance = next(iter(clip.values()))["retrieval_chance"]
-    lines += ["", "Retrieval on the held-out examples: R@k, the paired item among the k most "
-              "similar of the gallery; in brackets, any item of the query's concept among them. "
-              "Chance in the last row.", "",
-              "| strategy | direction | " + " | ".join(ks) + " |",
-              "|---|---|" + "---|" * len(ks)]  # fmt: skip
+    lines += ["Retrieval on the held-out examples: R@k, the paired item among the k most similar "
+              "of the gallery (the examples holding both modalities: `items` of them); in "
+              "brackets, any item of the query's concept among them. Chance: k / items (any item "
+              "of the concept: in brackets).", "",
+              "| strategy | direction | items | " + " | ".join(ks) + " | chance "
+              + " / ".join(ks) + " |",
+              "|---|---|---|" + "---|" * (len(ks) + 1)]  # fmt: skip
     for s, e in clip.items():
         for d in directions:
-            r = e["retrieval"].get(d, {})
+            r, c = e["retrieval"].get(d, {}), e["retrieval_chance"].get(d, {})
             cells = [f"{_pm(r.get(k), 2)} ({r[k + '_concept']['mean']:.2f})"
                      if k + "_concept" in r else _pm(r.get(k), 2) for k in ks]  # fmt: skip
-            lines.append(f"| {s} | {d.replace('->', ' → ')} | " + " | ".join(cells) + " |")
-    if directions:
-        c = chance[directions[0]]
-        cells = [f"{c[f'chance@{k[2:]}']:.2f}" + (f" ({c[f'chance@{k[2:]}_concept']:.2f})"
-                 if f"chance@{k[2:]}_concept" in c else "") for k in ks]  # fmt: skip
-        lines.append("| chance | | " + " | ".join(cells) + " |")
+            chance = " / ".join(
+                f"{c[f'chance@{k[2:]}']:.2f}" + (f" ({c[f'chance@{k[2:]}_concept']:.2f})"
+                if f"chance@{k[2:]}_concept" in c else "") for k in ks if f"chance@{k[2:]}" in c
+            )  # fmt: skip
+            items = round(1 / c["chance@1"]) if c.get("chance@1") else "?"
+            lines.append(f"| {s} | {d.replace('->', ' → ')} | {items} | " + " | ".join(cells)
+                         + f" | {chance} |")  # fmt: skip
     return lines
 
 
@@ -209,9 +213,10 @@ def plot_contrastive(results: dict[str, Any], path: str) -> None:
         spreads = [table[s]["contrastive"]["retrieval"][d]["R@5"] for s in names]
         _bars(axes[1], names, spreads, "R@5 (paired item), per direction", cmap(k),
               (k - (len(directions) - 1) / 2) * width, width, d.replace("->", " → "))  # fmt: skip
-    if directions:
-        chance = table[names[0]]["contrastive"]["retrieval_chance"][directions[0]]["chance@5"]
-        axes[1].axhline(chance, color="black", lw=0.8, ls="--", label="chance")
+    chances = {table[names[0]]["contrastive"]["retrieval_chance"][d]["chance@5"]
+               for d in directions}  # fmt: skip
+    if len(chances) == 1:  # one gallery size for every direction: one chance line
+        axes[1].axhline(chances.pop(), color="black", lw=0.8, ls="--", label="chance")
     axes[1].legend(fontsize=7, ncol=2)
     _save(fig, axes, names, path)
 
