@@ -161,3 +161,18 @@ def test_bad_queries_and_indexes_are_named(trained, folder, tmp_path, tokenizers
         EmbeddingIndex.load(tmp_path)
     with pytest.raises(SearchError, match="does not exist"):
         collect_items(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(("bad", "message"), [({"k": 0}, "k=0"), ({"k": "abc"}, "k='abc'"),
+                                              ({"modality": "video"}, "modality=video"),
+                                              ({"file": "q.png"}, "not both")])  # fmt: skip
+def test_the_command_refuses_bad_options_before_loading_anything(tmp_path, bad, message):
+    from omegaconf import OmegaConf
+
+    from tokenize_mm.cli.search import run
+
+    base = {"model_dir": str(tmp_path / "missing"), "index_dir": str(tmp_path), "inputs": None,
+            "query": "a red circle", "file": None, "modality": None, "k": 5, "backend": "exact",
+            "sheet": None}  # fmt: skip
+    with pytest.raises(SearchError, match=message):
+        run(OmegaConf.create({**base, **bad}))

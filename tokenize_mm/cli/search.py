@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from tokenize_mm.cli.common import config_dir
 from tokenize_mm.core.errors import TokenizeMMError
+from tokenize_mm.core.modalities import MODALITIES
 
 
 def run(cfg: DictConfig) -> list:
@@ -34,6 +35,12 @@ def run(cfg: DictConfig) -> list:
                           "or query=<text> / file=<path> to search")  # fmt: skip
     if cfg.query is not None and cfg.file is not None:
         raise SearchError("give query=<text> or file=<path>, not both")
+    if cfg.modality not in (None, *MODALITIES):
+        raise SearchError(
+            f"modality={cfg.modality}: must be one of {', '.join(MODALITIES)} (or null)"
+        )
+    if isinstance(cfg.k, bool) or not isinstance(cfg.k, int) or cfg.k < 1:
+        raise SearchError(f"k={cfg.k!r}: must be a whole number of hits, at least 1")
     trained = load_trained_model(cfg.model_dir)
     if cfg.inputs is not None:
         items, skipped = collect_items(cfg.inputs)
@@ -59,7 +66,7 @@ def run(cfg: DictConfig) -> list:
         else file_item(Path(cfg.file))
     )
     vector, _ = ItemEmbedder(trained)(item)
-    hits = index.search(vector, k=int(cfg.k), modality=cfg.modality, backend=cfg.backend)
+    hits = index.search(vector, k=cfg.k, modality=cfg.modality, backend=cfg.backend)
     print(f"top {len(hits)} for the {item.modality} query {cfg.query or cfg.file!r}:")
     for hit in hits:
         what = hit.item["path"] or repr(hit.item["text"])
