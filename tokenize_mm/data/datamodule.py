@@ -1,7 +1,8 @@
 """``StoreDataModule``: a pretokenized store as Lightning's train and validation data.
 
 Training batches come from a ``MixtureStream`` over the store's ``train`` examples grouped by
-source, drawn by a mixture sampler (``tokenize_mm.balance.sampling``) that the training module
+source (or, with ``fresh``, over fresh built-in examples of the store's source settings, streamed
+from the seed: ``tokenize_mm.data.fresh``), drawn by a mixture sampler (``tokenize_mm.balance.sampling``) that the training module
 updates; validation batches are the ``val`` examples packed in order. The store is opened with the
 layout fingerprint of the tokenizers the run was given, so tokens laid out by other tokenizers are
 refused (``StoreMismatchError``).
