@@ -24,14 +24,14 @@ def heldout_examples(source_cfg: DictConfig, limit: int) -> tuple[list[Any], str
 
     from tokenize_mm.data import BuiltinSource, ManifestSource
 
-    source = instantiate(source_cfg)
+    source = instantiate(source_cfg, split="test")  # a manifest is read and checked once
     if isinstance(source, BuiltinSource):
         indices = list(islice(source.indices_of("trimodal", "test"), limit))
         examples = [source.example_at(i) for i in indices]
         return examples, f"{len(examples)} tri-modal examples of the seed's test split"
     if isinstance(source, ManifestSource):
         kept: dict[tuple[str, ...], list] = {}
-        for ex in ManifestSource(Path(source_cfg.path), split="test"):
+        for ex in source:
             group = kept.setdefault(tuple(ex.modalities), [])
             if len(ex.modalities) > 1 and len(group) < limit:
                 group.append(ex)
@@ -40,12 +40,12 @@ def heldout_examples(source_cfg: DictConfig, limit: int) -> tuple[list[Any], str
     return [], f"no held-out pairs for a {type(source).__name__}"
 
 
-def alignment_lines(cfg: DictConfig, artifacts: dict[str, Path], module: Any,
+def alignment_lines(cfg: DictConfig, artifacts: dict[str, Path], layout: Any, module: Any,
                     limit: int = 64) -> list[str]:  # fmt: skip
-    """The report's alignment section (no lines for a run without a contrastive head)."""
+    """The report's alignment section (no lines for a run without a contrastive head); ``layout``
+    is the run's ``VocabLayout`` over ``artifacts``."""
     from tokenize_mm.data import BuiltinSource
     from tokenize_mm.evaluation import SpanEmbedder, contrastive_evaluation, encode_examples
-    from tokenize_mm.sequence import VocabLayout
     from tokenize_mm.tokenizers.artifact import load_tokenizer
 
     head = getattr(module, "contrastive", None)
@@ -55,7 +55,6 @@ def alignment_lines(cfg: DictConfig, artifacts: dict[str, Path], module: Any,
     if not raw:
         return ["", "## Alignment", "", f"Not measured: {about}."]
     tokenizers = {m: load_tokenizer(p) for m, p in artifacts.items()}
-    layout = VocabLayout.from_artifacts(artifacts, audio_pattern=cfg.data.audio_pattern)
     builtin = all(getattr(ex, "concept", None) for ex in raw)
     model = module.model.eval()
     result = contrastive_evaluation(

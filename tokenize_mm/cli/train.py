@@ -330,7 +330,7 @@ def main(cfg: DictConfig) -> None:
         "weighting": cfg.balance.weighting._target_.rsplit(".", 1)[-1],
         "sampling": run.data.sampler.name, "store": str(prepared.store),
         "tokenizers": rates_table(infos), "health": tokenizer_health(infos),
-        "alignment": alignment_lines(cfg, prepared.artifacts, run.module),
+        "alignment": alignment_lines(cfg, prepared.artifacts, prepared.layout, run.module),
     }  # fmt: skip
     report = write_run_report(run.metrics, out, settings)
     print(report.read_text(encoding="utf-8"), flush=True)
