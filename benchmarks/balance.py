@@ -69,6 +69,8 @@ STRATEGIES: dict[str, list[str]] = {
     "dwa": ["balance/weighting=dwa", "balance/sampling=proportional"],
     "grad_share": ["balance/weighting=grad_share", "balance/sampling=proportional"],
     "gradnorm": ["balance/weighting=gradnorm", "balance/sampling=proportional"],
+    "famo": ["balance/weighting=famo", "balance/sampling=proportional"],
+    "ogm": ["balance/weighting=ogm", "balance/sampling=proportional"],
     "temperature": ["balance/weighting=token_mean", "balance/sampling=temperature"],
     "adaptive": ["balance/weighting=token_mean", "balance/sampling=adaptive"],
     "unimax": ["balance/weighting=token_mean", "balance/sampling=unimax"],

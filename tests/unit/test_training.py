@@ -193,8 +193,7 @@ DDP_SCRIPT = """
 import json, sys, warnings
 from functools import partial
 import lightning as L, torch
-from tokenize_mm.balance.sampling import AdaptiveSampler
-from tokenize_mm.balance.weighting import GradShareWeighting
+from tokenize_mm.balance import AdaptiveSampler, {weighting}
 from tokenize_mm.core.schedules import warmup_cosine
 from tokenize_mm.data.datamodule import SamplerFeedback, StoreDataModule
 from tokenize_mm.models import DecoderLM, preset
@@ -206,7 +205,7 @@ class Dump(L.Callback):
         trainer.save_checkpoint("{out}/ddp.ckpt")  # on every rank: the data state is gathered
         params = torch.cat([p.detach().flatten() for p in module.model.parameters()])
         out = {{"weights": module.weighting.weights(),
-               "scales": module.weighting.scales.tolist(),
+               "state": {{k: v.tolist() for k, v in module.weighting.state_dict().items()}},
                "probabilities": trainer.datamodule.sampler.probabilities(),
                "params": params.tolist()[:2000], "param_sum": float(params.double().sum())}}
         with open(f"{out}/rank{{trainer.global_rank}}.json", "w") as fh:
@@ -217,7 +216,7 @@ if __name__ == "__main__":
     layout = VocabLayout.load("{store}/layout.json")
     torch.manual_seed(0)
     model = DecoderLM(preset("tiny"), vocab_size=layout.vocab_size)
-    module = BalancedLM(model, GradShareWeighting(), scheduler=partial(warmup_cosine, max_steps=4))
+    module = BalancedLM(model, {weighting}(), scheduler=partial(warmup_cosine, max_steps=4))
     dm = StoreDataModule("{store}", sampler=AdaptiveSampler, context=128, batch_size=2)
     trainer = L.Trainer(max_steps=4, accelerator="cpu", devices=2, strategy="ddp_spawn",
                         logger=False, enable_progress_bar=False, enable_model_summary=False,
@@ -228,7 +227,8 @@ if __name__ == "__main__":
 
 
 @pytest.mark.slow
-def test_ddp_ranks_hold_identical_balance_state_and_parameters(store, tmp_path):
+@pytest.mark.parametrize("weighting", ["GradShareWeighting", "FAMOWeighting", "GradModulation"])
+def test_ddp_ranks_hold_identical_balance_state_and_parameters(store, tmp_path, weighting):
     """Two CPU processes (gloo): every statistic a weighting or sampler uses is all-reduced, so
     after N steps both ranks hold the same weights, probabilities and parameters, although each
     rank trained on different documents."""
@@ -238,15 +238,15 @@ def test_ddp_ranks_hold_identical_balance_state_and_parameters(store, tmp_path):
 
     store_dir, _ = store
     script = tmp_path / "ddp.py"
-    script.write_text(DDP_SCRIPT.format(store=store_dir, out=tmp_path))
+    script.write_text(DDP_SCRIPT.format(store=store_dir, out=tmp_path, weighting=weighting))
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                             timeout=600, cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
-    assert r0["weights"] == r1["weights"] and r0["scales"] == r1["scales"]
+    assert r0["weights"] == r1["weights"] and r0["state"] == r1["state"]
     assert r0["probabilities"] == r1["probabilities"]
     assert r0["params"] == r1["params"] and r0["param_sum"] == r1["param_sum"]
-    assert r0["scales"] != [1.0, 1.0, 1.0]  # the balancer did act
+    assert len(set(r0["weights"].values())) > 1  # the balancer did act
     # The checkpoint keeps every rank's data position, not rank 0's alone.
     data = torch.load(tmp_path / "ddp.ckpt", weights_only=True)["StoreDataModule"]
     ranks = data["stream"]["ranks"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tokenize_mm.balance import WEIGHTINGS
 from tokenize_mm.balance.weighting import (
-    WEIGHTINGS,
     DynamicWeightAverage,
     FixedWeighting,
     GradNormWeighting,
@@ -144,5 +144,6 @@ def test_gradnorm_learns_weights_that_sum_to_m():
 
 def test_every_weighting_is_registered_by_name():
     assert set(WEIGHTINGS) == {
-        "token_mean", "modality_mean", "fixed", "uncertainty", "dwa", "grad_share", "gradnorm"
+        "token_mean", "modality_mean", "fixed", "uncertainty", "dwa", "grad_share", "gradnorm",
+        "famo", "ogm",
     }  # fmt: skip

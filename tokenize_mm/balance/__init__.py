@@ -3,7 +3,9 @@
 - ``sampling``: mixture samplers over sources (proportional, temperature, UniMax, fixed, adaptive),
   seeded by the stream that draws from them, all-reduced under DDP, state in checkpoints.
 - ``weighting``: how per-modality losses combine (token_mean, modality_mean, fixed, uncertainty,
-  dwa, grad_share, gradnorm), state in buffers and parameters.
+  dwa, grad_share, gradnorm), state in buffers and parameters; ``famo`` (FAMO) and
+  ``modulation`` (OGM-GE, ``ogm``) add two more behind the same protocol. ``WEIGHTINGS`` names
+  them all.
 
 Imports torch only: neither Lightning, Hydra, nor ``tokenize_mm.data``.
 """
@@ -20,8 +22,9 @@ from tokenize_mm.balance.sampling import (
     UniMaxSampler,
     build_sampler,
 )
+from tokenize_mm.balance.famo import FAMOWeighting
+from tokenize_mm.balance.modulation import GradModulation
 from tokenize_mm.balance.weighting import (
-    WEIGHTINGS,
     DynamicWeightAverage,
     FixedWeighting,
     GradNormWeighting,
@@ -31,13 +34,23 @@ from tokenize_mm.balance.weighting import (
     UncertaintyWeighting,
 )
 
+WEIGHTINGS: dict[str, type[LossWeighting]] = {
+    cls.name: cls
+    for cls in (LossWeighting, ModalityMean, FixedWeighting, UncertaintyWeighting,
+                DynamicWeightAverage, GradShareWeighting, GradNormWeighting, FAMOWeighting,
+                GradModulation)
+}  # fmt: skip
+"""Weighting classes by ``name``."""
+
 __all__ = [
     "SAMPLERS",
     "WEIGHTINGS",
     "AdaptiveSampler",
     "DynamicWeightAverage",
+    "FAMOWeighting",
     "FixedSampler",
     "FixedWeighting",
+    "GradModulation",
     "GradNormWeighting",
     "GradShareWeighting",
     "LossWeighting",

@@ -311,9 +311,3 @@ def _zero(losses: Mapping[str, Tensor]) -> Tensor:
     any_loss = next(iter(losses.values()), None)
     return any_loss.sum() * 0.0 if any_loss is not None else torch.zeros(())
 
-
-WEIGHTINGS: dict[str, type[LossWeighting]] = {
-    cls.name: cls
-    for cls in (LossWeighting, ModalityMean, FixedWeighting, UncertaintyWeighting,
-                DynamicWeightAverage, GradShareWeighting, GradNormWeighting)
-}  # fmt: skip

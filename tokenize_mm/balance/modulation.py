@@ -1,0 +1,131 @@
+"""On-the-fly gradient modulation with generalisation enhancement (OGM-GE), for early fusion.
+
+Peng, Wei, Deng, Wang & Hu, "Balanced Multimodal Learning via On-the-fly Gradient Modulation",
+CVPR 2022 (arXiv:2203.15332). In the paper two unimodal encoders feed a late-fusion head; the
+modality whose prediction is ahead (discrepancy ratio ρ > 1) has its encoder's gradient scaled by
+
+    k_m = 1 − tanh(α · (ρ_m − 1))   when ρ_m > 1,   else 1,
+
+and Gaussian noise with the variance of that gradient is added to it (GE), which the paper shows
+restores the generalisation that plain down-scaling loses.
+
+Adapted to one shared trunk: a modality's "encoder gradient" is its rows of ∂L/∂h (h: the trunk's
+final hidden states, the rows that predict its tokens; and for the contrastive objective, its
+isolated pass), rescaled in the backward pass as ``grad_share`` does. ``ρ_m`` compares objective m
+with the mean of the others, by one of two signals:
+
+- ``loss_progress`` (default): the fraction of its first loss that it has shed,
+  p_m = 1 − L̄_m / L_m(first), with L̄ an EMA of the global loss; ρ_m = p_m / mean_{j≠m} p_j;
+- ``grad_share``: the EMA of its unmodulated gradient norm; ρ_m = ‖g_m‖ / mean_{j≠m} ‖g_j‖.
+
+The losses combine as ``modality_mean`` (w_m = 1/M) before modulation. GE noise is drawn from a
+generator seeded by (``seed``, step), so a run and its resume draw the same noise; every DDP rank
+computes the same k from all-reduced statistics. Coefficients, EMAs and the step count are
+buffers: checkpoints carry them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from tokenize_mm.balance.weighting import ModalityMean
+from tokenize_mm.core.modalities import MODALITIES
+
+SIGNALS = ("loss_progress", "grad_share")
+
+
+class GradModulation(ModalityMean):
+    """Args:
+        alpha: α, how strongly the objective ahead is slowed (paper: 0.1 to 0.8 by dataset).
+        signal: ``loss_progress`` or ``grad_share`` (see the module docstring).
+        ema: smoothing of the losses and norms, in [0, 1).
+        noise: add GE noise to the rows of every slowed objective.
+        seed: of the GE noise.
+    """
+
+    name = "ogm"
+
+    def __init__(
+        self,
+        modalities: Sequence[str] = MODALITIES,
+        alpha: float = 0.5,
+        signal: str = "loss_progress",
+        ema: float = 0.9,
+        noise: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__(modalities)
+        if signal not in SIGNALS or not alpha > 0 or not 0 <= ema < 1:
+            raise ValueError(
+                f"ogm needs alpha > 0, signal in {SIGNALS}, ema in [0, 1); got {alpha}, "
+                f"{signal!r}, {ema}"
+            )
+        self.alpha, self.signal, self.ema, self.noise, self.seed = alpha, signal, ema, noise, seed
+        m = len(self.modalities)
+        self.register_buffer("first_loss", torch.zeros(m, dtype=torch.float64))
+        self.register_buffer("loss_ema", torch.zeros(m, dtype=torch.float64))
+        self.register_buffer("norm_ema", torch.zeros(m, dtype=torch.float64))
+        self.register_buffer("seen", torch.zeros(m, dtype=torch.bool))
+        self.register_buffer("coeffs", torch.ones(m))  # k_m
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    def effective_weights(self, weights):
+        return {m: w * float(self.coeffs[self.modalities.index(m)]) for m, w in weights.items()}
+
+    def rescale_grad(self, grad: Tensor, target_modality: Tensor) -> Tensor:
+        index = target_modality.long().clamp(max=len(self.modalities))  # special rows: last slot
+        table = torch.cat([self.coeffs, self.coeffs.new_ones(1)]).to(grad)
+        scaled = grad * table[index].unsqueeze(-1)
+        if not self.noise or bool((self.coeffs >= 1).all()):
+            return scaled
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.steps))
+        draw = torch.randn(grad.shape, generator=generator, dtype=torch.float32).to(grad)
+        for i in (self.coeffs < 1).nonzero().flatten().tolist():
+            rows = index == i
+            if int(rows.sum()) == 0:
+                continue
+            std = grad[rows].float().std(unbiased=False)  # the rows' own gradient spread
+            scaled = torch.where(rows.unsqueeze(-1), scaled + draw * std.to(grad), scaled)
+        return scaled
+
+    def scores(self) -> dict[str, float]:
+        """Each seen objective's signal (progress, or gradient norm) behind ρ."""
+        out = {}
+        for i, m in enumerate(self.modalities):
+            if not bool(self.seen[i]):
+                continue
+            if self.signal == "loss_progress":
+                first = float(self.first_loss[i])
+                out[m] = max(0.0, 1.0 - float(self.loss_ema[i]) / first) if first > 0 else 0.0
+            else:
+                out[m] = float(self.norm_ema[i])
+        return out
+
+    def observe(self, losses: Mapping[str, float], grad_sq_norms: Mapping[str, float]) -> None:
+        self.steps += 1
+        for i, m in enumerate(self.modalities):
+            loss = losses.get(m)
+            if loss is None or not math.isfinite(loss):
+                continue
+            # the norms measured are of the modulated rows: undo k (GE noise aside)
+            norm = math.sqrt(max(grad_sq_norms.get(m, 0.0), 0.0)) / float(self.coeffs[i])
+            if bool(self.seen[i]):
+                self.loss_ema[i] = self.ema * float(self.loss_ema[i]) + (1 - self.ema) * loss
+                self.norm_ema[i] = self.ema * float(self.norm_ema[i]) + (1 - self.ema) * norm
+            else:
+                self.first_loss[i] = self.loss_ema[i] = loss
+                self.norm_ema[i], self.seen[i] = norm, True
+        scores = self.scores()
+        coeffs = torch.ones(len(self.modalities))
+        if len(scores) >= 2:
+            for m, s in scores.items():
+                others = [v for k, v in scores.items() if k != m]
+                mean = sum(others) / len(others)
+                rho = s / mean if mean > 0 else (math.inf if s > 0 else 1.0)
+                if rho > 1:
+                    coeffs[self.modalities.index(m)] = 1.0 - math.tanh(self.alpha * (rho - 1.0))
+        self.coeffs.copy_(coeffs)
