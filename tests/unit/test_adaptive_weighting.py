@@ -143,8 +143,8 @@ def test_resume_reproduces_the_uninterrupted_run(store, tmp_path, make):
     store_dir, layout = store
     _, full, _ = fit(store_dir, layout, make(), steps=6)
     fit(store_dir, layout, make(), steps=3, ckpt_dir=tmp_path / "ck", schedule_steps=6)
-    module, resumed, _ = fit(store_dir, layout, make(), steps=6,
-                             ckpt_path=str(tmp_path / "ck" / "last.ckpt"))  # fmt: skip
+    _, resumed, _ = fit(store_dir, layout, make(), steps=6,
+                        ckpt_path=str(tmp_path / "ck" / "last.ckpt"))  # fmt: skip
     _assert_same_steps(full[3:], resumed)
     weights = [k for k in full[-1] if k.startswith("train/weight/")]
     assert [full[-1][k] for k in weights] == [resumed[-1][k] for k in weights]

@@ -10,6 +10,8 @@
 Imports torch only: neither Lightning, Hydra, nor ``tokenize_mm.data``.
 """
 
+from tokenize_mm.balance.famo import FAMOWeighting
+from tokenize_mm.balance.modulation import GradModulation
 from tokenize_mm.balance.sampling import (
     SAMPLERS,
     AdaptiveSampler,
@@ -22,8 +24,6 @@ from tokenize_mm.balance.sampling import (
     UniMaxSampler,
     build_sampler,
 )
-from tokenize_mm.balance.famo import FAMOWeighting
-from tokenize_mm.balance.modulation import GradModulation
 from tokenize_mm.balance.weighting import (
     DynamicWeightAverage,
     FixedWeighting,

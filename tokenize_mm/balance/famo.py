@@ -38,7 +38,9 @@ _EPS = 1e-8
 
 
 class FAMOWeighting(LossWeighting):
-    """Args:
+    """FAMO loss weighting: softmax weights of learnt logits over log losses.
+
+    Args:
         learning_rate: Adam's rate for the logits ξ (paper: 0.025).
         weight_decay: γ, an L2 pull of ξ towards 0 (equal weights) (paper: 0.001).
         smoothing: EMA decay of each objective's log loss before differencing, in [0, 1).
@@ -63,7 +65,8 @@ class FAMOWeighting(LossWeighting):
                 "FAMO needs learning_rate > 0, weight_decay >= 0, smoothing and betas in [0, 1); "
                 f"got {learning_rate}, {weight_decay}, {smoothing}, {betas}"
             )
-        self.learning_rate, self.weight_decay, self.smoothing = learning_rate, weight_decay, smoothing
+        self.learning_rate, self.weight_decay = learning_rate, weight_decay
+        self.smoothing = smoothing
         self.betas = (b1, b2)
         m = len(self.modalities)
         self.register_buffer("logits", torch.zeros(m, dtype=torch.float64))  # ξ
@@ -122,4 +125,3 @@ class FAMOWeighting(LossWeighting):
         m_hat = self.moment1[idx] / (1 - b1**t)
         v_hat = self.moment2[idx] / (1 - b2**t)
         self.logits[idx] -= self.learning_rate * m_hat / (v_hat.sqrt() + _EPS)
-

@@ -39,7 +39,9 @@ SIGNALS = ("loss_progress", "grad_share")
 
 
 class GradModulation(ModalityMean):
-    """Args:
+    """OGM-GE: slow the objective ahead in the backward pass, with noise of its spread.
+
+    Args:
         alpha: α, how strongly the objective ahead is slowed (paper: 0.1 to 0.8 by dataset).
         signal: ``loss_progress`` or ``grad_share`` (see the module docstring).
         ema: smoothing of the losses and norms, in [0, 1).

@@ -310,4 +310,3 @@ def _grad_norm(loss: Tensor, params: Sequence[Tensor]) -> float:
 def _zero(losses: Mapping[str, Tensor]) -> Tensor:
     any_loss = next(iter(losses.values()), None)
     return any_loss.sum() * 0.0 if any_loss is not None else torch.zeros(())
-
