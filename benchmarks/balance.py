@@ -73,6 +73,7 @@ STRATEGIES: dict[str, list[str]] = {
     "ogm": ["balance/weighting=ogm", "balance/sampling=proportional"],
     "temperature": ["balance/weighting=token_mean", "balance/sampling=temperature"],
     "adaptive": ["balance/weighting=token_mean", "balance/sampling=adaptive"],
+    "odm": ["balance/weighting=token_mean", "balance/sampling=odm"],
     "unimax": ["balance/weighting=token_mean", "balance/sampling=unimax"],
     # the contrastive objective alone (with --override contrastive=clip; the CLIP baseline)
     "contrastive_only": ["balance/weighting=contrastive_only", "balance/sampling=proportional"],

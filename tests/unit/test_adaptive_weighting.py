@@ -1,5 +1,5 @@
 """FAMO and OGM-GE: each one's defining rule, absent objectives, state in checkpoints, and
-exact resume inside BalancedLM."""
+exact resume inside BalancedLM (and the odm sampler's resume)."""
 
 from __future__ import annotations
 
@@ -149,3 +149,16 @@ def test_resume_reproduces_the_uninterrupted_run(store, tmp_path, make):
     weights = [k for k in full[-1] if k.startswith("train/weight/")]
     assert [full[-1][k] for k in weights] == [resumed[-1][k] for k in weights]
     assert len({round(full[-1][k], 6) for k in weights}) > 1  # the weighting did act
+
+
+def test_odm_sampler_resumes_exactly(store, tmp_path):
+    """The odm sampler's rewards, loss EMAs and step (its exploration) come back exactly."""
+    store_dir, layout = store
+    _, full, _ = fit(store_dir, layout, LossWeighting(), steps=8, sampler="odm")
+    fit(store_dir, layout, LossWeighting(), steps=4, sampler="odm", ckpt_dir=tmp_path / "ck",
+        schedule_steps=8)  # fmt: skip
+    _, resumed, _ = fit(store_dir, layout, LossWeighting(), steps=8, sampler="odm",
+                        ckpt_path=str(tmp_path / "ck" / "last.ckpt"))  # fmt: skip
+    _assert_same_steps(full[4:], resumed)
+    probs = [k for k in full[-1] if k.startswith("sampling/prob/")]
+    assert len({round(full[-1][k], 6) for k in probs}) > 1  # past uniform exploration

@@ -14,6 +14,7 @@ from tokenize_mm.balance import (
     AdaptiveSampler,
     FixedSampler,
     MixtureSampler,
+    OnlineMixingSampler,
     ProportionalSampler,
     SamplingError,
     TemperatureSampler,
@@ -34,6 +35,7 @@ OPTIONS = {
     "unimax": {"budget_tokens": 20000, "max_epochs": 2.0},
     "fixed": {"weights": {"trimodal": 1, "image_text": 2, "audio_text": 3, "text_only": 4}},
     "adaptive": {"step_size": 0.5, "smoothing": 0.5, "min_prob": 0.02},
+    "odm": {"step_size": 1.0, "smoothing": 0.5, "loss_smoothing": 0.5},
 }
 
 
@@ -238,3 +240,44 @@ def test_loading_the_state_of_another_sampler_or_sources_raises():
     with pytest.raises(SamplingError, match="same sampler and sources"):
         other = AdaptiveSampler({"text_only": 1}, {"text_only": {"text": 1.0}})
         adaptive().load_state_dict(other.state_dict())
+
+
+def test_odm_explores_uniformly_first_then_rewards_the_source_whose_tokens_lower_the_loss():
+    """ODM starts uniform (exploration 1/S), its exploration decays as sqrt(ln S / (S t)), and a
+    source that carries the modality whose loss keeps falling gains probability over sources that
+    carry modalities whose loss stalls."""
+    odm = OnlineMixingSampler(SIZES, SHARES, **OPTIONS["odm"])
+    assert odm.probabilities() == pytest.approx({s: 0.25 for s in SIZES}, rel=1e-12)
+    assert OnlineMixingSampler.exploration(4, 100) == pytest.approx(math.sqrt(math.log(4) / 400))
+    loss = {"text": 3.0, "image": 3.0, "audio": 3.0}
+    for _ in range(200):
+        loss = {**loss, "image": loss["image"] * 0.98}  # only image learns
+        odm.update(loss)
+    p, rewards = odm.probabilities(), odm.rewards()
+    assert max(rewards, key=rewards.get) == "image_text"  # image's largest share, 0.8
+    assert p["image_text"] > p["audio_text"] and p["image_text"] > p["text_only"]
+    eps = OnlineMixingSampler.exploration(4, 200)
+    assert min(p.values()) >= eps - 1e-12 and math.isclose(sum(p.values()), 1.0)
+
+
+def test_odm_reduce_gives_every_rank_the_same_probabilities():
+    local = [
+        [{"text": 2.0, "image": 1.0}, {"text": 1.8, "image": 0.9}, {"text": 1.7, "image": 0.7}],
+        [{"text": 4.0, "image": 3.0, "audio": 3.0}, {"text": 3.9, "image": 2.0, "audio": 3.5},
+         {"text": 3.0, "image": 2.0, "audio": 3.4}],
+    ]  # fmt: skip
+    ranks = [OnlineMixingSampler(SIZES, SHARES), OnlineMixingSampler(SIZES, SHARES)]
+    make_reduce = _all_reduce_over_threads(2)
+
+    def run(rank):
+        for losses in local[rank]:
+            ranks[rank].update(losses, reduce=make_reduce(rank))
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert ranks[0].state_dict() == ranks[1].state_dict()
+    assert ranks[0].probabilities() == ranks[1].probabilities()
+    assert len(set(ranks[0].rewards().values())) > 1  # it learnt (exploration: still uniform)
