@@ -4,6 +4,7 @@ exact resume inside BalancedLM (and the odm sampler's resume)."""
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -100,7 +101,7 @@ def test_famo_skips_absent_objectives_and_round_trips_its_state():
 
 
 def test_ogm_slows_the_objective_ahead_by_the_papers_coefficient():
-    w = GradModulation(alpha=0.5, ema=0.0, noise=False)
+    w = GradModulation(alpha=0.5, ema=0.0, noise=False, warmup_steps=0)
     w.observe({"text": 4.0, "image": 4.0, "audio": 4.0}, {})
     w.observe({"text": 1.0, "image": 3.0, "audio": 3.0}, {})  # progress 0.75, 0.25, 0.25
     rho = 0.75 / 0.25
@@ -117,9 +118,9 @@ def test_ogm_slows_the_objective_ahead_by_the_papers_coefficient():
 
 
 def test_ogm_grad_share_signal_and_ge_noise():
-    w = GradModulation(alpha=1.0, ema=0.0, signal="grad_share", noise=True, seed=3)
-    w.observe({m: 1.0 for m in MODS}, {"text": 1.0, "image": 1.0, "audio": 64.0})  # norms 1, 1, 8
-    assert float(w.coeffs[2]) == pytest.approx(1 - math.tanh(1.0 * (8.0 - 1.0)))
+    w = GradModulation(alpha=0.2, ema=0.0, signal="grad_share", noise=True, seed=3, warmup_steps=0)
+    w.observe({m: 1.0 for m in MODS}, {"text": 1.0, "image": 1.0, "audio": 16.0})  # norms 1, 1, 4
+    assert float(w.coeffs[2]) == pytest.approx(1 - math.tanh(0.2 * (4.0 - 1.0)))
     g = torch.Generator().manual_seed(0)
     grad = torch.randn(2, 6, 4, generator=g)
     rows = torch.tensor([[0, 1, 2, 2, 2, 3], [2, 2, 0, 1, 3, 3]])
@@ -129,14 +130,32 @@ def test_ogm_grad_share_signal_and_ge_noise():
     noise = out[rows == 2] - float(w.coeffs[2]) * grad[rows == 2]
     assert float(noise.abs().sum()) > 0
     assert torch.equal(w.rescale_grad(grad, rows), out)  # the same step draws the same noise
-    w.observe({m: 1.0 for m in MODS}, {"text": 1.0, "image": 1.0, "audio": 64.0})
+    w.observe({m: 1.0 for m in MODS}, {"text": 1.0, "image": 1.0, "audio": 16.0})
     assert not torch.equal(w.rescale_grad(grad, rows), out)  # the next step draws afresh
-    fresh = GradModulation(alpha=1.0, ema=0.0, signal="grad_share", noise=True, seed=3)
+    fresh = GradModulation(alpha=0.2, ema=0.0, signal="grad_share", noise=True, seed=3,
+                           warmup_steps=0)  # fmt: skip
     fresh.load_state_dict(w.state_dict())
     assert torch.equal(fresh.rescale_grad(grad, rows), w.rescale_grad(grad, rows))
 
 
-@pytest.mark.parametrize("make", [FAMOWeighting, GradModulation], ids=["famo", "ogm"])
+def test_ogm_waits_for_its_warmup_and_never_stops_an_objective():
+    """Before warmup_steps nothing is modulated; an objective that alone made progress (rho
+    infinite) is slowed to min_coeff, not to 0, and its norm is still tracked."""
+    w = GradModulation(alpha=0.5, ema=0.0, noise=False, warmup_steps=2, min_coeff=0.1)
+    w.observe({"text": 4.0, "image": 4.0, "audio": 4.0}, {m: 1.0 for m in MODS})
+    w.observe({"text": 1.0, "image": 4.0, "audio": 4.0}, {m: 1.0 for m in MODS})
+    assert w.coeffs.tolist() == [1.0, 1.0, 1.0]  # still warming up
+    w.observe({"text": 1.0, "image": 4.0, "audio": 4.0}, {m: 1.0 for m in MODS})
+    assert w.coeffs.tolist() == pytest.approx([0.1, 1.0, 1.0])
+    w.observe({"text": 1.0, "image": 4.0, "audio": 4.0}, {m: 0.01 for m in MODS})
+    assert float(w.norm_ema[0]) == pytest.approx(0.1 / 0.1)  # the unmodulated norm
+    with pytest.raises(ValueError, match="min_coeff"):
+        GradModulation(min_coeff=0.0)
+
+
+@pytest.mark.parametrize(
+    "make", [FAMOWeighting, partial(GradModulation, warmup_steps=1)], ids=["famo", "ogm"]
+)
 def test_resume_reproduces_the_uninterrupted_run(store, tmp_path, make):
     """Stop after step 3 of 6 and resume: the weighting's state (logits and Adam moments; OGM's
     EMAs, coefficients and noise step) comes back from the checkpoint exactly."""

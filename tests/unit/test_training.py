@@ -193,7 +193,7 @@ DDP_SCRIPT = """
 import json, sys, warnings
 from functools import partial
 import lightning as L, torch
-from tokenize_mm.balance import AdaptiveSampler, {weighting}
+from tokenize_mm.balance import AdaptiveSampler, {name}
 from tokenize_mm.core.schedules import warmup_cosine
 from tokenize_mm.data.datamodule import SamplerFeedback, StoreDataModule
 from tokenize_mm.models import DecoderLM, preset
@@ -216,7 +216,7 @@ if __name__ == "__main__":
     layout = VocabLayout.load("{store}/layout.json")
     torch.manual_seed(0)
     model = DecoderLM(preset("tiny"), vocab_size=layout.vocab_size)
-    module = BalancedLM(model, {weighting}(), scheduler=partial(warmup_cosine, max_steps=4))
+    module = BalancedLM(model, {weighting}, scheduler=partial(warmup_cosine, max_steps=4))
     dm = StoreDataModule("{store}", sampler=AdaptiveSampler, context=128, batch_size=2)
     trainer = L.Trainer(max_steps=4, accelerator="cpu", devices=2, strategy="ddp_spawn",
                         logger=False, enable_progress_bar=False, enable_model_summary=False,
@@ -227,7 +227,9 @@ if __name__ == "__main__":
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("weighting", ["GradShareWeighting", "FAMOWeighting", "GradModulation"])
+@pytest.mark.parametrize(
+    "weighting", ["GradShareWeighting()", "FAMOWeighting()", "GradModulation(warmup_steps=1)"]
+)
 def test_ddp_ranks_hold_identical_balance_state_and_parameters(store, tmp_path, weighting):
     """Two CPU processes (gloo): every statistic a weighting or sampler uses is all-reduced, so
     after N steps both ranks hold the same weights, probabilities and parameters, although each
@@ -238,7 +240,8 @@ def test_ddp_ranks_hold_identical_balance_state_and_parameters(store, tmp_path, 
 
     store_dir, _ = store
     script = tmp_path / "ddp.py"
-    script.write_text(DDP_SCRIPT.format(store=store_dir, out=tmp_path, weighting=weighting))
+    script.write_text(DDP_SCRIPT.format(store=store_dir, out=tmp_path, weighting=weighting,
+                                        name=weighting.split("(")[0]))  # fmt: skip
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                             timeout=600, cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

@@ -19,7 +19,7 @@ with the mean of the others, by one of two signals:
 - ``grad_share``: the EMA of its unmodulated gradient norm; ρ_m = ‖g_m‖ / mean_{j≠m} ‖g_j‖.
 
 The losses combine as ``modality_mean`` (w_m = 1/M) before modulation. GE noise is drawn from a
-generator seeded by (``seed``, step), so a run and its resume draw the same noise; every DDP rank
+generator seeded by (``seed``, step, objective), so a run and its resume draw the same noise; every DDP rank
 computes the same k from all-reduced statistics. Coefficients, EMAs and the step count are
 buffers: checkpoints carry them.
 """
@@ -47,6 +47,9 @@ class GradModulation(ModalityMean):
         ema: smoothing of the losses and norms, in [0, 1).
         noise: add GE noise to the rows of every slowed objective.
         seed: of the GE noise.
+        min_coeff: the floor of k: an objective far ahead (or the only one with progress, ρ = ∞)
+            is slowed to this, never stopped.
+        warmup_steps: steps observed before any modulation (the EMAs settle first).
     """
 
     name = "ogm"
@@ -59,14 +62,18 @@ class GradModulation(ModalityMean):
         ema: float = 0.9,
         noise: bool = True,
         seed: int = 0,
+        min_coeff: float = 0.1,
+        warmup_steps: int = 10,
     ):
         super().__init__(modalities)
-        if signal not in SIGNALS or not alpha > 0 or not 0 <= ema < 1:
+        if (signal not in SIGNALS or not alpha > 0 or not 0 <= ema < 1
+                or not 0 < min_coeff <= 1 or warmup_steps < 0):  # fmt: skip
             raise ValueError(
-                f"ogm needs alpha > 0, signal in {SIGNALS}, ema in [0, 1); got {alpha}, "
-                f"{signal!r}, {ema}"
+                f"ogm needs alpha > 0, signal in {SIGNALS}, ema in [0, 1), min_coeff in (0, 1], "
+                f"warmup_steps >= 0; got {alpha}, {signal!r}, {ema}, {min_coeff}, {warmup_steps}"
             )
         self.alpha, self.signal, self.ema, self.noise, self.seed = alpha, signal, ema, noise, seed
+        self.min_coeff, self.warmup_steps = min_coeff, warmup_steps
         m = len(self.modalities)
         self.register_buffer("first_loss", torch.zeros(m, dtype=torch.float64))
         self.register_buffer("loss_ema", torch.zeros(m, dtype=torch.float64))
@@ -84,12 +91,15 @@ class GradModulation(ModalityMean):
         scaled = grad * table[index].unsqueeze(-1)
         if not self.noise or bool((self.coeffs >= 1).all()):
             return scaled
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.steps))
-        draw = torch.randn(grad.shape, generator=generator, dtype=torch.float32).to(grad)
         for i in (self.coeffs < 1).nonzero().flatten().tolist():
             rows = index == i
             if int(rows.sum()) == 0:
                 continue
+            # one draw per (seed, step, objective): the contrastive pass's noise is its own
+            generator = torch.Generator().manual_seed(
+                (self.seed * 1_000_003 + int(self.steps)) * 16 + i
+            )
+            draw = torch.randn(grad.shape, generator=generator, dtype=torch.float32).to(grad)
             std = grad[rows].float().std(unbiased=False)  # the rows' own gradient spread
             scaled = torch.where(rows.unsqueeze(-1), scaled + draw * std.to(grad), scaled)
         return scaled
@@ -123,11 +133,12 @@ class GradModulation(ModalityMean):
                 self.norm_ema[i], self.seen[i] = norm, True
         scores = self.scores()
         coeffs = torch.ones(len(self.modalities))
-        if len(scores) >= 2:
+        if len(scores) >= 2 and int(self.steps) > self.warmup_steps:
             for m, s in scores.items():
                 others = [v for k, v in scores.items() if k != m]
                 mean = sum(others) / len(others)
                 rho = s / mean if mean > 0 else (math.inf if s > 0 else 1.0)
                 if rho > 1:
-                    coeffs[self.modalities.index(m)] = 1.0 - math.tanh(self.alpha * (rho - 1.0))
+                    k = 1.0 - math.tanh(self.alpha * (rho - 1.0))
+                    coeffs[self.modalities.index(m)] = max(k, self.min_coeff)
         self.coeffs.copy_(coeffs)
