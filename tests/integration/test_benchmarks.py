@@ -186,6 +186,35 @@ def test_balance_benchmark_refuses_bad_arguments(tmp_path):
         assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
+def test_step_cost_measures_every_variant_on_the_same_batches(tmp_path):
+    """Every weighting and the bare loop are timed; the bare loop computes token_mean's loss."""
+    out = tmp_path / "cost"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "step_cost.py"), "--experiment",
+           "balance_bench_tiny", "--steps", "2", "--warmup", "1", "--rounds", "2", "--weightings",
+           "token_mean,grad_share,famo", "--cache-dir", str(tmp_path / "cache"), "--out-dir",
+           str(out)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = json.loads((out / "step_cost.json").read_text())
+    variants = {"token_mean", "grad_share", "famo", "bare loop"}
+    assert record["median_s"].keys() == variants
+    assert all(len(r) == 2 for r in record["per_round_median_s"].values())
+    assert record["steps_measured"] == dict.fromkeys(variants, 4)
+    assert record["weighting_ratio"]["token_mean"] == 1.0
+    # the same weights and batch: the bare loop's first loss is token_mean's to float rounding
+    first = record["first_loss"]
+    assert abs(first["bare loop"] - first["token_mean"]) < 1e-5 * first["token_mean"]
+    assert {"cpu", "threads", "torch", "lightning"} <= record["machine"].keys()
+    markdown = (out / "step_cost.md").read_text()
+    assert markdown.startswith("# Step cost") and "| bare PyTorch loop |" in markdown
+
+
+def test_step_cost_refuses_a_set_without_the_baseline(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "step_cost.py"), "--weightings", "famo"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 2 and "must include the baseline token_mean" in result.stderr
+
+
 TINY_MAIN_JOB = ["data=tiny", "tokenizer@tokenizers.image=image_tiny",
                  "tokenizer@tokenizers.audio=audio_tiny"]  # fmt: skip
 
