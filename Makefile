@@ -66,8 +66,10 @@ format: $(STAMP) ## Apply ruff fixes and formatting.
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP) ## Run the tokenizer benchmark and write docs/results/tokenizer_benchmark.{md,json}.
-	$(BIN)/python benchmarks/tokenizers.py
+# Benchmarks write into a scratch folder ($TMPDIR/tokenize_mm) unless RESULTS names where: RESULTS=docs/results
+# (bench) or RESULTS=docs/results/balance (bench-balance) updates the recorded results.
+bench: $(STAMP) ## Run the tokenizer benchmark (into /tmp/tokenize_mm; RESULTS=docs/results updates the record).
+	$(BIN)/python benchmarks/tokenizers.py $(if $(RESULTS),--out $(RESULTS)/tokenizer_benchmark.json --md $(RESULTS)/tokenizer_benchmark.md)
 
-bench-balance: $(STAMP) ## Compare balance strategies over 3 seeds (docs/results/balance/; SIZE=quick: 5 min).
-	$(BIN)/python benchmarks/balance.py --size $(or $(SIZE),default) $(ARGS)
+bench-balance: $(STAMP) ## Compare balance strategies over 3 seeds (SIZE=quick: 5 min; RESULTS=docs/results/balance).
+	$(BIN)/python benchmarks/balance.py --size $(or $(SIZE),default) $(if $(RESULTS),--out-dir $(RESULTS)) $(ARGS)

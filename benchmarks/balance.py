@@ -21,7 +21,8 @@ split. Tokenizers and stores come from the main job's cache (``.cache/tokenize_m
 written on first use. Each finished run is kept in ``--out-dir``/runs/ until the report is
 written, so an interrupted benchmark started again with the same arguments resumes after its
 last finished run. Writes ``balance.md``, ``balance.json`` (every run's resolved config, the
-machine and versions) and ``balance.png`` / ``grounding.png`` into ``--out-dir``.
+machine and versions) and ``balance.png`` / ``grounding.png`` into ``--out-dir`` (a scratch
+folder unless given: ``--out-dir docs/results/balance`` updates the recorded results).
 
     .venv/bin/python benchmarks/balance.py [--size tiny|quick|default] [--manifest PATH]
         [--strategies a,b,...] [--seeds 0,1,2] [--out-dir DIR] [--cache-dir DIR]
@@ -40,6 +41,7 @@ import platform
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -92,7 +94,8 @@ STRATEGIES: dict[str, list[str]] = {
                     "model.late_layers=2"],
 }  # fmt: skip
 DEFAULT_SET = [
-    s for s in STRATEGIES
+    s
+    for s in STRATEGIES
     if s not in ("unimax", "contrastive_only", "ogm_odm") and not s.startswith("clip_")
 ]  # 12 strategies x 3 seeds: about 70 min
 BASELINE = "token_mean"
@@ -112,7 +115,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--eval-examples", type=int, help="held-out examples (default: by size)")
-    p.add_argument("--out-dir", default="docs/results/balance")
+    p.add_argument("--out-dir", default=str(Path(tempfile.gettempdir()) / "tokenize_mm" / "balance"),
+                   help="where the report goes (a scratch folder by default; docs/results/<name> "
+                   "to update the recorded results)")  # fmt: skip
     p.add_argument("--cache-dir", default=".cache/tokenize_mm")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="an extra tmm-train override for every run (repeatable), e.g. "

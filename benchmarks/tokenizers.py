@@ -30,6 +30,8 @@ import os
 import platform
 import shlex
 import sys
+import tempfile
+from pathlib import Path
 
 import sentencepiece as spm
 import torch
@@ -365,8 +367,9 @@ def md_vq(vq: list[dict]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (< ~1 min), a smoke test")
-    parser.add_argument("--out", default="docs/results/tokenizer_benchmark.json")
-    parser.add_argument("--md", default="docs/results/tokenizer_benchmark.md")
+    scratch = Path(tempfile.gettempdir()) / "tokenize_mm"  # docs/results/... updates the record
+    parser.add_argument("--out", default=str(scratch / "tokenizer_benchmark.json"))
+    parser.add_argument("--md", default=str(scratch / "tokenizer_benchmark.md"))
     parser.add_argument("--dev-manifest", help="JSONL manifest whose texts join the text corpus")
     parser.add_argument("--num-texts", type=int, help="built-in examples for the text corpus")
     parser.add_argument("--vocab-size", type=int, default=8000)

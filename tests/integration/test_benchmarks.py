@@ -316,3 +316,20 @@ def test_codec_vs_codec2_runs_on_a_manifest(tmp_path, clips):
     assert all(r["clips"] == 2 for r in rows.values())
     assert rows["Codec 2 450"]["mel_distance"] < 0.01  # the stand-in is lossless (int16)
     assert rows["codec K=1"]["mel_distance"] > rows["Codec 2 450"]["mel_distance"]
+
+
+def test_benchmarks_write_to_a_scratch_folder_unless_told():
+    """`make bench` and `make bench-balance` leave the recorded results in docs/ alone unless
+    RESULTS names them; the scripts' own defaults are scratch folders too."""
+    for target in ("bench", "bench-balance"):
+        plain = subprocess.run(["make", "-n", target], capture_output=True, text=True, cwd=ROOT)
+        assert plain.returncode == 0, plain.stderr
+        command = plain.stdout.strip().splitlines()[-1]
+        assert "docs/" not in command, command
+        told = subprocess.run(["make", "-n", target, "RESULTS=docs/results/x"],
+                              capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+        assert "docs/results/x" in told.stdout.strip().splitlines()[-1]
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import balance
+
+    assert "docs" not in Path(balance.parse_args([]).out_dir).parts
