@@ -293,8 +293,8 @@ def test_train_sweep_over_weightings(tmp_path):
 
 
 def test_sigterm_leaves_a_checkpoint_to_resume_from(tmp_path):
-    """SIGTERM mid-training: the run saves checkpoints/interrupted.ckpt, and a run resumed from
-    it continues from the interrupted step."""
+    """SIGTERM mid-training: the run saves checkpoints/interrupted.ckpt and exits with status 143
+    (128 + SIGTERM, not 0), and a run resumed from it continues from the interrupted step."""
     import signal
     import time
 
@@ -311,7 +311,9 @@ def test_sigterm_leaves_a_checkpoint_to_resume_from(tmp_path):
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
     ckpt = tmp_path / "a" / "checkpoints" / "interrupted.ckpt"
-    assert ckpt.is_file(), proc.stderr.read().decode()[-2000:]
+    stderr = proc.stderr.read().decode()[-2000:]
+    assert ckpt.is_file(), stderr
+    assert proc.returncode == 128 + signal.SIGTERM, stderr  # stopped, not finished: non-zero
     step = torch.load(ckpt, weights_only=False, map_location="cpu")["global_step"]
     assert step > 0
     run("train", "+debug=tiny", f"cache_dir={tmp_path}/cache", f"out_dir={tmp_path}/b",

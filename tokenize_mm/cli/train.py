@@ -16,6 +16,7 @@ import hashlib
 import logging
 import shlex
 import shutil
+import signal
 import sys
 import time
 import warnings
@@ -257,6 +258,7 @@ def train(cfg: DictConfig, prepared: Prepared) -> Run:
     """
     import lightning as L
     from lightning.pytorch.callbacks import Checkpoint
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from tokenize_mm.cli.report import MemoryLogger, csv_logger, run_metrics
 
@@ -280,7 +282,13 @@ def train(cfg: DictConfig, prepared: Prepared) -> Run:
     checkpoints = any(isinstance(c, Checkpoint) for c in callbacks)
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
                           enable_checkpointing=checkpoints, **options)  # fmt: skip
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        # Lightning stops on SIGTERM with SystemExit(None), exit status 0 as if the run had
+        # finished; InterruptCheckpoint has saved by now. Exit as a process killed by it would.
+        log.warning("stopped by SIGTERM at step %d", trainer.global_step)
+        raise SystemExit(128 + signal.SIGTERM) from None
     return Run(module, data, trainer, run_metrics(trainer.loggers))
 
 
