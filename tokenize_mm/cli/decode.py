@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from tokenize_mm.cli.common import config_dir
 from tokenize_mm.cli.files import process_files
+from tokenize_mm.cli.help import run_or_help
 from tokenize_mm.core.atomic import write_atomic, write_bytes_atomic
 from tokenize_mm.tokenizers import load_tokenizer
 from tokenize_mm.tokenizers.audio.io import save_wav
@@ -59,7 +60,7 @@ def write_decoded(decoded, info: TokenizerInfo, target: Path) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="decode")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     tokenizer = load_tokenizer(cfg.tokenizer_dir)
     sha256 = tokenizer_sha256(cfg.tokenizer_dir)
     modality = tokenizer.info.modality
@@ -78,6 +79,11 @@ def main(cfg: DictConfig) -> None:
 
     out_dir = Path(cfg.out_dir)
     process_files(cfg.inputs, (".safetensors",), rename, work, "decode", out_dir)
+
+
+def main() -> None:
+    """``tmm-decode``: ``--help`` is ``cli/help.py``'s; anything else goes to Hydra."""
+    run_or_help(hydra_main, "decode")
 
 
 if __name__ == "__main__":

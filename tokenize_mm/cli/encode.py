@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from tokenize_mm.cli.common import config_dir
 from tokenize_mm.cli.files import encodable_suffixes, process_files
+from tokenize_mm.cli.help import run_or_help
 from tokenize_mm.tokenizers import InvalidInputError, load_tokenizer
 from tokenize_mm.tokenizers.token_file import SUFFIX, save_encoded, tokenizer_sha256
 
@@ -48,7 +49,7 @@ def token_file_name(rel: Path) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="encode")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     tokenizer = load_tokenizer(cfg.tokenizer_dir)
     modality = tokenizer.info.modality
     meta = {"kind": tokenizer.kind, "tokenizer_sha256": tokenizer_sha256(cfg.tokenizer_dir)}
@@ -61,6 +62,11 @@ def main(cfg: DictConfig) -> None:
     process_files(
         cfg.inputs, encodable_suffixes(modality), token_file_name, work, "encode", out_dir
     )
+
+
+def main() -> None:
+    """``tmm-encode``: ``--help`` is ``cli/help.py``'s; anything else goes to Hydra."""
+    run_or_help(hydra_main, "encode")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from tokenize_mm.cli.common import config_dir, fit_from_source, rates_table
+from tokenize_mm.cli.help import run_or_help
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="fit_tokenizer")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     source = instantiate(cfg.source)
     tokenizer = fit_from_source(
         instantiate(cfg.tokenizer.fit),
@@ -25,6 +26,11 @@ def main(cfg: DictConfig) -> None:
         print(f"skipped records by reason: {dict(skipped)}")
     print(rates_table({cfg.tokenizer.name: tokenizer.info}))
     print(f"saved {path}")
+
+
+def main() -> None:
+    """``tmm-fit-tokenizer``: ``--help`` is ``cli/help.py``'s; anything else goes to Hydra."""
+    run_or_help(hydra_main, "fit_tokenizer")
 
 
 if __name__ == "__main__":

@@ -19,10 +19,11 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from tokenize_mm.cli.common import config_dir
+from tokenize_mm.cli.help import run_or_help
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="pretokenize")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     from tokenize_mm.data.accounting import markdown, write_report
     from tokenize_mm.data.store import TokenStore, merge_store, pretokenize
     from tokenize_mm.sequence.interleave import SpanOrder
@@ -49,6 +50,11 @@ def main(cfg: DictConfig) -> None:
             TokenStore(cfg.out_dir), f"{cfg.out_dir}/accounting", shlex.join(sys.orig_argv)
         )
         print(markdown(report))
+
+
+def main() -> None:
+    """``tmm-pretokenize``: ``--help`` is ``cli/help.py``'s; anything else goes to Hydra."""
+    run_or_help(hydra_main, "pretokenize")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import hydra
 from omegaconf import DictConfig
 
 from tokenize_mm.cli.common import config_dir
+from tokenize_mm.cli.help import run_or_help
 from tokenize_mm.core.errors import TokenizeMMError
 from tokenize_mm.core.modalities import MODALITIES
 
@@ -79,12 +80,17 @@ def run(cfg: DictConfig) -> list:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="search")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except TokenizeMMError as err:
         print(f"tmm-search: {err}", file=sys.stderr)
         sys.exit(1)
+
+
+def main() -> None:
+    """``tmm-search``: ``--help`` is ``cli/help.py``'s; anything else goes to Hydra."""
+    run_or_help(hydra_main, "search")
 
 
 if __name__ == "__main__":

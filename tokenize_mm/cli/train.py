@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tokenize_mm.cli.checkpoint import resolve_checkpoint
 from tokenize_mm.cli.common import config_dir, fit_from_source, rates_table, tokenizer_health
+from tokenize_mm.cli.help import run_or_help
 from tokenize_mm.cli.validate import check_train_config
 from tokenize_mm.core.modalities import MODALITIES
 
@@ -302,7 +303,7 @@ def checkpoint_folders(trainer: Any) -> list[Path]:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     from tokenize_mm.cli.alignment import alignment_lines
     from tokenize_mm.cli.report import write_run_report
     from tokenize_mm.models.bundle import save_trained_model
@@ -348,6 +349,11 @@ def main(cfg: DictConfig) -> None:
         log.info("metrics per step in %s", run.metrics.source)
     for folder in checkpoint_folders(run.trainer):
         log.info("checkpoints in %s", folder)
+
+
+def main() -> None:
+    """``tmm-train``: ``--help`` is ``cli/help.py``'s; anything else goes to Hydra."""
+    run_or_help(hydra_main, "train")
 
 
 if __name__ == "__main__":
