@@ -8,10 +8,12 @@ from omegaconf import DictConfig
 
 from tokenize_mm.cli.common import config_dir, fit_from_source, rates_table
 from tokenize_mm.cli.help import run_or_help
+from tokenize_mm.cli.validate import check_fit_device
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="fit_tokenizer")
 def hydra_main(cfg: DictConfig) -> None:
+    check_fit_device(cfg.tokenizer, config_dir())  # before reading the source
     source = instantiate(cfg.source)
     tokenizer = fit_from_source(
         instantiate(cfg.tokenizer.fit),

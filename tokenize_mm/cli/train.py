@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from tokenize_mm.cli.checkpoint import resolve_checkpoint
 from tokenize_mm.cli.common import config_dir, fit_from_source, rates_table, tokenizer_health
 from tokenize_mm.cli.help import run_or_help
-from tokenize_mm.cli.validate import check_train_config
+from tokenize_mm.cli.validate import check_fit_device, check_train_config
 from tokenize_mm.core.modalities import MODALITIES
 
 log = logging.getLogger("tokenize_mm.cli.train")  # __name__, also when run with python -m
@@ -82,6 +82,7 @@ def fit_or_reuse(tcfg: DictConfig, source: Any, source_id: str, cache: Path, spl
             return path
         except ArtifactError as err:  # damaged cache: fit again
             log.warning("cached %s unusable (%s); fitting again", path, err)
+    check_fit_device(tcfg, config_dir())  # a GPU-sized config on a CPU: refused, naming the CPU one
     log.info("fitting %s on %s ...", tcfg.name, type(source).__name__)
     fit_from_source(instantiate(tcfg.fit), tcfg.modality, source, split).save(path)
     return path
