@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections.abc import Sequence
 
 import torch
 from encodec.modules import SEANetDecoder, SEANetEncoder
@@ -69,6 +70,9 @@ class CodecConfig:
         fsq_radius: the FSQ grid input's longest length (``quant/fsq.py``: a longer latent is
             scaled back onto the sphere, keeping its direction, instead of saturating into a
             corner cell); 0 (the default): no limit. Only with ``quantizer="fsq"``.
+        fsq_whiten: whiten the FSQ grid input (``quant/whiten.py``: uncorrelated grid
+            dimensions) instead of normalising each dimension on its own. Only with
+            ``quantizer="fsq"``.
         companding: μ of the μ-law companding of the encoder's input (0, the default: the
             waveform as it is; G.711 uses 255; the module docstring says what it trades).
 
@@ -93,6 +97,7 @@ class CodecConfig:
     fsq_levels: tuple[int, ...] | None = None
     fsq_radius: float = 0.0
     companding: float = 0.0
+    fsq_whiten: bool = False
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "channels", "n_filters", "n_residual_layers", "dimension",
@@ -105,8 +110,11 @@ class CodecConfig:
         object.__setattr__(self, "ratios", int_tuple("ratios", self.ratios))
         if isinstance(self.lstm, bool) or not isinstance(self.lstm, int) or self.lstm < 0:
             raise InvalidInputError("must be an int >= 0", item=f"lstm={self.lstm!r}")
-        if not isinstance(self.causal, bool):
-            raise InvalidInputError("must be true or false", item=f"causal={self.causal!r}")
+        for name in ("causal", "fsq_whiten"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidInputError(
+                    "must be true or false", item=f"{name}={getattr(self, name)!r}"
+                )
         if self.codebook_dim is not None:
             check_positive_int("codebook_dim", self.codebook_dim)
         check_non_negative("commitment_weight", self.commitment_weight)
@@ -170,8 +178,9 @@ class CodecModel(nn.Module):
         self.quantizer: Quantizer
         if c.quantizer == "fsq":
             self.quantizer = ResidualFiniteScalarQuantizer(
-                c.dimension, c.num_codebooks, c.fsq_grid, radius=c.fsq_radius
-            )
+                c.dimension, c.num_codebooks, c.fsq_grid, radius=c.fsq_radius,
+                whiten=c.fsq_whiten,
+            )  # fmt: skip
         else:
             self.quantizer = ResidualVectorQuantizer(
                 c.dimension, c.num_codebooks, c.codebook_size, codebook_dim=c.codebook_dim,
@@ -202,6 +211,24 @@ class CodecModel(nn.Module):
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """wav (B, C, S) → codes (B, K, ceil(S / hop)) int64."""
         return self.quantize(self.encoder(self.compand(wav)))
+
+    @torch.no_grad()
+    def calibrate(self, clips: Sequence[torch.Tensor], max_clips: int = 128,
+                  max_seconds: float = 5.0) -> None:  # fmt: skip
+        """After a fit, set an FSQ grid's normalisation statistics to those of the final encoder
+        (``quant/fsq.py``'s ``calibrate``) on up to ``max_clips`` of the training ``clips``
+        (C, S_i) spread evenly over them, each cut to its first ``max_seconds``. A VQ model is
+        left as it is (no normalisation)."""
+        calibrate = getattr(self.quantizer, "calibrate", None)
+        if calibrate is None or not clips:
+            return
+        step = max(1, len(clips) // max_clips)
+        limit = max(self.hop_length, round(max_seconds * self.sample_rate))
+        device = next(self.parameters()).device
+        calibrate(
+            self.encoder(self.compand(clip[None, :, :limit].to(device))).transpose(1, 2)
+            for clip in list(clips)[::step][:max_clips]
+        )
 
     def compand(self, wav: torch.Tensor) -> torch.Tensor:
         """The encoder's input: wav (B, C, S) through μ-law companding (unchanged when

@@ -166,6 +166,7 @@ class AudioTokenizer(CodecTokenizer):
             disc_start_step=disc_start_step, warmup_steps=int(autoencoder_warmup * max_steps),
         )  # fmt: skip
         model = model.cpu().eval()
+        model.calibrate(train)
         hparams = {
             "arch": arch_dict(config),
             "fit": {"segment_seconds": segment_seconds, "mel_weight": mel_weight,

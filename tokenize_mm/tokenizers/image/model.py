@@ -57,6 +57,9 @@ class VQImageConfig:
             default for a power-of-two ``codebook_size``, 256 → (8, 8, 4); ``fit`` writes the
             levels it used into the artifact, so a later default cannot change them). Only with
             ``quantizer="fsq"``.
+        fsq_whiten: whiten the FSQ grid input (``quant/whiten.py``: uncorrelated grid
+            dimensions) instead of normalising each dimension on its own. Only with
+            ``quantizer="fsq"``.
 
     Raises:
         InvalidInputError: a field is out of range (the error names it).
@@ -75,8 +78,11 @@ class VQImageConfig:
     threshold_ema_dead_code: float = 2.0
     quantizer: str = "fsq"
     fsq_levels: tuple[int, ...] | None = None
+    fsq_whiten: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.fsq_whiten, bool):
+            raise InvalidInputError("must be true or false", item=f"fsq_whiten={self.fsq_whiten!r}")
         for name in ("image_size", "downsample", "base_channels", "num_res_blocks",
                      "latent_dim", "codebook_size", "codebook_dim"):  # fmt: skip
             check_positive_int(name, getattr(self, name))
@@ -206,7 +212,7 @@ class VQImageModel(nn.Module):
         self.encoder = Encoder(channels, c.num_res_blocks, c.latent_dim)
         self.quantizer: Quantizer
         if c.quantizer == "fsq":
-            self.quantizer = FiniteScalarQuantizer(c.latent_dim, c.fsq_grid)
+            self.quantizer = FiniteScalarQuantizer(c.latent_dim, c.fsq_grid, whiten=c.fsq_whiten)
         else:
             self.quantizer = VectorQuantizer(
                 dim=c.latent_dim,
@@ -238,6 +244,23 @@ class VQImageModel(nn.Module):
             return self._pixels(z), None, z.new_zeros((), dtype=torch.float32)
         q, codes, commit = self.quantizer(z)
         return self._pixels(q), codes, commit
+
+    @torch.no_grad()
+    def calibrate(
+        self, pixels_u8: torch.Tensor, max_images: int = 1024, batch_size: int = 64
+    ) -> None:
+        """After a fit, set an FSQ grid's normalisation statistics to those of the final encoder
+        (``quant/fsq.py``'s ``calibrate``) on up to ``max_images`` of the training images
+        (N, 3, S, S) uint8, spread evenly over them. A VQ model is left as it is."""
+        calibrate = getattr(self.quantizer, "calibrate", None)
+        if calibrate is None or len(pixels_u8) == 0:
+            return
+        chosen = pixels_u8[:: max(1, len(pixels_u8) // max_images)][:max_images]
+        device = next(self.parameters()).device
+        calibrate(
+            self._latents(chosen[i : i + batch_size].to(device).float().div(255.0))
+            for i in range(0, len(chosen), batch_size)
+        )
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -183,6 +183,7 @@ class ImageTokenizer(ModuleTokenizer):
             warmup_steps=int(autoencoder_warmup * max_steps),
         )  # fmt: skip
         model = model.cpu().eval()
+        model.calibrate(train)
         hparams = {
             "arch": arch_dict(config),
             "fit": {"max_steps": max_steps, "batch_size": batch_size, "learning_rate": learning_rate,

@@ -38,11 +38,13 @@ codec's spread on real recordings (docs/results/codebook_health.md).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from tokenize_mm.tokenizers.quant.whiten import Whiten
 
 
 def default_levels(codebook_size: int) -> tuple[int, ...]:
@@ -78,14 +80,17 @@ class _FSQBase(nn.Module):
     codebook_size: int
     num_codebooks: int
 
-    def _build(self, dim: int, levels: Sequence[int], fsq: nn.Module, radius: float) -> None:
+    def _build(
+        self, dim: int, levels: Sequence[int], fsq: nn.Module, radius: float, whiten: bool
+    ) -> None:
         if not radius >= 0:
             raise ValueError(f"radius must be >= 0 (0: off), got {radius}")
         self.levels = check_levels(levels)
         self.radius = float(radius)
         d = len(self.levels)
         self.project_in = nn.Linear(dim, d)
-        self.norm = nn.BatchNorm1d(d, affine=False, momentum=0.1)
+        self.whiten = bool(whiten)
+        self.norm = Whiten(d) if self.whiten else nn.BatchNorm1d(d, affine=False, momentum=0.1)
         self.fsq = fsq
         self.project_out = nn.Linear(d, dim)
         self.codebook_size = math.prod(self.levels)
@@ -93,7 +98,7 @@ class _FSQBase(nn.Module):
     def _grid_input(self, z: Tensor) -> Tensor:
         """z (B, N, dim) → normalised grid input (B, N, d), float32, no longer than ``radius``."""
         y = self.project_in(z.float())
-        y = self.norm(y.transpose(1, 2)).transpose(1, 2)
+        y = self.norm(y) if self.whiten else self.norm(y.transpose(1, 2)).transpose(1, 2)
         if self.radius > 0:
             y = y * (self.radius / y.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
         return y
@@ -110,6 +115,42 @@ class _FSQBase(nn.Module):
         return quantized, self._codes(indices), z.new_zeros((), dtype=torch.float32)
 
     @torch.no_grad()
+    def calibrate(self, latents: Iterable[Tensor]) -> int:
+        """Set the normalisation's inference statistics to the exact mean and (co)variance of the
+        projected ``latents`` (each (B, N, dim)); returns the number of latent vectors counted.
+
+        During a fit the running statistics average the batches of the last ten or so steps, so
+        they lag an encoder that is still moving; after it, the statistics of the final weights
+        on the training data replace them ("precise BN": Wu & Johnson 2021, "Rethinking 'Batch'
+        in BatchNorm", arXiv:2105.07576). Measured on the main job's whitened audio codec
+        (seed 2): the lagging mean sat 3.3 standard deviations away from the final encoder's
+        along one whitened dimension, and the real-audio perplexity went from 11.3 of 256 to
+        132.9 once calibrated.
+
+        Raises:
+            ValueError: fewer than 2 latent vectors.
+        """
+        d = len(self.levels)
+        count, total = 0, torch.zeros(d, dtype=torch.float64)
+        outer = torch.zeros(d, d, dtype=torch.float64)
+        for z in latents:
+            y = self.project_in(z.float()).reshape(-1, d).double().cpu()
+            count += y.shape[0]
+            total += y.sum(0)
+            outer += y.T @ y
+        if count < 2:
+            raise ValueError(f"calibration needs at least 2 latent vectors, got {count}")
+        mean = total / count
+        cov = (outer - count * torch.outer(mean, mean)) / (count - 1)
+        norm = self.norm
+        norm.running_mean.copy_(mean.to(norm.running_mean))
+        if isinstance(norm, Whiten):
+            norm.running_cov.copy_(cov.to(norm.running_cov))
+        else:
+            norm.running_var.copy_(cov.diagonal().to(norm.running_var))
+        return count
+
+    @torch.no_grad()
     def encode(self, z: Tensor) -> Tensor:
         """z (B, N, dim) → int64 codes."""
         with torch.autocast(z.device.type, enabled=False):
@@ -124,16 +165,18 @@ class FiniteScalarQuantizer(_FSQBase):
         dim: latent dimension (projected to len(levels) and back).
         levels: values per dimension; the codebook has prod(levels) codes.
         radius: longest normalised grid input, longer ones scaled back (0: no limit).
+        whiten: whiten the grid input (``quant/whiten.py``) instead of normalising each
+            dimension on its own.
     """
 
-    def __init__(self, dim: int, levels: Sequence[int], radius: float = 0.0):
+    def __init__(self, dim: int, levels: Sequence[int], radius: float = 0.0, whiten: bool = False):
         super().__init__()
         from vector_quantize_pytorch import FSQ
 
         levels = check_levels(levels)
         with torch.device("cpu"):  # the library computes its grid with .item(): not on meta
             grid = FSQ(levels=list(levels))
-        self._build(dim, levels, grid, radius)
+        self._build(dim, levels, grid, radius, whiten)
         self.num_codebooks = 1
 
     def _codes(self, indices: Tensor) -> Tensor:
@@ -153,9 +196,18 @@ class ResidualFiniteScalarQuantizer(_FSQBase):
         num_codebooks: K stages (each a finer grid on what the previous left).
         levels: values per dimension of every stage; prod(levels) codes per stage.
         radius: longest normalised grid input, longer ones scaled back (0: no limit).
+        whiten: whiten the grid input (``quant/whiten.py``) instead of normalising each
+            dimension on its own.
     """
 
-    def __init__(self, dim: int, num_codebooks: int, levels: Sequence[int], radius: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        num_codebooks: int,
+        levels: Sequence[int],
+        radius: float = 0.0,
+        whiten: bool = False,
+    ):
         super().__init__()
         from vector_quantize_pytorch import ResidualFSQ
 
@@ -164,7 +216,7 @@ class ResidualFiniteScalarQuantizer(_FSQBase):
         levels = check_levels(levels)
         with torch.device("cpu"):  # the library computes its grid with .item(): not on meta
             grid = ResidualFSQ(levels=list(levels), num_quantizers=num_codebooks)
-        self._build(dim, levels, grid, radius)
+        self._build(dim, levels, grid, radius, whiten)
         self.num_codebooks = num_codebooks
 
     def _codes(self, indices: Tensor) -> Tensor:
