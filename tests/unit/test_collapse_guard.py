@@ -14,7 +14,6 @@ from conftest import TINY_AUDIO, TINY_IMAGE
 
 from tokenize_mm import AudioTokenizer, ImageTokenizer
 from tokenize_mm.tokenizers.quant.usage import (
-    PERPLEXITY_FLOOR,
     CodebookCollapseWarning,
     UsageTracker,
     collapse_message,
@@ -91,15 +90,17 @@ def varied_clips(n: int, seed: int) -> list[tuple[torch.Tensor, int]]:
 
 
 def test_a_tiny_audio_fit_clears_the_perplexity_floor():
-    """30 steps of the tiny codec (FSQ, the default, K = 2): on held-out clips of other kinds
-    every codebook stays above the collapse floor (measured 6.3 and 18.9 of 32)."""
+    """30 steps of the tiny codec (FSQ with a whitened grid, the default, K = 2): on held-out
+    clips of other kinds every codebook keeps a perplexity of at least 25 % of its codes, the
+    codebook-health goal, well above the collapse floor (measured 16.3 and 24.6 of 32 at 1 thread,
+    16.3 and 24.4 at 2; 3.6 and 13.0 before whitening and calibration)."""
     tok, collapsed = _fit_quietly(AudioTokenizer.fit, varied_clips(24, seed=0),
                                   held_out=varied_clips(12, seed=1)[::-1], max_steps=30, seed=0,
                                   **TINY_AUDIO)  # fmt: skip
     assert tok.model.config.quantizer == "fsq"
     size = tok.info.codebook_size
     for k in range(tok.info.num_codebooks):
-        assert tok.info.metrics[f"perplexity_{k}"] >= PERPLEXITY_FLOOR * size, tok.info.metrics
+        assert tok.info.metrics[f"perplexity_{k}"] >= 0.25 * size, tok.info.metrics
     assert not collapsed
 
 

@@ -71,8 +71,10 @@ class CodecConfig:
             scaled back onto the sphere, keeping its direction, instead of saturating into a
             corner cell); 0 (the default): no limit. Only with ``quantizer="fsq"``.
         fsq_whiten: whiten the FSQ grid input (``quant/whiten.py``: uncorrelated grid
-            dimensions) instead of normalising each dimension on its own. Only with
-            ``quantizer="fsq"``.
+            dimensions; the default) instead of normalising each dimension on its own (artifacts
+            written before the field). Only with ``quantizer="fsq"``. With it the main job's codec
+            spreads held-out real recordings over 67 to 136 of 256 codes (perplexity, 3 seeds x 1
+            and 2 threads), against 15 to 50 without (docs/results/codebook_health.md).
         companding: μ of the μ-law companding of the encoder's input (0, the default: the
             waveform as it is; G.711 uses 255; the module docstring says what it trades).
 
@@ -97,7 +99,7 @@ class CodecConfig:
     fsq_levels: tuple[int, ...] | None = None
     fsq_radius: float = 0.0
     companding: float = 0.0
-    fsq_whiten: bool = False
+    fsq_whiten: bool = True
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "channels", "n_filters", "n_residual_layers", "dimension",

@@ -26,6 +26,12 @@ whatever the encoder's drift, the grid, and ``project_out`` (d → dim). The sam
 20 to 61 % of the codes in use on held-out recordings, and the image fits 64 to 84 %
 (docs/results/codebook_health.md).
 
+Per-dimension normalisation leaves the d grid inputs free to be correlated, and a short fit makes
+them so: the main job's audio codec had its three inputs correlated at 0.99 and used the grid
+as a line of about 8 cells. With ``whiten=True`` (``quant/whiten.py``; the codec's default) the
+normalisation also decorrelates them. Both keep running statistics that lag a moving encoder, so
+a fit ends with ``calibrate``: the exact statistics of the final encoder on its training data.
+
 The grid bounds each dimension on its own (``tanh``), so a latent far outside the range the fit
 saw lands in a corner cell whatever its direction: a μ-law codec fitted on melodies sent 72 % of
 the frames of held-out real recordings to one corner (seed 2). With ``radius > 0`` a normalised
