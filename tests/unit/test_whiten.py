@@ -116,7 +116,7 @@ def test_calibration_sets_the_exact_statistics_of_the_latents(whiten):
         q.calibrate([torch.randn(1, 1, 6)])
 
 
-def test_models_calibrate_on_an_even_spread_of_their_training_data():
+def test_models_calibrate_on_every_nth_item_of_their_training_data():
     torch.manual_seed(0)
     codec = CodecModel(CodecConfig(n_filters=4, dimension=16, lstm=0, codebook_size=64,
                                    fsq_whiten=True)).eval()  # fmt: skip

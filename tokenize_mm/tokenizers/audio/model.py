@@ -219,8 +219,9 @@ class CodecModel(nn.Module):
                   max_seconds: float = 5.0) -> None:  # fmt: skip
         """After a fit, set an FSQ grid's normalisation statistics to those of the final encoder
         (``quant/fsq.py``'s ``calibrate``) on up to ``max_clips`` of the training ``clips``
-        (C, S_i) spread evenly over them, each cut to its first ``max_seconds``. A VQ model is
-        left as it is (no normalisation)."""
+        (C, S_i): every ``len(clips) // max_clips``-th clip (at least every one), the first
+        ``max_clips`` of those, each cut to its first ``max_seconds``. A VQ model is left as it
+        is (no normalisation)."""
         calibrate = getattr(self.quantizer, "calibrate", None)
         if calibrate is None or not clips:
             return

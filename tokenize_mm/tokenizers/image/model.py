@@ -251,7 +251,8 @@ class VQImageModel(nn.Module):
     ) -> None:
         """After a fit, set an FSQ grid's normalisation statistics to those of the final encoder
         (``quant/fsq.py``'s ``calibrate``) on up to ``max_images`` of the training images
-        (N, 3, S, S) uint8, spread evenly over them. A VQ model is left as it is."""
+        (N, 3, S, S) uint8: every ``N // max_images``-th image (at least every one), the first
+        ``max_images`` of those. A VQ model is left as it is."""
         calibrate = getattr(self.quantizer, "calibrate", None)
         if calibrate is None or len(pixels_u8) == 0:
             return
