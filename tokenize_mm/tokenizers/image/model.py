@@ -58,8 +58,9 @@ class VQImageConfig:
             levels it used into the artifact, so a later default cannot change them). Only with
             ``quantizer="fsq"``.
         fsq_whiten: whiten the FSQ grid input (``quant/whiten.py``: uncorrelated grid
-            dimensions) instead of normalising each dimension on its own. Only with
-            ``quantizer="fsq"``.
+            dimensions) instead of normalising each dimension on its own (the default: whitened,
+            one of three main-job fits fell below the codebook-health goal,
+            docs/results/codebook_health.md). Only with ``quantizer="fsq"``.
 
     Raises:
         InvalidInputError: a field is out of range (the error names it).
