@@ -9,9 +9,10 @@ the caller to the original length.
 Optionally (``CodecConfig.companding`` = μ > 0) the encoder reads the waveform through μ-law
 companding (ITU-T G.711: ``sign(x) · ln(1 + μ|x|) / ln(1 + μ)``) and the decoder writes it
 linear: a frame 40 dB below another then reaches the encoder about 20 dB below it. With μ = 255
-and ``fsq_radius = 3`` the main job's codec spreads held-out real recordings over twice the codes
+and ``fsq_radius = 3`` the main job's codec, measured with per-dimension normalisation of its FSQ
+grid (before ``fsq_whiten``), spread held-out real recordings over twice the codes
 (perplexity 63 of 256 on average over 3 seeds x 2 thread counts, against 32), but a linear probe
-names the built-in concepts from its codes less often (0.32 against 0.45, 3 seeds), so both are
+named the built-in concepts from its codes less often (0.32 against 0.45, 3 seeds), so both are
 off by default (docs/results/codebook_health.md, docs/results/concept_probe.md).
 """
 
