@@ -128,10 +128,10 @@ class _FSQBase(nn.Module):
         During a fit the running statistics average the batches of the last ten or so steps, so
         they lag an encoder that is still moving; after it, the statistics of the final weights
         on the training data replace them ("precise BN": Wu & Johnson 2021, "Rethinking 'Batch'
-        in BatchNorm", arXiv:2105.07576). Measured on the main job's whitened audio codec
-        (seed 2): the lagging mean sat 3.3 standard deviations away from the final encoder's
-        along one whitened dimension, and the real-audio perplexity went from 11.3 of 256 to
-        132.9 once calibrated.
+        in BatchNorm", arXiv:2105.07576). Measured on a whitened audio codec fitted before
+        calibration existed (seed 2, 1 thread; ``benchmarks/grid_inputs.py --recalibrate``): its
+        held-out mean sat 3.3 standard deviations off along one whitened dimension, and the
+        real-audio perplexity went from 11.3 of 256 to 135.6 once calibrated.
 
         Raises:
             ValueError: fewer than 2 latent vectors.
@@ -150,7 +150,7 @@ class _FSQBase(nn.Module):
         cov = (outer - count * torch.outer(mean, mean)) / (count - 1)
         norm = self.norm
         norm.running_mean.copy_(mean.to(norm.running_mean))
-        if isinstance(norm, Whiten):
+        if self.whiten:
             norm.running_cov.copy_(cov.to(norm.running_cov))
         else:
             norm.running_var.copy_(cov.diagonal().to(norm.running_var))

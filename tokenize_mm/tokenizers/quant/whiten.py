@@ -12,8 +12,8 @@ Why the FSQ grid needs it (``quant/fsq.py``): an FSQ grid of d dimensions spread
 all its cells only if the d grid inputs vary independently. Measured on the main job's audio
 codec (120 steps on built-in melodies, seed 0): the three batch-normalised grid inputs were
 correlated at |r| = 0.98 to 0.99 on its own held-out clips and on real recordings alike (the
-covariance's eigenvalues 1.86, 0.011, 0.005), so the 256-cell grid was used as a line of about
-8 cells (perplexity 10 to 12). Whitening makes the d inputs uncorrelated on the training batches
+covariance's eigenvalues 1.79, 0.010, 0.005 on the built-in clips), so the 256-cell grid was used
+as a line of about 8 cells (perplexity 10.1 and 12.5; ``benchmarks/grid_inputs.py``). Whitening makes the d inputs uncorrelated on the training batches
 by construction (docs/results/codebook_health.md measures what it changes).
 """
 
