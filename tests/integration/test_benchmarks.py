@@ -246,14 +246,19 @@ def test_codebook_health_runs_on_a_manifest(tmp_path, images, clips):
 def test_concept_probe_runs(tmp_path):
     out = tmp_path / "probe"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "concept_probe.py"), "--examples", "96",
-           "--out", str(out), "--overrides", *TINY_MAIN_JOB, "tokenizers.image.fit.max_steps=2",
+           "--seeds", "0", "1", "--out", str(out), "--overrides", *TINY_MAIN_JOB, "tokenizers.image.fit.max_steps=2",
            "tokenizers.audio.fit.max_steps=2"]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = json.loads(out.with_suffix(".json").read_text())
-    assert [r["modality"] for r in rows] == ["image", "audio"]
+    assert [(r["modality"], r["seed"]) for r in rows] == [
+        ("image", 0), ("image", 1), ("audio", 0), ("audio", 1)]  # fmt: skip
     assert all(0 <= r["token_accuracy"] <= 1 and 0 <= r["raw_accuracy"] <= 1 for r in rows)
-    assert "| image |" in out.with_suffix(".md").read_text()
+    for modality in ("image", "audio"):  # one raw probe per modality, one fit per seed
+        assert len({r["raw_accuracy"] for r in rows if r["modality"] == modality}) == 1
+    md = out.with_suffix(".md").read_text()
+    mean = sum(r["token_accuracy"] for r in rows if r["modality"] == "audio") / 2
+    assert "| image | " in md and f"| {mean:.3f} |" in md
 
 
 def test_image_vs_jpeg_runs_on_a_manifest(tmp_path, images):
