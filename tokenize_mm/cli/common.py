@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from tokenize_mm.cli import schemas  # noqa: F401  (registers the arch/ config group)
+from tokenize_mm.cli import paths, schemas  # noqa: F401  (register tmm.cache_dir and arch/)
 from tokenize_mm.data import AudioRef, Example, iter_items
 from tokenize_mm.tokenizers.base import TokenizerInfo
 
