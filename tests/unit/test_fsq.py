@@ -40,10 +40,14 @@ def test_default_levels_need_a_power_of_two(size):
 
 @pytest.mark.parametrize(
     "quantizer",
-    [lambda: FiniteScalarQuantizer(16, (8, 5, 4)), lambda: ResidualFiniteScalarQuantizer(16, 3, (8, 5, 4))],
-    ids=["fsq", "residual_fsq"],
+    [lambda: FiniteScalarQuantizer(16, (8, 5, 4)), lambda: ResidualFiniteScalarQuantizer(16, 3, (8, 5, 4)),
+     lambda: FiniteScalarQuantizer(16, (2, 2, 2, 2, 2, 5)),
+     lambda: ResidualFiniteScalarQuantizer(16, 3, (2, 2, 2, 2, 2, 5))],
+    ids=["fsq", "residual_fsq", "fsq_binary", "residual_fsq_binary"],
 )  # fmt: skip
 def test_fsq_meets_the_protocol_and_round_trips(quantizer):
+    """Also with levels of 2 (binary grid dimensions, as the main job's codec uses), which the
+    library allows only with its symmetric bound."""
     torch.manual_seed(0)
     q = quantizer().eval()
     assert isinstance(q, Quantizer) and q.codebook_size == 160

@@ -181,7 +181,10 @@ class FiniteScalarQuantizer(_FSQBase):
 
         levels = check_levels(levels)
         with torch.device("cpu"):  # the library computes its grid with .item(): not on meta
-            grid = FSQ(levels=list(levels))
+            # The library's symmetric bound (its residual form always uses it) is the only one it
+            # allows with levels of 2; grids without a 2 keep the bound their artifacts were
+            # written with.
+            grid = FSQ(levels=list(levels), preserve_symmetry=2 in levels)
         self._build(dim, levels, grid, radius, whiten)
         self.num_codebooks = 1
 
