@@ -66,7 +66,12 @@ def test_every_record_once_and_tokens_decode_back(tmp_path, artifacts, tiny_text
 @pytest.mark.slow
 def test_shards_and_workers_give_the_same_store(tmp_path, artifacts):
     examples = make_examples(16)
-    pretokenize(examples, artifacts, tmp_path / "one", chunk_size=3)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # one process at 2 threads; the workers below run 1 each
+    try:
+        pretokenize(examples, artifacts, tmp_path / "one", chunk_size=3)
+    finally:
+        torch.set_num_threads(before)
     merge_store(tmp_path / "one")
     for shard in (1, 0):  # any order, any machine
         pretokenize(examples, artifacts, tmp_path / "sharded", chunk_size=3, shard_index=shard,

@@ -100,6 +100,30 @@ def test_deterministic(case):
     assert tok.encode_batch(items) == tok.encode_batch(items)
 
 
+def test_codes_do_not_depend_on_the_thread_count(case):
+    """Every forward pass that makes codes runs on one torch thread (tokenizers/threads.py), so
+    the codes are the same whatever the caller's thread count, which is left as it was."""
+    tok, items, _ = case
+    tok.encode(items[0])  # builds any inference copy (the codec's folded model)
+    modules = [m for m in vars(tok).values() if isinstance(m, torch.nn.Module)]
+    seen: list[int] = []
+    hooks = [sub.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+             for m in modules for sub in m.modules()]  # fmt: skip
+    before = torch.get_num_threads()
+    try:
+        codes = {}
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            codes[threads] = tok.encode_batch(items)
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+        for hook in hooks:
+            hook.remove()
+    assert codes[1] == codes[2] == codes[3]
+    assert set(seen) <= {1} and (bool(seen) or tok.info.modality == "text")
+
+
 def test_save_load_identical(case, tmp_path):
     tok, items, _ = case
     tok.save(tmp_path / "art")

@@ -34,6 +34,7 @@ from tokenize_mm.tokenizers.base import Encoded, TokenizerInfo, check_codes, map
 from tokenize_mm.tokenizers.errors import InvalidCodesError
 from tokenize_mm.tokenizers.module_artifact import ModuleTokenizer
 from tokenize_mm.tokenizers.quant.usage import codebook_usage
+from tokenize_mm.tokenizers.threads import one_thread
 
 
 class CodecTokenizer(ModuleTokenizer):
@@ -142,10 +143,11 @@ class CodecTokenizer(ModuleTokenizer):
             spans, scale = self._pieces(wav)
             plan.append((wav.shape[-1], [drop for _, drop in spans], scale))
             pieces += [piece for piece, _ in spans]
-        codes = encode_pieces(
-            self.inference_model(), pieces, causal=self.causal,
-            batch_samples=self.batch_samples, batch_convs=self.device.type != "cpu",
-        )  # fmt: skip
+        with one_thread(self.device):  # codes independent of the thread count (threads.py)
+            codes = encode_pieces(
+                self.inference_model(), pieces, causal=self.causal,
+                batch_samples=self.batch_samples, batch_convs=self.device.type != "cpu",
+            )  # fmt: skip
         out, k = [], 0
         for num_samples, drops, scale in plan:
             parts = [codes[k + j][:, drop:] for j, drop in enumerate(drops)]

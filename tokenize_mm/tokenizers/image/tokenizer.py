@@ -30,6 +30,7 @@ from tokenize_mm.tokenizers.image.model import VQImageConfig, VQImageModel
 from tokenize_mm.tokenizers.module_artifact import ModuleTokenizer, hold_out
 from tokenize_mm.tokenizers.quant.usage import codebook_usage, warn_if_collapsed
 from tokenize_mm.tokenizers.registry import register_tokenizer
+from tokenize_mm.tokenizers.threads import one_thread
 
 
 @register_tokenizer
@@ -90,7 +91,7 @@ class ImageTokenizer(ModuleTokenizer):
         out: list[Encoded] = []
         for start in range(0, len(pixels), self.batch_size):
             chunk = torch.stack(pixels[start : start + self.batch_size]).to(self.device)
-            with torch.inference_mode():
+            with torch.inference_mode(), one_thread(self.device):  # threads.py
                 codes = self.model.encode(chunk).cpu()  # (B, h*w)
             out += [Encoded(codes=c.unsqueeze(0).clone()) for c in codes]
         return out
@@ -206,7 +207,8 @@ class ImageTokenizer(ModuleTokenizer):
         for start in range(0, len(pixels_u8), self.batch_size):
             x = pixels_u8[start : start + self.batch_size].float().div(255.0).to(self.device)
             with torch.inference_mode():
-                c = self.model.encode(x)
+                with one_thread(self.device):  # the codes encode_batch gives (threads.py)
+                    c = self.model.encode(x)
                 y = self.model.decode(c)
             mse = (y - x).pow(2).flatten(1).mean(1).clamp_min(1e-10)
             psnrs.append(-10.0 * torch.log10(mse).cpu())
