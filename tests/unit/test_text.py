@@ -186,6 +186,19 @@ def test_chars_per_token_is_the_measured_ratio():
     assert tok.fit_data["total_chars"] == chars and tok.fit_data["total_tokens"] == tokens
 
 
+def test_fit_records_what_the_trainer_read():
+    """Two long texts (as a folder source gives whole files) are two texts read, but the trainer
+    reads them as pieces of at most max_sentence_length bytes: the record says both."""
+    texts = [" ".join(corpus(400, seed=s)) for s in (5, 6)]
+    tok = TextTokenizer.fit(texts + ["a▁b"], vocab_size=600, max_sentence_length=1000)
+    record = tok.fit_data
+    assert record["num_texts"] == 3 and record["num_sentences"] == 3
+    sizes = [len(t.encode()) for t in texts]
+    assert record["trainer_segments_cut"] == sum(-(-n // 1000) for n in sizes)
+    assert record["trainer_segments"] == record["trainer_segments_cut"] + 2  # "a", "b"
+    assert record["trainer_bytes"] == sum(sizes) + 2
+
+
 def test_fit_reads_files_line_by_line(tmp_path):
     lines = corpus(150, seed=4)
     path = tmp_path / "fit.txt"

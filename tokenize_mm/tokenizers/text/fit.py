@@ -9,6 +9,7 @@ byte fallback, no normalization, no dummy prefix, "▁" forced into the vocabula
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
@@ -20,35 +21,57 @@ from tokenize_mm.tokenizers.errors import NotFittedError
 from tokenize_mm.tokenizers.text.io import MARK, RARE
 
 
-def training_sentences(corpus: Iterable[str], max_bytes: int) -> Iterator[str]:
+@dataclasses.dataclass
+class SegmentCount:
+    """What ``training_sentences`` gave the trainer (the fit's record, ``fit_data``): segments,
+    how many of them are pieces of a longer segment cut at ``max_bytes``, and their UTF-8 bytes."""
+
+    segments: int = 0
+    cut: int = 0
+    bytes: int = 0
+
+    def add(self, segment: str, cut: bool) -> str:
+        self.segments += 1
+        self.cut += cut
+        self.bytes += len(segment.encode("utf-8"))
+        return segment
+
+
+def training_sentences(
+    corpus: Iterable[str], max_bytes: int, count: SegmentCount | None = None
+) -> Iterator[str]:
     """What the trainer sees: the segments between literal marks (as encode sees them) and "▅",
-    cut into pieces of at most ``max_bytes`` UTF-8 bytes, so that the trainer drops none."""
+    cut into pieces of at most ``max_bytes`` UTF-8 bytes, so that the trainer drops none.
+    ``count``, when given, counts them as they are consumed."""
+    count = count if count is not None else SegmentCount()
     for text in corpus:
         for seg in text.replace(RARE, MARK).split(MARK):
-            if len(seg) * 4 <= max_bytes:  # at most 4 bytes a character: fits as is
+            if len(seg) * 4 <= max_bytes or len(seg.encode("utf-8")) <= max_bytes:
                 if seg:
-                    yield seg
+                    yield count.add(seg, cut=False)
                 continue
             data, start = seg.encode("utf-8"), 0
             while start < len(data):
                 end = min(start + max_bytes, len(data))
                 while end < len(data) and data[end] & 0xC0 == 0x80:  # inside a character
                     end -= 1
-                yield data[start:end].decode("utf-8")
+                yield count.add(data[start:end].decode("utf-8"), cut=True)
                 start = end
 
 
 def train_model(
-    corpus: list[str], hparams: Mapping[str, Any], num_threads: int, num_items: int
+    corpus: list[str], hparams: Mapping[str, Any], num_threads: int, num_items: int,
+    count: SegmentCount | None = None,
 ) -> bytes:
     """The serialized SentencePiece model trained on ``corpus`` (sentences) with ``hparams``
-    (checked by the caller; ``seed`` seeds sentencepiece's process-wide generator).
+    (checked by the caller; ``seed`` seeds sentencepiece's process-wide generator). ``count``
+    receives what the trainer read (``training_sentences``).
 
     Raises:
         NotFittedError: no non-empty text among the ``num_items`` fit items, or sentencepiece
             could not train on it.
     """
-    sentences = training_sentences(corpus, hparams["max_sentence_length"])
+    sentences = training_sentences(corpus, hparams["max_sentence_length"], count)
     first = next(sentences, None)
     if first is None:
         raise NotFittedError(f"fit got {num_items} items but no non-empty text to learn from")

@@ -203,11 +203,12 @@ class TextTokenizer:
                 "fit expects an iterable of texts or paths; wrap the one item in a list",
                 item=f"texts={type(texts).__name__}",
             )
-        from tokenize_mm.tokenizers.text.fit import train_model
+        from tokenize_mm.tokenizers.text.fit import SegmentCount, train_model
 
         read = map_batch(read_fit_item, texts)
         corpus = [s for sentences, _ in read for s in sentences]
-        proto = train_model(corpus, hparams, threads, len(read))
+        seen = SegmentCount()
+        proto = train_model(corpus, hparams, threads, len(read), seen)
         tok = cls(proto, hparams=hparams, num_threads=threads)
         # chars_per_token as encode counts: the batch path, a chunk at a time to bound memory.
         chars, tokens, step = sum(map(len, corpus)), 0, 4096
@@ -218,7 +219,12 @@ class TextTokenizer:
         tok.fit_data = {
             "num_texts": len(read) - num_files,
             "num_files": num_files,
-            "num_sentences": len(corpus),
+            "num_sentences": len(corpus),  # texts, and lines of files, as read
+            # what the trainer read: segments between "▁" marks, long ones cut into pieces of at
+            # most max_sentence_length bytes (text/fit.py)
+            "trainer_segments": seen.segments,
+            "trainer_segments_cut": seen.cut,
+            "trainer_bytes": seen.bytes,
             "total_chars": chars,
             "total_tokens": tokens,
             "description": description,
