@@ -190,7 +190,7 @@ def test_fit_records_what_the_trainer_read():
     """Two long texts (as a folder source gives whole files) are two texts read, but the trainer
     reads them as pieces of at most max_sentence_length bytes: the record says both."""
     texts = [" ".join(corpus(400, seed=s)) for s in (5, 6)]
-    tok = TextTokenizer.fit(texts + ["a▁b"], vocab_size=600, max_sentence_length=1000)
+    tok = TextTokenizer.fit([*texts, "a▁b"], vocab_size=600, max_sentence_length=1000)
     record = tok.fit_data
     assert record["num_texts"] == 3 and record["num_sentences"] == 3
     sizes = [len(t.encode()) for t in texts]
