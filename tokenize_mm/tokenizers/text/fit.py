@@ -60,7 +60,10 @@ def training_sentences(
 
 
 def train_model(
-    corpus: list[str], hparams: Mapping[str, Any], num_threads: int, num_items: int,
+    corpus: list[str],
+    hparams: Mapping[str, Any],
+    num_threads: int,
+    num_items: int,
     count: SegmentCount | None = None,
 ) -> bytes:
     """The serialized SentencePiece model trained on ``corpus`` (sentences) with ``hparams``
