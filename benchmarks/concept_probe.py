@@ -51,6 +51,12 @@ def bag_of_codes(codes: torch.Tensor, size: int) -> torch.Tensor:
     return hist / hist.sum().clamp_min(1.0)
 
 
+def factor_labels(items: list, factor: str) -> torch.Tensor:
+    """Each example's colour or shape as a class index (sorted names)."""
+    names = sorted({e.meta[factor] for e in items})
+    return torch.tensor([names.index(e.meta[factor]) for e in items])
+
+
 def raw_image(image, size: int = 8) -> torch.Tensor:
     from PIL import Image
 
@@ -121,9 +127,12 @@ def main() -> None:
     for modality in args.modalities:
         items = [e for e in probe if getattr(e, modality)]  # audio: a tuple of clips, maybe empty
         y = torch.tensor([label[f"{e.meta['colour']} {e.meta['shape']}"] for e in items])
+        factors = {f: factor_labels(items, f) for f in ("colour", "shape")}
         inputs = [e.image if modality == "image" else e.audio[0] for e in items]
         featurise = raw_image if modality == "image" else lambda clip: raw_audio(*clip)
-        raw_acc = probe_accuracy(torch.stack([featurise(x) for x in inputs]), y)
+        raw = torch.stack([featurise(x) for x in inputs])
+        raw_acc = probe_accuracy(raw, y)
+        raw_factors = {f: probe_accuracy(raw, v) for f, v in factors.items()}
         for seed in args.seeds:
             cfg = compose_train([*args.overrides, f"tokenizers.{modality}.fit.seed={seed}"])
             start = time.perf_counter()
@@ -132,13 +141,17 @@ def main() -> None:
             size = tok.info.codebook_size
             bags = torch.stack([bag_of_codes(c.codes, size) for c in tok.encode_batch(inputs)])
             token_acc = probe_accuracy(bags, y)
+            by_factor = {f"{f}_{kind}": acc for f, v in factors.items() for kind, acc in
+                         (("token_accuracy", probe_accuracy(bags, v)),
+                          ("raw_accuracy", raw_factors[f]))}  # fmt: skip
             rows.append({
                 "modality": modality, "tokenizer": cfg.tokenizers[modality].name,
                 "quantizer": tok.model.config.quantizer,
                 "levels": list(tok.model.config.fsq_grid or []), "seed": seed,
                 "examples": len(items), "concepts": int(y.unique().numel()),
                 "token_accuracy": token_acc, "raw_accuracy": raw_acc,
-                "ratio": token_acc / raw_acc if raw_acc else float("nan"), "fit_s": fit_s,
+                "ratio": token_acc / raw_acc if raw_acc else float("nan"), **by_factor,
+                "fit_s": fit_s,
             })  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
     table = ["| modality | tokenizer (quantizer, levels) | examples | tokens, per seed | tokens, "
@@ -155,6 +168,16 @@ def main() -> None:
             f"{seeds} | {mean:.3f} | {r['raw_accuracy']:.3f} | {ratio:.2f} | "
             f"{'yes' if ratio >= GOAL else 'NO'} |"
         )
+    factor_table = ["| modality | colour: tokens (mean over seeds) | colour: raw | shape: tokens | "
+                    "shape: raw |", "|---|---|---|---|---|"]  # fmt: skip
+    for modality in args.modalities:
+        mine = [r for r in rows if r["modality"] == modality]
+        colour, shape = (sum(r[f"{f}_token_accuracy"] for r in mine) / len(mine)
+                         for f in ("colour", "shape"))  # fmt: skip
+        factor_table.append(
+            f"| {modality} | {colour:.3f} | {mine[0]['colour_raw_accuracy']:.3f} | {shape:.3f} | "
+            f"{mine[0]['shape_raw_accuracy']:.3f} |"
+        )
     text = "\n".join([
         "# Concept probe: are the main job's codes informative?", "",
         f"Command: `{shlex.join(sys.orig_argv)}`", "",
@@ -165,6 +188,9 @@ def main() -> None:
         "chance 1/64 = 0.016. Logistic regression on 75 %, accuracy on the other 25 %. Raw "
         "features: 8 x 8 x 3 pixels; mean and std over time of 64 log-mel bands.", "",
         *table, "",
+        "Which half of the concept the codes carry: the same probe for the colour alone and the "
+        "shape alone (8 classes each, chance 1/8).", "",
+        *factor_table, "",
     ])  # fmt: skip
     print_and_write(text, rows, args.out)
 

@@ -258,7 +258,14 @@ def test_concept_probe_runs(tmp_path):
         assert len({r["raw_accuracy"] for r in rows if r["modality"] == modality}) == 1
     md = out.with_suffix(".md").read_text()
     mean = sum(r["token_accuracy"] for r in rows if r["modality"] == "audio") / 2
-    assert "| image | " in md and f"| {mean:.3f} |" in md
+    assert (
+        "| image | " in md
+        and f"| {mean:.3f} |" in md
+        and "| audio | " in md.split("shape alone")[1]
+    )
+    assert all(
+        0 <= r["colour_token_accuracy"] <= 1 and 0 <= r["shape_raw_accuracy"] <= 1 for r in rows
+    )
 
 
 def test_image_vs_jpeg_runs_on_a_manifest(tmp_path, images):
