@@ -114,3 +114,17 @@ def test_pieces_too_short_to_pad_alike_are_not_mixed():
     assert min_mixed_length(CodecModel(ARCH).encoder) == 7 * 480
     groups = _groups([480, 96_000, 960, 48_000], causal=True, batch_samples=10**6, min_mixed=3360)
     assert groups == [[1, 3], [2], [0]]
+
+
+def test_worker_threads_do_not_change_the_codes():
+    """Pieces' convolutions spread over Python threads (each piece on one thread) give the
+    codes of one worker, and the tokenizer's encode_batch those of one-by-one encoding."""
+    tok = untrained()
+    model, hop = tok.inference_model(), tok.model.hop_length
+    g = torch.Generator().manual_seed(1)
+    pieces = [torch.randn(1, hop * n, generator=g) for n in (3, 17, 40, 40, 9, 120, 1)]
+    runs = [encode_pieces(model, pieces, causal=True, batch_samples=hop * 80, batch_convs=False,
+                          workers=w) for w in (1, 2, 3)]  # fmt: skip
+    assert all(len(r) == len(pieces) for r in runs)
+    for a, b, c in zip(*runs, strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c)

@@ -15,6 +15,12 @@ when it is encoded alone:
   cache and was slower; ``benchmarks/audio_encode.py``) and as padded batches on a GPU. The LSTM,
   the last convolution and the quantizer always run on the padded batch, where the LSTM's
   matrix-vector products become matrix products.
+* On the CPU the caller runs every op on one torch thread (``tokenizers/threads.py``: codes that do
+  not depend on the thread count), and the pieces' convolutions are spread over ``workers``
+  Python threads instead: each piece is still computed by one thread, in the same order, so the
+  codes are the same for any number of workers. Work split by piece has no barrier between
+  threads, so it also slows gracefully on a busy machine, where torch's intra-op threads wait on
+  each other.
 
 A model used here has ``encoder`` (an ``encodec.modules.SEANetEncoder``), ``hop_length``,
 ``compand(wav) -> wav`` (what the encoder reads; elementwise, zero to zero, so padding commutes
@@ -24,6 +30,7 @@ with it) and ``quantize(latent (B, D, T)) -> codes (B, K, T)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +112,7 @@ def encode_pieces(
     causal: bool,
     batch_samples: int,
     batch_convs: bool,
+    workers: int = 1,
 ) -> list[torch.Tensor]:
     """Encode pieces (C, L_i), each L_i a multiple of ``model.hop_length``, on the model's device.
 
@@ -116,6 +124,8 @@ def encode_pieces(
         batch_samples: most samples (members × longest) in one batch.
         batch_convs: run the convolutions before the LSTM on the padded batch (GPU) rather than
             piece by piece (CPU).
+        workers: Python threads that run the piece-by-piece convolutions (``batch_convs``
+            false); the codes do not depend on it.
 
     Returns:
         Codes (K, L_i / hop) int64 per piece, in the order given, on the CPU.
@@ -128,14 +138,25 @@ def encode_pieces(
     convs, rest = split_encoder(model.encoder)
     out: list[torch.Tensor | None] = [None] * len(pieces)
     min_mixed = min_mixed_length(model.encoder)
-    for group in _groups(lengths, causal=causal, batch_samples=batch_samples, min_mixed=min_mixed):
-        if batch_convs:  # one copy to the device per group
-            latent = convs(model.compand(_pad_stack([pieces[i] for i in group]).to(device)))
-        else:
-            latent = _pad_stack(
-                [convs(model.compand(pieces[i][None].to(device)))[0] for i in group]
-            )
-        codes = model.quantize(rest(latent)).cpu()  # (N, K, longest / hop), one copy back
-        for j, i in enumerate(group):
-            out[i] = codes[j, :, : lengths[i] // hop]
+
+    @torch.inference_mode()  # inference mode is per thread: the workers enter it too
+    def conv_one(i: int) -> torch.Tensor:
+        return convs(model.compand(pieces[i][None].to(device)))[0]
+
+    pool = ThreadPoolExecutor(workers) if workers > 1 and not batch_convs else None
+    try:
+        for group in _groups(
+            lengths, causal=causal, batch_samples=batch_samples, min_mixed=min_mixed
+        ):
+            if batch_convs:  # one copy to the device per group
+                latent = convs(model.compand(_pad_stack([pieces[i] for i in group]).to(device)))
+            else:
+                latent = _pad_stack(list(pool.map(conv_one, group)) if pool else
+                                    [conv_one(i) for i in group])  # fmt: skip
+            codes = model.quantize(rest(latent)).cpu()  # (N, K, longest / hop), one copy back
+            for j, i in enumerate(group):
+                out[i] = codes[j, :, : lengths[i] // hop]
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return out  # type: ignore[return-value]

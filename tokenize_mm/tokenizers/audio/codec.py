@@ -143,10 +143,12 @@ class CodecTokenizer(ModuleTokenizer):
             spans, scale = self._pieces(wav)
             plan.append((wav.shape[-1], [drop for _, drop in spans], scale))
             pieces += [piece for piece, _ in spans]
+        on_cpu = self.device.type == "cpu"
+        workers = torch.get_num_threads() if on_cpu else 1  # the caller's thread budget
         with one_thread(self.device):  # codes independent of the thread count (threads.py)
             codes = encode_pieces(
                 self.inference_model(), pieces, causal=self.causal,
-                batch_samples=self.batch_samples, batch_convs=self.device.type != "cpu",
+                batch_samples=self.batch_samples, batch_convs=not on_cpu, workers=workers,
             )  # fmt: skip
         out, k = [], 0
         for num_samples, drops, scale in plan:
