@@ -166,7 +166,7 @@ def main() -> None:
         table.append(
             f"| {modality} | {r['tokenizer']} ({r['quantizer']}, {levels}) | {r['examples']} | "
             f"{seeds} | {mean:.3f} | {r['raw_accuracy']:.3f} | {ratio:.2f} | "
-            f"{'yes' if ratio >= GOAL else 'NO'} |"
+            f"{'yes' if ratio >= GOAL else f'NO ({ratio:.4f} < {GOAL})'} |"
         )
     factor_table = ["| modality | colour: tokens (mean over seeds) | colour: raw | shape: tokens | "
                     "shape: raw |", "|---|---|---|---|---|"]  # fmt: skip
