@@ -36,6 +36,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch import scratch
 from vq_assign import cpu_name, write_outputs
 
 from tokenize_mm import AudioTokenizer
@@ -160,13 +161,13 @@ def main() -> None:
     p.add_argument("--batch-seconds", type=float, default=None, help="default: the tokenizer's")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="4 clips, 1 round: a smoke run")
-    p.add_argument("--out", default=None)
-    p.add_argument("--md", default=None)
+    p.add_argument("--out", default=None, help=f"default: {scratch('audio_encode_<device>.json')}")
+    p.add_argument("--md", default=None, help=f"default: {scratch('audio_encode_<device>.md')}")
     args = p.parse_args()
     if args.quick:
         args.clips, args.rounds = 4, 1
     device = torch.device(args.device)
-    stem = f"docs/results/audio_encode_{device.type}"
+    stem = scratch(f"audio_encode_{device.type}")  # docs/results/... updates the record
     out, md = args.out or stem + ".json", args.md or stem + ".md"
 
     state = random_state(0)

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from scratch import scratch
+
 CHILD = """
 import json, resource, sys, time, torch
 from tokenize_mm import AudioTokenizer
@@ -54,7 +56,11 @@ def run_child(minutes: float, chunk: float) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, default=10.0)
-    p.add_argument("--md", default="docs/results/audio_long.md")
+    p.add_argument(
+        "--md",
+        default=scratch("audio_long.md"),
+        help="default: %(default)s (docs/results/audio_long.md updates the record)",
+    )
     args = p.parse_args()
     expected = int(args.minutes * 60 * 50)
     rows = {"chunked (30 s + 1 s context)": run_child(args.minutes, 30.0),

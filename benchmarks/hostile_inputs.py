@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from scratch import scratch
+
 IMAGE_SIZE = 256  # ImageTokenizer's default image_size
 AUDIO_RATE = 24_000  # AudioTokenizer's default sample_rate
 GOAL_MB, GOAL_S = 1024, 5.0  # per case: peak resident memory and wall time
@@ -342,8 +344,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="skip the artifact fits and largest image")
     p.add_argument("--cases", nargs="+", choices=list(CASES), help="run only these cases")
-    p.add_argument("--out", default="docs/results/hostile_inputs.json")
-    p.add_argument("--md", default="docs/results/hostile_inputs.md")
+    p.add_argument("--out", default=scratch("hostile_inputs.json"), help="default: %(default)s")
+    p.add_argument("--md", default=scratch("hostile_inputs.md"), help="default: %(default)s")
     p.add_argument("--rss-cap-mb", type=float, default=4096.0)
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("--child", choices=list(CASES), help=argparse.SUPPRESS)

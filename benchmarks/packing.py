@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch import scratch
 from vq_assign import cpu_name, write_outputs
 
 from tokenize_mm.data import (
@@ -279,8 +280,8 @@ def main() -> None:
         action="store_true",
         help="cut spans longer than the context (on by default with --store)",
     )
-    ap.add_argument("--out", default="docs/results/packing.json")
-    ap.add_argument("--md", default="docs/results/packing.md")
+    ap.add_argument("--out", default=scratch("packing.json"), help="default: %(default)s")
+    ap.add_argument("--md", default=scratch("packing.md"), help="default: %(default)s")
     args = ap.parse_args()
     global SPLIT_SPANS
     SPLIT_SPANS = args.split_spans or bool(args.store)

@@ -30,12 +30,11 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
-from pathlib import Path
 
 import sentencepiece as spm
 import torch
 from omegaconf import OmegaConf
+from scratch import scratch
 from vq_assign import cpu_name, load_average, measure_assignment, timeit, write_outputs
 
 from tokenize_mm import ImageTokenizer, TextTokenizer
@@ -367,9 +366,12 @@ def md_vq(vq: list[dict]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (< ~1 min), a smoke test")
-    scratch = Path(tempfile.gettempdir()) / "tokenize_mm"  # docs/results/... updates the record
-    parser.add_argument("--out", default=str(scratch / "tokenizer_benchmark.json"))
-    parser.add_argument("--md", default=str(scratch / "tokenizer_benchmark.md"))
+    # docs/results/... updates the record
+    parser.add_argument("--out", default=scratch("tokenizer_benchmark.json"),
+                        help="default: %(default)s")  # fmt: skip
+    parser.add_argument(
+        "--md", default=scratch("tokenizer_benchmark.md"), help="default: %(default)s"
+    )
     parser.add_argument("--dev-manifest", help="JSONL manifest whose texts join the text corpus")
     parser.add_argument("--num-texts", type=int, help="built-in examples for the text corpus")
     parser.add_argument("--vocab-size", type=int, default=8000)

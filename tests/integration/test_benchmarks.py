@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tokenize_mm.tokenizers.audio.io import save_wav
@@ -349,3 +350,19 @@ def test_benchmarks_write_to_a_scratch_folder_unless_told():
     import balance
 
     assert "docs" not in Path(balance.parse_args([]).out_dir).parts
+
+
+@pytest.mark.parametrize("script", ["audio_encode.py", "audio_long.py", "hostile_inputs.py",
+                                    "packing.py", "tokenizers.py"])  # fmt: skip
+def test_result_writing_scripts_default_to_the_scratch_folder(script):
+    """Rerunning a documented command to check it leaves docs/results as committed: every script
+    that writes a report names the scratch folder as its default (benchmarks/scratch.py)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from scratch import SCRATCH
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    helptext = " ".join(done.stdout.split())  # argparse wraps long paths
+    assert str(SCRATCH) in helptext.replace(" ", "") or str(SCRATCH) in helptext
+    assert "default: docs" not in helptext
