@@ -46,6 +46,7 @@ def training_sentences(
     count = count if count is not None else SegmentCount()
     for text in corpus:
         for seg in text.replace(RARE, MARK).split(MARK):
+            # fits as is (at most 4 bytes a character, else measured); else cut into pieces
             if len(seg) * 4 <= max_bytes or len(seg.encode("utf-8")) <= max_bytes:
                 if seg:
                     yield count.add(seg, cut=False)
