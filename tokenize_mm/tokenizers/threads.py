@@ -3,13 +3,14 @@
 A float32 reduction split over two threads adds its terms in another order than one thread does,
 which moves a latent by about 1e-6 of its size; a latent that close to a quantizer boundary (an
 FSQ rounding edge, a tie between two VQ codes) then gets another code. Measured on the main job's
-codec before its grid was whitened: 46 of 38,457 codes differed between 1 and 2 threads, and a
-store built by one process (2 threads) differed from the same store sharded over worker processes
-(1 thread each) in 40 of 512 examples, under the same fingerprint. Encoding in float64 would also
-remove the effect, at 2 to 3 times the time of the small codec's float32 encode (measured with 1
-thread); one thread costs nothing on a busy machine, where torch's 2 intra-op threads measured
-20 times slower than 1 when another process shared the 2 cores. A large job gets its parallelism
-from processes instead (a sharded store, ``data/store``), as PyTorch's own data loaders do.
+codec before its grid was whitened (as issue 17 reported it): 46 of 38,457 codes differed between
+1 and 2 threads, and a store built by one process (2 threads) differed from the same store sharded
+over worker processes (1 thread each) in 40 of 512 examples, under the same fingerprint. Encoding
+in float64 would also remove the effect, but float64 has none of the CPU's fast float32 kernels;
+one thread also holds up on a busy machine, where torch's 2 intra-op threads wait on each other
+when another process shares the 2 cores (docs/tokenizers.md, the tokenizer-efficiency section).
+A large job gets its parallelism from processes instead (a sharded store, ``data/store``), as
+PyTorch's own data loaders do.
 
 Only the forward passes that produce codes run under ``one_thread``: decoding, fitting and
 training keep the process's thread count. Fits are not bitwise reproducible across thread counts;
