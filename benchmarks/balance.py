@@ -41,7 +41,6 @@ import platform
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -51,6 +50,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from balance_report import write_report
+from scratch import scratch
 from vq_assign import cpu_name, load_average
 
 from tokenize_mm.core.modalities import MODALITIES
@@ -115,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--eval-examples", type=int, help="held-out examples (default: by size)")
-    p.add_argument("--out-dir", default=str(Path(tempfile.gettempdir()) / "tokenize_mm" / "balance"),
+    p.add_argument("--out-dir", default=scratch("balance"),
                    help="where the report goes (a scratch folder by default; docs/results/<name> "
                    "to update the recorded results)")  # fmt: skip
     p.add_argument("--cache-dir", default=".cache/tokenize_mm")

@@ -34,7 +34,6 @@ import platform
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -45,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch import scratch
 from vq_assign import cpu_name, load_average
 
 from tokenize_mm.core.modalities import SPECIAL_MODALITY
@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="an extra tmm-train override (repeatable), e.g. contrastive=clip")  # fmt: skip
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--cache-dir", default=".cache/tokenize_mm")
-    p.add_argument("--out-dir", default=str(Path(tempfile.gettempdir()) / "tokenize_mm/step_cost"))
+    p.add_argument("--out-dir", default=scratch("step_cost"))
     args = p.parse_args(argv)
     args.weightings = [w for w in args.weightings.split(",") if w]
     if BASELINE not in args.weightings:
