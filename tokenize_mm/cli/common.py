@@ -18,10 +18,12 @@ from tokenize_mm.tokenizers.base import TokenizerInfo
 
 def config_dir() -> str:
     """The ``conf/`` folder: the checkout's own, else the copy packaged as ``tokenize_mm/conf``."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[2] / "conf", here.parents[1] / "conf"):
-        if (candidate / "train.yaml").is_file():
-            return str(candidate)
+    checkout = paths.checkout_root()
+    if checkout is not None:
+        return str(checkout / "conf")
+    packaged = Path(__file__).resolve().parents[1] / "conf"
+    if (packaged / "train.yaml").is_file():
+        return str(packaged)
     raise FileNotFoundError("tokenize_mm configs not found (expected conf/ beside the package)")
 
 

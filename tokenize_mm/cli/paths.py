@@ -24,12 +24,21 @@ from omegaconf import OmegaConf
 ENV = "TMM_CACHE_DIR"
 
 
+def checkout_root() -> Path | None:
+    """The checkout this package runs from (``conf/train.yaml`` beside ``tokenize_mm/``), or
+    ``None`` for an installed package."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "conf" / "train.yaml").is_file() and (root / "tokenize_mm").is_dir():
+        return root
+    return None
+
+
 def default_cache_dir() -> str:
     """The default cache folder, absolute (the order is in the module docstring)."""
     if os.environ.get(ENV):
         return str(Path(os.environ[ENV]).expanduser().resolve())
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "conf" / "train.yaml").is_file() and (checkout / "tokenize_mm").is_dir():
+    checkout = checkout_root()
+    if checkout is not None:
         return str(checkout / ".cache" / "tokenize_mm")
     user = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return str(Path(user).expanduser().resolve() / "tokenize_mm")
