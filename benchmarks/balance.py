@@ -81,6 +81,8 @@ STRATEGIES: dict[str, list[str]] = {
     # sources that buy the most loss reduction sampled more
     "modality_mean_odm": ["balance/weighting=modality_mean", "balance/sampling=odm"],
     "ogm_odm": ["balance/weighting=ogm", "balance/sampling=odm"],
+    # equal gradient shares (the dominance index's own measure) over online data mixing
+    "grad_share_odm": ["balance/weighting=grad_share", "balance/sampling=odm"],
     # the contrastive objective alone (with --override contrastive=clip; the CLIP baseline)
     "contrastive_only": ["balance/weighting=contrastive_only", "balance/sampling=proportional"],
     # the contrastive comparison (docs/results/contrastive/): CLIP-style alignment in early and late
@@ -96,7 +98,8 @@ STRATEGIES: dict[str, list[str]] = {
 DEFAULT_SET = [
     s
     for s in STRATEGIES
-    if s not in ("unimax", "contrastive_only", "ogm_odm") and not s.startswith("clip_")
+    if s not in ("unimax", "contrastive_only", "ogm_odm", "grad_share_odm")
+    and not s.startswith("clip_")
 ]  # 12 strategies x 3 seeds: about 70 min
 BASELINE = "token_mean"
 SIZES = {"tiny": "balance_bench_tiny", "quick": "balance_bench_quick", "default": "balance_bench"}
