@@ -151,7 +151,7 @@ def main() -> None:
                 "examples": len(items), "concepts": int(y.unique().numel()),
                 "token_accuracy": token_acc, "raw_accuracy": raw_acc,
                 "ratio": token_acc / raw_acc if raw_acc else float("nan"), **by_factor,
-                "fit_s": fit_s,
+                "held_out_metrics": dict(tok.info.metrics), "fit_s": fit_s,
             })  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
     table = ["| modality | tokenizer (quantizer, levels) | examples | tokens, per seed | tokens, "

@@ -193,10 +193,10 @@ def test_fit_keywords_fold_into_the_config(images):
     base = TINY_IMAGE["config"]
     rest = {k: v for k, v in TINY_IMAGE.items() if k != "config"}
     tok = ImageTokenizer.fit(images[:8], config=base, max_steps=1, codebook_size=16, **rest)
-    # the FSQ levels the fit used are written out: (4, 4) for 16 codes
-    assert tok.model.config == dataclasses.replace(base, codebook_size=16, fsq_levels=(4, 4))
-    assert tok.hparams["arch"] == {**dataclasses.asdict(base), "codebook_size": 16,
-                                   "fsq_levels": [4, 4]}  # fmt: skip
+    # the FSQ levels and block norm the fit used are written out: (4, 4) for 16 codes, no norm
+    written = {"codebook_size": 16, "fsq_levels": (4, 4), "block_norm": "none"}
+    assert tok.model.config == dataclasses.replace(base, **written)
+    assert tok.hparams["arch"] == {**dataclasses.asdict(base), **written, "fsq_levels": [4, 4]}
     assert tok.hparams["fit"]["max_steps"] == 1 and "image_size" not in tok.hparams["fit"]
 
 

@@ -21,10 +21,12 @@ C = TypeVar("C")
 
 #: Fields added after artifacts of this ``format_version`` were written, with the value an
 #: artifact that lacks them means: every model before the choice of quantizer used VQ, and
-#: every codec before the FSQ radius and μ-law companding used neither, and every FSQ grid before
-#: whitening normalised each dimension on its own.
+#: every codec before the FSQ radius and μ-law companding used neither, every FSQ grid before
+#: whitening normalised each dimension on its own, and every image model before ``block_norm``
+#: used GroupNorm.
 LEGACY_FIELDS: dict[str, Any] = {
     "quantizer": "vq", "fsq_radius": 0.0, "companding": 0.0, "fsq_whiten": False,
+    "block_norm": "group",
 }  # fmt: skip
 
 #: ``quantizer`` values of the image and audio configs: a learnt codebook (k-means initialised,

@@ -14,6 +14,7 @@ are saved as safetensors.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -125,6 +126,7 @@ class ImageTokenizer(ModuleTokenizer):
         val_fraction: float = 0.1,
         seed: int = 0,
         autoencoder_warmup: float = 0.0,
+        chroma_weight: float = 0.0,
         accelerator: str = "cpu",
         precision: str | None = None,
         progress: bool = False,
@@ -145,6 +147,9 @@ class ImageTokenizer(ModuleTokenizer):
             autoencoder_warmup: fraction of ``max_steps`` trained as a plain autoencoder before
                 quantization starts, so that the quantizer starts on warmed-up latents (a VQ
                 codebook is k-means initialised on them); 0 (default) quantizes from step 0.
+            chroma_weight: weight of an extra L1 + MSE loss on the colour differences B − Y and
+                R − Y (``image/fit.py``), so that a short fit keeps the hue of small shapes; 0
+                (default): the RGB loss alone.
             accelerator, precision: passed to ``lightning.Trainer`` (e.g. ``"gpu"``, ``"bf16-mixed"``).
             progress: show Lightning's progress bar.
             description: free text stored in the artifact's ``fit_data``.
@@ -160,9 +165,8 @@ class ImageTokenizer(ModuleTokenizer):
         """
         from tokenize_mm.tokenizers.image.fit import train_vq  # Lightning only here
 
-        config = with_fsq_grid(
-            dataclasses.replace(config or VQImageConfig(), **arch)
-        )  # validates it
+        config = with_fsq_grid(dataclasses.replace(config or VQImageConfig(), **arch))  # validates
+        config = dataclasses.replace(config, block_norm=config.norm_in_use)  # saved resolved
         torch.manual_seed(seed)
         model = VQImageModel(config)
         train_items, held_items, source = _resolve_images(images, held_out)
@@ -177,11 +181,19 @@ class ImageTokenizer(ModuleTokenizer):
             raise InvalidInputError(
                 "must be a fraction in [0, 1)", item=f"autoencoder_warmup={autoencoder_warmup!r}"
             )
+        if (
+            isinstance(chroma_weight, bool)
+            or not isinstance(chroma_weight, (int, float))
+            or not (chroma_weight >= 0 and math.isfinite(chroma_weight))
+        ):
+            raise InvalidInputError(
+                "must be a finite number >= 0", item=f"chroma_weight={chroma_weight!r}"
+            )
         record = train_vq(
             model, train, max_steps=max_steps, batch_size=batch_size,
             learning_rate=learning_rate, seed=seed, accelerator=accelerator,
             precision=precision, progress=progress,
-            warmup_steps=int(autoencoder_warmup * max_steps),
+            warmup_steps=int(autoencoder_warmup * max_steps), chroma_weight=float(chroma_weight),
         )  # fmt: skip
         model = model.cpu().eval()
         model.calibrate(train)
@@ -189,7 +201,8 @@ class ImageTokenizer(ModuleTokenizer):
             "arch": arch_dict(config),
             "fit": {"max_steps": max_steps, "batch_size": batch_size, "learning_rate": learning_rate,
                     "val_fraction": val_fraction, "seed": seed,
-                    "autoencoder_warmup": autoencoder_warmup, "precision": precision},
+                    "autoencoder_warmup": autoencoder_warmup, "chroma_weight": chroma_weight,
+                    "precision": precision},
         }  # fmt: skip
         fit_data = {
             "source": source, "num_train": len(train), "num_held_out": len(held),
