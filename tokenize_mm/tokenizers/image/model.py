@@ -61,16 +61,15 @@ class VQImageConfig:
             levels it used into the artifact, so a later default cannot change them). Only with
             ``quantizer="fsq"``.
         block_norm: the normalisation inside the encoder's and decoder's blocks: ``"group"``,
-            VQGAN's GroupNorm (groups of ``channels / gcd(32, channels)``), or ``"none"``;
-            ``None`` (the default) resolves to ``"none"`` with FSQ and ``"group"`` with VQ.
-            Measured on the main job's FSQ fit (image_small, 120 steps,
-            docs/results/concept_probe.md): with GroupNorm every built-in image decoded as the
-            same grey blob (held-out PSNR 14.9 dB); without it the background, its brightness
-            and the shape's place came back (18.7 dB), in 0.6 of the time. A likely reason: at
-            these widths a group holds 2 to 8 channels, so GroupNorm is close to instance
-            normalisation, which takes each image's own level out of every feature map. A learnt
-            codebook keeps it: the tests' tiny VQ fit fell to a perplexity of 4.6 of 32 codes
-            without GroupNorm.
+            VQGAN's GroupNorm (``gcd(32, channels)`` groups), or ``"none"``; ``None`` (the
+            default) resolves to ``"none"`` with FSQ and ``"group"`` with VQ. Measured on the
+            main job's FSQ fit (image_small, 120 steps, 3 seeds, docs/results/concept_probe.md):
+            with GroupNorm and the RGB loss every built-in image decoded as the same grey blob
+            (held-out PSNR 14.6 dB); with the chroma loss, GroupNorm gives 12.2 to 12.4 dB and
+            no norm 19.3 to 19.5 dB, in about half the fit time. A likely reason: at these widths
+            (16 to 64 channels) a group holds 1 or 2 channels, which is instance normalisation:
+            it takes each image's own level out of every feature map. A learnt codebook keeps
+            GroupNorm: the tests' tiny VQ fit fell to a perplexity of 4.6 of 32 codes without it.
         fsq_whiten: whiten the FSQ grid input (``quant/whiten.py``: uncorrelated grid
             dimensions; the default) instead of normalising each dimension on its own. Without
             GroupNorm the per-dimension grid used 7 to 11 % of its codes' perplexity on the dev
