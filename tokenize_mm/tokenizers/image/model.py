@@ -168,7 +168,7 @@ class ResBlock(nn.Module):
     """Pre-norm residual block: (B, C_in, H, W) → (B, C_out, H, W); ``norm`` as
     ``VQImageConfig.block_norm``."""
 
-    def __init__(self, c_in: int, c_out: int, norm: str = "group"):
+    def __init__(self, c_in: int, c_out: int, norm: str):
         super().__init__()
         self.body = nn.Sequential(
             _norm(c_in, norm), nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1),
@@ -195,9 +195,7 @@ def stage_channels(
 class Encoder(nn.Module):
     """(B, 3, S, S) in [-1, 1] → latents (B, latent_dim, S/f, S/f)."""
 
-    def __init__(
-        self, channels: list[int], num_res_blocks: int, latent_dim: int, norm: str = "group"
-    ):
+    def __init__(self, channels: list[int], num_res_blocks: int, latent_dim: int, norm: str):
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(3, channels[0], 3, padding=1)]
         c = channels[0]
@@ -216,9 +214,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Latents (B, latent_dim, S/f, S/f) → (B, 3, S, S), unbounded (trained towards [-1, 1])."""
 
-    def __init__(
-        self, channels: list[int], num_res_blocks: int, latent_dim: int, norm: str = "group"
-    ):
+    def __init__(self, channels: list[int], num_res_blocks: int, latent_dim: int, norm: str):
         super().__init__()
         c = channels[-1]
         layers: list[nn.Module] = [nn.Conv2d(latent_dim, c, 3, padding=1), ResBlock(c, c, norm)]

@@ -23,7 +23,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from tokenize_mm.tokenizers.arch import arch_dict, config_from_hparams, with_fsq_grid
+from tokenize_mm.tokenizers.arch import (
+    arch_dict,
+    check_non_negative,
+    config_from_hparams,
+    with_fsq_grid,
+)
 from tokenize_mm.tokenizers.base import Encoded, TokenizerInfo, check_codes, map_batch
 from tokenize_mm.tokenizers.errors import InvalidInputError, NotFittedError
 from tokenize_mm.tokenizers.image import io as image_io
@@ -181,14 +186,9 @@ class ImageTokenizer(ModuleTokenizer):
             raise InvalidInputError(
                 "must be a fraction in [0, 1)", item=f"autoencoder_warmup={autoencoder_warmup!r}"
             )
-        if (
-            isinstance(chroma_weight, bool)
-            or not isinstance(chroma_weight, (int, float))
-            or not (chroma_weight >= 0 and math.isfinite(chroma_weight))
-        ):
-            raise InvalidInputError(
-                "must be a finite number >= 0", item=f"chroma_weight={chroma_weight!r}"
-            )
+        check_non_negative("chroma_weight", chroma_weight)
+        if not math.isfinite(chroma_weight):
+            raise InvalidInputError("must be finite", item=f"chroma_weight={chroma_weight!r}")
         record = train_vq(
             model, train, max_steps=max_steps, batch_size=batch_size,
             learning_rate=learning_rate, seed=seed, accelerator=accelerator,
