@@ -10,13 +10,16 @@ of them, scoring accuracy on the other 25 %:
 - raw reference: downsampled pixels (8 x 8 x 3) for images, log-mel statistics (mean and standard
   deviation over time of 64 bands) for audio.
 
+With ``--grid``, images are also probed by a small CNN over the code grid against one over the
+pixels (``grid_probe.py``): the bag of codes cannot see where a code is, so it hardly sees a shape.
+
 Goal (issue 13): the tokens' accuracy at least 0.8 of the raw features', for both modalities.
 Chance is 1/64. One fit seed cannot rank codecs (seeds moved the audio probe by up to 0.27), so
 ``--seeds`` fits each tokenizer once per seed and the verdict reads the mean over seeds; the raw
 features do not depend on the fit and are probed once.
 
     .venv/bin/python benchmarks/concept_probe.py [--examples 4096] [--seeds 0 1 2] [--threads 1] \
-        [--modalities audio] [--overrides ...] [--out docs/results/concept_probe]
+        [--modalities audio] [--grid] [--overrides ...] [--out docs/results/concept_probe]
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import time
 
 import torch
 from codebook_health import compose_train, print_and_write
+from grid_probe import EPOCHS, CodeGridNet, PixelNet, grid_probe
 
 GOAL = 0.8
 
@@ -62,6 +66,13 @@ def raw_image(image, size: int = 8) -> torch.Tensor:
 
     small = image.convert("RGB").resize((size, size), Image.BILINEAR)
     return torch.tensor(list(small.getdata()), dtype=torch.float32).flatten() / 255.0
+
+
+def image_tensor(image) -> torch.Tensor:
+    """A PIL image → (3, H, W) float in [0, 1]."""
+    import numpy as np
+
+    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).float() / 255.0
 
 
 def raw_audio(wav: torch.Tensor, rate: int) -> torch.Tensor:
@@ -106,6 +117,11 @@ def main() -> None:
     p.add_argument(
         "--modalities", nargs="+", default=["image", "audio"], choices=["image", "audio"]
     )
+    p.add_argument(
+        "--grid",
+        action="store_true",
+        help="images: also the spatial probe (grid_probe.py), codes against pixels",
+    )
     p.add_argument("--out", default=None, help="write <out>.md and <out>.json")
     args = p.parse_args()
     from hydra.utils import instantiate
@@ -133,13 +149,25 @@ def main() -> None:
         raw = torch.stack([featurise(x) for x in inputs])
         raw_acc = probe_accuracy(raw, y)
         raw_factors = {f: probe_accuracy(raw, v) for f, v in factors.items()}
+        grid = args.grid and modality == "image"
+        if grid:
+            pixels = torch.stack([image_tensor(x) for x in inputs])
+            raw_grid = grid_probe(PixelNet(), pixels, factors["colour"], factors["shape"])
         for seed in args.seeds:
             cfg = compose_train([*args.overrides, f"tokenizers.{modality}.fit.seed={seed}"])
             start = time.perf_counter()
             tok = fit_main_job_tokenizer(cfg, modality, main_examples)
             fit_s = time.perf_counter() - start
             size = tok.info.codebook_size
-            bags = torch.stack([bag_of_codes(c.codes, size) for c in tok.encode_batch(inputs)])
+            encoded = tok.encode_batch(inputs)
+            bags = torch.stack([bag_of_codes(c.codes, size) for c in encoded])
+            spatial = {}
+            if grid:
+                codes = torch.stack([c.codes[0] for c in encoded])
+                accs = grid_probe(CodeGridNet(size), codes, factors["colour"], factors["shape"])
+                spatial = {f"grid_{k}_{kind}": v for kind, d in (("token", accs), ("raw", raw_grid))
+                           for k, v in d.items()}  # fmt: skip
+                spatial["grid"] = list(tok.model.config.grid)
             token_acc = probe_accuracy(bags, y)
             by_factor = {f"{f}_{kind}": acc for f, v in factors.items() for kind, acc in
                          (("token_accuracy", probe_accuracy(bags, v)),
@@ -152,6 +180,7 @@ def main() -> None:
                 "token_accuracy": token_acc, "raw_accuracy": raw_acc,
                 "ratio": token_acc / raw_acc if raw_acc else float("nan"), **by_factor,
                 "held_out_metrics": dict(tok.info.metrics), "fit_s": fit_s,
+                **spatial,
             })  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
     table = ["| modality | tokenizer (quantizer, levels) | examples | tokens, per seed | tokens, "
@@ -178,6 +207,28 @@ def main() -> None:
             f"| {modality} | {colour:.3f} | {mine[0]['colour_raw_accuracy']:.3f} | {shape:.3f} | "
             f"{mine[0]['shape_raw_accuracy']:.3f} |"
         )
+    grid_table = ["| tokenizer (grid) | concept: codes, per seed | codes, mean | pixels | "
+                  "codes / pixels | colour: codes / pixels | shape: codes / pixels |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+    spatial_rows = [r for r in rows if "grid_concept_token" in r]
+    if spatial_rows:
+        mean = {k: sum(r[k] for r in spatial_rows) / len(spatial_rows)
+                for k in ("grid_concept_token", "grid_colour_token", "grid_shape_token")}  # fmt: skip
+        r = spatial_rows[0]
+        seeds = ", ".join(f"{r['grid_concept_token']:.3f}" for r in spatial_rows)
+        grid_table.append(
+            f"| {r['tokenizer']} ({r['grid'][0]} x {r['grid'][1]}) | {seeds} | "
+            f"{mean['grid_concept_token']:.3f} | {r['grid_concept_raw']:.3f} | "
+            f"{mean['grid_concept_token'] / r['grid_concept_raw']:.2f} | "
+            f"{mean['grid_colour_token']:.3f} / {r['grid_colour_raw']:.3f} | "
+            f"{mean['grid_shape_token']:.3f} / {r['grid_shape_raw']:.3f} |"
+        )
+    spatial_text = [
+        "Spatial probe (`--grid`, benchmarks/grid_probe.py): a small CNN over the code grid "
+        f"against the same CNN over the {r['examples']} images' pixels, both trained "
+        f"{EPOCHS} epochs on 75 %, accuracy on 25 % (concept: colour and shape both right).",
+        "", *grid_table, "",
+    ] if spatial_rows else []  # fmt: skip
     text = "\n".join([
         "# Concept probe: are the main job's codes informative?", "",
         f"Command: `{shlex.join(sys.orig_argv)}`", "",
@@ -191,6 +242,7 @@ def main() -> None:
         "Which half of the concept the codes carry: the same probe for the colour alone and the "
         "shape alone (8 classes each, chance 1/8).", "",
         *factor_table, "",
+        *spatial_text,
     ])  # fmt: skip
     print_and_write(text, rows, args.out)
 

@@ -7,7 +7,7 @@ Measures three things and checks two goals:
    num_threads=tok.num_threads)``): the same model, the same texts, the same batches and the
    same thread count. Goal: ours/raw >= 0.9. Single-item ``encode`` is timed too, for information.
 2. Images/s of ``ImageTokenizer`` at the default architecture (conf/tokenizer/image.yaml, 256x256,
-   f = 16) and the CPU-sized one (image_small.yaml, 64x64, f = 8): ``encode_batch`` end to end,
+   f = 16) and the CPU-sized one (image_small.yaml, 64x64, f = 4): ``encode_batch`` end to end,
    preprocess only, model only (encoder + quantizer), quantizer only, and ``decode_batch``. The
    models are untrained; one train-mode pass of the quantizer (k-means init + an EMA step) on
    other images sets the codebook, so the assignment is not degenerate (codebook use is reported).

@@ -247,7 +247,7 @@ def test_codebook_health_runs_on_a_manifest(tmp_path, images, clips):
 def test_concept_probe_runs(tmp_path):
     out = tmp_path / "probe"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "concept_probe.py"), "--examples", "96",
-           "--seeds", "0", "1", "--out", str(out), "--overrides", *TINY_MAIN_JOB, "tokenizers.image.fit.max_steps=2",
+           "--seeds", "0", "1", "--grid", "--out", str(out), "--overrides", *TINY_MAIN_JOB, "tokenizers.image.fit.max_steps=2",
            "tokenizers.audio.fit.max_steps=2"]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -267,6 +267,12 @@ def test_concept_probe_runs(tmp_path):
     assert all(
         0 <= r["colour_token_accuracy"] <= 1 and 0 <= r["shape_raw_accuracy"] <= 1 for r in rows
     )
+    # --grid: the spatial probe for images only, its pixel reference trained once
+    spatial = [r for r in rows if "grid_concept_token" in r]
+    assert [r["modality"] for r in spatial] == ["image", "image"]
+    assert all(r["grid"] == [4, 4] and 0 <= r["grid_shape_token"] <= 1 for r in spatial)
+    assert len({r["grid_concept_raw"] for r in spatial}) == 1
+    assert "| image_tiny (4 x 4) |" in md.split("Spatial probe")[1]
 
 
 def test_image_vs_jpeg_runs_on_a_manifest(tmp_path, images):

@@ -19,13 +19,15 @@ then *rendered* from it by one function. One module per idea:
 - ``source.py``: ``BuiltinSource``, the sub-sources (``SOURCES``) and the fingerprint.
 
 Token budget at the default sizes (``make train``'s tokenizers): a trimodal example has about
-150 audio tokens (3 s at audio_small's 50 frames per second, K = 1), 64 image tokens
-(image_small: 64 px, downsample 8) and 15 text tokens (text_small: a 512-piece SentencePiece
-model fitted on the default source's train split; its captions are 8 to 22 pieces), i.e.
-audio : image : text = 9.9 : 4.2 : 1, near real data's 10 : 5 : 1. The image-to-text ratio is
-fixed by those two tokenizers; ``audio_seconds`` sets the audio one. Measured over the 128
-trimodal examples of ``BuiltinSource()``: mean ``len(text_tok.encode(caption))``, and
-``ceil(S * 50 / 24000)`` for the audio.
+150 audio tokens (3 s at audio_small's 50 frames per second, K = 1), 256 image tokens
+(image_small: 64 px, downsample 4, as many as the default tokenizer gives a real 256 px image)
+and 15 text tokens (text_small: a 512-piece SentencePiece model fitted on the default source's
+train split; its captions are 8 to 22 pieces), i.e. audio : image : text = 9.9 : 17 : 1. The
+image is the longest span: with downsample 8 (64 tokens, 9.9 : 4.2 : 1, audio longest) the codes
+lost the shapes (docs/results/concept_probe_grid.md). The image-to-text ratio is fixed by those
+two tokenizers; ``audio_seconds`` sets the audio one. Measured over the 128 trimodal examples of
+``BuiltinSource()``: mean ``len(text_tok.encode(caption))``, and ``ceil(S * 50 / 24000)`` for
+the audio.
 
 Generation is vectorised (numpy over samples): the 512 default examples, all four sub-sources,
 take about a second on a 2-core CPU, most of it for the audio.
