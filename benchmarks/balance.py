@@ -252,7 +252,7 @@ def train_summary(metrics) -> dict[str, Any]:
 
 def evaluate(run, layout, tokenizers, examples, seed: int, builtin: bool) -> dict[str, Any]:
     """G(m <- c) for every pair, and zero-shot accuracy from image and audio (built-in only)."""
-    from tokenize_mm.data.builtin import BuiltinSource, concept_caption
+    from tokenize_mm.data.builtin import BuiltinSource, caption_prompts, concept_caption
 
     model = run.module.model
     out: dict[str, Any] = {"grounding": grounding_gains(model, layout, examples, seed=seed)}
@@ -274,6 +274,7 @@ def evaluate(run, layout, tokenizers, examples, seed: int, builtin: bool) -> dic
         out["contrastive"] = contrastive_evaluation(
             embedder, tokenizers["text"], examples,
             concepts=BuiltinSource.concepts() if builtin else None,
+            concept_prompts=caption_prompts if builtin else None,
         )  # fmt: skip
         out["contrastive"]["truncated_items"] = embedder.truncated
     return out
@@ -344,9 +345,13 @@ def contrastive_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Spreads over seeds of the contrastive figures: zero-shot by embedding per context, and
     R@k (paired, and any item of the concept) per retrieval direction, with their chance levels."""
     first = results[0]
+    by_captions = all("zero_shot_captions" in r for r in results)  # runs before it lack it
     return {
         "zero_shot": {c: seed_spread([r["zero_shot"][c]["accuracy"] for r in results])
                       for c in first["zero_shot"]},
+        **({"zero_shot_captions": {c: seed_spread([r["zero_shot_captions"][c]["accuracy"]
+                                                   for r in results])
+                                   for c in first["zero_shot_captions"]}} if by_captions else {}),
         "zero_shot_chance": {c: z["chance"] for c, z in first["zero_shot"].items()},
         "retrieval": {d: {k: seed_spread([r["retrieval"][d][k] for r in results])
                           for k in first["retrieval"][d] if k.startswith("R@")}

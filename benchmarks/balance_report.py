@@ -150,19 +150,24 @@ def _contrastive_lines(table: dict[str, Any]) -> list[str]:
     clip = {s: e["contrastive"] for s, e in table.items() if "contrastive" in e}
     contexts = sorted({c for e in clip.values() for c in e["zero_shot"]})
     lines = ["## Contrastive alignment", ""]
+    captions = all("zero_shot_captions" in e for e in clip.values())
     if contexts:
+        kinds = ["by embedding", *(["by caption ensemble"] if captions else []), "by likelihood"]
         lines += ["Zero-shot top-1 over the 64 concepts by embedding similarity (the concept whose "
-                  "prompt ensemble, e.g. \"a {}\", \"a picture of a {}\", is most similar) beside "
-                  "the likelihood ranking above, for the strategies trained with the contrastive "
-                  "objective. Chance 1/64 = 0.016.", "",
-                  "| strategy | " + " | ".join(f"by embedding, {c} | by likelihood, {c}"
-                                               for c in contexts) + " |",
-                  "|---|" + "---|---|" * len(contexts)]  # fmt: skip
+                  "prompt ensemble, e.g. \"a {}\", \"a picture of a {}\", is most similar), by "
+                  "caption ensemble (the same with 16 captions of each concept as the training "
+                  "templates write them, `caption_prompts`), and by the likelihood ranking above, "
+                  "for the strategies trained with the contrastive objective. Chance 1/64 = "
+                  "0.016.", "",
+                  "| strategy | " + " | ".join(f"{k}, {c}" for c in contexts for k in kinds)
+                  + " |", "|---|" + "---|" * len(kinds) * len(contexts)]  # fmt: skip
         for s, e in clip.items():
             cells = []
             for c in contexts:
                 likelihood = table[s]["zero_shot"].get(c, {}).get("accuracy")
-                cells += [_pm(e["zero_shot"].get(c)), _pm(likelihood)]
+                cells += [_pm(e["zero_shot"].get(c)),
+                          *([_pm(e["zero_shot_captions"].get(c))] if captions else []),
+                          _pm(likelihood)]  # fmt: skip
             lines.append(f"| {s} | " + " | ".join(cells) + " |")
         lines.append("")
     directions = sorted({d for e in clip.values() for d in e["retrieval"]})

@@ -120,3 +120,41 @@ def test_contrastive_evaluation_covers_every_direction_and_both_contexts():
     assert out["retrieval"]["image->text"]["R@5"] == 1.0  # the pair ties with its twin: top 2
     assert {k: v["accuracy"] for k, v in out["zero_shot"].items()} == {"image": 1.0, "audio": 1.0}
     assert out["zero_shot"]["audio"]["chance"] == pytest.approx(1 / 3)
+    assert "zero_shot_captions" not in out  # only with concept_prompts
+
+
+def test_contrastive_evaluation_by_concept_prompts():
+    """With ``concept_prompts`` a second zero-shot figure reads each concept's own prompts: an
+    embedder that knows the concepts only by their captions' words scores 1 there and chance-level
+    by the templates, whose prompts ("a red circle") it cannot place; each prompt embedded once."""
+    from types import SimpleNamespace
+
+    from tokenize_mm.evaluation import EvalExample, contrastive_evaluation
+
+    concepts = ["red circle", "blue star", "green ring"]
+    words = {"red circle": "tomato", "blue star": "sky", "green ring": "grass"}
+    calls = []
+
+    def embed(modality, items):
+        calls.append(items[0])
+        key = items[0] if modality != "text" else next(
+            (c for c, w in words.items() if w in items[0]), None)  # fmt: skip
+        if key is None:  # a template prompt: the same vector for every concept
+            return torch.ones(len(concepts)) / len(concepts) ** 0.5
+        name = next(c for c in concepts if c in key)
+        return F.one_hot(torch.tensor(concepts.index(name)), len(concepts)).float()
+
+    examples = [
+        EvalExample(id=str(i), concept=c, items={m: (f"{c} #{i}",) for m in MODALITIES})
+        for i, c in enumerate(concepts * 2)
+    ]
+    text = SimpleNamespace(encode=lambda prompt: SimpleNamespace(codes=prompt))
+    out = contrastive_evaluation(
+        embed, text, examples, concepts=concepts,
+        concept_prompts=lambda c: [f"the {words[c]} one", f"like {words[c]}"],
+    )  # fmt: skip
+    assert {k: v["accuracy"] for k, v in out["zero_shot_captions"].items()} == {
+        "image": 1.0, "audio": 1.0}  # fmt: skip
+    assert out["zero_shot"]["image"]["accuracy"] < 1.0
+    prompts = [c for c in calls if "one" in c or "like" in c]
+    assert len(prompts) == len(set(prompts)) == 6  # 3 concepts x 2 prompts, both contexts

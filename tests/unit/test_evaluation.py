@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tokenize_mm.data import BuiltinSource
-from tokenize_mm.data.builtin import concept_caption
+from tokenize_mm.data.builtin import caption_prompts, concept_caption
 from tokenize_mm.data.errors import DataError
 from tokenize_mm.evaluation import (
     EvalExample,
@@ -170,6 +170,31 @@ def test_concept_caption_names_the_concept():
     assert concept_caption("orange star") == "this picture shows an orange star"
     with pytest.raises(DataError, match="unknown concept"):
         concept_caption("plaid circle")
+
+
+def test_caption_prompts_name_the_concept_in_every_template():
+    """Each prompt names its concept (with its article) and nothing of another concept; the 16
+    prompts use all 8 templates, vary the nuisances, and are the same on every call."""
+    from tokenize_mm.data.builtin import BACKGROUNDS, COLOURS, SHAPES
+
+    for concept in BuiltinSource.concepts():
+        colour, shape = concept.split(" ")
+        prompts = caption_prompts(concept)
+        assert len(prompts) == 16 and prompts == caption_prompts(concept)
+        for p in prompts:
+            words = p.split()
+            assert colour in words and shape in words
+            assert not set(words) & (set(COLOURS) | set(SHAPES)) - {colour, shape}
+            # the background is never the shape colour's near twin (sample_scene's rule)
+            for bg in set(words) & set(BACKGROUNDS):
+                assert math.dist(BACKGROUNDS[bg], COLOURS[colour]) > 110
+        assert len(set(prompts)) >= 12  # nuisances vary
+    assert caption_prompts("orange star", count=4)[3] == "this picture shows an orange star"
+    assert caption_prompts("red ring", count=3, seed=1) != caption_prompts("red ring", count=3)
+    with pytest.raises(DataError, match="unknown concept"):
+        caption_prompts("plaid circle")
+    with pytest.raises(DataError, match="count"):
+        caption_prompts("red ring", count=0)
 
 
 def test_worst_modality_regret():

@@ -174,6 +174,7 @@ def contrastive_evaluation(
     examples: Sequence[Any],
     concepts: Sequence[str] | None = None,
     templates: Mapping[str, Sequence[str]] = TEMPLATES,
+    concept_prompts: Callable[[str], Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Retrieval in every direction and zero-shot classification from image and audio.
 
@@ -183,11 +184,15 @@ def contrastive_evaluation(
         examples: ``EvalExample``s (their ``items`` and, for the concept figures, ``concept``).
         concepts: the class names for zero-shot (``None``: no zero-shot).
         templates: context modality → prompt templates with one ``{}``.
+        concept_prompts: concept → its own prompts (e.g. ``caption_prompts``, captions of the
+            concept as the training data writes them), a second zero-shot figure beside the
+            templates' (``None``: none).
 
     Returns:
         ``{"retrieval": {"image->text": retrieval_at_k(...), ...} for every ordered pair with at
-        least two examples holding both, "zero_shot": {"image": {...}, "audio": {...}}}``;
-        zero-shot results without their predictions.
+        least two examples holding both, "zero_shot": {"image": {...}, "audio": {...}}}``, with
+        ``concept_prompts`` also ``"zero_shot_captions"`` (the same by those prompts); zero-shot
+        results without their predictions.
     """
     emb: dict[str, dict[int, torch.Tensor]] = {m: {} for m in MODALITIES}
     for i, ex in enumerate(examples):
@@ -205,20 +210,28 @@ def contrastive_evaluation(
                 concepts=[examples[i].concept for i in both] if labelled else None,
             )  # fmt: skip
     if concepts:
+        seen: dict[str, torch.Tensor] = {}  # a prompt shared by contexts is embedded once
 
         def embed_text(prompt: str) -> torch.Tensor:
-            return embedder("text", [text_tokenizer.encode(prompt).codes])
+            if prompt not in seen:
+                seen[prompt] = embedder("text", [text_tokenizer.encode(prompt).codes])
+            return seen[prompt]
 
-        for context in ("image", "audio"):
-            have = [i for i in emb[context] if getattr(examples[i], "concept", None)]
-            if not have:
-                continue
-            prompts = {c: [t.format(c) for t in templates[context]] for c in concepts}
-            classes, table = class_embeddings(embed_text, prompts)
-            result = zero_shot_by_embedding(
-                torch.stack([emb[context][i] for i in have]),
-                [examples[i].concept for i in have], classes, table,
-            )  # fmt: skip
-            result.pop("predictions")
-            out["zero_shot"][context] = result
+        ensembles = {"zero_shot": lambda c, context: [t.format(c) for t in templates[context]]}
+        if concept_prompts is not None:
+            ensembles["zero_shot_captions"] = lambda c, context: list(concept_prompts(c))
+        for key, prompts_of in ensembles.items():
+            out[key] = {}
+            for context in ("image", "audio"):
+                have = [i for i in emb[context] if getattr(examples[i], "concept", None)]
+                if not have:
+                    continue
+                prompts = {c: prompts_of(c, context) for c in concepts}
+                classes, table = class_embeddings(embed_text, prompts)
+                result = zero_shot_by_embedding(
+                    torch.stack([emb[context][i] for i in have]),
+                    [examples[i].concept for i in have], classes, table,
+                )  # fmt: skip
+                result.pop("predictions")
+                out[key][context] = result
     return out

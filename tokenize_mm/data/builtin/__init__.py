@@ -13,7 +13,8 @@ then *rendered* from it by one function. One module per idea:
 - ``scenes.py``: the concepts (``SHAPES``, ``COLOURS``), backgrounds and textures; ``Scene`` and
   ``sample_scene``, everything random about one example; ``RenderOptions``.
 - ``images.py``: ``render_image``, textured backgrounds and anti-aliased shapes.
-- ``captions.py``: ``render_caption``, ``render_paragraph`` and ``concept_caption``.
+- ``captions.py``: ``render_caption``, ``render_paragraph``, ``concept_caption`` and
+  ``caption_prompts``.
 - ``audio.py``: ``render_audio``, a synthetic melody whose motif is the shape and whose voice is
   the colour.
 - ``source.py``: ``BuiltinSource``, the sub-sources (``SOURCES``) and the fingerprint.
@@ -34,7 +35,12 @@ take about a second on a 2-core CPU, most of it for the audio.
 """
 
 from tokenize_mm.data.builtin.audio import render_audio
-from tokenize_mm.data.builtin.captions import concept_caption, render_caption, render_paragraph
+from tokenize_mm.data.builtin.captions import (
+    caption_prompts,
+    concept_caption,
+    render_caption,
+    render_paragraph,
+)
 from tokenize_mm.data.builtin.images import render_image
 from tokenize_mm.data.builtin.scenes import (
     BACKGROUNDS,
@@ -59,6 +65,7 @@ __all__ = [
     "RenderOptions",
     "Renderer",
     "Scene",
+    "caption_prompts",
     "concept_caption",
     "render_audio",
     "render_caption",

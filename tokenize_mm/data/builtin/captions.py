@@ -3,12 +3,24 @@
 A caption is one line naming the scene's colour and shape (and sometimes its size, position or
 background), from several templates; a paragraph is three to five sentences about the concept,
 longer than a caption. The templates give a text tokenizer some variety. ``concept_caption`` is
-the caption that names nothing but the concept: the candidates of zero-shot evaluation.
+the caption that names nothing but the concept: the candidates of zero-shot evaluation;
+``caption_prompts`` a concept's captions over sampled scenes: a prompt ensemble.
 """
 
 from __future__ import annotations
 
-from tokenize_mm.data.builtin.scenes import COLOURS, SHAPES, TEXTURES, RenderOptions, Scene
+import dataclasses
+import math
+
+from tokenize_mm.data.builtin.scenes import (
+    BACKGROUNDS,
+    COLOURS,
+    SHAPES,
+    TEXTURES,
+    RenderOptions,
+    Scene,
+    sample_scene,
+)
 from tokenize_mm.data.errors import DataError
 
 
@@ -106,6 +118,35 @@ def concept_caption(concept: str) -> str:
     if colour not in COLOURS or shape not in SHAPES:
         raise DataError(f"unknown concept {concept!r}; concepts are BuiltinSource.concepts()")
     return f"this picture shows {_a(colour)} {shape}"
+
+
+def caption_prompts(concept: str, count: int = 16, seed: int = 0) -> list[str]:
+    """``count`` captions of ``concept`` as the caption templates write them: the prompts of a
+    caption ensemble for zero-shot classification by embedding.
+
+    Template i % 8 for the i-th caption; size, position, rotation, background and texture drawn
+    from the scenes of ``seed`` (the prompt seed, not an evaluation seed), the background kept
+    apart from the shape colour as ``sample_scene`` does. Averaging their embeddings gives the
+    concept's mean caption with what the concept leaves open (where, how large, on what)
+    averaged out: CLIP's prompt ensembling with the training captions' own templates.
+
+    Raises:
+        DataError: ``concept`` is not one of ``BuiltinSource.concepts()``; ``count`` < 1.
+    """
+    concept_caption(concept)  # checks the concept
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise DataError(f"count must be a positive int, got {count!r}")
+    colour, _, shape = concept.partition(" ")
+    backgrounds = [b for b in BACKGROUNDS if math.dist(BACKGROUNDS[b], COLOURS[colour]) > 110]
+    prompts = []
+    for i in range(count):
+        scene = sample_scene(seed, i)
+        scene = dataclasses.replace(
+            scene, colour=colour, shape=shape,
+            background=backgrounds[scene.choices[1] % len(backgrounds)],
+        )  # fmt: skip
+        prompts.append(_CAPTIONS[i % len(_CAPTIONS)].format(**_words(scene)))
+    return prompts
 
 
 def render_caption(scene: Scene, options: RenderOptions) -> str:
