@@ -372,3 +372,36 @@ def test_result_writing_scripts_default_to_the_scratch_folder(script):
     helptext = " ".join(done.stdout.split())  # argparse wraps long paths
     assert str(SCRATCH) in helptext.replace(" ", "") or str(SCRATCH) in helptext
     assert "default: docs" not in helptext
+
+
+def test_nuisance_probe_runs_on_a_model_folder(tmp_path, tiny_text, tiny_image, tiny_audio):
+    """benchmarks/nuisance_probe.py reads a trained-model folder (here the tiny preset with an
+    untrained head): three accuracies in [0, 1], the concept's no higher than its colour's or its
+    shape's; a folder without a contrastive head is refused by name."""
+    import torch
+
+    from tokenize_mm.models import DecoderLM, preset
+    from tokenize_mm.models.bundle import save_trained_model
+    from tokenize_mm.models.contrastive import ContrastiveHead
+    from tokenize_mm.sequence import VocabLayout
+
+    toks = {"text": tiny_text, "image": tiny_image, "audio": tiny_audio}
+    dirs = {m: t.save(tmp_path / "artifacts" / m) for m, t in toks.items()}
+    layout = VocabLayout.from_artifacts(dirs)
+    torch.manual_seed(0)
+    model = DecoderLM(preset("tiny"), vocab_size=layout.vocab_size)
+    head = ContrastiveHead(model.d_model, num_modalities=3, embed_dim=16)
+    with_head = save_trained_model(tmp_path / "model", model, head, dirs, layout, step=1)
+    without = save_trained_model(tmp_path / "plain", model, None, dirs, layout, step=1)
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "nuisance_probe.py"), str(with_head),
+           "--examples", "4"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["examples"] == 4
+    assert all(0 <= out[k] <= 1 for k in ("ensemble", "own_scene", "own_scene_colour",
+                                          "own_scene_shape"))  # fmt: skip
+    assert out["own_scene"] <= min(out["own_scene_colour"], out["own_scene_shape"])
+    cmd[2] = str(without)
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode != 0 and "contrastive" in result.stderr

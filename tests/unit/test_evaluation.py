@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tokenize_mm.data import BuiltinSource
-from tokenize_mm.data.builtin import caption_prompts, concept_caption
+from tokenize_mm.data.builtin import caption_prompts, concept_caption, sample_scene, scene_captions
 from tokenize_mm.data.errors import DataError
 from tokenize_mm.evaluation import (
     EvalExample,
@@ -195,6 +195,22 @@ def test_caption_prompts_name_the_concept_in_every_template():
         caption_prompts("plaid circle")
     with pytest.raises(DataError, match="count"):
         caption_prompts("red ring", count=0)
+
+
+def test_scene_captions_are_every_template_of_the_scene():
+    """One caption per template; render_caption's pick is among them; swapping the concept in
+    changes only the concept's words."""
+    import dataclasses
+
+    from tokenize_mm.data.builtin import RenderOptions, render_caption
+
+    scene = sample_scene(0, 3)
+    captions = scene_captions(scene)
+    assert len(captions) == 8 and render_caption(scene, RenderOptions(image_size=64)) in captions
+    other = scene_captions(dataclasses.replace(scene, colour="blue", shape="star"))
+    for a, b in zip(captions, other, strict=True):
+        swap = {scene.colour: "blue", scene.shape: "star", "an": "a"}
+        assert [swap.get(w, w) for w in a.split()] == [swap.get(w, w) for w in b.split()]
 
 
 def test_worst_modality_regret():

@@ -13,8 +13,8 @@ then *rendered* from it by one function. One module per idea:
 - ``scenes.py``: the concepts (``SHAPES``, ``COLOURS``), backgrounds and textures; ``Scene`` and
   ``sample_scene``, everything random about one example; ``RenderOptions``.
 - ``images.py``: ``render_image``, textured backgrounds and anti-aliased shapes.
-- ``captions.py``: ``render_caption``, ``render_paragraph``, ``concept_caption`` and
-  ``caption_prompts``.
+- ``captions.py``: ``render_caption``, ``render_paragraph``, ``concept_caption``,
+  ``caption_prompts`` and ``scene_captions``.
 - ``audio.py``: ``render_audio``, a synthetic melody whose motif is the shape and whose voice is
   the colour.
 - ``source.py``: ``BuiltinSource``, the sub-sources (``SOURCES``) and the fingerprint.
@@ -40,6 +40,7 @@ from tokenize_mm.data.builtin.captions import (
     concept_caption,
     render_caption,
     render_paragraph,
+    scene_captions,
 )
 from tokenize_mm.data.builtin.images import render_image
 from tokenize_mm.data.builtin.scenes import (
@@ -72,4 +73,5 @@ __all__ = [
     "render_image",
     "render_paragraph",
     "sample_scene",
+    "scene_captions",
 ]

@@ -4,7 +4,8 @@ A caption is one line naming the scene's colour and shape (and sometimes its siz
 background), from several templates; a paragraph is three to five sentences about the concept,
 longer than a caption. The templates give a text tokenizer some variety. ``concept_caption`` is
 the caption that names nothing but the concept: the candidates of zero-shot evaluation;
-``caption_prompts`` a concept's captions over sampled scenes: a prompt ensemble.
+``caption_prompts`` a concept's captions over sampled scenes: a prompt ensemble;
+``scene_captions`` one scene's caption by every template.
 """
 
 from __future__ import annotations
@@ -147,6 +148,11 @@ def caption_prompts(concept: str, count: int = 16, seed: int = 0) -> list[str]:
         )  # fmt: skip
         prompts.append(_CAPTIONS[i % len(_CAPTIONS)].format(**_words(scene)))
     return prompts
+
+
+def scene_captions(scene: Scene) -> list[str]:
+    """The scene's caption by every template, in template order (``render_caption`` picks one)."""
+    return [t.format(**_words(scene)) for t in _CAPTIONS]
 
 
 def render_caption(scene: Scene, options: RenderOptions) -> str:
