@@ -2,9 +2,8 @@
 
 The tokenizer is fitted as ``make train`` fits it (``image_small``: 64 x 64, 256 tokens of a
 256-code book, 120 steps on the built-in train split), so one image costs 256 x 8 bits = 256
-bytes (nominal: log2 of the codebook per token; the figures in docs/results/image_vs_jpeg.md
-were taken with 64 tokens, f = 8). JPEG (Pillow, baseline, 4:2:0) gets the same budget,
-counted two ways: the whole file, and the entropy-coded payload only (the bytes after the
+bytes (nominal: log2 of the codebook per token). JPEG (Pillow, baseline, 4:2:0) gets the same
+budget, counted two ways: the whole file, and the entropy-coded payload only (the bytes after the
 start-of-scan header; the quantisation and Huffman tables are fixed, as the tokenizer's decoder
 weights are). For each image JPEG may pick any quality (1-95) and any thumbnail side (8 to 64
 pixels, upscaled back with bicubic), and takes the best PSNR that fits the budget; an image where
