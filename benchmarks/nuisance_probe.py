@@ -21,7 +21,6 @@ import dataclasses
 import json
 
 import torch
-import torch.nn.functional as F
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -37,6 +36,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         scene_captions,
     )
     from tokenize_mm.evaluation import SpanEmbedder
+    from tokenize_mm.evaluation.embedding import class_embeddings
     from tokenize_mm.models.bundle import ModelFolderError, load_trained_model
 
     trained = load_trained_model(args.model)
@@ -47,28 +47,28 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     source = BuiltinSource(num_examples=args.examples, seed=args.seed, sources=("trimodal",),
                            image_size=image.info.image_size or 64)  # fmt: skip
     concepts = BuiltinSource.concepts()
-    seen: dict[str, torch.Tensor] = {}
+    seen: dict[str, torch.Tensor] = {}  # prompts recur across images: embed each once
 
-    def prototype(prompts: list[str]) -> torch.Tensor:
-        for q in prompts:
-            if q not in seen:
-                seen[q] = embed("text", [text.encode(q).codes])
-        return F.normalize(torch.stack([seen[q] for q in prompts]).mean(0), dim=0)
+    def embed_text(prompt: str) -> torch.Tensor:
+        if prompt not in seen:
+            seen[prompt] = embed("text", [text.encode(prompt).codes])
+        return seen[prompt]
+
+    def own_scene(scene) -> dict[str, list[str]]:
+        """Each concept's captions of ``scene``, the concept swapped in."""
+        return {c: scene_captions(dataclasses.replace(scene, colour=c.split()[0],
+                                                      shape=c.split()[1])) for c in concepts}  # fmt: skip
 
     hits = {"ensemble": 0.0, "own_scene": 0.0, "own_scene_colour": 0.0, "own_scene_shape": 0.0}
     with torch.no_grad():
-        ensemble = torch.stack([prototype(caption_prompts(c)) for c in concepts])
-        for index in range(args.examples):
-            scene = sample_scene(args.seed, index)  # what example_at(index) renders
-            enc = image.encode(source.example_at(index).image)
+        _, ensemble = class_embeddings(embed_text, {c: caption_prompts(c) for c in concepts})
+        images = [source.example_at(i).image for i in range(args.examples)]
+        for index, enc in enumerate(image.encode_batch(images)):
+            scene = sample_scene(args.seed, index)  # what example_at(index) rendered
             v = embed("image", [enc.codes])
             truth = (scene.colour, scene.shape)
             hits["ensemble"] += concepts[int((ensemble @ v).argmax())] == " ".join(truth)
-            own = torch.stack([
-                prototype(scene_captions(dataclasses.replace(scene, colour=c.split()[0],
-                                                             shape=c.split()[1])))
-                for c in concepts
-            ])  # fmt: skip
+            _, own = class_embeddings(embed_text, own_scene(scene))
             colour, shape = concepts[int((own @ v).argmax())].split()
             hits["own_scene"] += (colour, shape) == truth
             hits["own_scene_colour"] += colour == truth[0]
