@@ -14,6 +14,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from tokenize_mm.models.contrastive import ContrastiveHead, info_nce, pool_spans
+from tokenize_mm.models.memory import NegativeMemory
+from tokenize_mm.models.momentum import MomentumEncoder
 
 
 def test_pool_spans_averages_each_documents_modality():
@@ -44,6 +46,82 @@ def test_info_nce_is_clips_loss():
     assert float(aligned) < float(loss)
 
 
+def test_keys_and_negatives_are_the_columns():
+    """With momentum keys, a's rows are scored against the keys b' (and b's against a'); the
+    memory's past keys are extra columns; keys equal to the online embeddings give the plain
+    loss."""
+    torch.manual_seed(0)
+    a, b = (F.normalize(torch.randn(4, 8), dim=-1) for _ in range(2))
+    ka, kb = (F.normalize(torch.randn(4, 8), dim=-1) for _ in range(2))
+    qa, qb = (F.normalize(torch.randn(3, 8), dim=-1) for _ in range(2))
+    scale = torch.tensor(math.log(10.0))
+    plain, _ = info_nce(a, b, scale)
+    same, _ = info_nce(a, b, scale, keys=(a.detach(), b.detach()))
+    assert torch.allclose(plain, same)
+    loss, n = info_nce(a, b, scale, keys=(ka, kb), negatives=(qa, qb))
+    rows = F.cross_entropy(10.0 * a @ torch.cat([kb, qb]).T, torch.arange(4), reduction="sum")
+    cols = F.cross_entropy(10.0 * b @ torch.cat([ka, qa]).T, torch.arange(4), reduction="sum")
+    assert n == 4 and torch.allclose(loss, (rows + cols) / 8)
+
+
+def test_memory_is_a_ring_saved_apart_from_the_weights():
+    memory = NegativeMemory(slots=2, size=4, embed_dim=2)
+    assert memory.read(0).shape == (0, 2)
+    memory.push(0, torch.ones(3, 2))
+    memory.push(0, torch.full((3, 2), 2.0))  # 6 written: the two oldest overwritten
+    assert sorted(memory.read(0)[:, 0].tolist()) == [1.0, 2.0, 2.0, 2.0]
+    assert memory.read(1).shape == (0, 2) and memory.state_dict() == {}
+    restored = NegativeMemory(slots=2, size=4, embed_dim=2)
+    restored.load_state(memory.state())
+    assert torch.equal(restored.read(0), memory.read(0))
+    with pytest.raises(ValueError, match="memory_size"):
+        NegativeMemory(slots=2, size=8, embed_dim=2).load_state(memory.state())
+
+
+def test_head_uses_its_memory_in_training_with_keys_only():
+    torch.manual_seed(0)
+    head = ContrastiveHead(d_model=6, num_modalities=3, embed_dim=4, momentum=0.9, memory_size=8)
+    pooled, present = torch.randn(5, 3, 6), torch.ones(5, 3, dtype=torch.bool)
+    keys = F.normalize(torch.randn(5, 3, 4), dim=-1)
+    head(pooled, present)  # no keys: the memory is not touched
+    assert int(head.memory.written.sum()) == 0
+    first, _ = head(pooled, present, keys=keys)
+    assert head.memory.written.tolist() == [5] * 6  # 3 pairs x 2 sides, after the loss
+    second, _ = head(pooled, present, keys=keys)  # now 5 past keys more per column
+    assert float(second) > float(first) and head.memory.written.tolist() == [10] * 6
+    head.eval()
+    head(pooled, present, keys=keys)
+    assert head.memory.written.tolist() == [10] * 6  # evaluation never writes it
+
+
+def test_memory_without_momentum_and_bad_momentum_are_refused():
+    with pytest.raises(ValueError, match="drift"):
+        ContrastiveHead(d_model=6, num_modalities=3, embed_dim=4, memory_size=8)
+    with pytest.raises(ValueError, match="momentum"):
+        ContrastiveHead(d_model=6, num_modalities=3, embed_dim=4, momentum=1.0)
+
+
+def test_momentum_encoder_follows_the_online_weights():
+    from tokenize_mm.models.transformer import DecoderLM, preset
+
+    torch.manual_seed(0)
+    model = DecoderLM(preset("tiny"), vocab_size=32)
+    head = ContrastiveHead(model.d_model, num_modalities=3, embed_dim=4, momentum=0.75)
+    encoder = MomentumEncoder(model, head)
+    before = [p.clone() for p in encoder.parameters()]
+    with torch.no_grad():
+        for p in [*model.parameters(), *head.proj.parameters()]:
+            p.add_(1.0)
+    encoder.update(model, head)
+    for old, new in zip(before, encoder.parameters(), strict=True):
+        assert torch.allclose(new, old + 0.25)  # m θ' + (1 - m)(θ' + 1)
+    tokens = torch.randint(0, 32, (1, 6))
+    modality = torch.tensor([[0, 0, 1, 1, 2, 2]])
+    keys = encoder.keys(tokens, modality, torch.arange(6)[None], torch.ones(1, 6, dtype=torch.long))
+    assert keys.shape == (1, 3, 4) and not keys.requires_grad
+    assert torch.allclose(keys.norm(dim=-1), torch.ones(1, 3))
+
+
 def test_head_learns_to_align_and_skips_lonely_pairs():
     torch.manual_seed(0)
     head = ContrastiveHead(d_model=16, num_modalities=3, embed_dim=8)
@@ -66,14 +144,28 @@ def test_head_learns_to_align_and_skips_lonely_pairs():
     assert none == 0 and float(empty) == 0.0 and empty.requires_grad
 
 
+def _step(head, pooled, present, keys, world=1, rank=0):
+    """Without keys: one loss. With keys: a first call fills the memory (every rank with the
+    global batch's keys), the loss is the second call's, which reads it."""
+    if keys is not None:
+        head(pooled, present, keys=keys, world=world, rank=rank)
+    return head(pooled, present, keys=keys, world=world, rank=rank)[0]
+
+
+def _head(keys):
+    torch.manual_seed(0)
+    extra = {"momentum": 0.9, "memory_size": 32} if keys is not None else {}
+    return ContrastiveHead(d_model=6, num_modalities=3, embed_dim=4, **extra)
+
+
 def _worker(rank: int, world: int, port: int, data: dict, out: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        torch.manual_seed(0)
-        head = ContrastiveHead(d_model=6, num_modalities=3, embed_dim=4)
+        head = _head(data["keys"])
         lo, hi = data["splits"][rank], data["splits"][rank + 1]
-        loss, _ = head(data["pooled"][lo:hi], data["present"][lo:hi], world=world, rank=rank)
+        keys = data["keys"][lo:hi] if data["keys"] is not None else None
+        loss = _step(head, data["pooled"][lo:hi], data["present"][lo:hi], keys, world, rank)
         loss.backward()
         grads = [p.grad.clone() for p in head.parameters()]
         for g in grads:  # DDP's average
@@ -93,17 +185,19 @@ def _free_port() -> int:
 
 
 @pytest.mark.integration
-def test_two_processes_equal_one_on_the_global_batch():
+@pytest.mark.parametrize("with_keys", [False, True], ids=["online", "momentum_keys_memory"])
+def test_two_processes_equal_one_on_the_global_batch(with_keys):
     """Negatives gathered across two ranks with unequal shares: the mean loss and the averaged
-    gradients equal one process's on the concatenated documents."""
+    gradients equal one process's on the concatenated documents; with momentum keys and a
+    memory too (every rank's memory holds the global batch's keys)."""
     torch.manual_seed(1)
     pooled = torch.randn(11, 3, 6)
     present = torch.rand(11, 3) > 0.3
-    torch.manual_seed(0)
-    head = ContrastiveHead(d_model=6, num_modalities=3, embed_dim=4)
-    loss, _ = head(pooled, present)
+    keys = F.normalize(torch.randn(11, 3, 4), dim=-1) if with_keys else None
+    head = _head(keys)
+    loss = _step(head, pooled, present, keys)
     loss.backward()
-    data = {"pooled": pooled, "present": present, "splits": [0, 4, 11]}
+    data = {"pooled": pooled, "present": present, "splits": [0, 4, 11], "keys": keys}
     out = mp.Manager().dict()
     mp.spawn(_worker, args=(2, _free_port(), data, out), nprocs=2, join=True)
     for rank in range(2):

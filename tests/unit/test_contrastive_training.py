@@ -22,25 +22,30 @@ from tokenize_mm.models.contrastive import ContrastiveHead
 from tokenize_mm.models.system import OBJECTIVES, BalancedLM
 
 
-def train(store, weighting, steps=4):
+def train(store, weighting, steps=4, head_kw=None, ckpt_dir=None, ckpt_path=None,
+          schedule_steps=None):  # fmt: skip
     store_dir, layout = store
     torch.manual_seed(0)
     model = DecoderLM(preset("tiny"), vocab_size=layout.vocab_size)
-    head = ContrastiveHead(model.d_model, num_modalities=3, embed_dim=16)
-    module = BalancedLM(model, weighting, scheduler=partial(warmup_cosine, max_steps=steps),
+    head = ContrastiveHead(model.d_model, num_modalities=3, embed_dim=16, **(head_kw or {}))
+    module = BalancedLM(model, weighting,
+                        scheduler=partial(warmup_cosine, max_steps=schedule_steps or steps),
                         layout_fingerprint=layout.fingerprint, contrastive=head)  # fmt: skip
     dm = StoreDataModule(str(store_dir), sampler=SAMPLERS["proportional"], context=128,
                          batch_size=4, expected_fingerprint=layout.fingerprint)  # fmt: skip
     recorder = StepRecorder()
+    callbacks = [SamplerFeedback(), recorder]
+    if ckpt_dir is not None:
+        callbacks.append(L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True))
     trainer = L.Trainer(
         max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[SamplerFeedback(), recorder],
-        limit_val_batches=2, val_check_interval=steps, enable_checkpointing=False,
+        enable_model_summary=False, callbacks=callbacks,
+        limit_val_batches=2, val_check_interval=steps, enable_checkpointing=ckpt_dir is not None,
         log_every_n_steps=1,
     )  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(module, datamodule=dm)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     return module, recorder.steps, trainer
 
 
@@ -68,3 +73,33 @@ def test_a_weighting_that_does_not_know_the_objective_is_refused():
         BalancedLM(model, ModalityMean(), contrastive=head)
     with pytest.raises(ConfigError, match="d_model"):
         BalancedLM(model, ModalityMean(OBJECTIVES), contrastive=ContrastiveHead(8, 3, 8))
+
+
+MOMENTUM = {"momentum": 0.9, "memory_size": 16}
+
+
+def test_momentum_keys_and_memory_train_and_resume_exactly(store, tmp_path):
+    """``momentum``: an EMA copy of the model gives the keys, moved after every step and never
+    trained; ``memory_size``: past keys are negatives. Both are checkpointed (the EMA weights in
+    the state dict, the memory as ``contrastive_memory``): a resumed run continues the
+    uninterrupted one's losses exactly; a trained-model folder's head holds neither."""
+    module, full, _ = train(store, ModalityMean(OBJECTIVES), steps=6, head_kw=MOMENTUM)
+    assert len(full) == 6 and all(0 < s["train/loss/contrastive"] < 20 for s in full)
+    encoder, online = module.key_encoder, module.model
+    assert encoder is not None and not any(p.requires_grad for p in encoder.parameters())
+    ema, now = next(encoder.model.parameters()), next(online.parameters())
+    assert not torch.equal(ema, now)  # behind the online weights, not equal to them
+    memory = module.contrastive.memory
+    assert int(memory.written.min()) > 0 and memory.read(0).abs().sum() > 0
+    assert not any(k.startswith("contrastive.memory") for k in module.contrastive.state_dict())
+    train(store, ModalityMean(OBJECTIVES), steps=3, head_kw=MOMENTUM, ckpt_dir=tmp_path / "ck",
+          schedule_steps=6)  # fmt: skip
+    ckpt = torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)
+    assert ckpt["contrastive_memory"]["rows"].shape == (6, 16, 16)
+    assert any(k.startswith("key_encoder.model.") for k in ckpt["state_dict"])
+    _, resumed, _ = train(store, ModalityMean(OBJECTIVES), steps=6, head_kw=MOMENTUM,
+                          ckpt_path=str(tmp_path / "ck" / "last.ckpt"))  # fmt: skip
+    assert len(resumed) == 3
+    for a, b in zip(full[3:], resumed, strict=True):
+        assert b["train/loss/contrastive"] == a["train/loss/contrastive"]
+        assert b["train/loss/text"] == a["train/loss/text"]

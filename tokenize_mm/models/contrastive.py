@@ -17,6 +17,16 @@ as in open_clip's ``gather_with_grad``; each rank scores its own rows against al
 the columns' side of the symmetric loss the same way), weighted by its share of the global pairs,
 so that DDP's gradient average is the gradient of the one-process loss on the global batch.
 
+Momentum keys and a memory (He et al. 2020, MoCo; Li et al. 2021, ALBEF): with ``momentum > 0``
+the training module embeds every span a second time with an exponential moving average of the
+model and the projections (``models/momentum.py``), and each online embedding is scored against
+those keys; ``memory_size`` keeps the keys of past steps (``models/memory.py``) as extra negatives,
+so that an item is told from far more than its batch's few partners (8 built-in pairs rarely
+hold two of one colour: nothing asks the image embedding for the shape). The keys change slowly,
+so the memory stays consistent; without them the memory holds the online model's own past
+embeddings, and the loss rewards drifting away from them (measured: retrieval fell to chance).
+Evaluation (``eval()``, or no keys) never reads or writes the memory.
+
 Shapes: hidden (B, L, D); pooled (G, M, D) for G documents, M modalities; embeddings (n, E).
 """
 
@@ -29,6 +39,8 @@ from itertools import combinations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from tokenize_mm.models.memory import NegativeMemory
 
 #: CLIP's initial and largest inverse temperature.
 INIT_SCALE, MAX_SCALE = 1 / 0.07, 100.0
@@ -69,7 +81,14 @@ def pool_spans(
 
 
 def info_nce(
-    a: Tensor, b: Tensor, logit_scale: Tensor, *, world: int = 1, rank: int = 0
+    a: Tensor,
+    b: Tensor,
+    logit_scale: Tensor,
+    *,
+    world: int = 1,
+    rank: int = 0,
+    keys: tuple[Tensor, Tensor] | None = None,
+    negatives: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, int]:
     """Symmetric InfoNCE of n local pairs (a_i, b_i), a and b (n, E) L2-normalised.
 
@@ -78,19 +97,25 @@ def info_nce(
     times ``world``, so that the mean over ranks, and DDP's gradient average, equal the
     one-process loss on the concatenated pairs.
 
+    ``keys`` = (a', b') (n, E): the same pairs embedded by a momentum encoder (detached); the
+    rows of a are then scored against the keys b' (and b's against a') instead of the online
+    embeddings. ``negatives`` = (past a' (q, E), past b' (q, E)): extra columns, b's side for the
+    rows of a and a's side for the rows of b.
+
     Returns:
         ``(loss, N)``: N the pairs over all ranks; the loss is 0 (with gradients to a, b) when
         N < 2, where there is nothing to contrast with.
     """
     scale = logit_scale.exp().clamp(max=MAX_SCALE)
-    if world == 1:
-        all_a, all_b, sizes = a, b, [a.shape[0]]
-    else:
-        all_a, sizes = _gather(a, world)
-        all_b, _ = _gather(b, world)
+    col_a, col_b = keys if keys is not None else (a, b)
+    all_a, sizes = _gather(col_a, world)
+    all_b, _ = _gather(col_b, world)
     total = sum(sizes)
     if total < 2:
         return (a.sum() + b.sum()) * 0.0, total
+    if negatives is not None:
+        all_a = torch.cat([all_a, negatives[0].to(all_a.dtype)])
+        all_b = torch.cat([all_b, negatives[1].to(all_b.dtype)])
     start = sum(sizes[:rank])
     target = torch.arange(start, start + a.shape[0], device=a.device)
     rows = F.cross_entropy(scale * a @ all_b.T, target, reduction="sum")
@@ -100,6 +125,8 @@ def info_nce(
 
 def _gather(x: Tensor, world: int) -> tuple[Tensor, list[int]]:
     """All ranks' rows of x (n_r, E), concatenated in rank order with gradients; the n_r."""
+    if world == 1:
+        return x, [x.shape[0]]
     import torch.distributed as dist
     from torch.distributed.nn.functional import all_gather
 
@@ -120,20 +147,40 @@ class ContrastiveHead(nn.Module):
         d_model: width of the pooled hidden states.
         num_modalities: M (the modality ids 0 .. M-1 pooled).
         embed_dim: width of the shared space.
+        momentum: > 0: the training module keeps a momentum (EMA) copy of the model and of these
+            projections, ``models/momentum.py``, whose embeddings are the keys each online
+            embedding is scored against (MoCo, ALBEF); 0: the online embeddings of the batch.
+        memory_size: keys of past steps kept per side of each modality pair as extra negatives
+            in training (``models/memory.py``); needs ``momentum`` > 0.
     """
 
-    def __init__(self, d_model: int, num_modalities: int, embed_dim: int):
+    def __init__(self, d_model: int, num_modalities: int, embed_dim: int,
+                 momentum: float = 0.0, memory_size: int = 0):  # fmt: skip
         super().__init__()
-        if min(d_model, num_modalities, embed_dim) < 1:
+        if min(d_model, num_modalities, embed_dim) < 1 or memory_size < 0:
             raise ValueError(
-                f"sizes must be >= 1, got d_model={d_model}, num_modalities={num_modalities}, "
-                f"embed_dim={embed_dim}"
+                f"sizes must be >= 1 (memory_size >= 0), got d_model={d_model}, num_modalities="
+                f"{num_modalities}, embed_dim={embed_dim}, memory_size={memory_size}"
+            )
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if memory_size and not momentum:
+            raise ValueError(
+                "a memory of past embeddings needs momentum keys: scored against the online "
+                "model's own past embeddings, training rewards the embeddings for drifting away "
+                "from them, and on the built-in benchmark retrieval fell to chance (memory of 128 "
+                "or 1,024); set momentum (e.g. 0.99) or memory_size=0"
             )
         self.num_modalities = num_modalities
+        self.momentum = float(momentum)
         self.proj = nn.ModuleList(
             nn.Linear(d_model, embed_dim, bias=False) for _ in range(num_modalities)
         )
         self.logit_scale = nn.Parameter(torch.tensor(math.log(INIT_SCALE)))
+        self.pairs = list(combinations(range(num_modalities), 2))
+        self.memory = (
+            NegativeMemory(2 * len(self.pairs), memory_size, embed_dim) if memory_size else None
+        )
 
     def embed(self, pooled: Tensor, m: int) -> Tensor:
         """pooled (n, D) of modality m → L2-normalised embeddings (n, E)."""
@@ -144,6 +191,7 @@ class ContrastiveHead(nn.Module):
         pooled: Tensor,
         present: Tensor,
         *,
+        keys: Tensor | None = None,
         pairs: Sequence[tuple[int, int]] | None = None,
         world: int = 1,
         rank: int = 0,
@@ -152,6 +200,9 @@ class ContrastiveHead(nn.Module):
 
         Args:
             pooled, present: ``pool_spans``' output (G, M, D), (G, M).
+            keys: (G, M, E) the momentum encoder's embeddings of the same spans (``info_nce``'s
+                keys); in training they are pushed into the memory, if there is one, after the
+                loss, and the memory's keys are extra negatives.
             pairs: the modality pairs to align (default: every pair).
             world, rank: the process group (``info_nce``).
 
@@ -160,17 +211,25 @@ class ContrastiveHead(nn.Module):
             documents holding both (over all ranks; 0 when none has), and the number of
             (document, modality pair) pairs it covers on this rank.
         """
-        pairs = (
-            list(pairs) if pairs is not None else list(combinations(range(self.num_modalities), 2))
-        )
+        pairs = list(pairs) if pairs is not None else self.pairs
+        memory = self.memory if self.training and keys is not None else None
         terms, count = [], 0
         for m1, m2 in pairs:  # the same order on every rank: each gathers
             both = present[:, m1] & present[:, m2]
             a, b = self.embed(pooled[both, m1], m1), self.embed(pooled[both, m2], m2)
-            loss, total = info_nce(a, b, self.logit_scale, world=world, rank=rank)
+            pair_keys = (keys[both, m1], keys[both, m2]) if keys is not None else None
+            negatives = None
+            if memory is not None:
+                slot = 2 * self.pairs.index((m1, m2))
+                negatives = (memory.read(slot), memory.read(slot + 1))
+            loss, total = info_nce(a, b, self.logit_scale, world=world, rank=rank,
+                                   keys=pair_keys, negatives=negatives)  # fmt: skip
             if total >= 2:  # the same decision on every rank (N is global)
                 terms.append(loss)
                 count += int(both.sum())
+            if memory is not None:  # after the loss: a batch is never its own negative
+                memory.push(slot, _gather(pair_keys[0], world)[0])
+                memory.push(slot + 1, _gather(pair_keys[1], world)[0])
         if not terms:  # a zero that still touches every parameter (DDP expects them used)
             return pooled.sum() * 0.0 + sum(p.sum() for p in self.parameters()) * 0.0, 0
         return torch.stack(terms).mean(), count

@@ -33,7 +33,11 @@ under ``grad_share``, rescaled) like a modality's rows, and it is logged as
 ``train/loss/contrastive``, ``train/weight/contrastive``, ``train/grad_share/contrastive``,
 ``train/loss_share/contrastive`` (w_c L_c over Σ w L, with the effective weights),
 ``train/pairs/contrastive`` and ``train/logit_scale``; ``val/loss/contrastive`` per pair. Its
-count for ``token_mean`` is the number of (document, modality pair) pairs.
+count for ``token_mean`` is the number of (document, modality pair) pairs. With
+``contrastive.momentum`` > 0 the keys come from ``key_encoder`` (``models/momentum.py``), an EMA of
+the model updated after every optimizer step (in the state dict, not in a trained-model folder);
+the head's memory of past keys (``contrastive.memory_size``) is saved in the checkpoint as
+``contrastive_memory`` and restored on resume. Validation scores the online model alone.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from tokenize_mm.core.errors import CheckpointError, ConfigError
 from tokenize_mm.core.modalities import MODALITIES, MODALITY_IDS, SPECIAL_MODALITY
 from tokenize_mm.core.schedules import warmup_cosine
 from tokenize_mm.models.contrastive import ContrastiveHead, pool_spans
+from tokenize_mm.models.momentum import MomentumEncoder
 from tokenize_mm.models.transformer import DecoderLM
 
 #: The contrastive objective's name beside the modalities'.
@@ -112,6 +117,12 @@ class BalancedLM(L.LightningModule):
                     f"{model.d_model} and {len(MODALITIES)} modalities"
                 )
         self.model, self.weighting, self.contrastive = model, weighting, contrastive
+        #: the momentum encoder of the contrastive keys (``contrastive.momentum`` > 0), else None
+        self.key_encoder = (
+            MomentumEncoder(model, contrastive)
+            if contrastive is not None and contrastive.momentum > 0
+            else None
+        )
         self.objectives = OBJECTIVES if contrastive is not None else MODALITIES
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.layout_fingerprint = layout_fingerprint
@@ -214,7 +225,11 @@ class BalancedLM(L.LightningModule):
         pooled, present = pool_spans(hidden, batch.modality, batch.segment_ids, len(MODALITIES))
         world = 1 if local else self._world()
         rank = self.trainer.global_rank if world > 1 else 0
-        loss, pairs = self.contrastive(pooled, present, world=world, rank=rank)
+        keys = None
+        if self.key_encoder is not None and not local:  # validation scores the online model
+            keys = self.key_encoder.keys(batch.tokens, batch.modality, batch.positions,
+                                         batch.segment_ids)  # fmt: skip
+        loss, pairs = self.contrastive(pooled, present, keys=keys, world=world, rank=rank)
         pairs_t = torch.tensor(float(pairs), device=hidden.device)
         return {"loss": loss, "pairs": pairs_t if local else self._reduce(pairs_t),
                 "hidden": hidden}  # fmt: skip
@@ -247,6 +262,10 @@ class BalancedLM(L.LightningModule):
             return grad
 
         hidden.register_hook(hook)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.key_encoder is not None:  # after the optimizer step: θ' ← m θ' + (1 - m) θ
+            self.key_encoder.update(self.model, self.contrastive)
 
     def on_after_backward(self) -> None:
         if not self._stats:
@@ -350,6 +369,9 @@ class BalancedLM(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["balance"] = {"layout_fingerprint": self.layout_fingerprint}
+        memory = self.contrastive.memory if self.contrastive is not None else None
+        if memory is not None:  # not in the state dict (a model folder holds no memory)
+            checkpoint["contrastive_memory"] = memory.state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         balance = checkpoint.get("balance", {})
@@ -359,6 +381,12 @@ class BalancedLM(L.LightningModule):
                 f"the checkpoint was trained on tokens of layout {saved[:12]}, this run's tokens "
                 f"are laid out by {self.layout_fingerprint[:12]}: resume with the same tokenizers"
             )
+        memory = self.contrastive.memory if self.contrastive is not None else None
+        if memory is not None and "contrastive_memory" in checkpoint:
+            try:
+                memory.load_state(checkpoint["contrastive_memory"])
+            except ValueError as err:
+                raise CheckpointError(str(err)) from err
         self._migrate_data_state(checkpoint, balance)
 
     def _migrate_data_state(self, checkpoint: dict[str, Any], balance: Mapping[str, Any]) -> None:
