@@ -118,7 +118,7 @@ def encode_items(
     return encoded, failures
 
 
-def _encode(tok: Any, items: list[Any]) -> list[Any]:
+def _encode(tok: Any, items: list[Any]) -> Sequence[Any]:
     """``tok.encode_batch(items)``; if the batch fails, each item alone (a string if it fails)."""
     if not items:
         return []

@@ -48,6 +48,7 @@ import torch
 from tokenize_mm.tokenizers.artifact import Artifact, check_info, read_artifact, write_artifact
 from tokenize_mm.tokenizers.base import Encoded, TokenizerInfo, check_codes, map_batch
 from tokenize_mm.tokenizers.errors import ArtifactError, InvalidInputError
+from tokenize_mm.tokenizers.packed_batch import EncodedBatch
 from tokenize_mm.tokenizers.registry import register_tokenizer
 from tokenize_mm.tokenizers.text.io import INPUT_POLICY, MARK, as_text, as_texts, read_fit_item
 
@@ -290,15 +291,17 @@ class TextTokenizer:
         row = self._ids([as_text(text)])[0]
         return Encoded(torch.tensor(row, dtype=torch.int64).reshape(1, -1))  # (1, T)
 
-    def encode_batch(self, texts: Sequence[str]) -> list[Encoded]:
-        """Encode many texts at once (multithreaded); equals encoding them one by one.
+    def encode_batch(self, texts: Sequence[str]) -> EncodedBatch:
+        """Encode many texts at once (multithreaded); item i equals ``encode(texts[i])``.
+
+        Returns an ``EncodedBatch`` (``tokenizers/packed_batch.py``): a read-only sequence of
+        ``Encoded`` that makes each item when it is first read; ``.packed`` is the tensor and
+        offsets of ``encode_packed``, ``.tolist()`` a list.
 
         Raises:
             InvalidInputError: an item is invalid; the message names its batch index.
         """
-        tokens, offsets = self.encode_packed(texts)
-        # One copy per item, so that an Encoded does not keep the whole batch's storage alive.
-        return [Encoded(c.clone()) for c in torch.split(tokens, offsets.diff().tolist(), dim=1)]
+        return EncodedBatch(*self.encode_packed(texts))
 
     def encode_packed(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode many texts into one packed tensor: the fast path for pretokenization.
