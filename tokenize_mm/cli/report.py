@@ -30,7 +30,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from tokenize_mm.core.atomic import write_atomic, write_text_atomic
 from tokenize_mm.core.modalities import MODALITIES
 
-_TRAIN = ("train/", "sampling/")
+_TRAIN = ("train/", "sampling/", "perf/")
 _VAL = ("val/",)
 
 
@@ -39,7 +39,7 @@ class RunMetrics:
     """A run's logged metrics, one row per logging call: ``{"step": s, name: value, ...}``.
 
     Attributes:
-        train: rows of ``train/*`` and ``sampling/*`` metrics, one per training step.
+        train: rows of ``train/*``, ``sampling/*`` and ``perf/*`` metrics, one per training step.
         val: rows of ``val/*`` metrics, one per validation.
         source: where they were read from (a ``metrics.csv`` path, or ``"memory"``).
     """
@@ -161,6 +161,7 @@ def write_run_report(
         lines.append(
             f"| {m} | " + " | ".join("–" if c is None else f"{c:.3f}" for c in cells) + " |"
         )
+    lines += _throughput_lines(metrics.train)
     probs = {k.split("/", 2)[2]: v for k, v in last.items() if k.startswith("sampling/prob/")}
     if probs:
         lines += ["", "Sampling probabilities at the end: "
@@ -179,6 +180,25 @@ def write_run_report(
     lines += ["![per-modality loss, gradient share, weight and sampling probability over "
               "steps](report.png)", ""]  # fmt: skip
     return write_text_atomic(out / "report.md", "\n".join(lines))
+
+
+def _throughput_lines(rows: list[dict[str, float]]) -> list[str]:
+    """The mean of the ``perf/*`` windows (``cli/throughput.py``), the first (warm-up) left out
+    when there are others; nothing when the run logged none."""
+    windows = [r for r in rows if "perf/mfu" in r]
+    if len(windows) > 1:
+        windows = windows[1:]
+    if not windows:
+        return []
+
+    def mean(key: str) -> float:
+        return sum(r[key] for r in windows) / len(windows)
+
+    return ["", f"Throughput (mean of {len(windows)} windows after the first): "
+            f"{mean('perf/positions_per_s'):,.0f} positions/s, {mean('perf/step_s'):.3f} s a "
+            f"step, {mean('perf/model_tflops') * 1e3:.1f} model GFLOP/s, MFU "
+            f"{mean('perf/mfu'):.1%} of the measured matmul peak "
+            f"({mean('perf/peak_tflops') * 1e3:.1f} GFLOP/s; models/flops.py counts the FLOPs)."]  # fmt: skip
 
 
 #: Line styles by series, so that equal series (equal weights, say) stay visible on one another.

@@ -132,6 +132,7 @@ class BalancedLM(L.LightningModule):
         self._grad_sq: dict[str, torch.Tensor] = {}
         self._stats: dict[str, Any] = {}
         self._batch_size = 1
+        self.last_batch_shape: tuple[int, ...] | None = None
         #: modality → the last step's mean loss, all-reduced over ranks (``None`` after a skipped
         #: step): what ``SamplerFeedback`` gives the sampler.
         self.step_losses: dict[str, float] | None = None
@@ -175,6 +176,8 @@ class BalancedLM(L.LightningModule):
         batch, _, _ = next(dataloader_iter)
         batch = batch.to(self.device)
         self._batch_size = int(batch.tokens.shape[0])
+        #: (rows, row length) of the last training batch (``cli/throughput.py`` counts them)
+        self.last_batch_shape = tuple(int(n) for n in batch.tokens.shape)
         self.step_losses = None
         out = self.modality_losses(batch)
         counts = {m: self._reduce(c.detach()) for m, c in out["counts"].items()}
