@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock check-install train test test-unit test-slow test-integration lint format \
-	bench bench-balance
+	bench bench-balance docs-check
 
 help: ## Show this help.
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ test-slow: $(STAMP) ## Run the slow tier only: multi-process and heavy in-proces
 
 test-integration: $(STAMP) ## Run the integration tier only: command lines end to end.
 	$(BIN)/python -m pytest -q -m integration $(PYTEST_ARGS)
+
+docs-check: $(STAMP) ## Check every command line of README.md and docs/ against the code (also in make test).
+	$(BIN)/python -m pytest -q tests/integration/test_docs_commands.py tests/integration/test_readme.py $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check and format check.
 	$(BIN)/ruff check .
