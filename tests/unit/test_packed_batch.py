@@ -29,13 +29,14 @@ def test_encode_batch_behaves_as_the_list_of_single_encodes(tiny_text):
         batch[len(TEXTS)]
 
 
-def test_items_are_made_once_and_own_their_storage(tiny_text):
+def test_items_are_made_once_as_views_of_the_packed_ids(tiny_text):
     batch = tiny_text.encode_batch(TEXTS)
     first = batch[2]
-    assert batch[2] is first  # made once
+    assert batch[2] is first  # made once, by indexing or by iteration
+    assert list(batch)[2] is first and all(a is b for a, b in zip(batch, batch, strict=True))
     tokens, offsets = batch.packed
     assert offsets.tolist()[0] == 0 and offsets.tolist()[-1] == tokens.shape[1]
-    assert first.codes.untyped_storage().data_ptr() != tokens.untyped_storage().data_ptr()
+    assert first.codes.untyped_storage().data_ptr() == tokens.untyped_storage().data_ptr()
     assert torch.equal(tokens[:, offsets[2] : offsets[3]], first.codes)
 
 
