@@ -13,7 +13,8 @@ Measures three things and checks two goals:
    other images sets the codebook, so the assignment is not degenerate (codebook use is reported).
 3. GFLOP/s of the VQ nearest-code assignment (``nearest_code``; ``torch.cdist(...).argmin(1)`` as
    the reference) against the machine's float32 matmul (helpers of ``vq_assign.py``). Goal:
-   ``nearest_code`` >= 50 % of matmul at every measured shape.
+   ``nearest_code`` >= 70 % of matmul at every measured shape; the product alone in the same
+   blocks ("scores only") is timed beside it, as the ceiling.
 
 Every timing is ``vq_assign.timeit``: one warm-up call of each contender, then interleaved rounds
 (A B A B ...) so that load from other processes falls on both alike, and the median per call.
@@ -44,7 +45,7 @@ from tokenize_mm.tokenizers.image.model import VQImageConfig, VQImageModel
 from tokenize_mm.tokenizers.image.tokenizer import _make_info
 from tokenize_mm.tokenizers.quant.usage import codebook_usage
 
-TEXT_GOAL, VQ_GOAL = 0.9, 0.5
+TEXT_GOAL, VQ_GOAL = 0.9, 0.7  # issue 16's goals
 IMAGE_CONFIGS = {"default": "image", "small": "image_small"}  # conf/tokenizer/<name>.yaml
 # Sizes; images: case -> (images timed, images whose latents initialise the codebook).
 FULL = dict(num_texts=30000, text_batch=4096, single=5000, text_reps=21, text_secs=20.0,
@@ -242,9 +243,10 @@ def run_vq(cfg: dict) -> list[dict]:
     for d in VQ_DIMS:
         rows += measure_assignment(
             cfg["vq_n"], VQ_K, d, cfg["vq_square"], cfg["vq_reps"], cfg["vq_secs"],
-            methods=("nearest_code", "cdist_argmin"),
+            methods=("nearest_code", "cdist_argmin", "scores_only"),
         )  # fmt: skip
-        print(f"vq D={d}: nearest_code {rows[-2]['ratio']:.0%} of matmul", flush=True)
+        ours = next(r for r in rows[::-1] if r["method"] == "nearest_code")
+        print(f"vq D={d}: nearest_code {ours['ratio']:.0%} of matmul", flush=True)
     return rows
 
 
@@ -355,16 +357,19 @@ def md_vq(vq: list[dict]) -> list[str]:
     lines = [
         "", "## VQ nearest-code assignment vs matmul", "",
         "GFLOP/s counting 2·N·K·D flops; in brackets the ratio to a float32 square matmul timed in "
-        "the same interleaved rounds (vq_assign.py). D = 64 is the image tokenizer's default.",
-        "", "| N | K | D | matmul GFLOP/s | nearest_code | cdist + argmin |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "the same interleaved rounds (vq_assign.py). D = 64 is the image tokenizer's default. "
+        "*Scores only*: the product x Eᵀ alone in nearest_code's row blocks, no bias and no "
+        "argmin, the most any method that scores with a matmul and then reduces can reach.",
+        "", "| N | K | D | matmul GFLOP/s | nearest_code | cdist + argmin | scores only |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
     by = {(r["D"], r["method"]): r for r in vq}
     for d in sorted({r["D"] for r in vq}):
-        ours, ref = by[(d, "nearest_code")], by[(d, "cdist_argmin")]
+        ours, ref, top = by[(d, "nearest_code")], by[(d, "cdist_argmin")], by[(d, "scores_only")]
         lines.append(
             f"| {ours['N']} | {ours['K']} | {d} | {ours['matmul_gflops']:.1f} | "
-            f"{ours['gflops']:.1f} ({ours['ratio']:.0%}) | {ref['gflops']:.1f} ({ref['ratio']:.0%}) |"
+            f"{ours['gflops']:.1f} ({ours['ratio']:.0%}) | {ref['gflops']:.1f} ({ref['ratio']:.0%}) | "
+            f"{top['gflops']:.1f} ({top['ratio']:.0%}) |"
         )
     return lines
 
