@@ -76,6 +76,7 @@ def test_throughput_is_logged_and_reported(store, tmp_path):
     )
     report = write_run_report(run_metrics([memory]), tmp_path, {"command": "test"})
     text = report.read_text()
+    assert "mean of 1 windows after the first" in text  # 4 steps: windows 0 and 1, deduplicated
     assert "positions/s" in text and "MFU" in text and "(4 trained here)" in text
 
 

@@ -185,7 +185,13 @@ def write_run_report(
 def _throughput_lines(rows: list[dict[str, float]]) -> list[str]:
     """The mean of the ``perf/*`` windows (``cli/throughput.py``), the first (warm-up) left out
     when there are others; nothing when the run logged none."""
-    windows = [r for r in rows if "perf/mfu" in r]
+    # one row per window: Lightning may carry a callback's last logged values onto later rows
+    keyed = {
+        r.get("perf/window", (r["perf/positions_per_s"], r["perf/step_s"])): r
+        for r in rows
+        if "perf/mfu" in r
+    }
+    windows = list(keyed.values())
     if len(windows) > 1:
         windows = windows[1:]
     if not windows:

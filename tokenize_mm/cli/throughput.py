@@ -7,6 +7,7 @@ every ``every_n_steps`` steps, logs over that window:
   hardware processed), and ``perf/step_s``;
 - ``perf/model_tflops``: model FLOPs per second by PaLM's count (``models/flops.py``: the LM pass,
   the contrastive pass and the momentum encoder's forward when they run);
+- ``perf/window``: the window's number (a logger may repeat a window's values on later rows);
 - ``perf/mfu``: that over the peak, ``perf/peak_tflops``, the device's measured square-matmul
   rate in the training dtype (``matmul_tflops``, at the start of training, with the trainer's
   threads) unless ``peak_tflops`` gives a vendor figure.
@@ -40,6 +41,7 @@ class Throughput(L.Callback):
         if peak_tflops is not None and peak_tflops <= 0:
             raise ValueError(f"peak_tflops must be positive, got {peak_tflops}")
         self.every_n_steps, self.peak_tflops = every_n_steps, peak_tflops
+        self._windows = 0  # windows logged so far (perf/window numbers them from 0)
         self._window: tuple[float, int, float, int] = (
             0.0,
             0,
@@ -77,11 +79,13 @@ class Throughput(L.Callback):
                 "perf/model_tflops": achieved,
                 "perf/mfu": achieved / self.peak_tflops,
                 "perf/peak_tflops": float(self.peak_tflops),
+                "perf/window": float(self._windows),
             },
             on_step=True,
             batch_size=1,
         )
         self._window = (now, 0, 0.0, 0)
+        self._windows += 1
 
     @staticmethod
     def _now(pl_module) -> float:
