@@ -35,8 +35,15 @@ def test_tokenizer_benchmark_quick(tmp_path):
     assert meta["quick"] is True
     assert {"cpu", "torch_threads", "torch", "sentencepiece", "date", "command"} <= meta.keys()
     text = results["text"]
-    assert {"ratio", "packed_ratio", "batch", "single", "identical_ids"} <= text.keys()
-    assert {"ours", "packed", "raw"} == text["batch"].keys()
+    assert {
+        "ratio",
+        "read_ratio",
+        "packed_ratio",
+        "batch",
+        "single",
+        "identical_ids",
+    } <= text.keys()
+    assert {"ours", "ours_read", "packed", "raw"} == text["batch"].keys()
     assert {"ours", "raw"} == text["single"].keys()
     for mode in ("batch", "single"):
         assert {"tokens_per_s", "items_per_s", "median_s"} <= text[mode]["ours"].keys()
@@ -48,7 +55,8 @@ def test_tokenizer_benchmark_quick(tmp_path):
     assert results["image"]["default"]["arch"]["image_size"] == 256
     assert results["image"]["small"]["arch"]["image_size"] == 64
     vq = {(r["D"], r["method"]) for r in results["vq_assign"]}
-    assert {(d, m) for d in (32, 64, 256) for m in ("nearest_code", "cdist_argmin")} <= vq
+    methods = ("nearest_code", "cdist_argmin", "scores_only")
+    assert {(d, m) for d in (32, 64, 256) for m in methods} <= vq
     assert all({"gflops", "matmul_gflops", "ratio"} <= r.keys() for r in results["vq_assign"])
     assert all({"name", "target", "value", "met"} <= g.keys() for g in results["goals"])
     markdown = md.read_text()
