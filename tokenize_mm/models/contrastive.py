@@ -106,10 +106,24 @@ def info_nce(
         ``(loss, N)``: N the pairs over all ranks; the loss is 0 (with gradients to a, b) when
         N < 2, where there is nothing to contrast with.
     """
+    all_a, sizes = _gather(keys[0] if keys is not None else a, world)
+    all_b, _ = _gather(keys[1] if keys is not None else b, world)
+    return _scored(a, b, all_a, all_b, sizes, logit_scale, rank, negatives)
+
+
+def _scored(
+    a: Tensor,
+    b: Tensor,
+    all_a: Tensor,
+    all_b: Tensor,
+    sizes: list[int],
+    logit_scale: Tensor,
+    rank: int,
+    negatives: tuple[Tensor, Tensor] | None,
+) -> tuple[Tensor, int]:
+    """``info_nce`` once its columns are gathered: ``all_a``, ``all_b`` every rank's (keys or
+    online embeddings), ``sizes`` each rank's n."""
     scale = logit_scale.exp().clamp(max=MAX_SCALE)
-    col_a, col_b = keys if keys is not None else (a, b)
-    all_a, sizes = _gather(col_a, world)
-    all_b, _ = _gather(col_b, world)
     total = sum(sizes)
     if total < 2:
         return (a.sum() + b.sum()) * 0.0, total
@@ -120,7 +134,7 @@ def info_nce(
     target = torch.arange(start, start + a.shape[0], device=a.device)
     rows = F.cross_entropy(scale * a @ all_b.T, target, reduction="sum")
     cols = F.cross_entropy(scale * b @ all_a.T, target, reduction="sum")
-    return (rows + cols) / 2 / total * world, total
+    return (rows + cols) / 2 / total * len(sizes), total  # len(sizes): the world size
 
 
 def _gather(x: Tensor, world: int) -> tuple[Tensor, list[int]]:
@@ -217,19 +231,20 @@ class ContrastiveHead(nn.Module):
         for m1, m2 in pairs:  # the same order on every rank: each gathers
             both = present[:, m1] & present[:, m2]
             a, b = self.embed(pooled[both, m1], m1), self.embed(pooled[both, m2], m2)
-            pair_keys = (keys[both, m1], keys[both, m2]) if keys is not None else None
+            # the columns, gathered once: the momentum keys when given, else the embeddings
+            all_a, sizes = _gather(keys[both, m1] if keys is not None else a, world)
+            all_b, _ = _gather(keys[both, m2] if keys is not None else b, world)
             negatives = None
             if memory is not None:
                 slot = 2 * self.pairs.index((m1, m2))
                 negatives = (memory.read(slot), memory.read(slot + 1))
-            loss, total = info_nce(a, b, self.logit_scale, world=world, rank=rank,
-                                   keys=pair_keys, negatives=negatives)  # fmt: skip
+            loss, total = _scored(a, b, all_a, all_b, sizes, self.logit_scale, rank, negatives)
             if total >= 2:  # the same decision on every rank (N is global)
                 terms.append(loss)
                 count += int(both.sum())
             if memory is not None:  # after the loss: a batch is never its own negative
-                memory.push(slot, _gather(pair_keys[0], world)[0])
-                memory.push(slot + 1, _gather(pair_keys[1], world)[0])
+                memory.push(slot, all_a)
+                memory.push(slot + 1, all_b)
         if not terms:  # a zero that still touches every parameter (DDP expects them used)
             return pooled.sum() * 0.0 + sum(p.sum() for p in self.parameters()) * 0.0, 0
         return torch.stack(terms).mean(), count

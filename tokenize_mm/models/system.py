@@ -131,11 +131,16 @@ class BalancedLM(L.LightningModule):
         self.register_buffer("dominance_count", torch.zeros((), dtype=torch.long))
         self._grad_sq: dict[str, torch.Tensor] = {}
         self._stats: dict[str, Any] = {}
-        self._batch_size = 1
+        #: (rows, row length) of the last training batch (``cli/throughput.py`` counts them)
         self.last_batch_shape: tuple[int, ...] | None = None
         #: modality → the last step's mean loss, all-reduced over ranks (``None`` after a skipped
         #: step): what ``SamplerFeedback`` gives the sampler.
         self.step_losses: dict[str, float] | None = None
+
+    @property
+    def _batch_size(self) -> int:
+        """Rows of the last training batch (what ``self.log`` averages over)."""
+        return self.last_batch_shape[0] if self.last_batch_shape else 1
 
     # -- shared forward ----------------------------------------------------------------------
     def _reduce(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,8 +180,6 @@ class BalancedLM(L.LightningModule):
         # batch is drawn only now, after the last step's sampler update, as it is after a resume.
         batch, _, _ = next(dataloader_iter)
         batch = batch.to(self.device)
-        self._batch_size = int(batch.tokens.shape[0])
-        #: (rows, row length) of the last training batch (``cli/throughput.py`` counts them)
         self.last_batch_shape = tuple(int(n) for n in batch.tokens.shape)
         self.step_losses = None
         out = self.modality_losses(batch)
