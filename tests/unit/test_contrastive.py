@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from tokenize_mm.models.contrastive import ContrastiveHead, info_nce, pool_spans
 from tokenize_mm.models.memory import NegativeMemory
 from tokenize_mm.models.momentum import MomentumEncoder
+from tokenize_mm.models.pooling import AttentionPool
 
 
 def test_pool_spans_averages_each_documents_modality():
@@ -28,6 +29,53 @@ def test_pool_spans_averages_each_documents_modality():
     assert pooled[0, :, 0].tolist() == [0.5, 2.0, 0.0]  # the special token (3) is left out
     assert pooled[1, :, 0].tolist() == [4.0, 0.0, 5.0]
     assert pooled[2, 2, 0].item() == 6.5  # padding (segment 0) is left out
+
+
+def _spans():
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 7, 8)
+    modality = torch.tensor([[0, 0, 1, 1, 1, 3, 2], [2, 2, 2, 0, 0, 0, 0]])
+    segment = torch.tensor([[1, 1, 1, 1, 1, 2, 2], [1, 1, 1, 0, 0, 0, 0]])
+    return hidden, modality, segment
+
+
+def test_attention_pool_starts_at_the_mean_and_keeps_spans_apart():
+    """Zero queries: the mean (``pool_spans``). Learnt queries: each span's weights are its own
+    softmax (a convex combination of its positions, unchanged by other documents, padding or
+    special tokens), and the pool is differentiable in its query and key."""
+    hidden, modality, segment = _spans()
+    pool = AttentionPool(d_model=8, num_modalities=3, heads=2)
+    pooled, present = pool(hidden, modality, segment)
+    mean, mean_present = pool_spans(hidden, modality, segment, 3)
+    assert torch.equal(present, mean_present) and torch.allclose(pooled, mean, atol=1e-6)
+    with torch.no_grad():
+        pool.query.normal_(0, 3.0)
+    pooled, _ = pool(hidden, modality, segment)
+    assert not torch.allclose(pooled, mean, atol=1e-3)
+    # a single-position span pools to its position; the text span lies within its positions' hull
+    assert torch.allclose(pooled[1, 2], hidden[0, 6], atol=1e-6)
+    lo, hi = hidden[0, :2].min(0).values, hidden[0, :2].max(0).values
+    assert bool(((pooled[0, 0] >= lo - 1e-6) & (pooled[0, 0] <= hi + 1e-6)).all())
+    # another document's positions do not move this one's pool
+    changed = hidden.clone()
+    changed[1] += 5.0
+    assert torch.allclose(pool(changed, modality, segment)[0][0], pooled[0], atol=1e-6)
+    pooled.sum().backward()
+    assert pool.query.grad.abs().sum() > 0 and pool.key.weight.grad.abs().sum() > 0
+
+
+def test_head_with_attention_pooling_and_bad_pooling():
+    hidden, modality, segment = _spans()
+    head = ContrastiveHead(d_model=8, num_modalities=3, embed_dim=4, pooling="attention",
+                           pool_heads=2)  # fmt: skip
+    pooled, present = head.pool(hidden, modality, segment)
+    assert pooled.shape == (3, 3, 8)
+    assert torch.equal(present, pool_spans(hidden, modality, segment, 3)[1])
+    with pytest.raises(ValueError, match="pooling"):
+        ContrastiveHead(d_model=8, num_modalities=3, embed_dim=4, pooling="max")
+    with pytest.raises(ValueError, match="multiple of heads"):
+        ContrastiveHead(d_model=8, num_modalities=3, embed_dim=4, pooling="attention",
+                        pool_heads=3)  # fmt: skip
 
 
 def test_info_nce_is_clips_loss():
@@ -101,16 +149,19 @@ def test_memory_without_momentum_and_bad_momentum_are_refused():
         ContrastiveHead(d_model=6, num_modalities=3, embed_dim=4, momentum=1.0)
 
 
-def test_momentum_encoder_follows_the_online_weights():
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_momentum_encoder_follows_the_online_weights(pooling):
     from tokenize_mm.models.transformer import DecoderLM, preset
 
     torch.manual_seed(0)
     model = DecoderLM(preset("tiny"), vocab_size=32)
-    head = ContrastiveHead(model.d_model, num_modalities=3, embed_dim=4, momentum=0.75)
+    head = ContrastiveHead(model.d_model, num_modalities=3, embed_dim=4, momentum=0.75,
+                           pooling=pooling)  # fmt: skip
     encoder = MomentumEncoder(model, head)
+    assert encoder.head.memory is None
     before = [p.clone() for p in encoder.parameters()]
     with torch.no_grad():
-        for p in [*model.parameters(), *head.proj.parameters()]:
+        for p in [*model.parameters(), *head.parameters()]:
             p.add_(1.0)
     encoder.update(model, head)
     for old, new in zip(before, encoder.parameters(), strict=True):

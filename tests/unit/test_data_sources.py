@@ -29,6 +29,7 @@ from tokenize_mm.data import (
     split_examples,
 )
 from tokenize_mm.data.builtin import COLOURS, SHAPES, _sample_scene
+from tokenize_mm.data.builtin.scenes import grouped_scene as _grouped_scene
 
 # ------------------------------------------------------------------------------------ Example
 
@@ -314,6 +315,39 @@ def test_builtin_splits_are_about_80_10_10_and_partition_the_data():
 def test_builtin_rejects_bad_arguments(kwargs):
     with pytest.raises(DataError):
         BuiltinSource(**kwargs)
+
+
+@pytest.mark.parametrize("group_size", [2, 5, 8])
+def test_hard_negative_groups_share_colour_and_background_and_differ_in_shape(group_size):
+    """``example_at(i, group_size)``: each sub-source's consecutive examples in groups sharing
+    colour, background and texture, no two members of a group with one shape; the concepts stay
+    spread over all 64; the id and split are the example's own; the rendering follows the
+    grouped scene (the caption names the group's colour and the member's shape)."""
+    source = BuiltinSource(num_examples=8, image_size=16, audio_seconds=0.5)
+    n = len(source.sources)
+    groups: dict[tuple[int, int], list] = defaultdict(list)
+    concepts = Counter()
+    for index in range(n * group_size * (1024 // group_size)):
+        scene = _grouped_scene(0, index, n, group_size)
+        groups[index % n, index // (n * group_size)].append(scene)
+        concepts[scene.concept] += 1
+    for members in groups.values():
+        assert len(members) == group_size
+        assert len({(s.colour, s.background, s.texture) for s in members}) == 1
+        assert len({s.shape for s in members}) == group_size
+        assert len({(s.cx, s.cy, s.scale) for s in members}) == group_size  # places stay own
+    assert len(concepts) == 64
+    plain, grouped = source.example_at(13), source.example_at(13, group_size)
+    assert (grouped.id, grouped.split, grouped.source) == (plain.id, plain.split, plain.source)
+    scene = _grouped_scene(0, 13, n, group_size)
+    assert grouped.concept == scene.concept and scene.colour in grouped.text
+    assert source.example_at(13, 1).text == plain.text  # 1: the plain scene
+
+
+@pytest.mark.parametrize("group_size", [0, 9, 2.0, True])
+def test_hard_negative_group_size_out_of_range_is_refused(group_size):
+    with pytest.raises(DataError, match="group_size"):
+        BuiltinSource(num_examples=4).example_at(0, group_size)
 
 
 # ----------------------------------------------------------------------------------- Manifest

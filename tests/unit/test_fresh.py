@@ -156,3 +156,42 @@ def test_ranks_read_disjoint_positions_of_a_sequential_source_in_order():
                                batch_size=1, buffer_size=2, rank=rank, world_size=2)  # fmt: skip
         drawn.append([stream.draw()[1] for _ in range(10)])
     assert drawn[0] == list(range(0, 20, 2)) and drawn[1] == list(range(1, 20, 2))
+
+
+def test_hard_negatives_group_the_stream_and_leave_the_ids_alone(builtin_store):
+    """``FreshSpec.group_size``: the same example ids (and so the same held-out ones left out),
+    each rendered from its grouped scene; a group size out of range is refused up front."""
+    from tokenize_mm.data.builtin.scenes import grouped_scene
+
+    store_dir, spec = builtin_store
+    store = TokenStore(store_dir, split="train")
+    grouped = FreshSpec(source=dict(SOURCE), tokenizer_dirs=spec.tokenizer_dirs, group_size=4)
+    plain_owner = FreshExamples(spec, store.modality_table, chunk=4, ahead=0)
+    owner = FreshExamples(grouped, store.modality_table, chunk=4, ahead=0)
+    try:
+        plain, fresh = fresh_sources(store, plain_owner), fresh_sources(store, owner)
+        changed = 0
+        for j in range(8):
+            a, b = plain["image_text"][j], fresh["image_text"][j]
+            assert a.doc_id == b.doc_id
+            scene = grouped_scene(0, b.doc_id, len(SOURCES), 4)
+            assert BuiltinSource(**SOURCE).example_at(b.doc_id, 4).concept == scene.concept
+            changed += a.tokens.tolist() != b.tokens.tolist()
+        assert changed  # the grouped scenes are rendered, not the plain ones
+    finally:
+        owner.close(), plain_owner.close()
+    with pytest.raises(DataError, match="group_size"):
+        FreshExamples(FreshSpec(source=dict(SOURCE), tokenizer_dirs=spec.tokenizer_dirs,
+                                group_size=9), store.modality_table)  # fmt: skip
+
+
+@pytest.mark.parametrize("value, match", [(9, "between 1 and 8"), (2, r"data\.fresh=true")])
+def test_hard_negatives_config_is_checked(value, match):
+    from omegaconf import OmegaConf
+
+    from tokenize_mm.cli.validate import check_train_config
+
+    cfg = OmegaConf.create({"data": {"fresh": value == 9, "hard_negatives": value, "source": {
+        "_target_": "tokenize_mm.data.BuiltinSource"}}})  # fmt: skip
+    with pytest.raises(ConfigError, match=match):
+        check_train_config(cfg)

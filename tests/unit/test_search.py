@@ -40,12 +40,17 @@ from tokenize_mm.sequence import VocabLayout
 from tokenize_mm.tokenizers.errors import InvalidInputError
 
 
-def _model_folder(root, tokenizers, seed=0, head=True):
+def _model_folder(root, tokenizers, seed=0, head=True, pooling="mean"):
     dirs = {m: tokenizers[m].save(root / "artifacts" / m) for m in MODALITIES}
     layout = VocabLayout.from_artifacts(dirs)
     torch.manual_seed(seed)
     model = DecoderLM(preset("tiny"), vocab_size=layout.vocab_size)
-    contrastive = ContrastiveHead(model.d_model, num_modalities=3, embed_dim=16) if head else None
+    contrastive = None
+    if head:
+        contrastive = ContrastiveHead(model.d_model, num_modalities=3, embed_dim=16,
+                                      pooling=pooling, pool_heads=2)  # fmt: skip
+        if contrastive.pooler is not None:  # queries away from zero: not the mean
+            torch.nn.init.normal_(contrastive.pooler.query, std=2.0)
     return save_trained_model(root / "model", model, contrastive, dirs, layout, step=7), model
 
 
@@ -77,12 +82,15 @@ def trained(tmp_path_factory, tokenizers):
     return load_trained_model(path)
 
 
-def test_the_model_folder_round_trips_and_embeds_as_the_model_did(tmp_path, tokenizers):
-    path, model = _model_folder(tmp_path, tokenizers)
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_the_model_folder_round_trips_and_embeds_as_the_model_did(tmp_path, tokenizers, pooling):
+    path, model = _model_folder(tmp_path, tokenizers, pooling=pooling)
     loaded = load_trained_model(path)
-    assert loaded.step == 7 and loaded.head is not None
+    assert loaded.step == 7 and loaded.head is not None and loaded.head.pooling == pooling
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[key], value), key
+    if pooling == "attention":
+        assert loaded.head.pooler.heads == 2 and loaded.head.pooler.query.abs().sum() > 0
     assert loaded.model.tok_emb.weight.data_ptr() == loaded.model.lm_head.weight.data_ptr()  # tied
     (tmp_path / "q.txt").write_text("a red circle", encoding="utf-8")
     item = file_item(tmp_path / "q.txt")

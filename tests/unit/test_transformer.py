@@ -295,3 +295,75 @@ def test_tiny_model_overfits_a_fixed_batch():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+# -- image row and column embeddings (models/grid.py) ---------------------------------------------
+BEGIN_IMAGE, END_IMAGE = 6, 7  # VocabLayout's <image>, </image>
+
+
+def image_document(codes: list[int]) -> dict[str, torch.Tensor]:
+    """One document: bos, <image>, the codes, </image>, a text token, eos."""
+    tokens = [1, BEGIN_IMAGE, *codes, END_IMAGE, 40, 2]
+    modality = [SPECIAL, IMAGE, *[IMAGE] * len(codes), IMAGE, TEXT, SPECIAL]
+    n = len(tokens)
+    return dict(tokens=torch.tensor([tokens]), modality=torch.tensor([modality]),
+                positions=torch.arange(n)[None], segment_ids=torch.ones(1, n, dtype=torch.int32))  # fmt: skip
+
+
+def test_grid_index_counts_codes_from_their_own_marker():
+    from tokenize_mm.models.grid import GridEmbedding
+
+    grid = GridEmbedding(grid=2, d_model=4)
+    tokens = torch.tensor(
+        [[1, 6, 20, 21, 22, 23, 7, 2, 4, 6, 30, 31], [20, 21, 7, 2, 1, 6, 20, 0, 0, 0, 0, 0]]
+    )
+    modality = torch.tensor(
+        [[3, 1, 1, 1, 1, 1, 1, 3, 0, 1, 1, 1], [1, 1, 1, 3, 3, 1, 1, 3, 3, 3, 3, 3]]
+    )
+    segment = torch.tensor([[1] * 8 + [2] * 4, [1, 1, 1, 1, 2, 2, 2, 0, 0, 0, 0, 0]])  # fmt: skip
+    assert grid.index(tokens, modality, segment).tolist() == [
+        [-1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 0, 1],
+        [-1, -1, -1, -1, -1, -1, 0, -1, -1, -1, -1, -1],  # a span's rest without its marker: none
+    ]
+    out = grid(tokens, modality, segment)
+    torch.testing.assert_close(out[0, 3], grid.row.weight[0] + grid.col.weight[1])
+    torch.testing.assert_close(out[0, 4], grid.row.weight[1] + grid.col.weight[0])
+    assert not out[0, [0, 1, 6, 7, 8, 9]].any()
+
+
+def test_image_grid_tells_the_model_where_each_code_sits():
+    """The same codes in another raster order: indistinguishable to a bag of codes, told apart
+    with row and column embeddings; a document is still read the same wherever it is packed;
+    the grid embeddings are trained."""
+    torch.manual_seed(0)
+    model = tiny(image_grid=2)
+    doc = image_document([20, 21, 22, 23])
+    hidden = model(**doc)
+    swapped = model(**image_document([20, 22, 21, 23]))  # transposed raster
+    assert not torch.allclose(hidden[0, -1], swapped[0, -1], atol=1e-4)
+    other = image_document([30, 31, 32, 33])
+    packed = {k: torch.cat([other[k], doc[k]], 1) for k in doc}
+    packed["segment_ids"][0, other["tokens"].shape[1] :] = 2
+    n = doc["tokens"].shape[1]
+    torch.testing.assert_close(model(**packed)[0, -n:], hidden[0], atol=1e-5, rtol=0)
+    model.train()
+    model.logits(model(**doc)).sum().backward()
+    assert model.grid_emb.row.weight.grad.abs().sum() > 0
+    with pytest.raises(ModelConfigError, match="image_grid"):
+        preset("tiny", image_grid=-1)
+
+
+def test_image_grid_must_match_the_image_tokenizer():
+    from tokenize_mm.cli.train import check_image_grid
+    from tokenize_mm.core.errors import ConfigError
+
+    def layout(grid):
+        image = TokenizerInfo(modality="image", kind="image.vq", codebook_size=16, grid=grid)
+        return VocabLayout({"image": image}, {"image": "image"})
+
+    check_image_grid(0, layout((4, 4)))
+    check_image_grid(4, layout((4, 4)))
+    with pytest.raises(ConfigError, match=r"model\.image_grid=5.*set model\.image_grid=4"):
+        check_image_grid(5, layout((4, 4)))
+    with pytest.raises(ConfigError, match="square grid"):
+        check_image_grid(4, layout((4, 8)))

@@ -159,12 +159,35 @@ def prepare(cfg: DictConfig) -> Prepared:
     return Prepared(source, source_id, artifacts, layout, store)
 
 
+def check_image_grid(image_grid: int, layout: Any) -> None:
+    """``model.image_grid`` must be the side of the image tokenizer's square grid of codes
+    (its ``info.grid``).
+
+    Raises:
+        ConfigError: it is not, naming the value to set.
+    """
+    from tokenize_mm.core.errors import ConfigError
+
+    info = layout.infos.get("image")
+    if not image_grid or info is None:
+        return
+    if info.grid is None or tuple(info.grid) != (image_grid, image_grid):
+        square = info.grid is not None and info.grid[0] == info.grid[1]
+        raise ConfigError(
+            f"model.image_grid={image_grid}, but the image tokenizer writes a grid of "
+            f"{info.grid} (rows, columns) codes: set model.image_grid="
+            f"{info.grid[1] if square else 0} (row and column embeddings need a square grid)"
+        )
+
+
 def build_module(cfg: DictConfig, layout: Any) -> Any:
     """The ``BalancedLM`` of ``cfg``: model, loss weighting and optimiser settings."""
     from tokenize_mm.models import DecoderLM, allowed_ids_mask
     from tokenize_mm.models.system import OBJECTIVES, BalancedLM
 
-    model = DecoderLM(instantiate(cfg.model), vocab_size=layout.vocab_size)
+    config = instantiate(cfg.model)
+    check_image_grid(config.image_grid, layout)
+    model = DecoderLM(config, vocab_size=layout.vocab_size)
     if cfg.model.restricted_softmax:
         model.set_allowed_ids(allowed_ids_mask(layout))
     head, weighting_args = None, {}
@@ -190,6 +213,7 @@ def fresh_spec(cfg: DictConfig, prepared: Prepared) -> Any:
     return FreshSpec(
         source=source, tokenizer_dirs={m: str(p) for m, p in prepared.artifacts.items()},
         audio_pattern=cfg.data.audio_pattern, order=SpanOrder(cfg.data.span_order, seed=cfg.data.seed),
+        group_size=cfg.data.get("hard_negatives", 1),
     )  # fmt: skip
 
 

@@ -30,6 +30,7 @@ TRAIN_NUMBERS: dict[str, tuple[str, float, float | None]] = {
     "data.buffer_size": ("int", 1, None),
     "data.seed": ("int", 0, 2**32 - 1),
     "data.workers": ("int", 1, None),
+    "data.hard_negatives": ("int", 1, 8),  # group size; 8 shapes, one per member
     "optimizer.lr": ("number", 0, None),
     "optimizer.weight_decay": ("number", 0, None),
     "model.d_model": ("int", 1, None),
@@ -88,6 +89,11 @@ def check_train_config(cfg: DictConfig) -> None:
                 f"data.fresh=true streams fresh built-in examples, but data.source is {target}: "
                 "set data.fresh=false to train on the store of this source"
             )
+    elif OmegaConf.select(cfg, "data.hard_negatives", default=1) != 1:
+        raise ConfigError(
+            "data.hard_negatives groups the fresh built-in examples, but data.fresh=false: set "
+            "data.fresh=true, or data.hard_negatives=1"
+        )
 
 
 def _check_model_and_objectives(cfg: DictConfig) -> None:

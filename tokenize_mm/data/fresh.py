@@ -23,6 +23,11 @@ stream's state holds positions, not tokens), and every rank of a DDP run, which 
 the stream reads only train examples of the store's own source settings (checked against the
 store's source fingerprint), so no streamed example is one of the store's val or test examples,
 nor of the test split that evaluation draws from the same seed.
+
+**Hard negatives** (``FreshSpec.group_size``, ``data.hard_negatives``): the stream can draw each
+sub-source's examples in groups that share colour and background and differ in shape
+(``grouped_scene``), so that the pairs a contrastive batch holds cannot all be told apart by
+colour and background alone. The held-out examples are drawn as always.
 """
 
 from __future__ import annotations
@@ -56,12 +61,15 @@ class FreshSpec:
         tokenizer_dirs: modality → tokenizer artifact folder (the run's tokenizers).
         audio_pattern: the layout's audio pattern (``VocabLayout.from_artifacts``).
         order: span order of each example's sequence (the store's).
+        group_size: hard negatives: each sub-source's examples in groups of this many sharing
+            colour and background, shapes differing (``BuiltinSource.example_at``); 1: none.
     """
 
     source: dict[str, Any]
     tokenizer_dirs: dict[str, str]
     audio_pattern: str = "flatten"
     order: SpanOrder = field(default_factory=lambda: DEFAULT_ORDER)
+    group_size: int = 1
 
 
 # -- the worker process ---------------------------------------------------------------------------
@@ -79,13 +87,15 @@ def _init_worker(spec: FreshSpec) -> None:
     layout = VocabLayout.from_artifacts(spec.tokenizer_dirs, audio_pattern=spec.audio_pattern)
     toks = {m: load_tokenizer(d) for m, d in spec.tokenizer_dirs.items()}
     _WORKER.update(
-        source=BuiltinSource(**spec.source), run=ExampleTokenizer(toks, layout, spec.order)
+        source=BuiltinSource(**spec.source),
+        run=ExampleTokenizer(toks, layout, spec.order),
+        group_size=spec.group_size,
     )
 
 
 def _tokenize(indices: list[int]) -> list[tuple[np.ndarray, list[int]] | str]:
     """Built-in examples ``indices`` as (tokens, cuts), or ``"<id>: <reason>"`` for a failure."""
-    examples = [_WORKER["source"].example_at(i) for i in indices]
+    examples = [_WORKER["source"].example_at(i, _WORKER["group_size"]) for i in indices]
     out: list[tuple[np.ndarray, list[int]] | str] = []
     for ex, result in zip(examples, _WORKER["run"](examples), strict=True):
         out.append(
@@ -115,6 +125,7 @@ class FreshExamples:
         self.spec, self.modality_table = spec, np.asarray(modality_table)
         self.chunk, self.ahead = chunk, ahead
         self.source = BuiltinSource(**spec.source)
+        self.source.example_at(0, spec.group_size)  # checks group_size here, not in the worker
         self._executor: ProcessPoolExecutor | None = None
 
     def check_store(self, store: Any) -> None:

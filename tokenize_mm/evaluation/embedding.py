@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from tokenize_mm.core.modalities import MODALITIES, MODALITY_IDS
 from tokenize_mm.evaluation.zero_shot import classification_summary
-from tokenize_mm.models.contrastive import ContrastiveHead, pool_spans
+from tokenize_mm.models.contrastive import ContrastiveHead
 from tokenize_mm.sequence.interleave import SpanOrder, interleave
 from tokenize_mm.sequence.vocab import VocabLayout
 
@@ -89,7 +89,7 @@ class SpanEmbedder:
         positions = torch.arange(n, device=device)[None]
         segment = torch.ones_like(tokens)
         hidden = self.model(tokens, mod, positions, segment, isolate_modalities=True)
-        pooled, present = pool_spans(hidden, mod, segment, len(MODALITIES))
+        pooled, present = self.head.pool(hidden, mod, segment)
         m = MODALITY_IDS[modality]
         if not bool(present[0, m]):
             raise ValueError(f"the {modality} item has no {modality} position to pool")

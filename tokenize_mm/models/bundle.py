@@ -6,9 +6,9 @@ its cache:
 
     model/
       model.json           format and version, the DecoderConfig fields, the vocabulary size, the
-                           contrastive head's sizes (null without one), the layout's fingerprint
-                           and audio pattern, the training step, and the sha256 of
-                           weights.safetensors: the model's fingerprint
+                           contrastive head's sizes and pooling (null without one), the
+                           layout's fingerprint and audio pattern, the training step, and the
+                           sha256 of weights.safetensors: the model's fingerprint
       weights.safetensors  the DecoderLM's tensors (``model.*``) and the head's (``contrastive.*``)
       tokenizers/<m>/      a copy of the artifact of each tokenizer the tokens were made with
 
@@ -84,7 +84,9 @@ def save_trained_model(
     contrastive = None
     if head is not None:
         contrastive = {"num_modalities": head.num_modalities,
-                       "embed_dim": int(head.proj[0].out_features)}  # fmt: skip
+                       "embed_dim": int(head.proj[0].out_features), "pooling": head.pooling}  # fmt: skip
+        if head.pooler is not None:
+            contrastive["pool_heads"] = head.pooler.heads
 
     def write(tmp: Path) -> None:
         save_model(_modules(model, head), str(tmp / WEIGHTS))  # tied weights stored once

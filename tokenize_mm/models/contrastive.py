@@ -6,9 +6,9 @@ N pairs (a_i, b_i) of L2-normalised embeddings, logits = exp(t) · A Bᵀ and th
 The log inverse temperature t is learnt, initialised at log(1 / 0.07) and clamped at log(100).
 
 Here the pairs are a document's spans of two modalities (text-image, text-audio, image-audio,
-wherever a document holds both): ``pool_spans`` averages the model's hidden states over each
-document's positions of each modality, a per-modality linear projection maps them into the shared
-space, and ``ContrastiveHead`` sums the InfoNCE of every modality pair with at least two
+wherever a document holds both): the model's hidden states are pooled over each document's
+positions of each modality (``models/pooling.py``: the mean, or learnt attention pooling with
+``pooling="attention"``), a per-modality linear projection maps them into the shared space, and ``ContrastiveHead`` sums the InfoNCE of every modality pair with at least two
 documents, divided by the number of such pairs.
 
 Multi-process (``world > 1``): every rank's embeddings are gathered from all ranks with their
@@ -41,43 +41,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokenize_mm.models.memory import NegativeMemory
+from tokenize_mm.models.pooling import AttentionPool, pool_spans
 
+__all__ = ["ContrastiveHead", "info_nce", "pool_spans"]
+
+#: Span poolings (``models/pooling.py``).
+POOLINGS = ("mean", "attention")
 #: CLIP's initial and largest inverse temperature.
 INIT_SCALE, MAX_SCALE = 1 / 0.07, 100.0
-
-
-def pool_spans(
-    hidden: Tensor, modality: Tensor, segment_ids: Tensor, num_modalities: int
-) -> tuple[Tensor, Tensor]:
-    """Mean of ``hidden`` over each document's positions of each modality.
-
-    Args:
-        hidden: (B, L, D) hidden states.
-        modality: (B, L) modality id of each position, in [0, num_modalities) for the modalities
-            pooled (larger ids, e.g. special tokens, are left out).
-        segment_ids: (B, L) 1, 2, ... per document, 0 at padding (left out).
-        num_modalities: M.
-
-    Returns:
-        ``(pooled (G, M, D), present (G, M) bool)`` over the G documents of the batch in row
-        order, then segment order; ``present[g, m]`` is whether document g has modality m
-        (``pooled`` is 0 there otherwise).
-    """
-    b, _, d = hidden.shape
-    seg = segment_ids.long()
-    per_row = int(seg.max()) + 1 if seg.numel() else 1
-    keep = (seg > 0) & (modality.long() < num_modalities)
-    slot = (torch.arange(b, device=hidden.device)[:, None] * per_row + seg) * num_modalities
-    slot = (slot + modality.long().clamp(max=num_modalities - 1))[keep]  # (P,)
-    sums = hidden.new_zeros(b * per_row * num_modalities, d).index_add(0, slot, hidden[keep])
-    counts = hidden.new_zeros(b * per_row * num_modalities).index_add(
-        0, slot, torch.ones_like(slot, dtype=hidden.dtype)
-    )
-    docs = torch.zeros(b * per_row, dtype=torch.bool, device=hidden.device)
-    docs[(torch.arange(b, device=hidden.device)[:, None] * per_row + seg)[seg > 0]] = True
-    pooled = (sums / counts.clamp_min(1)[:, None]).view(b * per_row, num_modalities, d)[docs]
-    present = (counts > 0).view(b * per_row, num_modalities)[docs]
-    return pooled, present
 
 
 def info_nce(
@@ -166,10 +137,14 @@ class ContrastiveHead(nn.Module):
             embedding is scored against (MoCo, ALBEF); 0: the online embeddings of the batch.
         memory_size: keys of past steps kept per side of each modality pair as extra negatives
             in training (``models/memory.py``); needs ``momentum`` > 0.
+        pooling: how a span becomes one vector (``models/pooling.py``): ``"mean"`` of its
+            positions, or ``"attention"``, learnt multi-head attention pooling (``AttentionPool``).
+        pool_heads: the attention pool's heads (a divisor of ``d_model``).
     """
 
     def __init__(self, d_model: int, num_modalities: int, embed_dim: int,
-                 momentum: float = 0.0, memory_size: int = 0):  # fmt: skip
+                 momentum: float = 0.0, memory_size: int = 0, pooling: str = "mean",
+                 pool_heads: int = 4):  # fmt: skip
         super().__init__()
         if min(d_model, num_modalities, embed_dim) < 1 or memory_size < 0:
             raise ValueError(
@@ -185,8 +160,14 @@ class ContrastiveHead(nn.Module):
                 "from them, and on the built-in benchmark retrieval fell to chance (memory of 128 "
                 "or 1,024); set momentum (e.g. 0.99) or memory_size=0"
             )
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.num_modalities = num_modalities
         self.momentum = float(momentum)
+        self.pooling = pooling
+        self.pooler = (
+            AttentionPool(d_model, num_modalities, pool_heads) if pooling == "attention" else None
+        )
         self.proj = nn.ModuleList(
             nn.Linear(d_model, embed_dim, bias=False) for _ in range(num_modalities)
         )
@@ -195,6 +176,12 @@ class ContrastiveHead(nn.Module):
         self.memory = (
             NegativeMemory(2 * len(self.pairs), memory_size, embed_dim) if memory_size else None
         )
+
+    def pool(self, hidden: Tensor, modality: Tensor, segment_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """hidden (B, L, D) → (pooled (G, M, D), present (G, M)) with this head's pooling."""
+        if self.pooler is None:
+            return pool_spans(hidden, modality, segment_ids, self.num_modalities)
+        return self.pooler(hidden, modality, segment_ids)
 
     def embed(self, pooled: Tensor, m: int) -> Tensor:
         """pooled (n, D) of modality m → L2-normalised embeddings (n, E)."""
@@ -213,7 +200,7 @@ class ContrastiveHead(nn.Module):
         """Mean InfoNCE over modality pairs.
 
         Args:
-            pooled, present: ``pool_spans``' output (G, M, D), (G, M).
+            pooled, present: ``pool``'s output (G, M, D), (G, M).
             keys: (G, M, E) the momentum encoder's embeddings of the same spans (``info_nce``'s
                 keys); in training they are pushed into the memory, if there is one, after the
                 loss, and the memory's keys are extra negatives.

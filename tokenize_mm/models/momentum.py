@@ -8,12 +8,12 @@ stay comparable across steps, which is what lets a memory of past keys (``models
 serve as negatives: scored against the online model's own past embeddings instead, the loss
 rewards the embeddings for drifting away from them.
 
-``MomentumEncoder`` holds the copies of the decoder and of the contrastive head's projections
-(the temperature and the memory are the online head's); its weights are in the training module's
+``MomentumEncoder`` holds the copies of the decoder and of the contrastive head's pooling and
+projections (the temperature and the memory are the online head's); its weights are in the training module's
 state dict, so a checkpoint resumes it exactly, and never in a trained-model folder.
 
 Shapes: keys (G, M, E) for G documents, M modalities, L2-normalised (0 where a document lacks a
-modality, as ``pool_spans`` leaves it).
+modality, as the head's pooling leaves it).
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tokenize_mm.models.contrastive import ContrastiveHead, pool_spans
+from tokenize_mm.models.contrastive import ContrastiveHead
 
 
 class MomentumEncoder(nn.Module):
-    """EMA copies of ``model`` and ``head.proj``, made at construction.
+    """EMA copies of ``model`` and of ``head``'s pooling and projections, made at construction.
 
     Args:
         model: the online decoder (``DecoderLM``).
@@ -41,13 +40,15 @@ class MomentumEncoder(nn.Module):
             raise ValueError(f"the head's momentum must be in (0, 1), got {head.momentum}")
         self.momentum = head.momentum
         self.model = copy.deepcopy(model).requires_grad_(False)
-        self.proj = copy.deepcopy(head.proj).requires_grad_(False)
+        self.head = copy.deepcopy(head).requires_grad_(False)
+        self.head.memory = None  # the memory is the online head's
 
     @torch.no_grad()
     def update(self, model: nn.Module, head: ContrastiveHead) -> None:
-        """θ' ← m θ' + (1 - m) θ for every weight of the decoder and the projections."""
-        online = [*model.parameters(), *head.proj.parameters()]
-        ema = [*self.model.parameters(), *self.proj.parameters()]
+        """θ' ← m θ' + (1 - m) θ for every weight of the decoder, the pooling and the
+        projections (the temperature is copied along, unused)."""
+        online = [*model.parameters(), *head.parameters()]
+        ema = [*self.model.parameters(), *self.head.parameters()]
         torch._foreach_lerp_(ema, online, 1.0 - self.momentum)
 
     @torch.no_grad()
@@ -55,7 +56,5 @@ class MomentumEncoder(nn.Module):
              segment_ids: Tensor) -> Tensor:  # fmt: skip
         """The batch's spans read alone by the EMA model, pooled and projected: (G, M, E)."""
         hidden = self.model(tokens, modality, positions, segment_ids, isolate_modalities=True)
-        pooled, _ = pool_spans(hidden, modality, segment_ids, len(self.proj))
-        return torch.stack(
-            [F.normalize(self.proj[m](pooled[:, m]), dim=-1) for m in range(len(self.proj))], 1
-        )
+        pooled, _ = self.head.pool(hidden, modality, segment_ids)
+        return torch.stack([self.head.embed(pooled[:, m], m) for m in range(pooled.shape[1])], 1)

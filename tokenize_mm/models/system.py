@@ -54,7 +54,7 @@ from tokenize_mm.balance.weighting import LossWeighting
 from tokenize_mm.core.errors import CheckpointError, ConfigError
 from tokenize_mm.core.modalities import MODALITIES, MODALITY_IDS, SPECIAL_MODALITY
 from tokenize_mm.core.schedules import warmup_cosine
-from tokenize_mm.models.contrastive import ContrastiveHead, pool_spans
+from tokenize_mm.models.contrastive import ContrastiveHead
 from tokenize_mm.models.momentum import MomentumEncoder
 from tokenize_mm.models.transformer import DecoderLM
 
@@ -228,7 +228,7 @@ class BalancedLM(L.LightningModule):
         runs: negatives and pairs are this rank's batch's."""
         hidden = self.model(batch.tokens, batch.modality, batch.positions, batch.segment_ids,
                             isolate_modalities=True)  # fmt: skip
-        pooled, present = pool_spans(hidden, batch.modality, batch.segment_ids, len(MODALITIES))
+        pooled, present = self.contrastive.pool(hidden, batch.modality, batch.segment_ids)
         world = 1 if local else self._world()
         rank = self.trainer.global_rank if world > 1 else 0
         keys = None

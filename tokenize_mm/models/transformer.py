@@ -16,6 +16,8 @@ predicts the next id with one softmax, as in early-fusion models such as Chamele
   one tower per modality and no cross-attention, the two-tower CLIP baseline's architecture
   (``conf/model/towers_small.yaml``).
 
+With ``image_grid``, image codes also get learnt row and column embeddings (``grid.py``).
+
 The blocks (``attention.py``) are pre-norm RMSNorm / rotary / SwiGLU. ``forward`` returns the
 final-normed hidden states (B, L, d_model), the trunk output on which gradient shares are
 measured (docs/architecture.md §6); ``logits`` applies the output head. Initialisation follows GPT-2
@@ -45,6 +47,7 @@ from torch import nn
 from tokenize_mm.core.errors import TokenizeMMError
 from tokenize_mm.core.modalities import MODALITY_IDS
 from tokenize_mm.models.attention import Block, block_mask, rotary_table
+from tokenize_mm.models.grid import GridEmbedding
 from tokenize_mm.sequence.vocab import VocabLayout
 
 FUSIONS = ("early", "late")
@@ -80,6 +83,8 @@ class DecoderConfig:
         rope_base: rotary base (10,000 as in RoFormer).
         restricted_softmax: make ``logits`` score only the ids allowed for the target modality
             when it is given one.
+        image_grid: > 0: learnt row and column embeddings for the image codes of a raster of
+            this many codes per row (``models/grid.py``, as DALL-E); 0: none.
 
     The sizes have no defaults: named sizes are ``conf/model/<name>.yaml`` (``preset``).
 
@@ -100,6 +105,7 @@ class DecoderConfig:
     norm_eps: float = 1e-5
     rope_base: float = 10_000.0
     restricted_softmax: bool = False
+    image_grid: int = 0
 
     def __post_init__(self) -> None:
         _check_positive(
@@ -126,6 +132,14 @@ class DecoderConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ModelConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if (
+            isinstance(self.image_grid, bool)
+            or not isinstance(self.image_grid, int)
+            or (self.image_grid < 0)
+        ):
+            raise ModelConfigError(
+                f"image_grid must be 0 (none) or the image codes per row, got {self.image_grid!r}"
+            )
 
 
 def _sizes_dir() -> Path:
@@ -216,6 +230,7 @@ class DecoderLM(nn.Module):
 
         self.tok_emb = nn.Embedding(vocab_size, c.d_model)
         self.mod_emb = nn.Embedding(c.num_modalities, c.d_model)
+        self.grid_emb = GridEmbedding(c.image_grid, c.d_model) if c.image_grid else None
         self.drop = nn.Dropout(c.dropout)
         n_late = c.late_layers if c.fusion == "late" else 0
         self.late_blocks = nn.ModuleList(
@@ -279,9 +294,10 @@ class DecoderLM(nn.Module):
         """
         _check_inputs(tokens.shape, modality, positions, segment_ids,
                       max_positions=self.max_positions, branched=branches is not None)  # fmt: skip
-        x = self.late_stage(
-            self.embed(tokens, modality), modality, positions, segment_ids, branches
-        )
+        x = self.embed(tokens, modality)
+        if self.grid_emb is not None:
+            x = x + self.grid_emb(tokens, modality, segment_ids)
+        x = self.late_stage(x, modality, positions, segment_ids, branches)
         mask = block_mask(segment_ids, modality if isolate_modalities else None, branches)
         cos, sin = self._rotary(positions)
         for block in self.blocks:

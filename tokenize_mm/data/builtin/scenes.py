@@ -6,13 +6,20 @@ Every built-in example is about one *concept*, a colour-shape pair such as "red 
 pitch offset and loudness) is sampled first by ``sample_scene``, and each modality is then
 *rendered* from it by one function (``images.py``, ``captions.py``, ``audio.py``), which reads
 the scene and the ``RenderOptions`` (sizes, lengths, rates) and nothing else.
+
+``grouped_scene`` is the same draw with *hard negatives* for contrastive training: consecutive
+examples of a sub-source in groups that share the colour, background and texture and differ in
+shape (as hard-negative batches in contrastive learning: Robinson et al. 2021, "Contrastive
+Learning with Hard Negative Samples", arXiv:2010.04592; NegCLIP's same-scene captions,
+Yuksekgonul et al. 2023, arXiv:2210.01936). Each example's marginal distribution is unchanged;
+only its neighbours become alike.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 SHAPES: tuple[str, ...] = (
     "circle",
@@ -120,3 +127,33 @@ class RenderOptions:
     image_size: int
     audio_seconds: float = 3.0
     sample_rate: int = 24_000
+
+
+def grouped_scene(seed: int, index: int, stride: int, group_size: int) -> Scene:
+    """``sample_scene(seed, index)`` with the colour, background and texture of its group.
+
+    Example ``index`` is the ``(index // stride) % group_size``-th member of group
+    ``index // (stride * group_size)`` (``stride``: the number of interleaved sub-sources, so a
+    group is ``group_size`` consecutive examples of each sub-source). The group's first scene
+    gives the colour, background and texture; the member's shape is that entry of a shuffle of
+    ``SHAPES`` seeded by the group, so the members' shapes all differ (``group_size`` <= 8);
+    everything else (place, size, rotation, wording, audio nuisances) is the example's own. The
+    colour and the shape are each uniform, as in ``sample_scene``. ``group_size`` 1 is
+    ``sample_scene``.
+
+    Raises:
+        ValueError: ``stride`` < 1 or ``group_size`` not in [1, len(SHAPES)].
+    """
+    if stride < 1 or not 1 <= group_size <= len(SHAPES):
+        raise ValueError(
+            f"grouped_scene needs stride >= 1 and 1 <= group_size <= {len(SHAPES)} (one shape "
+            f"per member), got stride={stride}, group_size={group_size}."
+        )
+    own = sample_scene(seed, index)
+    if group_size == 1:
+        return own
+    group, member = divmod(index // stride, group_size)
+    first = sample_scene(seed, group * group_size * stride)
+    shapes = random.Random(f"tokenize_mm.builtin.group:{seed}:{group}").sample(SHAPES, len(SHAPES))
+    return replace(own, shape=shapes[member], colour=first.colour, background=first.background,
+                   texture=first.texture)  # fmt: skip

@@ -27,7 +27,14 @@ from PIL import Image
 from tokenize_mm.data.builtin.audio import render_audio
 from tokenize_mm.data.builtin.captions import render_caption, render_paragraph
 from tokenize_mm.data.builtin.images import render_image
-from tokenize_mm.data.builtin.scenes import COLOURS, SHAPES, RenderOptions, Scene, sample_scene
+from tokenize_mm.data.builtin.scenes import (
+    COLOURS,
+    SHAPES,
+    RenderOptions,
+    Scene,
+    grouped_scene,
+    sample_scene,
+)
 from tokenize_mm.data.errors import DataError
 from tokenize_mm.data.example import Example, check_split, split_for_id
 
@@ -126,13 +133,24 @@ class BuiltinSource:
     def _source(self, index: int) -> str:
         return self.sources[index % len(self.sources)]
 
-    def example_at(self, index: int) -> Example:
+    def example_at(self, index: int, group_size: int = 1) -> Example:
         """Example ``index`` of the seed's endless sequence, whatever ``num_examples`` and
         ``split`` hold (a streamed run reads past ``num_examples``; ``split`` is the example's
-        own, from its id)."""
+        own, from its id). ``group_size`` > 1 draws its scene with ``grouped_scene``: hard
+        negatives, each sub-source's examples in groups of that many sharing colour and
+        background, shapes differing (the id and split are the same)."""
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
             raise DataError(f"a built-in example index is a non-negative integer, got {index!r}.")
-        return self._example(index)
+        if (
+            isinstance(group_size, bool)
+            or not isinstance(group_size, int)
+            or not (1 <= group_size <= len(SHAPES))
+        ):
+            raise DataError(
+                f"group_size must be an integer in [1, {len(SHAPES)}] (one shape per member of a "
+                f"group), got {group_size!r}."
+            )
+        return self._example(index, group_size=group_size)
 
     def indices_of(self, source: str, split: str | None, start: int = 0) -> Iterator[int]:
         """The indices of sub-source ``source``'s ``split`` examples (all with ``None``), from
@@ -154,10 +172,16 @@ class BuiltinSource:
     def _split(self, index: int) -> str:
         return split_for_id(self._id(index), val_fraction=0.1, test_fraction=0.1)
 
-    def _example(self, index: int, modalities: tuple[str, ...] | None = None) -> Example:
-        """Example ``index``, rendering only ``modalities`` (all of its source's if ``None``)."""
+    def _example(
+        self, index: int, modalities: tuple[str, ...] | None = None, group_size: int = 1
+    ) -> Example:
+        """Example ``index``, rendering only ``modalities`` (all of its source's if ``None``),
+        its scene grouped by ``group_size`` (``example_at``)."""
         source = self._source(index)
-        scene = sample_scene(self.seed, index)
+        if group_size == 1:
+            scene = sample_scene(self.seed, index)
+        else:
+            scene = grouped_scene(self.seed, index, len(self.sources), group_size)
         items = {
             modality: render(scene, self._options)
             for modality, render in _SOURCES[source].items()
