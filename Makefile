@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock check-install train test test-unit test-slow test-integration lint format \
-	bench bench-balance docs-check
+	bench bench-balance docs-check results
 
 help: ## Show this help.
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -76,3 +76,6 @@ bench: $(STAMP) ## Run the tokenizer benchmark (into /tmp/tokenize_mm; RESULTS=d
 
 bench-balance: $(STAMP) ## Compare balance strategies over 3 seeds (SIZE=quick: 5 min; RESULTS=docs/results/balance).
 	$(BIN)/python benchmarks/balance.py --size $(or $(SIZE),default) $(if $(RESULTS),--out-dir $(RESULTS)) $(ARGS)
+
+results: $(STAMP) ## Rerun the recorded results into scratch and compare within tolerance (ALL=1: hours; UPDATE=1 rewrites docs/results).
+	$(BIN)/python benchmarks/reproduce.py $(if $(ALL),--all) $(if $(UPDATE),--update) $(ARGS)

@@ -413,3 +413,62 @@ def test_nuisance_probe_runs_on_a_model_folder(tmp_path, tiny_text, tiny_image, 
     cmd[2] = str(without)
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert result.returncode != 0 and "contrastive" in result.stderr
+
+
+def _reproduce_module():
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module("reproduce")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_reproduce_classes_numbers_and_compares_within_the_tolerance():
+    rep = _reproduce_module()
+    assert rep.classify("text.batch.ours.best_s") == "machine"
+    assert rep.classify("runs[0].train_seconds") == "machine"
+    assert rep.classify("vq_assign[0].gflops") == "machine"
+    assert rep.classify("meta.seeds[1]") == "setting"
+    assert rep.classify("runs[2].val_loss.text") == "figure"
+    assert rep.classify("padding[1].tokens") == "figure"
+    entry = rep.Entry("x", "x.py --out {out}/x.json", "x.json", quick=True, atol=0.05)
+    old = {"meta": {"seeds": [0, 1]}, "loss": 2.0, "count": 7, "step_s": 1.0}
+    same = rep.compare(old, {**old, "loss": 2.04, "step_s": 3.0}, entry)
+    assert not same["outside"] and not same["missing"]
+    assert same["machine"]["worst"] == pytest.approx(2.0)  # reported, not failed
+    off = rep.compare(old, {**old, "loss": 2.1, "meta": {"seeds": [0, 2]}}, entry)
+    assert {p for p, _, _ in off["outside"]} == {"loss", "meta.seeds[1]"}
+    gone = rep.compare(old, {"meta": old["meta"], "loss": 2.0}, entry)
+    assert gone["missing"] == ["count"]
+
+
+def test_reproduce_runs_an_entry_into_scratch_and_fails_on_a_difference(tmp_path, monkeypatch):
+    rep = _reproduce_module()
+    script = tmp_path / "writer.py"
+    script.write_text(
+        "import json, sys\n"
+        "out = sys.argv[sys.argv.index('--out') + 1]\n"
+        "json.dump({'tokens': int(sys.argv[-1]), 'wall_s': 0.5}, open(out, 'w'))\n"
+    )
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "w.json").write_text(json.dumps({"tokens": 10, "wall_s": 9.0}))
+    monkeypatch.setattr(rep, "RESULTS", results)
+    for value, status in ((10, 0), (11, 1)):
+        entry = rep.Entry("w", f"{script} --out {{out}}/w.json {value}", "w.json", quick=True)
+        monkeypatch.setattr(rep, "ENTRIES", (entry,))
+        out = tmp_path / f"scratch{value}"
+        assert rep.main(["--out-dir", str(out)]) == status
+        report = json.loads((out / "reproduce.json").read_text())
+        assert report["meta"]["usable_cores"] >= 1 and "torch_threads" in report["meta"]
+        row = report["entries"][0]
+        assert row["status"] == ("agrees" if status == 0 else "outside tolerance")
+        assert "wall_s" in (out / "reproduce.md").read_text()
+        seconds = row["seconds"]
+        assert rep.main(["--out-dir", str(out), "--no-run"]) == status  # compared again, not rerun
+        again = json.loads((out / "reproduce.json").read_text())
+        assert again["entries"][0]["seconds"] == seconds
+        assert again["meta"]["outputs_written"]["date"] == report["meta"]["date"]
+    assert json.loads((results / "w.json").read_text())["tokens"] == 10  # the record untouched
