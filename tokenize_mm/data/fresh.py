@@ -125,7 +125,7 @@ class FreshExamples:
         self.spec, self.modality_table = spec, np.asarray(modality_table)
         self.chunk, self.ahead = chunk, ahead
         self.source = BuiltinSource(**spec.source)
-        self.source.example_at(0, spec.group_size)  # checks group_size here, not in the worker
+        self.source.check_group_size(spec.group_size)  # here, not in the worker
         self._executor: ProcessPoolExecutor | None = None
 
     def check_store(self, store: Any) -> None:

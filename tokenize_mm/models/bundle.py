@@ -83,8 +83,8 @@ def save_trained_model(
 
     contrastive = None
     if head is not None:
-        contrastive = {"num_modalities": head.num_modalities,
-                       "embed_dim": int(head.proj[0].out_features), "pooling": head.pooling}  # fmt: skip
+        contrastive = {"num_modalities": head.num_modalities, "pooling": head.pooling,
+                       "embed_dim": int(head.proj[0].out_features)}  # fmt: skip
         if head.pooler is not None:
             contrastive["pool_heads"] = head.pooler.heads
 

@@ -8,8 +8,9 @@ The log inverse temperature t is learnt, initialised at log(1 / 0.07) and clampe
 Here the pairs are a document's spans of two modalities (text-image, text-audio, image-audio,
 wherever a document holds both): the model's hidden states are pooled over each document's
 positions of each modality (``models/pooling.py``: the mean, or learnt attention pooling with
-``pooling="attention"``), a per-modality linear projection maps them into the shared space, and ``ContrastiveHead`` sums the InfoNCE of every modality pair with at least two
-documents, divided by the number of such pairs.
+``pooling="attention"``), a per-modality linear projection maps them into the shared space, and
+``ContrastiveHead`` sums the InfoNCE of every modality pair with at least two documents, divided
+by the number of such pairs.
 
 Multi-process (``world > 1``): every rank's embeddings are gathered from all ranks with their
 gradients (``torch.distributed.nn.functional.all_gather``), so the negatives are the global batch,

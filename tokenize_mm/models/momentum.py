@@ -8,9 +8,10 @@ stay comparable across steps, which is what lets a memory of past keys (``models
 serve as negatives: scored against the online model's own past embeddings instead, the loss
 rewards the embeddings for drifting away from them.
 
-``MomentumEncoder`` holds the copies of the decoder and of the contrastive head's pooling and
-projections (the temperature and the memory are the online head's); its weights are in the training module's
-state dict, so a checkpoint resumes it exactly, and never in a trained-model folder.
+``MomentumEncoder`` holds the copies of the decoder and of the contrastive head (pooling and
+projections; the temperature and the memory used are the online head's); its weights are in the
+training module's state dict, so a checkpoint resumes it exactly, and never in a trained-model
+folder.
 
 Shapes: keys (G, M, E) for G documents, M modalities, L2-normalised (0 where a document lacks a
 modality, as the head's pooling leaves it).

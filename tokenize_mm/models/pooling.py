@@ -32,7 +32,8 @@ from torch import Tensor, nn
 class SpanSlots:
     """Where each kept position goes: ``slot`` (P,) the (row, document, modality) slot of each
     of the P kept positions (``keep`` (B, L) marks them), ``documents`` (B * per_row,) which
-    (row, document) slots hold a document, ``per_row`` the slots per row (largest segment id + 1)."""
+    (row, document) slots hold a document, ``per_row`` the slots per row (largest segment id
+    + 1)."""
 
     keep: Tensor
     slot: Tensor

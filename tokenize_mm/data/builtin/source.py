@@ -141,6 +141,12 @@ class BuiltinSource:
         background, shapes differing (the id and split are the same)."""
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
             raise DataError(f"a built-in example index is a non-negative integer, got {index!r}.")
+        self.check_group_size(group_size)
+        return self._example(index, group_size=group_size)
+
+    @staticmethod
+    def check_group_size(group_size: int) -> None:
+        """Raise ``DataError`` unless ``group_size`` is an integer in [1, len(SHAPES)]."""
         if (
             isinstance(group_size, bool)
             or not isinstance(group_size, int)
@@ -150,7 +156,6 @@ class BuiltinSource:
                 f"group_size must be an integer in [1, {len(SHAPES)}] (one shape per member of a "
                 f"group), got {group_size!r}."
             )
-        return self._example(index, group_size=group_size)
 
     def indices_of(self, source: str, split: str | None, start: int = 0) -> Iterator[int]:
         """The indices of sub-source ``source``'s ``split`` examples (all with ``None``), from
