@@ -282,6 +282,44 @@ def test_isolated_pass_reads_each_span_alone(fusion):
     assert not torch.allclose(fused[0][0, image], fused[1][0, image])
 
 
+@pytest.mark.parametrize("fusion", ["early", "late"])
+def test_bidirectional_reading_sees_the_whole_span_and_nothing_else(fusion):
+    """``span_attention="bidirectional"``: a span's first position moves when its last token
+    changes (it does not under causal reading), and still not when another modality's does."""
+    from tokenize_mm.models.transformer import DecoderLM, preset
+
+    torch.manual_seed(0)
+    model = DecoderLM(preset("tiny", fusion=fusion), vocab_size=64).eval()
+    modality = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 2]])
+    positions, segment = torch.arange(8)[None], torch.ones(1, 8, dtype=torch.long)
+    tokens = torch.randint(0, 64, (1, 8))
+    last_image, text = tokens.clone(), tokens.clone()
+    last_image[0, 6] = (last_image[0, 6] + 1) % 64
+    text[0, :3] = (text[0, :3] + 1) % 64
+    heads = {s: ContrastiveHead(d_model=model.d_model, num_modalities=3, embed_dim=4,
+                                span_attention=s) for s in ("causal", "bidirectional")}  # fmt: skip
+    with torch.no_grad():
+        read = {(s, i): head.read(model, t, modality, positions, segment)[0, 3]  # first image
+                for s, head in heads.items() for i, t in enumerate((tokens, last_image, text))}  # fmt: skip
+    assert torch.allclose(read["causal", 0], read["causal", 1])
+    assert not torch.allclose(read["bidirectional", 0], read["bidirectional", 1])
+    assert torch.allclose(read["bidirectional", 0], read["bidirectional", 2])
+
+
+def test_bidirectional_reading_is_refused_where_targets_would_leak():
+    from tokenize_mm.models.attention import block_mask
+    from tokenize_mm.models.transformer import DecoderLM, preset
+
+    model = DecoderLM(preset("tiny"), vocab_size=16)
+    ones = torch.ones(1, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="isolate_modalities"):
+        model(ones, ones, torch.arange(4)[None], ones, bidirectional=True)
+    with pytest.raises(ValueError, match="modality"):
+        block_mask(ones, bidirectional=True)
+    with pytest.raises(ValueError, match="span_attention"):
+        ContrastiveHead(d_model=8, num_modalities=3, embed_dim=4, span_attention="full")
+
+
 def test_no_pair_gives_a_zero_that_reaches_every_parameter():
     """A batch without pairs: the loss is 0 and every head parameter still gets a (zero)
     gradient, as DDP requires of parameters that took part in the step."""

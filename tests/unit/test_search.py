@@ -40,7 +40,7 @@ from tokenize_mm.sequence import VocabLayout
 from tokenize_mm.tokenizers.errors import InvalidInputError
 
 
-def _model_folder(root, tokenizers, seed=0, head=True, pooling="mean"):
+def _model_folder(root, tokenizers, seed=0, head=True, pooling="mean", span_attention="causal"):
     dirs = {m: tokenizers[m].save(root / "artifacts" / m) for m in MODALITIES}
     layout = VocabLayout.from_artifacts(dirs)
     torch.manual_seed(seed)
@@ -48,7 +48,8 @@ def _model_folder(root, tokenizers, seed=0, head=True, pooling="mean"):
     contrastive = None
     if head:
         contrastive = ContrastiveHead(model.d_model, num_modalities=3, embed_dim=16,
-                                      pooling=pooling, pool_heads=2)  # fmt: skip
+                                      pooling=pooling, pool_heads=2,
+                                      span_attention=span_attention)  # fmt: skip
         if contrastive.pooler is not None:  # queries away from zero: not the mean
             torch.nn.init.normal_(contrastive.pooler.query, std=2.0)
     return save_trained_model(root / "model", model, contrastive, dirs, layout, step=7), model
@@ -82,11 +83,15 @@ def trained(tmp_path_factory, tokenizers):
     return load_trained_model(path)
 
 
-@pytest.mark.parametrize("pooling", ["mean", "attention"])
-def test_the_model_folder_round_trips_and_embeds_as_the_model_did(tmp_path, tokenizers, pooling):
-    path, model = _model_folder(tmp_path, tokenizers, pooling=pooling)
+@pytest.mark.parametrize(("pooling", "span_attention"),
+                         [("mean", "causal"), ("attention", "causal"), ("mean", "bidirectional")])  # fmt: skip
+def test_the_model_folder_round_trips_and_embeds_as_the_model_did(tmp_path, tokenizers, pooling,
+                                                                  span_attention):  # fmt: skip
+    path, model = _model_folder(tmp_path, tokenizers, pooling=pooling,
+                                span_attention=span_attention)  # fmt: skip
     loaded = load_trained_model(path)
     assert loaded.step == 7 and loaded.head is not None and loaded.head.pooling == pooling
+    assert loaded.head.span_attention == span_attention
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[key], value), key
     if pooling == "attention":

@@ -88,7 +88,7 @@ class SpanEmbedder:
         tokens, mod = seq.tokens[None].to(device), seq.modality[None].long().to(device)
         positions = torch.arange(n, device=device)[None]
         segment = torch.ones_like(tokens)
-        hidden = self.model(tokens, mod, positions, segment, isolate_modalities=True)
+        hidden = self.head.read(self.model, tokens, mod, positions, segment)
         pooled, present = self.head.pool(hidden, mod, segment)
         m = MODALITY_IDS[modality]
         if not bool(present[0, m]):

@@ -33,6 +33,7 @@ def block_mask(
     segment_ids: torch.Tensor,
     modality: torch.Tensor | None = None,
     branches: torch.Tensor | None = None,
+    bidirectional: bool = False,
 ) -> torch.Tensor:
     """Boolean attention mask for ``scaled_dot_product_attention``.
 
@@ -43,12 +44,21 @@ def block_mask(
         branches: (B, L) 0 on a shared prefix, k > 0 on the k-th continuation of it; when
             given, a query of branch k sees the prefix and branch k only (several continuations
             of one prefix scored in one row, as if each followed the prefix alone).
+        bidirectional: with ``modality``, drop the causal half: a query sees every key of its
+            segment and modality, before and after it (a span read whole, as an encoder reads it;
+            for passes without next-token targets only, or the targets leak).
 
     Returns:
-        (B, 1, L, L) bool, True where query t may attend key s: s <= t, same segment (and same
-        modality). The diagonal is always True, so no row is empty.
+        (B, 1, L, L) bool, True where query t may attend key s: s <= t (any s with
+        ``bidirectional``), same segment (and same modality). The diagonal is always True, so no
+        row is empty.
     """
-    mask = attention_mask(segment_ids)  # (B, L, L): causal, same segment
+    if bidirectional and modality is None:
+        raise ValueError("a bidirectional mask is for spans read alone: pass their modality")
+    if bidirectional:
+        mask = segment_ids[:, :, None] == segment_ids[:, None, :]  # (B, L, L): same segment
+    else:
+        mask = attention_mask(segment_ids)  # (B, L, L): causal, same segment
     if modality is not None:
         mask = mask & (modality[:, :, None] == modality[:, None, :])
     if branches is not None:

@@ -6,7 +6,7 @@ its cache:
 
     model/
       model.json           format and version, the DecoderConfig fields, the vocabulary size, the
-                           contrastive head's sizes and pooling (null without one), the
+                           contrastive head's sizes, pooling and span reading (null without one), the
                            layout's fingerprint and audio pattern, the training step, and the
                            sha256 of weights.safetensors: the model's fingerprint
       weights.safetensors  the DecoderLM's tensors (``model.*``) and the head's (``contrastive.*``)
@@ -84,7 +84,8 @@ def save_trained_model(
     contrastive = None
     if head is not None:
         contrastive = {"num_modalities": head.num_modalities, "pooling": head.pooling,
-                       "embed_dim": int(head.proj[0].out_features)}  # fmt: skip
+                       "embed_dim": int(head.proj[0].out_features),
+                       "span_attention": head.span_attention}  # fmt: skip
         if head.pooler is not None:
             contrastive["pool_heads"] = head.pooler.heads
 

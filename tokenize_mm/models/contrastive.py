@@ -48,6 +48,8 @@ __all__ = ["ContrastiveHead", "info_nce", "pool_spans"]
 
 #: Span poolings (``models/pooling.py``).
 POOLINGS = ("mean", "attention")
+#: How the isolated pass reads a span (``ContrastiveHead.read``).
+SPAN_ATTENTIONS = ("causal", "bidirectional")
 #: CLIP's initial and largest inverse temperature.
 INIT_SCALE, MAX_SCALE = 1 / 0.07, 100.0
 
@@ -141,11 +143,16 @@ class ContrastiveHead(nn.Module):
         pooling: how a span becomes one vector (``models/pooling.py``): ``"mean"`` of its
             positions, or ``"attention"``, learnt multi-head attention pooling (``AttentionPool``).
         pool_heads: the attention pool's heads (a divisor of ``d_model``).
+        span_attention: how the isolated pass reads a span (``read``): ``"causal"``, as the
+            language model reads it (a position sees the span's earlier positions), or
+            ``"bidirectional"``, whole, as an encoder reads it (UniLM's shared weights under
+            another mask: Dong et al. 2019, arXiv:1905.03197); the pass has no next-token
+            targets, so nothing leaks, and an image's first rows then see the shape below them.
     """
 
     def __init__(self, d_model: int, num_modalities: int, embed_dim: int,
                  momentum: float = 0.0, memory_size: int = 0, pooling: str = "mean",
-                 pool_heads: int = 4):  # fmt: skip
+                 pool_heads: int = 4, span_attention: str = "causal"):  # fmt: skip
         super().__init__()
         if min(d_model, num_modalities, embed_dim) < 1 or memory_size < 0:
             raise ValueError(
@@ -163,7 +170,12 @@ class ContrastiveHead(nn.Module):
             )
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if span_attention not in SPAN_ATTENTIONS:
+            raise ValueError(
+                f"span_attention must be one of {SPAN_ATTENTIONS}, got {span_attention!r}"
+            )
         self.num_modalities = num_modalities
+        self.span_attention = span_attention
         self.momentum = float(momentum)
         self.pooling = pooling
         self.pooler = (
@@ -177,6 +189,13 @@ class ContrastiveHead(nn.Module):
         self.memory = (
             NegativeMemory(2 * len(self.pairs), memory_size, embed_dim) if memory_size else None
         )
+
+    def read(self, model: nn.Module, tokens: Tensor, modality: Tensor, positions: Tensor,
+             segment_ids: Tensor) -> Tensor:  # fmt: skip
+        """The isolated pass of ``model`` (a ``DecoderLM``) over a packed batch (B, L): every span
+        read alone, with this head's ``span_attention`` → hidden (B, L, D)."""
+        return model(tokens, modality, positions, segment_ids, isolate_modalities=True,
+                     bidirectional=self.span_attention == "bidirectional")  # fmt: skip
 
     def pool(self, hidden: Tensor, modality: Tensor, segment_ids: Tensor) -> tuple[Tensor, Tensor]:
         """hidden (B, L, D) → (pooled (G, M, D), present (G, M)) with this head's pooling."""

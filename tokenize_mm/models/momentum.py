@@ -56,6 +56,6 @@ class MomentumEncoder(nn.Module):
     def keys(self, tokens: Tensor, modality: Tensor, positions: Tensor,
              segment_ids: Tensor) -> Tensor:  # fmt: skip
         """The batch's spans read alone by the EMA model, pooled and projected: (G, M, E)."""
-        hidden = self.model(tokens, modality, positions, segment_ids, isolate_modalities=True)
+        hidden = self.head.read(self.model, tokens, modality, positions, segment_ids)
         pooled, _ = self.head.pool(hidden, modality, segment_ids)
         return torch.stack([self.head.embed(pooled[:, m], m) for m in range(pooled.shape[1])], 1)

@@ -226,8 +226,8 @@ class BalancedLM(L.LightningModule):
         ``loss`` as ``ContrastiveHead`` returns it on this rank, ``pairs`` all-reduced. With
         ``local`` (validation, where ranks may see different numbers of batches) no collective
         runs: negatives and pairs are this rank's batch's."""
-        hidden = self.model(batch.tokens, batch.modality, batch.positions, batch.segment_ids,
-                            isolate_modalities=True)  # fmt: skip
+        hidden = self.contrastive.read(self.model, batch.tokens, batch.modality, batch.positions,
+                                       batch.segment_ids)  # fmt: skip
         pooled, present = self.contrastive.pool(hidden, batch.modality, batch.segment_ids)
         world = 1 if local else self._world()
         rank = self.trainer.global_rank if world > 1 else 0

@@ -271,6 +271,7 @@ class DecoderLM(nn.Module):
         segment_ids: torch.Tensor,
         branches: torch.Tensor | None = None,
         isolate_modalities: bool = False,
+        bidirectional: bool = False,
     ) -> torch.Tensor:
         """Final-normed hidden states of a packed batch.
 
@@ -285,6 +286,9 @@ class DecoderLM(nn.Module):
             isolate_modalities: every position sees only positions of its own modality, in
                 every block: each span is read as if the document held nothing else (the
                 unimodal embeddings that contrastive alignment pools, ``models/contrastive.py``).
+            bidirectional: with ``isolate_modalities``, each span is read whole: a position also
+                sees the later positions of its span (``ContrastiveHead``'s
+                ``span_attention="bidirectional"``; no next-token target may be read off it).
 
         Returns:
             (B, L, d_model) hidden states; position t sees positions s <= t of its segment only.
@@ -297,8 +301,14 @@ class DecoderLM(nn.Module):
         x = self.embed(tokens, modality)
         if self.grid_emb is not None:
             x = x + self.grid_emb(tokens, modality, segment_ids)
-        x = self.late_stage(x, modality, positions, segment_ids, branches)
-        mask = block_mask(segment_ids, modality if isolate_modalities else None, branches)
+        if bidirectional and not isolate_modalities:
+            raise ValueError(
+                "bidirectional reading needs isolate_modalities: whole documents are "
+                "read causally, or each position would see its own target"
+            )
+        x = self.late_stage(x, modality, positions, segment_ids, branches, bidirectional)
+        mask = block_mask(segment_ids, modality if isolate_modalities else None, branches,
+                          bidirectional=bidirectional)  # fmt: skip
         cos, sin = self._rotary(positions)
         for block in self.blocks:
             x = block(x, mask, cos, sin)
@@ -315,17 +325,19 @@ class DecoderLM(nn.Module):
         positions: torch.Tensor,
         segment_ids: torch.Tensor,
         branches: torch.Tensor | None = None,
+        bidirectional: bool = False,
     ) -> torch.Tensor:
         """The per-modality blocks of late fusion (the identity under early fusion).
 
         ``x`` (B, L, d_model) embeddings → (B, L, d_model): position t holds the output of its own
-        modality's blocks, which saw only earlier positions of that modality in its segment.
+        modality's blocks, which saw only earlier positions of that modality in its segment (all
+        of them with ``bidirectional``, as ``forward`` reads spans for contrastive embeddings).
         """
         _check_inputs(x.shape[:-1], modality, positions, segment_ids,
                       max_positions=self.max_positions, branched=branches is not None)  # fmt: skip
         if not self.late_blocks:
             return x
-        mask = block_mask(segment_ids, modality, branches)
+        mask = block_mask(segment_ids, modality, branches, bidirectional=bidirectional)
         cos, sin = self._rotary(positions)
         out = x
         for m, blocks in enumerate(self.late_blocks):
