@@ -225,10 +225,12 @@ def store(tmp_path_factory, tiny_text, tiny_image, tiny_audio):
 
 
 class StepRecorder(L.Callback):
-    """Every training step's ``callback_metrics``, as floats."""
+    """Every training step's ``callback_metrics`` and the module's ``step_metrics`` (the balance
+    metrics ``BalancedLM`` writes to the loggers itself), as floats."""
 
     def __init__(self):
         self.steps: list[dict[str, float]] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.steps.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+        metrics = {**trainer.callback_metrics, **getattr(pl_module, "step_metrics", {})}
+        self.steps.append({k: float(v) for k, v in metrics.items()})

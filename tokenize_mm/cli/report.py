@@ -8,7 +8,9 @@ logger (``logger=none``, as the balance benchmark runs) gets a ``MemoryLogger`` 
 ``tmm-train`` instead, which keeps the same rows in memory; nothing else records metrics.
 
 Steps: Lightning writes a step's rows (its training metrics, and a validation run after it) under
-the number of steps finished before it, so the first step's rows hold 0. ``RunMetrics`` numbers
+the number of steps finished before it, so the first step's rows hold 0; ``BalancedLM`` writes its
+balance metrics under the same number in a row of their own, and the rows of one step are read as
+one. ``RunMetrics`` numbers
 them as ``trainer.global_step`` does after the step: the first training step is step 1, and a
 validation after step 3 is at step 3. Lightning writes a training row every
 ``trainer.log_every_n_steps`` steps (1 in ``conf/trainer``): the report shows the steps logged.
@@ -53,15 +55,16 @@ class RunMetrics:
         """Split logger rows (``step`` as Lightning logs it, plus metric values) into train and
         validation rows, numbering steps as ``global_step`` (see the module's docstring)."""
         out = cls(source=source)
+        train: dict[int, dict[str, float]] = {}  # step → its row: a step may be written in parts
+        val: dict[int, dict[str, float]] = {}  # (``BalancedLM`` writes its balance metrics itself)
         for row in rows:
-            step = int(row["step"])
+            step = int(row["step"]) + 1
             values = {k: float(v) for k, v in row.items() if k not in ("step", "epoch")}
-            train = {k: v for k, v in values.items() if k.startswith(_TRAIN)}
-            val = {k: v for k, v in values.items() if k.startswith(_VAL)}
-            if train:
-                out.train.append({"step": step + 1, **train})
-            if val:
-                out.val.append({"step": step + 1, **val})
+            for kept, prefix in ((train, _TRAIN), (val, _VAL)):
+                part = {k: v for k, v in values.items() if k.startswith(prefix)}
+                if part:
+                    kept.setdefault(step, {"step": step}).update(part)
+        out.train, out.val = list(train.values()), list(val.values())
         return out
 
     @property

@@ -7,7 +7,9 @@ each modality's gradient share at h (the head is position-wise and the modalitie
 rows of ∂L/∂h, so masking the rows by modality gives every g_m exactly; ``grad_share`` rescales
 those rows in the same pass). Logged as ``stage/quantity/modality``: ``train/loss/<m>``,
 ``train/acc/<m>``, ``train/tokens/<m>``, ``train/token_share/<m>``, ``train/loss_share/<m>``,
-``train/grad_share/<m>``, ``train/weight/<m>``, ``train/dominance`` (max g / min g).
+``train/grad_share/<m>``, ``train/weight/<m>``, ``train/dominance`` (max g / min g): written to the
+trainer's loggers directly (``step_metrics``; Lightning's ``self.log`` costs about 1 ms a metric on
+a CPU), under the step Lightning gives its own rows.
 
 The module knows nothing of the data: after each step it leaves the all-reduced per-modality
 losses in ``step_losses``, and the ``SamplerFeedback`` callback (``tokenize_mm.data.datamodule``)
@@ -16,7 +18,8 @@ data module (``StoreDataModule.state_dict``); this module's checkpoint entry ``b
 the layout fingerprint.
 
 Distributed: token counts, loss sums and gradient norms are all-reduced (sums over ranks) before a
-weighting or sampler sees them, so every rank holds the same state; each rank's loss for the
+weighting or sampler sees them, so every rank holds the same state (three all-reduces a step: the
+forward's statistics packed in one tensor, the loss's finiteness, the gradient norms); each rank's loss for the
 gradient is its local sum over the *global* count times the world size, so DDP's gradient average
 is the gradient of the global mean. A non-finite loss on any rank skips the step on every rank and
 is counted (``train/skipped_steps``); it never reaches the weights, the optimizer state, or a
@@ -136,6 +139,9 @@ class BalancedLM(L.LightningModule):
         #: modality → the last step's mean loss, all-reduced over ranks (``None`` after a skipped
         #: step): what ``SamplerFeedback`` gives the sampler.
         self.step_losses: dict[str, float] | None = None
+        #: the last step's balance metrics (``train/loss/<m>``, ``train/grad_share/<m>``, ...),
+        #: as the loggers receive them
+        self.step_metrics: dict[str, float] = {}
 
     @property
     def _batch_size(self) -> int:
@@ -183,13 +189,14 @@ class BalancedLM(L.LightningModule):
         self.last_batch_shape = tuple(int(n) for n in batch.tokens.shape)
         self.step_losses = None
         out = self.modality_losses(batch)
-        counts = {m: self._reduce(c.detach()) for m, c in out["counts"].items()}
-        world = self._world()
-        losses = {m: out["sums"][m] * world / counts[m] for m in MODALITIES if counts[m] > 0}
         aligned = self.contrastive_loss(batch) if self.contrastive is not None else None
+        stats = self._forward_stats(out, aligned)  # one all-reduce, one host read
+        counts: dict[str, float] = dict(stats["counts"])
+        world = self._world()
+        losses = {m: out["sums"][m] * (world / counts[m]) for m in MODALITIES if counts[m] > 0}
         if aligned is not None:
-            counts[CONTRASTIVE] = aligned["pairs"]
-            if float(aligned["pairs"]) > 0:
+            counts[CONTRASTIVE] = stats["pairs"]
+            if stats["pairs"] > 0:
                 losses[CONTRASTIVE] = aligned["loss"]
         total = self.weighting.combine(losses, counts, shared=self._shared_layer())
         if aligned is not None and CONTRASTIVE not in losses:  # no pair on any rank: a zero
@@ -203,16 +210,31 @@ class BalancedLM(L.LightningModule):
             return None
         self._grad_sq = {}
         self._watch_hidden(out["hidden"], out["row_modality"])
-        global_sums = {m: self._reduce(out["sums"][m].detach()) for m in MODALITIES}
-        global_hits = {m: self._reduce(out["hits"][m]) for m in MODALITIES}
-        self._stats = {"counts": counts, "sums": global_sums, "hits": global_hits}
+        self._stats = stats
         if aligned is not None and CONTRASTIVE in losses:
             self._watch_contrastive(aligned["hidden"])
-            # the loss is this rank's share x world: the mean over ranks is the global loss
-            self._stats["contrastive"] = float(self._reduce(aligned["loss"].detach())) / world
         self.log("train/loss", total.detach(), on_step=True, prog_bar=True,
                  batch_size=self._batch_size)  # fmt: skip
         return total
+
+    def _forward_stats(self, out: Mapping[str, Any], aligned: Mapping[str, Any] | None) -> dict:
+        """The step's forward statistics summed over ranks in one all-reduce and read to the host
+        once: ``{"counts", "sums", "hits"}`` (modality → float), ``"pairs"`` (the contrastive
+        objective's (document, pair) pairs) and ``"contrastive"`` (its global loss: each rank's
+        loss is its share times the world size)."""
+        rows = [torch.stack([out["sums"][m].detach(), out["counts"][m], out["hits"][m]]).double()
+                for m in MODALITIES]  # fmt: skip
+        if aligned is not None:
+            rows.append(torch.stack([aligned["pairs"], aligned["loss"].detach(),
+                                     torch.zeros_like(aligned["pairs"])]).double())  # fmt: skip
+        table = self._reduce(torch.stack(rows)).tolist()
+        stats: dict[str, Any] = {
+            key: {m: table[i][j] for i, m in enumerate(MODALITIES)}
+            for j, key in enumerate(("sums", "counts", "hits"))
+        }
+        pairs, loss, _ = table[-1] if aligned is not None else (0.0, 0.0, 0.0)
+        stats["pairs"], stats["contrastive"] = pairs, loss / self._world()
+        return stats
 
     def _shared_layer(self) -> list[torch.Tensor]:
         """GradNorm's shared layer: the trunk's last residual output projection."""
@@ -223,9 +245,10 @@ class BalancedLM(L.LightningModule):
 
     def contrastive_loss(self, batch, local: bool = False) -> dict[str, Any]:
         """The isolated pass → ``{"loss", "pairs", "hidden"}`` of the batch's paired spans:
-        ``loss`` as ``ContrastiveHead`` returns it on this rank, ``pairs`` all-reduced. With
-        ``local`` (validation, where ranks may see different numbers of batches) no collective
-        runs: negatives and pairs are this rank's batch's."""
+        ``loss`` as ``ContrastiveHead`` returns it on this rank, ``pairs`` this rank's (the
+        training step sums them over ranks with its other statistics). With ``local``
+        (validation, where ranks may see different numbers of batches) no collective runs: the
+        negatives are this rank's batch's."""
         hidden = self.contrastive.read(self.model, batch.tokens, batch.modality, batch.positions,
                                        batch.segment_ids)  # fmt: skip
         pooled, present = self.contrastive.pool(hidden, batch.modality, batch.segment_ids)
@@ -236,8 +259,7 @@ class BalancedLM(L.LightningModule):
             keys = self.key_encoder.keys(batch.tokens, batch.modality, batch.positions,
                                          batch.segment_ids)  # fmt: skip
         loss, pairs = self.contrastive(pooled, present, keys=keys, world=world, rank=rank)
-        pairs_t = torch.tensor(float(pairs), device=hidden.device)
-        return {"loss": loss, "pairs": pairs_t if local else self._reduce(pairs_t),
+        return {"loss": loss, "pairs": torch.tensor(float(pairs), device=hidden.device),
                 "hidden": hidden}  # fmt: skip
 
     def _watch_contrastive(self, hidden: torch.Tensor) -> None:
@@ -262,9 +284,12 @@ class BalancedLM(L.LightningModule):
 
         def hook(grad: torch.Tensor) -> torch.Tensor:
             grad = self.weighting.rescale_grad(grad, row_modality)
+            # each row's squared norm, summed per modality id in one pass (special rows: id 3)
+            sq = grad.detach().float().pow(2).sum(-1).flatten()
+            ids = row_modality.flatten().long()
+            per_id = torch.zeros(SPECIAL_MODALITY + 1, device=sq.device).index_add_(0, ids, sq)
             for m in MODALITIES:
-                rows = (row_modality == MODALITY_IDS[m]).unsqueeze(-1)
-                self._grad_sq[m] = (grad.float() * rows).pow(2).sum().detach()
+                self._grad_sq[m] = per_id[MODALITY_IDS[m]]
             return grad
 
         hidden.register_hook(hook)
@@ -277,13 +302,18 @@ class BalancedLM(L.LightningModule):
         if not self._stats:
             return
         counts, sums, hits = self._stats["counts"], self._stats["sums"], self._stats["hits"]
-        present = [m for m in MODALITIES if float(counts[m]) > 0]
-        losses = {m: float(sums[m] / counts[m]) for m in present}
+        present = [m for m in MODALITIES if counts[m] > 0]
+        losses = {m: sums[m] / counts[m] for m in present}
         self.step_losses = dict(losses)  # the sampler's: modalities only
-        if "contrastive" in self._stats:
+        if self._stats["pairs"] > 0:
             losses[CONTRASTIVE] = self._stats["contrastive"]
-        grad_sq = {m: float(self._reduce(self._grad_sq.get(m, torch.zeros((), device=self.device))))
-                   for m in self.objectives}  # fmt: skip
+        if self.contrastive is not None:
+            counts = {**counts, CONTRASTIVE: self._stats["pairs"]}
+        # every objective's squared gradient norm: one all-reduce, one host read
+        zero = torch.zeros((), device=self.device)
+        norms = self._reduce(torch.stack([self._grad_sq.get(m, zero).float()
+                                          for m in self.objectives])).tolist()  # fmt: skip
+        grad_sq = dict(zip(self.objectives, norms, strict=True))
         self.weighting.observe(losses, grad_sq)
         self._log_balance(losses, counts, hits, grad_sq, present)
 
@@ -298,11 +328,11 @@ class BalancedLM(L.LightningModule):
         metrics: dict[str, float] = {}
         weights = self.weighting.weights()
         for m in MODALITIES:
-            metrics[f"train/tokens/{m}"] = float(counts[m])
+            metrics[f"train/tokens/{m}"] = counts[m]
             metrics[f"train/weight/{m}"] = weights[m]
             if m in present:
                 metrics[f"train/loss/{m}"] = losses[m]
-                metrics[f"train/acc/{m}"] = float(hits[m] / counts[m])
+                metrics[f"train/acc/{m}"] = hits[m] / counts[m]
                 metrics[f"train/token_share/{m}"] = shares[m]
                 metrics[f"train/loss_share/{m}"] = shares[m] * losses[m] / weighted
                 metrics[f"train/grad_share/{m}"] = norms[m] / norm_total
@@ -315,14 +345,29 @@ class BalancedLM(L.LightningModule):
             self.dominance_count += 1
             metrics["train/dominance"] = dominance
             metrics["train/dominance_mean"] = float(self.dominance_sum / self.dominance_count)
-        self.log_dict(metrics, on_step=True, batch_size=self._batch_size)
+        self._write_metrics(metrics)
+
+    def _write_metrics(self, metrics: dict[str, float]) -> None:
+        """The step's balance metrics (``step_metrics``), written straight to the trainer's loggers
+        under the row Lightning gives the step's own metrics, every ``log_every_n_steps`` steps.
+        Not through ``self.log``: Lightning moves a logged metric's state to the device on every
+        call, about 1 ms a metric on a CPU, and these are some 25 a step (measured with
+        ``benchmarks/step_cost.py``). Loggers write on rank 0 only."""
+        self.step_metrics = metrics
+        trainer = self._trainer
+        if trainer is None or not trainer.loggers or not trainer.log_every_n_steps:
+            return
+        if (self.global_step + 1) % trainer.log_every_n_steps and not trainer.should_stop:
+            return
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=self.global_step)
 
     def _log_contrastive(self, losses, counts, grad_sq, norms, weights, metrics) -> None:
         present = [m for m in self.objectives if m in losses]
         weighted = sum(weights[m] * losses[m] for m in present) or 1.0
         metrics[f"train/loss/{CONTRASTIVE}"] = losses[CONTRASTIVE]
         metrics[f"train/weight/{CONTRASTIVE}"] = weights[CONTRASTIVE]
-        metrics[f"train/pairs/{CONTRASTIVE}"] = float(counts[CONTRASTIVE])
+        metrics[f"train/pairs/{CONTRASTIVE}"] = counts[CONTRASTIVE]
         metrics[f"train/loss_share/{CONTRASTIVE}"] = (
             weights[CONTRASTIVE] * losses[CONTRASTIVE] / weighted
         )
