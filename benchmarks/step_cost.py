@@ -16,7 +16,7 @@ rounds (every variant once per round, in rotating order) so that drift in the ma
 falls on all of them alike; the figure is the median over every measured step of every round.
 Lightning's ``Trainer`` start-up is outside the measured interval.
 
-    .venv/bin/python benchmarks/step_cost.py [--steps 20] [--warmup 5] [--rounds 3]
+    .venv/bin/python benchmarks/step_cost.py [--steps 15] [--warmup 5] [--rounds 6]
         [--weightings token_mean,modality_mean,...] [--override KEY=VALUE ...]
         [--threads N] [--out-dir DIR]
 
@@ -58,9 +58,11 @@ GOALS = {"weighting": 1.03, "framework": 0.97}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=20, help="measured steps per variant per round")
+    p.add_argument("--steps", type=int, default=15, help="measured steps per variant per round")
     p.add_argument("--warmup", type=int, default=5, help="unmeasured steps before them")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=6,
+                   help="rounds (6: a round's median moved by up to 15 %% on the 2-core machine, so "
+                        "more, shorter rounds spread the drift over every variant)")  # fmt: skip
     p.add_argument("--weightings", default=",".join(WEIGHTINGS))
     p.add_argument("--experiment", default="balance_bench", help="the tmm-train experiment")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",

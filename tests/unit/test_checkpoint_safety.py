@@ -145,3 +145,40 @@ def test_the_shipped_configs_pass():
 def test_model_and_objectives_are_checked_before_any_work(overrides, match):
     with pytest.raises(ConfigError, match=match):
         check_train_config(_train_cfg(*overrides))
+
+
+def test_compile_setting_is_checked_before_any_work():
+    """``compile``: false / true / a backend torch knows; anything else is refused up front."""
+    from tokenize_mm.cli.validate import check_compile
+
+    assert check_compile(False) is None and check_compile(None) is None
+    assert check_compile(True) == "inductor" and check_compile("aot_eager") == "aot_eager"
+    for bad in ("compile=fast", "compile=3"):
+        with pytest.raises(ConfigError, match=r"^compile="):
+            check_train_config(_train_cfg(bad))
+
+
+def test_a_compiled_model_computes_as_the_eager_one_and_keeps_its_keys(store):
+    """``compile=aot_eager`` (no C compiler needed): the module's model is compiled in place, its
+    state dict has the eager model's keys, and its hidden states and gradients match."""
+    from tokenize_mm.cli.train import build_module
+
+    layout = store[1]
+    modules = []
+    for extra in ((), ("compile=aot_eager",)):
+        torch.manual_seed(0)
+        modules.append(build_module(_train_cfg("+debug=tiny", *extra), layout))
+    eager, compiled = modules
+    assert compiled.model._compiled_call_impl is not None
+    assert eager.model._compiled_call_impl is None
+    assert list(compiled.model.state_dict()) == list(eager.model.state_dict())
+    tokens = torch.randint(0, layout.vocab_size, (2, 16))
+    modality = torch.zeros(2, 16, dtype=torch.long)
+    positions, segments = torch.arange(16).expand(2, 16), torch.ones(2, 16, dtype=torch.long)
+    outs = []
+    for module in (eager, compiled):
+        hidden = module.model(tokens, modality, positions, segments)
+        hidden.pow(2).mean().backward()
+        outs.append((hidden.detach(), module.model.tok_emb.weight.grad.clone()))
+    assert torch.allclose(outs[0][0], outs[1][0], atol=1e-5)
+    assert torch.allclose(outs[0][1], outs[1][1], atol=1e-6)

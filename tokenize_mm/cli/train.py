@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from tokenize_mm.cli.checkpoint import resolve_checkpoint
 from tokenize_mm.cli.common import config_dir, fit_from_source, rates_table, tokenizer_health
 from tokenize_mm.cli.help import run_or_help
-from tokenize_mm.cli.validate import check_fit_device, check_train_config
+from tokenize_mm.cli.validate import check_compile, check_fit_device, check_train_config
 from tokenize_mm.core.modalities import MODALITIES
 
 log = logging.getLogger("tokenize_mm.cli.train")  # __name__, also when run with python -m
@@ -181,7 +181,8 @@ def check_image_grid(image_grid: int, layout: Any) -> None:
 
 
 def build_module(cfg: DictConfig, layout: Any) -> Any:
-    """The ``BalancedLM`` of ``cfg``: model, loss weighting and optimiser settings."""
+    """The ``BalancedLM`` of ``cfg``: model, loss weighting and optimiser settings; with
+    ``compile``, the model's forward compiled in place (``torch.compile``)."""
     from tokenize_mm.models import DecoderLM, allowed_ids_mask
     from tokenize_mm.models.system import OBJECTIVES, BalancedLM
 
@@ -194,11 +195,15 @@ def build_module(cfg: DictConfig, layout: Any) -> Any:
     if cfg.get("contrastive"):  # conf/contrastive/: one more objective, weighted like the others
         head = instantiate(cfg.contrastive)(d_model=model.d_model, num_modalities=len(MODALITIES))
         weighting_args = {"modalities": list(OBJECTIVES)}
-    return BalancedLM(
+    module = BalancedLM(
         model, instantiate(cfg.balance.weighting, **weighting_args),
         optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler),
         layout_fingerprint=layout.fingerprint, contrastive=head,
     )  # fmt: skip
+    # after BalancedLM: a momentum encoder copies the eager model
+    if backend := check_compile(cfg.get("compile", False)):
+        model.compile(backend=backend)
+    return module
 
 
 def fresh_spec(cfg: DictConfig, prepared: Prepared) -> Any:

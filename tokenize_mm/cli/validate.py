@@ -82,6 +82,7 @@ def check_train_config(cfg: DictConfig) -> None:
             if beta >= 1:
                 raise ConfigError(f"optimizer.betas[{i}]={beta}: must be below 1")
     _check_model_and_objectives(cfg)
+    check_compile(OmegaConf.select(cfg, "compile", default=False))
     if OmegaConf.select(cfg, "data.fresh", default=False):
         target = OmegaConf.select(cfg, "data.source._target_", default="")
         if not str(target).endswith("BuiltinSource"):
@@ -94,6 +95,28 @@ def check_train_config(cfg: DictConfig) -> None:
             "data.hard_negatives groups the fresh built-in examples, but data.fresh=false: set "
             "data.fresh=true, or data.hard_negatives=1"
         )
+
+
+def check_compile(setting: Any) -> str | None:
+    """``compile``: ``False`` (or null) → ``None``; ``True`` → ``"inductor"``; a backend name that
+    ``torch.compiler.list_backends`` knows → that name.
+
+    Raises:
+        ConfigError: another value, or a backend torch does not have.
+    """
+    if setting is None or setting is False:
+        return None
+    if setting is True:
+        return "inductor"
+    import torch
+
+    known = torch.compiler.list_backends(exclude_tags=())
+    if not isinstance(setting, str) or setting not in known:
+        raise ConfigError(
+            f"compile={setting!r}: must be false, true (inductor) or a torch.compile backend, one "
+            f"of {sorted(known)}"
+        )
+    return setting
 
 
 def _check_model_and_objectives(cfg: DictConfig) -> None:
