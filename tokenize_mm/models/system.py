@@ -19,9 +19,9 @@ the layout fingerprint.
 
 Distributed: token counts, loss sums and gradient norms are all-reduced (sums over ranks) before a
 weighting or sampler sees them, so every rank holds the same state (three all-reduces a step: the
-forward's statistics packed in one tensor, the loss's finiteness, the gradient norms); each rank's loss for the
-gradient is its local sum over the *global* count times the world size, so DDP's gradient average
-is the gradient of the global mean. A non-finite loss on any rank skips the step on every rank and
+forward's statistics packed in one tensor, the loss's finiteness, the gradient norms); each rank's
+loss for the gradient is its local sum over the *global* count times the world size, so DDP's
+gradient average is the gradient of the global mean. A non-finite loss on any rank skips the step on every rank and
 is counted (``train/skipped_steps``); it never reaches the weights, the optimizer state, or a
 balancer (the skipped batch still advances ``global_step`` and the learning-rate schedule).
 

@@ -291,21 +291,23 @@ class DecoderLM(nn.Module):
                 ``span_attention="bidirectional"``; no next-token target may be read off it).
 
         Returns:
-            (B, L, d_model) hidden states; position t sees positions s <= t of its segment only.
+            (B, L, d_model) hidden states; position t sees positions s <= t of its segment only
+            (with ``bidirectional``, every position of its span).
 
         Raises:
             ModelInputError: shapes differ or L > max_positions.
+            ValueError: ``bidirectional`` without ``isolate_modalities``.
         """
         _check_inputs(tokens.shape, modality, positions, segment_ids,
                       max_positions=self.max_positions, branched=branches is not None)  # fmt: skip
-        x = self.embed(tokens, modality)
-        if self.grid_emb is not None:
-            x = x + self.grid_emb(tokens, modality, segment_ids)
         if bidirectional and not isolate_modalities:
             raise ValueError(
                 "bidirectional reading needs isolate_modalities: whole documents are "
                 "read causally, or each position would see its own target"
             )
+        x = self.embed(tokens, modality)
+        if self.grid_emb is not None:
+            x = x + self.grid_emb(tokens, modality, segment_ids)
         x = self.late_stage(x, modality, positions, segment_ids, branches, bidirectional)
         mask = block_mask(segment_ids, modality if isolate_modalities else None, branches,
                           bidirectional=bidirectional)  # fmt: skip
