@@ -9,7 +9,8 @@ with
   position differences, so a document scores the same wherever it sits in a row, and no
   parameter is spent on positions;
 - a SwiGLU MLP (Shazeer 2020, "GLU Variants Improve Transformer", arXiv:2002.05202);
-- ``scaled_dot_product_attention`` with a boolean mask, True where a query may attend a key.
+- ``scaled_dot_product_attention`` with a boolean mask, True where a query may attend a key (or
+  without one where rows are single documents, or ``flex_attention``: ``sparse_attention.py``).
 
 The mask is causal and block-diagonal over segments (Krell et al. 2021, "Efficient Sequence
 Packing without Cross-contamination", arXiv:2107.02027): ``core.masks.attention_mask``, the one
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenize_mm.core.masks import attention_mask
+from tokenize_mm.models.sparse_attention import AttentionMask, attend
 
 
 def block_mask(
@@ -102,17 +104,15 @@ class SelfAttention(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+        self, x: torch.Tensor, mask: AttentionMask, cos: torch.Tensor, sin: torch.Tensor
     ) -> torch.Tensor:
-        """x (B, L, d_model), mask (B, 1, L, L) bool, cos/sin (B, 1, L, head_dim / 2) →
-        (B, L, d_model)."""
+        """x (B, L, d_model), mask (B, 1, L, L) bool (or a flex ``BlockMask``, or None: causal;
+        ``sparse_attention.py``), cos/sin (B, 1, L, head_dim / 2) → (B, L, d_model)."""
         b, length, d = x.shape
         # (B, L, 3 d) → three (B, H, L, head_dim)
         q, k, v = self.qkv(x).view(b, length, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        y = attend(q, k, v, mask, self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(b, length, d)  # (B, H, L, hd) → (B, L, d)
         return self.drop(self.out(y))
 
@@ -144,7 +144,7 @@ class Block(nn.Module):
         self.mlp = SwiGLU(d_model, d_ff, dropout)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+        self, x: torch.Tensor, mask: AttentionMask, cos: torch.Tensor, sin: torch.Tensor
     ) -> torch.Tensor:
         """x (B, L, d_model) → (B, L, d_model); see ``SelfAttention.forward`` for the rest."""
         x = x + self.attn(self.norm_attn(x), mask, cos, sin)

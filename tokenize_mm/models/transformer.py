@@ -48,9 +48,16 @@ from tokenize_mm.core.errors import TokenizeMMError
 from tokenize_mm.core.modalities import MODALITY_IDS
 from tokenize_mm.models.attention import Block, block_mask, rotary_table
 from tokenize_mm.models.grid import GridEmbedding
+from tokenize_mm.models.sparse_attention import (
+    AttentionMask,
+    causal_rows,
+    flex_block_mask,
+    flex_runs,
+)
 from tokenize_mm.sequence.vocab import VocabLayout
 
 FUSIONS = ("early", "late")
+ATTENTIONS = ("dense", "flex")
 
 
 class ModelConfigError(TokenizeMMError, ValueError):
@@ -85,6 +92,10 @@ class DecoderConfig:
             when it is given one.
         image_grid: > 0: learnt row and column embeddings for the image codes of a raster of
             this many codes per row (``models/grid.py``, as DALL-E); 0: none.
+        attention: ``"dense"``: ``scaled_dot_product_attention`` with a (B, 1, L, L) mask, or
+            with none (causal) when every row is one document; ``"flex"``: block-sparse
+            ``flex_attention`` from the segment ids, compiled, on a GPU (``sparse_attention.py``;
+            no dropout; on a CPU the dense mask, as flex has no CPU backward).
 
     The sizes have no defaults: named sizes are ``conf/model/<name>.yaml`` (``preset``).
 
@@ -106,6 +117,7 @@ class DecoderConfig:
     rope_base: float = 10_000.0
     restricted_softmax: bool = False
     image_grid: int = 0
+    attention: str = "dense"
 
     def __post_init__(self) -> None:
         _check_positive(
@@ -132,6 +144,13 @@ class DecoderConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ModelConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.attention not in ATTENTIONS:
+            raise ModelConfigError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if self.attention == "flex" and self.dropout > 0:
+            raise ModelConfigError(
+                f"attention='flex' has no attention dropout; set dropout=0 (got {self.dropout}) "
+                "or attention='dense'"
+            )
         if (
             isinstance(self.image_grid, bool)
             or not isinstance(self.image_grid, int)
@@ -292,7 +311,9 @@ class DecoderLM(nn.Module):
 
         Returns:
             (B, L, d_model) hidden states; position t sees positions s <= t of its segment only
-            (with ``bidirectional``, every position of its span).
+            (with ``bidirectional``, every position of its span). Padding after a row's only
+            document may see that document (the causal fast path, ``sparse_attention.py``);
+            padding is never a target or pooled.
 
         Raises:
             ModelInputError: shapes differ or L > max_positions.
@@ -309,8 +330,8 @@ class DecoderLM(nn.Module):
         if self.grid_emb is not None:
             x = x + self.grid_emb(tokens, modality, segment_ids)
         x = self.late_stage(x, modality, positions, segment_ids, branches, bidirectional)
-        mask = block_mask(segment_ids, modality if isolate_modalities else None, branches,
-                          bidirectional=bidirectional)  # fmt: skip
+        mask = self._mask(segment_ids, modality if isolate_modalities else None, branches,
+                          bidirectional)  # fmt: skip
         cos, sin = self._rotary(positions)
         for block in self.blocks:
             x = block(x, mask, cos, sin)
@@ -339,7 +360,7 @@ class DecoderLM(nn.Module):
                       max_positions=self.max_positions, branched=branches is not None)  # fmt: skip
         if not self.late_blocks:
             return x
-        mask = block_mask(segment_ids, modality, branches, bidirectional=bidirectional)
+        mask = self._mask(segment_ids, modality, branches, bidirectional)
         cos, sin = self._rotary(positions)
         out = x
         for m, blocks in enumerate(self.late_blocks):
@@ -348,6 +369,22 @@ class DecoderLM(nn.Module):
                 h = block(h, mask, cos, sin)
             out = torch.where((modality == m)[..., None], h, out)
         return out
+
+    def _mask(
+        self,
+        segment_ids: torch.Tensor,
+        modality: torch.Tensor | None,
+        branches: torch.Tensor | None,
+        bidirectional: bool,
+    ) -> AttentionMask:
+        """The blocks' attention mask (``block_mask``'s rule) in the form the config asks for:
+        a flex ``BlockMask`` (on a GPU); else None (plain causal) when rows are single documents and only
+        the causal rule applies; else the dense (B, 1, L, L) mask."""
+        if self.config.attention == "flex" and flex_runs(segment_ids.device):
+            return flex_block_mask(segment_ids, modality, branches, bidirectional)
+        if modality is None and branches is None and causal_rows(segment_ids):
+            return None
+        return block_mask(segment_ids, modality, branches, bidirectional=bidirectional)
 
     def _rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L) positions → cos, sin (B, 1, L, head_dim / 2), one per head."""
