@@ -19,7 +19,7 @@ Chance is 1/64. One fit seed cannot rank codecs (seeds moved the audio probe by 
 features do not depend on the fit and are probed once.
 
     .venv/bin/python benchmarks/concept_probe.py [--examples 4096] [--seeds 0 1 2] [--threads 1] \
-        [--modalities audio] [--grid] [--overrides ...] [--out docs/results/concept_probe]
+        [--modalities audio] [--grid [--grid-epochs 15]] [--overrides ...] [--out docs/results/concept_probe]
 """
 
 from __future__ import annotations
@@ -112,6 +112,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--examples", type=int, default=4096, help="new built-in examples to probe")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="fit seeds (mean reported)")
+    p.add_argument(
+        "--grid-epochs", type=int, default=EPOCHS, help="epochs of the spatial probes' training"
+    )
     p.add_argument("--overrides", nargs="*", default=[], help="tmm-train overrides (fits)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument(
@@ -152,7 +155,9 @@ def main() -> None:
         grid = args.grid and modality == "image"
         if grid:
             pixels = torch.stack([image_tensor(x) for x in inputs])
-            raw_grid = grid_probe(PixelNet(), pixels, factors["colour"], factors["shape"])
+            raw_grid = grid_probe(
+                PixelNet(), pixels, factors["colour"], factors["shape"], epochs=args.grid_epochs
+            )
         for seed in args.seeds:
             cfg = compose_train([*args.overrides, f"tokenizers.{modality}.fit.seed={seed}"])
             start = time.perf_counter()
@@ -164,7 +169,10 @@ def main() -> None:
             spatial = {}
             if grid:
                 codes = torch.stack([c.codes[0] for c in encoded])
-                accs = grid_probe(CodeGridNet(size), codes, factors["colour"], factors["shape"])
+                accs = grid_probe(
+                    CodeGridNet(size), codes, factors["colour"], factors["shape"],
+                    epochs=args.grid_epochs,
+                )  # fmt: skip
                 spatial = {f"grid_{k}_{kind}": v for kind, d in (("token", accs), ("raw", raw_grid))
                            for k, v in d.items()}  # fmt: skip
                 spatial["grid"] = list(tok.model.config.grid)
@@ -226,7 +234,7 @@ def main() -> None:
     spatial_text = [
         "Spatial probe (`--grid`, benchmarks/grid_probe.py): a small CNN over the code grid "
         f"against the same CNN over the {r['examples']} images' pixels, both trained "
-        f"{EPOCHS} epochs on 75 %, accuracy on 25 % (concept: colour and shape both right).",
+        f"{args.grid_epochs} epochs on 75 %, accuracy on 25 % (concept: colour and shape both right).",
         "", *grid_table, "",
     ] if spatial_rows else []  # fmt: skip
     text = "\n".join([

@@ -61,9 +61,14 @@ class PixelNet(nn.Module):
 
 
 def grid_probe(
-    net: nn.Module, x: torch.Tensor, colour: torch.Tensor, shape: torch.Tensor, seed: int = 0
+    net: nn.Module,
+    x: torch.Tensor,
+    colour: torch.Tensor,
+    shape: torch.Tensor,
+    seed: int = 0,
+    epochs: int = EPOCHS,
 ) -> dict[str, float]:
-    """Train ``net`` on a seeded 75 % of (x, colour, shape), score the other 25 %.
+    """Train ``net`` ``epochs`` epochs on a seeded 75 % of (x, colour, shape), score the other 25 %.
 
     Returns:
         ``{"concept", "colour", "shape"}`` held-out accuracies (concept: both factors right).
@@ -75,7 +80,7 @@ def grid_probe(
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.01)
     net.train()
-    for _ in range(EPOCHS):
+    for _ in range(epochs):
         for batch in tr[torch.randperm(cut, generator=g)].split(64):
             logits = net(x[batch])
             loss = F.cross_entropy(logits[:, :8], colour[batch]) + F.cross_entropy(
