@@ -71,6 +71,8 @@ STRATEGIES: dict[str, list[str]] = {
     "dwa": ["balance/weighting=dwa", "balance/sampling=proportional"],
     "grad_share": ["balance/weighting=grad_share", "balance/sampling=proportional"],
     "gradnorm": ["balance/weighting=gradnorm", "balance/sampling=proportional"],
+    "gradnorm_weights": ["balance/weighting=gradnorm", "balance.weighting.measure_at=weights",
+                         "balance/sampling=proportional"],  # the paper's (shared weights)
     "famo": ["balance/weighting=famo", "balance/sampling=proportional"],
     "ogm": ["balance/weighting=ogm", "balance/sampling=proportional"],
     "temperature": ["balance/weighting=token_mean", "balance/sampling=temperature"],
@@ -98,7 +100,7 @@ STRATEGIES: dict[str, list[str]] = {
 DEFAULT_SET = [
     s
     for s in STRATEGIES
-    if s not in ("unimax", "contrastive_only", "ogm_odm", "grad_share_odm")
+    if s not in ("unimax", "contrastive_only", "ogm_odm", "grad_share_odm", "gradnorm_weights")
     and not s.startswith("clip_")
 ]  # 12 strategies x 3 seeds: about 70 min
 BASELINE = "token_mean"

@@ -50,7 +50,9 @@ from vq_assign import cpu_name, load_average
 from tokenize_mm.core.modalities import SPECIAL_MODALITY
 
 WEIGHTINGS = ["token_mean", "modality_mean", "uncertainty", "dwa", "grad_share", "gradnorm",
-              "famo", "ogm"]  # fmt: skip
+              "gradnorm_weights", "famo", "ogm"]  # fmt: skip
+# variants of a weighting config: name → (config, extra overrides)
+VARIANTS = {"gradnorm_weights": ("gradnorm", ["balance.weighting.measure_at=weights"])}
 BASELINE = "token_mean"
 BARE = "bare loop"
 GOALS = {"weighting": 1.03, "framework": 0.97}
@@ -82,9 +84,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def compose(args: argparse.Namespace, weighting: str = BASELINE):
     from hydra import compose as hydra_compose
 
-    over = [f"experiment={args.experiment}", f"balance/weighting={weighting}",
+    config, extra = VARIANTS.get(weighting, (weighting, []))
+    over = [f"experiment={args.experiment}", f"balance/weighting={config}",
             "balance/sampling=proportional", f"cache_dir={args.cache_dir}", "out_dir=unused",
-            *args.override]  # fmt: skip
+            *extra, *args.override]  # fmt: skip
     return hydra_compose("train", overrides=over)
 
 

@@ -200,12 +200,13 @@ def test_step_cost_measures_every_variant_on_the_same_batches(tmp_path):
     out = tmp_path / "cost"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "step_cost.py"), "--experiment",
            "balance_bench_tiny", "--steps", "2", "--warmup", "1", "--rounds", "2", "--weightings",
-           "token_mean,grad_share,famo", "--cache-dir", str(tmp_path / "cache"), "--out-dir",
+           "token_mean,grad_share,famo,gradnorm_weights", "--cache-dir", str(tmp_path / "cache"),
+           "--out-dir",
            str(out)]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     record = json.loads((out / "step_cost.json").read_text())
-    variants = {"token_mean", "grad_share", "famo", "bare loop"}
+    variants = {"token_mean", "grad_share", "famo", "gradnorm_weights", "bare loop"}
     assert record["median_s"].keys() == variants
     assert all(len(r) == 2 for r in record["per_round_median_s"].values())
     assert record["steps_measured"] == dict.fromkeys(variants, 4)

@@ -1,5 +1,5 @@
 """FAMO and OGM-GE: each one's defining rule, absent objectives, state in checkpoints, and
-exact resume inside BalancedLM (and the odm sampler's resume)."""
+exact resume inside BalancedLM (with GradNorm's, and the odm sampler's resume)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from test_training import _assert_same_steps, fit
 from test_weighting import MODS, losses_counts, toy_problem, toy_step
 
-from tokenize_mm.balance import FAMOWeighting, GradModulation, LossWeighting
+from tokenize_mm.balance import FAMOWeighting, GradModulation, GradNormWeighting, LossWeighting
 
 
 def test_famo_combination_is_the_z_weighted_log_loss_gradient():
@@ -154,7 +154,14 @@ def test_ogm_waits_for_its_warmup_and_never_stops_an_objective():
 
 
 @pytest.mark.parametrize(
-    "make", [FAMOWeighting, partial(GradModulation, warmup_steps=1)], ids=["famo", "ogm"]
+    "make",
+    [
+        FAMOWeighting,
+        partial(GradModulation, warmup_steps=1),
+        partial(GradNormWeighting, learning_rate=0.2),
+        partial(GradNormWeighting, learning_rate=0.2, measure_at="weights"),
+    ],
+    ids=["famo", "ogm", "gradnorm", "gradnorm_weights"],
 )
 def test_resume_reproduces_the_uninterrupted_run(store, tmp_path, make):
     """Stop after step 3 of 6 and resume: the weighting's state (logits and Adam moments; OGM's

@@ -128,9 +128,13 @@ def test_grad_share_reaches_its_target_shares():
     assert plain["audio"] ** 0.5 / sum(v**0.5 for v in plain.values()) > 0.8  # dominated
 
 
-def test_gradnorm_learns_weights_that_sum_to_m():
+@pytest.mark.parametrize("measure_at", ["hidden", "weights"])
+def test_gradnorm_learns_weights_that_sum_to_m(measure_at):
+    """At the shared weights (the paper) or at the hidden rows (free: the backward's own
+    gradient), the small-gradient modality is up-weighted."""
     model, x, mod, targets, scale = toy_problem(1)
-    w = GradNormWeighting()
+    w = GradNormWeighting(measure_at=measure_at)
+    assert w.needs_shared is (measure_at == "weights")
     opt = torch.optim.SGD(model.parameters(), lr=1e-5)
     for _ in range(30):
         toy_step(w, model, x, mod, targets, scale, opt)
@@ -140,6 +144,27 @@ def test_gradnorm_learns_weights_that_sum_to_m():
     fresh = GradNormWeighting()
     fresh.load_state_dict(w.state_dict())
     assert torch.equal(fresh.task_weights, w.task_weights)
+
+
+def test_gradnorm_at_hidden_reads_the_unweighted_norm_and_runs_no_extra_backward(monkeypatch):
+    """The hook's norms are of w_m ∇_h L_m: G_m is that norm itself, so equal unweighted norms
+    under unequal weights pull the weights together; ``combine`` never calls autograd.grad."""
+    w = GradNormWeighting(modalities=("text", "image"), learning_rate=0.1)
+    w.task_weights.copy_(torch.tensor([1.5, 0.5]))
+    w.initial_losses.copy_(torch.tensor([1.0, 1.0]))
+    w.has_initial.fill_(True)
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: pytest.fail("extra backward"))
+    losses = {m: torch.tensor(1.0, requires_grad=True) for m in ("text", "image")}
+    w.combine(losses, {"text": torch.tensor(5.0), "image": torch.tensor(5.0)}, shared=[])
+    # ||∇_h L|| = 2 for both: the hook saw 1.5 * 2 and 0.5 * 2
+    w.observe({"text": 1.0, "image": 1.0}, {"text": 3.0**2, "image": 1.0**2})
+    assert float(w.task_weights[0]) < 1.5 and float(w.task_weights[1]) > 0.5
+    assert float(w.task_weights.sum()) == pytest.approx(2.0)
+
+
+def test_gradnorm_refuses_an_unknown_measure():
+    with pytest.raises(ValueError, match="measure_at"):
+        GradNormWeighting(measure_at="params")
 
 
 def test_every_weighting_is_registered_by_name():

@@ -237,8 +237,9 @@ class BalancedLM(L.LightningModule):
         return stats
 
     def _shared_layer(self) -> list[torch.Tensor]:
-        """GradNorm's shared layer: the trunk's last residual output projection."""
-        if self.weighting.name != "gradnorm":
+        """GradNorm's shared layer (``measure_at="weights"``): the trunk's last residual output
+        projection."""
+        if not getattr(self.weighting, "needs_shared", False):
             return []
         outs = [p for n, p in self.model.named_parameters() if n.endswith(".out.weight")]
         return outs[-1:]
