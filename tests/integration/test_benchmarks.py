@@ -473,3 +473,18 @@ def test_reproduce_runs_an_entry_into_scratch_and_fails_on_a_difference(tmp_path
         assert again["entries"][0]["seconds"] == seconds
         assert again["meta"]["outputs_written"]["date"] == report["meta"]["date"]
     assert json.loads((results / "w.json").read_text())["tokens"] == 10  # the record untouched
+
+
+def test_attention_paths_times_the_fast_path_against_the_dense_mask(tmp_path):
+    """Both paths run the same rows to the same hidden states; every variant is timed."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "attention_paths.py"), "--batch", "2",
+           "--length", "64", "--rounds", "2", "--steps", "1", "--threads", "1", "--out-dir",
+           str(tmp_path)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = json.loads((tmp_path / "attention_paths.json").read_text())
+    assert record["same_hidden_states"] is True
+    assert record["median_s"].keys() == {"fast path", "dense mask", "packed rows"}
+    assert all(len(v) == 2 for v in record["per_round_median_s"].values())
+    assert record["speedup_fast_over_dense"] > 0 and record["machine"]["threads"] == 1
+    assert "| fast path |" in (tmp_path / "attention_paths.md").read_text()
