@@ -377,9 +377,9 @@ class DecoderLM(nn.Module):
         branches: torch.Tensor | None,
         bidirectional: bool,
     ) -> AttentionMask:
-        """The blocks' attention mask (``block_mask``'s rule) in the form the config asks for:
-        a flex ``BlockMask`` (on a GPU); else None (plain causal) when rows are single documents and only
-        the causal rule applies; else the dense (B, 1, L, L) mask."""
+        """The blocks' attention mask (``block_mask``'s rule) in the form the config asks for: a
+        flex ``BlockMask`` (on a GPU); else None (plain causal) when rows are single documents
+        and only the causal rule applies; else the dense (B, 1, L, L) mask."""
         if self.config.attention == "flex" and flex_runs(segment_ids.device):
             return flex_block_mask(segment_ids, modality, branches, bidirectional)
         if modality is None and branches is None and causal_rows(segment_ids):
