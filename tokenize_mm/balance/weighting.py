@@ -263,8 +263,8 @@ class GradNormWeighting(LossWeighting):
             gradient with respect to the shared representation, the cheap stand-in for the shared
             weights that MGDA-UB uses (Sener & Koltun 2018, arXiv:1810.04650). ``"weights"``:
             the paper's, the last shared layer's weights (``combine``'s ``shared``), one extra
-            backward to that layer per objective and step (1.33 to 1.36 times token_mean's step on the
-            small model, this rank's gradient only).
+            backward to that layer per objective and step (1.33 to 1.36 times token_mean's step
+            on the small model; this rank's gradient only).
     """
 
     name = "gradnorm"
