@@ -56,6 +56,11 @@ def test_causal_rows(segment_ids, expected):
     assert causal_rows(torch.tensor(segment_ids)) is expected
 
 
+def test_causal_rows_of_an_empty_batch_is_false():
+    assert causal_rows(torch.zeros(0, 8, dtype=torch.long)) is False
+    assert causal_rows(torch.zeros(2, 0, dtype=torch.long)) is False
+
+
 MASK_CASES = [
     dict(),
     dict(modality=True),

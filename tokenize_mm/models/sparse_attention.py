@@ -47,6 +47,8 @@ def causal_rows(segment_ids: torch.Tensor) -> bool:
         True when each row starts with a document, holds no second one, and has padding (0) only
         after it. One host read (a device sync on a GPU).
     """
+    if segment_ids.numel() == 0:
+        return False  # nothing to attend: the dense path handles the empty batch
     real = segment_ids != 0
     one_document = (segment_ids == segment_ids[:, :1]) | ~real
     trailing_padding = real[:, 1:] <= real[:, :-1]  # once padding starts, it goes on
