@@ -84,10 +84,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     model = DecoderLM(preset("small"), vocab_size=VOCAB)
     single, packed = rows(args.batch, args.length, 1), rows(args.batch, args.length, 4)
-    dense_path = mock.patch("tokenize_mm.models.transformer.causal_rows", lambda _: False)
+
+    def dense_mask() -> torch.Tensor:
+        with mock.patch("tokenize_mm.models.transformer.causal_rows", lambda _: False):
+            return step(model, single)
+
     variants = {
         "fast path": lambda: step(model, single),
-        "dense mask": lambda: (dense_path.start(), step(model, single), dense_path.stop())[1],
+        "dense mask": dense_mask,
         "packed rows": lambda: step(model, packed),
     }
     real = single["segment_ids"] != 0

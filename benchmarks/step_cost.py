@@ -44,15 +44,23 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from balance import STRATEGIES
 from scratch import scratch
 from vq_assign import cpu_name, load_average
 
 from tokenize_mm.core.modalities import SPECIAL_MODALITY
 
-WEIGHTINGS = ["token_mean", "modality_mean", "uncertainty", "dwa", "grad_share", "gradnorm",
-              "gradnorm_weights", "famo", "ogm"]  # fmt: skip
-# variants of a weighting config: name → (config, extra overrides)
-VARIANTS = {"gradnorm_weights": ("gradnorm", ["balance.weighting.measure_at=weights"])}
+WEIGHTINGS = [
+    "token_mean",
+    "modality_mean",
+    "uncertainty",
+    "dwa",
+    "grad_share",
+    "gradnorm",
+    "gradnorm_weights",
+    "famo",
+    "ogm",
+]  # fmt: skip (strategies of balance.py)
 BASELINE = "token_mean"
 BARE = "bare loop"
 GOALS = {"weighting": 1.03, "framework": 0.97}
@@ -76,6 +84,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.weightings = [w for w in args.weightings.split(",") if w]
     if BASELINE not in args.weightings:
         p.error(f"--weightings must include the baseline {BASELINE}")
+    unknown = [w for w in args.weightings
+               if "balance/sampling=proportional" not in STRATEGIES.get(w, [])]  # fmt: skip
+    if unknown:
+        p.error(f"--weightings: {unknown} are not weightings of benchmarks/balance.py; "
+                f"choose from {WEIGHTINGS}")  # fmt: skip
     if min(args.steps, args.rounds) < 1 or args.warmup < 1:
         p.error("--steps and --rounds must be at least 1, --warmup at least 1")
     return args
@@ -84,10 +97,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def compose(args: argparse.Namespace, weighting: str = BASELINE):
     from hydra import compose as hydra_compose
 
-    config, extra = VARIANTS.get(weighting, (weighting, []))
-    over = [f"experiment={args.experiment}", f"balance/weighting={config}",
-            "balance/sampling=proportional", f"cache_dir={args.cache_dir}", "out_dir=unused",
-            *extra, *args.override]  # fmt: skip
+    # the balance benchmark's strategy of that name: the weighting with proportional sampling
+    over = [f"experiment={args.experiment}", *STRATEGIES[weighting],
+            f"cache_dir={args.cache_dir}", "out_dir=unused", *args.override]  # fmt: skip
     return hydra_compose("train", overrides=over)
 
 

@@ -44,6 +44,8 @@ class LossWeighting(nn.Module):
     """Base: token-mean combination, no rescaling, nothing learnt. Subclasses override."""
 
     name = "token_mean"
+    #: whether ``combine`` wants ``shared``, a shared layer's parameters (GradNorm at the weights)
+    needs_shared = False
 
     def __init__(self, modalities: Sequence[str] = MODALITIES):
         super().__init__()
@@ -304,7 +306,7 @@ class GradNormWeighting(LossWeighting):
     def observe(self, losses, grad_sq_norms):
         if self.needs_shared:
             norms, self.pending = self.pending, {}  # ||∇_W L_m||, unweighted
-        else:  # rows of dL/dh: already w_m ∇_h L_m; divided back by w_m below
+        else:  # rows of dL/dh under the weighted loss: already G_m = w_m ||∇_h L_m||
             norms = {m: math.sqrt(max(float(v), 0.0)) for m, v in grad_sq_norms.items()}
         present = [m for m in self.modalities if m in losses and m in norms]
         if not present:
@@ -315,10 +317,9 @@ class GradNormWeighting(LossWeighting):
             if not bool(self.has_initial[i]):
                 self.initial_losses[i], self.has_initial[i] = loss[j], True
         w = self.task_weights[idx]
-        raw = torch.tensor([norms[m] for m in present], dtype=w.dtype)
-        if not self.needs_shared:
-            raw = raw / w.clamp(min=1e-12)
-        g = w * raw  # G_m = w_m ||∇ L_m||
+        g = torch.tensor([norms[m] for m in present], dtype=w.dtype)
+        if self.needs_shared:
+            g = w * g  # G_m = w_m ||∇_W L_m||
         ratio = loss / self.initial_losses[idx].clamp(min=1e-12)
         target = g.mean() * (ratio / ratio.mean()) ** self.alpha
         # A scale-free step towards G_m = target_m: multiplicative in the relative error, so the

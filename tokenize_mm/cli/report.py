@@ -11,8 +11,9 @@ Steps: Lightning writes a step's rows (its training metrics, and a validation ru
 the number of steps finished before it, so the first step's rows hold 0; ``BalancedLM`` writes its
 balance metrics under the same number in a row of their own, and the rows of one step are read as
 one. ``RunMetrics`` numbers them as ``trainer.global_step`` does after the step: the first
-training step is step 1, and a validation after step 3 is at step 3. Lightning writes a training row every
-``trainer.log_every_n_steps`` steps (1 in ``conf/trainer``): the report shows the steps logged.
+training step is step 1, and a validation after step 3 is at step 3. Lightning writes a training
+row every ``trainer.log_every_n_steps`` steps (1 in ``conf/trainer``): the report shows the steps
+logged.
 """
 
 from __future__ import annotations

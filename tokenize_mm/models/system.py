@@ -239,7 +239,7 @@ class BalancedLM(L.LightningModule):
     def _shared_layer(self) -> list[torch.Tensor]:
         """GradNorm's shared layer (``measure_at="weights"``): the trunk's last residual output
         projection."""
-        if not getattr(self.weighting, "needs_shared", False):
+        if not self.weighting.needs_shared:
             return []
         outs = [p for n, p in self.model.named_parameters() if n.endswith(".out.weight")]
         return outs[-1:]
