@@ -136,6 +136,7 @@ def test_trainer_logger_callbacks_compose(trainer, logger, callbacks, tmp_path):
 @pytest.mark.parametrize("extra", [["+debug=tiny"], ["experiment=balance_sweep"],
                                    ["experiment=balance_bench"], ["experiment=balance_bench_quick"],
                                    ["experiment=balance_bench_tiny"],
+                                   ["experiment=balance_bench_grounding"],
                                    ["experiment=balance_bench_quick", "data=manifest",
                                     "data.source.path=m.jsonl"],
                                    ["data=tiny"], ["data=manifest", "data.source.path=m.jsonl"]])  # fmt: skip
@@ -147,9 +148,14 @@ def test_debug_experiment_and_data_options_compose(extra, paths):
     if "+debug=tiny" in extra:
         assert cfg.model.d_model == 32 and cfg.tokenizers.audio.name == "audio_tiny"
     if extra[0].startswith("experiment=balance_bench"):  # benchmarks/balance.py's sizes
-        assert cfg.data.span_order == "random" and not cfg.logger and not cfg.callbacks
+        grounding = extra[0] == "experiment=balance_bench_grounding"
+        assert cfg.data.span_order == ("caption_last" if grounding else "random")
+        assert not cfg.logger and not cfg.callbacks
         assert cfg.trainer.val_check_interval == cfg.trainer.max_steps
         assert cfg.model.max_positions == cfg.data.context
+        if grounding:  # the contrastive objective with the levers that let text read its media
+            assert cfg.contrastive.pooling == "attention" and cfg.model.image_grid == 16
+            assert cfg.contrastive.span_attention == "bidirectional"
 
 
 @pytest.mark.parametrize("order", ["fixed", "random", "caption_after_image"])
