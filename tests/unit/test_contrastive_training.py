@@ -23,7 +23,7 @@ from tokenize_mm.models.system import OBJECTIVES, BalancedLM
 
 
 def train(store, weighting, steps=4, head_kw=None, ckpt_dir=None, ckpt_path=None,
-          schedule_steps=None):  # fmt: skip
+          schedule_steps=None, sampler=SAMPLERS["proportional"]):  # fmt: skip
     store_dir, layout = store
     torch.manual_seed(0)
     model = DecoderLM(preset("tiny"), vocab_size=layout.vocab_size)
@@ -31,7 +31,7 @@ def train(store, weighting, steps=4, head_kw=None, ckpt_dir=None, ckpt_path=None
     module = BalancedLM(model, weighting,
                         scheduler=partial(warmup_cosine, max_steps=schedule_steps or steps),
                         layout_fingerprint=layout.fingerprint, contrastive=head)  # fmt: skip
-    dm = StoreDataModule(str(store_dir), sampler=SAMPLERS["proportional"], context=128,
+    dm = StoreDataModule(str(store_dir), sampler=sampler, context=128,
                          batch_size=4, expected_fingerprint=layout.fingerprint)  # fmt: skip
     recorder = StepRecorder()
     callbacks = [SamplerFeedback(), recorder]
@@ -63,7 +63,18 @@ def test_contrastive_is_an_objective_the_weighting_sees(store, weighting):
     assert "val/loss/contrastive" in trainer.callback_metrics
     assert float(module.contrastive.logit_scale.detach()) != pytest.approx(scale_before)  # learnt
     assert "contrastive.logit_scale" in module.state_dict()  # checkpointed with the model
-    assert module.step_losses is not None and "contrastive" not in module.step_losses  # sampler
+    # the sampler hears the objective too (online data mixing credits it to paired sources)
+    assert module.step_losses["contrastive"] == pytest.approx(last["train/loss/contrastive"])
+
+
+def test_online_mixing_is_rewarded_by_the_contrastive_fall(store):
+    """In training, the ODM sampler receives the contrastive loss with the modalities' and keeps
+    its log-loss EMA beside theirs."""
+    module, steps, trainer = train(store, ModalityMean(modalities=OBJECTIVES),
+                                   sampler=SAMPLERS["odm"])  # fmt: skip
+    sampler = trainer.datamodule.sampler
+    assert sampler.objectives[-1] == "contrastive"
+    assert math.isfinite(sampler.state_dict()["log_loss"][-1])
 
 
 def test_a_weighting_that_does_not_know_the_objective_is_refused():

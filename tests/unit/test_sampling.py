@@ -260,6 +260,46 @@ def test_odm_explores_uniformly_first_then_rewards_the_source_whose_tokens_lower
     assert min(p.values()) >= eps - 1e-12 and math.isclose(sum(p.values()), 1.0)
 
 
+def test_odm_rewards_the_contrastive_fall_to_the_sources_that_hold_pairs():
+    """With the contrastive objective's loss among the step's losses, its fall is credited by the
+    pairs a document holds (trimodal 3, image_text and audio_text 1, text_only 0): while only the
+    alignment learns, the tri-modal source gains and the text-only source gets nothing. Without
+    the reward, the same losses leave the policy where the modalities' losses put it."""
+    with_c = OnlineMixingSampler(SIZES, SHARES, **OPTIONS["odm"])
+    without = OnlineMixingSampler(SIZES, SHARES, **OPTIONS["odm"], reward_contrastive=False)
+    assert with_c.objectives == ["audio", "image", "text", "contrastive"]
+    assert without.objectives == ["audio", "image", "text"]
+    loss = {"text": 3.0, "image": 3.0, "audio": 3.0, "contrastive": 4.0}
+    for _ in range(100):
+        loss = {**loss, "contrastive": loss["contrastive"] * 0.97}  # only the alignment learns
+        with_c.update(loss)
+        without.update(loss)
+    rewards = with_c.rewards()
+    assert max(rewards, key=rewards.get) == "trimodal" and rewards["text_only"] == 0.0
+    r_tri = rewards["trimodal"] / 3
+    assert rewards["image_text"] == pytest.approx(r_tri) == rewards["audio_text"]  # per pair
+    assert set(without.rewards().values()) == {0.0}  # the LM losses did not move
+    p = with_c.probabilities()
+    assert p["trimodal"] > without.probabilities()["trimodal"] and p["text_only"] < p["trimodal"]
+    # a source set with no pairs (every source one modality) has no contrastive objective
+    single = OnlineMixingSampler({"a": 1, "b": 1}, {"a": {"text": 1.0}, "b": {"image": 1.0}})
+    assert single.objectives == ["image", "text"]
+
+
+def test_odm_refuses_a_state_that_rewards_other_objectives():
+    """Resuming across a change of ``reward_contrastive`` names the setting to resume with; a
+    state saved before the contrastive reward existed (modalities only) loads into a sampler
+    without it."""
+    with_c = OnlineMixingSampler(SIZES, SHARES)
+    without = OnlineMixingSampler(SIZES, SHARES, reward_contrastive=False)
+    with pytest.raises(SamplingError, match="reward_contrastive=true"):  # as the state was saved
+        without.load_state_dict(with_c.state_dict())
+    with pytest.raises(SamplingError, match="reward_contrastive=false"):
+        with_c.load_state_dict(without.state_dict())
+    old = {k: v for k, v in without.state_dict().items() if k != "objectives"}
+    without.load_state_dict(old)
+
+
 def test_odm_reduce_gives_every_rank_the_same_probabilities():
     local = [
         [{"text": 2.0, "image": 1.0}, {"text": 1.8, "image": 0.9}, {"text": 1.7, "image": 0.7}],

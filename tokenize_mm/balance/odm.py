@@ -14,7 +14,14 @@ it contributed::
 
 with a_{s,m} the share of source s's tokens that are modality m and p the probabilities the step
 was drawn with: r_s is the fall of log loss bought per unit of probability given to s (EXP3's
-importance weighting 1/p_s, spread over the modalities it feeds). Then::
+importance weighting 1/p_s, spread over the modalities it feeds).
+
+When training reports the contrastive objective's loss (``contrastive`` among the step's losses),
+its fall is one more term, with a_{s,c} = k_s (k_s − 1) / 2, the pairs a document of source s
+holds (k_s: the modalities it carries). Without it the bandit sees only the language-model losses
+and takes probability away from the paired sources that the alignment learns from
+(docs/results/balance_clip: the tri-modal source at 0.27 against 0.41 under proportional
+sampling). ``reward_contrastive=False`` restores the modalities-only reward. Then::
 
     R̂_s ← smoothing · R̂_s + (1 − smoothing) · r_s          (ODM's moving average of rewards)
     π_s ∝ n_s · exp(step_size · R̂_s / mean_s' |R̂_s'|)
@@ -44,6 +51,7 @@ from tokenize_mm.balance.sampling import (
     _check_state,
     _finite,
 )
+from tokenize_mm.core.modalities import CONTRASTIVE
 
 
 class OnlineMixingSampler:
@@ -55,6 +63,8 @@ class OnlineMixingSampler:
     step_size: η, how far a source's normalised reward moves its log-probability.
     smoothing: the moving average of the rewards, in [0, 1).
     loss_smoothing: EMA of each modality's loss whose fall is the reward, in [0, 1).
+    reward_contrastive: also reward the contrastive objective's fall, credited to the sources by
+        the pairs their documents hold (when some source holds two modalities).
     """
 
     name = "odm"
@@ -66,6 +76,7 @@ class OnlineMixingSampler:
         step_size: float = 1.0,
         smoothing: float = 0.9,
         loss_smoothing: float = 0.9,
+        reward_contrastive: bool = True,
     ):
         sizes = _check_sizes(sizes)
         if source_modalities is None:
@@ -90,11 +101,19 @@ class OnlineMixingSampler:
                 )
             self._shares[source] = {m: v / total for m, v in shares.items()}
         self.modalities = sorted({m for s in self._shares.values() for m, v in s.items() if v > 0})
+        # what each objective's fall is credited by: a modality's token share, the pairs a document
+        # of the source holds for the contrastive objective
+        self._credit = {m: {s: self._shares[s].get(m, 0.0) for s in self.sources}
+                        for m in self.modalities}  # fmt: skip
+        pairs = {s: _pairs(self._shares[s]) for s in self.sources}
+        if reward_contrastive and any(pairs.values()):
+            self._credit[CONTRASTIVE] = pairs
+        self.objectives = list(self._credit)
         largest = max(sizes.values())
         self._prior = [math.log(sizes[s] / largest) for s in self.sources]
         self.step_size, self.smoothing, self.loss_smoothing = step_size, smoothing, loss_smoothing
         self._rewards = [0.0] * len(self.sources)
-        self._log_loss = [math.nan] * len(self.modalities)
+        self._log_loss = [math.nan] * len(self.objectives)
         self._steps = 0
         self._refresh()
 
@@ -117,8 +136,8 @@ class OnlineMixingSampler:
     ) -> None:
         """One bandit step from this rank's mean loss per modality (NaN or missing: not seen
         here). ``reduce`` sums a (2, M) float64 tensor (loss sums, counts) over ranks."""
-        stats = torch.zeros(2, len(self.modalities), dtype=torch.float64)
-        for i, m in enumerate(self.modalities):
+        stats = torch.zeros(2, len(self.objectives), dtype=torch.float64)
+        for i, m in enumerate(self.objectives):
             loss = float(modality_losses[m]) if m in modality_losses else math.nan
             if math.isfinite(loss) and loss > 0:
                 stats[0, i], stats[1, i] = loss, 1.0
@@ -126,7 +145,7 @@ class OnlineMixingSampler:
             stats = reduce(stats)
         sums, counts = stats.tolist()
         fall = {}
-        for i, m in enumerate(self.modalities):
+        for i, m in enumerate(self.objectives):
             if counts[i] <= 0:
                 continue
             log_loss = math.log(sums[i] / counts[i])
@@ -136,13 +155,11 @@ class OnlineMixingSampler:
                 log_loss = self.loss_smoothing * before + (1 - self.loss_smoothing) * log_loss
             self._log_loss[i] = log_loss
         p = self._probabilities
-        drawn = {m: math.fsum(p[s] * self._shares[s].get(m, 0.0) for s in self.sources)
-                 for m in fall}  # fmt: skip
+        credit = self._credit
+        drawn = {m: math.fsum(p[s] * credit[m][s] for s in self.sources) for m in fall}
         for j, s in enumerate(self.sources):
             reward = math.fsum(
-                delta * self._shares[s].get(m, 0.0) / drawn[m]
-                for m, delta in fall.items()
-                if drawn[m] > 0
+                delta * credit[m][s] / drawn[m] for m, delta in fall.items() if drawn[m] > 0
             )
             self._rewards[j] = self.smoothing * self._rewards[j] + (1 - self.smoothing) * reward
         self._steps += 1
@@ -166,7 +183,8 @@ class OnlineMixingSampler:
     def state_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "sources": list(self.sources), "modalities": list(self.modalities),
-            "rewards": list(self._rewards), "log_loss": list(self._log_loss),
+            "objectives": list(self.objectives), "rewards": list(self._rewards),
+            "log_loss": list(self._log_loss),
             "steps": self._steps,
         }  # fmt: skip
 
@@ -177,10 +195,23 @@ class OnlineMixingSampler:
                 f"the saved state rewards modalities {state['modalities']}, this sampler "
                 f"{self.modalities}; resume with the same source_modalities."
             )
+        saved = list(state.get("objectives", state["modalities"]))  # before: modalities only
+        if saved != self.objectives:
+            flag = "false" if CONTRASTIVE in self.objectives else "true"
+            raise SamplingError(
+                f"the saved state rewards the objectives {saved}, this sampler {self.objectives}; "
+                f"resume with balance.sampling.reward_contrastive={flag}."
+            )
         self._rewards = [float(r) for r in state["rewards"]]
         self._log_loss = [float(x) for x in state["log_loss"]]
         self._steps = int(state["steps"])
         self._refresh()
+
+
+def _pairs(shares: Mapping[str, float]) -> float:
+    """The modality pairs a document with these token shares holds: k (k - 1) / 2."""
+    k = sum(1 for v in shares.values() if v > 0)
+    return k * (k - 1) / 2
 
 
 SAMPLERS[OnlineMixingSampler.name] = OnlineMixingSampler  # build_sampler and configs find it

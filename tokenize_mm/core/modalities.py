@@ -12,6 +12,10 @@ from __future__ import annotations
 MODALITIES: tuple[str, ...] = ("text", "image", "audio")
 """The modalities, in the canonical order used everywhere (sequences, metrics, shards)."""
 
+CONTRASTIVE: str = "contrastive"
+"""The contrastive objective's name beside the modalities' (a weighting's objective, a loss key
+that training reports to the sampler)."""
+
 SPECIAL_MODALITY: int = 3
 """Modality id of the special tokens pad, bos and eos and of packing's padding; 0, 1, 2 are text,
 image, audio (span markers and ``delay_pad`` carry their modality's id)."""

@@ -192,8 +192,8 @@ def _gatherer() -> Callable[[Any], Sequence[Any]] | None:
 class SamplerFeedback(L.Callback):
     """After every training step, feed the step's per-modality losses to the data's sampler.
 
-    Reads ``pl_module.step_losses`` (modality → mean loss of the step, all-reduced over ranks;
-    ``None`` for a skipped step) and updates ``trainer.datamodule.sampler``, then logs
+    Reads ``pl_module.step_losses`` (modality → mean loss of the step, all-reduced over ranks, and
+    ``contrastive`` when that objective ran; ``None`` for a skipped step) and updates ``trainer.datamodule.sampler``, then logs
     ``sampling/prob/<source>``. The next batch is drawn after this (the training step pulls it),
     so an adaptive sampler's update counts from the next batch on. A data module without a
     sampler, or a module without ``step_losses``, makes it do nothing. ``tmm-train`` adds it when

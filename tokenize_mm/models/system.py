@@ -12,7 +12,7 @@ trainer's loggers directly (``step_metrics``; Lightning's ``self.log`` costs abo
 a CPU), under the step Lightning gives its own rows.
 
 The module knows nothing of the data: after each step it leaves the all-reduced per-modality
-losses in ``step_losses``, and the ``SamplerFeedback`` callback (``tokenize_mm.data.datamodule``)
+losses (and the contrastive objective's, when it ran) in ``step_losses``, and the ``SamplerFeedback`` callback (``tokenize_mm.data.datamodule``)
 hands them to the data module's sampler. The data position and the sampler are checkpointed by the
 data module (``StoreDataModule.state_dict``); this module's checkpoint entry ``balance`` holds only
 the layout fingerprint.
@@ -55,14 +55,12 @@ import torch.nn.functional as F
 
 from tokenize_mm.balance.weighting import LossWeighting
 from tokenize_mm.core.errors import CheckpointError, ConfigError
-from tokenize_mm.core.modalities import MODALITIES, MODALITY_IDS, SPECIAL_MODALITY
+from tokenize_mm.core.modalities import CONTRASTIVE, MODALITIES, MODALITY_IDS, SPECIAL_MODALITY
 from tokenize_mm.core.schedules import warmup_cosine
 from tokenize_mm.models.contrastive import ContrastiveHead
 from tokenize_mm.models.momentum import MomentumEncoder
 from tokenize_mm.models.transformer import DecoderLM
 
-#: The contrastive objective's name beside the modalities'.
-CONTRASTIVE = "contrastive"
 #: What a weighting is built over when the contrastive objective is on.
 OBJECTIVES = (*MODALITIES, CONTRASTIVE)
 
@@ -305,9 +303,9 @@ class BalancedLM(L.LightningModule):
         counts, sums, hits = self._stats["counts"], self._stats["sums"], self._stats["hits"]
         present = [m for m in MODALITIES if counts[m] > 0]
         losses = {m: sums[m] / counts[m] for m in present}
-        self.step_losses = dict(losses)  # the sampler's: modalities only
         if self._stats["pairs"] > 0:
             losses[CONTRASTIVE] = self._stats["contrastive"]
+        self.step_losses = dict(losses)  # the sampler's: every objective seen this step
         if self.contrastive is not None:
             counts = {**counts, CONTRASTIVE: self._stats["pairs"]}
         # every objective's squared gradient norm: one all-reduce, one host read
