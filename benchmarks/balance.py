@@ -90,6 +90,9 @@ STRATEGIES: dict[str, list[str]] = {
     "ogm_odm": ["balance/weighting=ogm", "balance/sampling=odm"],
     # equal gradient shares (the dominance index's own measure) over online data mixing
     "grad_share_odm": ["balance/weighting=grad_share", "balance/sampling=odm"],
+    # the bandit rewarded by the language-model losses only (before it heard the contrastive one)
+    "grad_share_odm_lm": ["balance/weighting=grad_share", "balance/sampling=odm",
+                          "balance.sampling.reward_contrastive=false"],
     # the contrastive objective alone (with --override contrastive=clip; the CLIP baseline)
     "contrastive_only": ["balance/weighting=contrastive_only", "balance/sampling=proportional"],
     # the contrastive comparison (docs/results/contrastive/): CLIP-style alignment in early and late
@@ -102,11 +105,10 @@ STRATEGIES: dict[str, list[str]] = {
                     "contrastive=clip", "model=towers_small", "model.n_layers=0",
                     "model.late_layers=2"],
 }  # fmt: skip
+NOT_BY_DEFAULT = ("unimax", "contrastive_only", "ogm_odm", "grad_share_odm", "grad_share_odm_lm",
+                  "gradnorm_weights")  # fmt: skip
 DEFAULT_SET = [
-    s
-    for s in STRATEGIES
-    if s not in ("unimax", "contrastive_only", "ogm_odm", "grad_share_odm", "gradnorm_weights")
-    and not s.startswith("clip_")
+    s for s in STRATEGIES if s not in NOT_BY_DEFAULT and not s.startswith("clip_")
 ]  # 12 strategies x 3 seeds: about 70 min
 # The grounding size trains 600 steps with the contrastive objective (about 7.5 min a run): its
 # default set is the baseline, the best static strategy and the default (about 70 min at 3 seeds).
