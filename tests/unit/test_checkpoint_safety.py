@@ -126,6 +126,8 @@ def test_the_shipped_configs_pass():
     check_train_config(_train_cfg())
     check_train_config(_train_cfg("+debug=tiny"))
     check_train_config(_train_cfg("contrastive=clip"))
+    check_train_config(_train_cfg("model.image_grid=16"))  # image_small's grid
+    check_train_config(_train_cfg("experiment=balance_bench_grounding"))
     # the two-tower CLIP baseline: towers only, the contrastive objective alone
     check_train_config(
         _train_cfg("model=towers_small", "contrastive=clip", "balance/weighting=contrastive_only")
@@ -137,6 +139,8 @@ def test_the_shipped_configs_pass():
     [
         (["model.n_layers=0"], r"model: n_layers must be an integer >= 1 under early fusion"),
         (["model.d_model=130"], r"model: d_model 130 must be a multiple of n_heads"),
+        # image_small writes 16 x 16 codes (64 px, f = 4): known from its architecture, unfitted
+        (["model.image_grid=8"], r"model\.image_grid=8, but .* \(16, 16\).*set model\.image_grid=16"),
         (["contrastive=clip", "balance/weighting=fixed"],
          r"balance\.weighting with contrastive: .*missing \['contrastive'\].*"
          r"\+balance\.weighting\.weights\.contrastive=1\.0"),

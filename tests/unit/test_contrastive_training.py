@@ -70,8 +70,7 @@ def test_contrastive_is_an_objective_the_weighting_sees(store, weighting):
 def test_online_mixing_is_rewarded_by_the_contrastive_fall(store):
     """In training, the ODM sampler receives the contrastive loss with the modalities' and keeps
     its log-loss EMA beside theirs."""
-    module, steps, trainer = train(store, ModalityMean(modalities=OBJECTIVES),
-                                   sampler=SAMPLERS["odm"])  # fmt: skip
+    _, _, trainer = train(store, ModalityMean(modalities=OBJECTIVES), sampler=SAMPLERS["odm"])
     sampler = trainer.datamodule.sampler
     assert sampler.objectives[-1] == "contrastive"
     assert math.isfinite(sampler.state_dict()["log_loss"][-1])

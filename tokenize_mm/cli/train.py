@@ -31,7 +31,12 @@ from omegaconf import DictConfig, OmegaConf
 from tokenize_mm.cli.checkpoint import resolve_checkpoint
 from tokenize_mm.cli.common import config_dir, fit_from_source, rates_table, tokenizer_health
 from tokenize_mm.cli.help import run_or_help
-from tokenize_mm.cli.validate import check_compile, check_fit_device, check_train_config
+from tokenize_mm.cli.validate import (
+    check_compile,
+    check_fit_device,
+    check_image_grid,
+    check_train_config,
+)
 from tokenize_mm.core.modalities import MODALITIES
 
 log = logging.getLogger("tokenize_mm.cli.train")  # __name__, also when run with python -m
@@ -159,27 +164,6 @@ def prepare(cfg: DictConfig) -> Prepared:
     return Prepared(source, source_id, artifacts, layout, store)
 
 
-def check_image_grid(image_grid: int, layout: Any) -> None:
-    """``model.image_grid`` must be the side of the image tokenizer's square grid of codes
-    (its ``info.grid``).
-
-    Raises:
-        ConfigError: it is not, naming the value to set.
-    """
-    from tokenize_mm.core.errors import ConfigError
-
-    info = layout.infos.get("image")
-    if not image_grid or info is None:
-        return
-    if info.grid is None or tuple(info.grid) != (image_grid, image_grid):
-        square = info.grid is not None and info.grid[0] == info.grid[1]
-        raise ConfigError(
-            f"model.image_grid={image_grid}, but the image tokenizer writes a grid of "
-            f"{info.grid} (rows, columns) codes: set model.image_grid="
-            f"{info.grid[1] if square else 0} (row and column embeddings need a square grid)"
-        )
-
-
 def build_module(cfg: DictConfig, layout: Any) -> Any:
     """The ``BalancedLM`` of ``cfg``: model, loss weighting and optimiser settings; with
     ``compile``, the model's forward compiled in place (``torch.compile``)."""
@@ -187,7 +171,8 @@ def build_module(cfg: DictConfig, layout: Any) -> Any:
     from tokenize_mm.models.system import OBJECTIVES, BalancedLM
 
     config = instantiate(cfg.model)
-    check_image_grid(config.image_grid, layout)
+    info = layout.infos.get("image")
+    check_image_grid(config.image_grid, info.grid if info is not None else None)
     model = DecoderLM(config, vocab_size=layout.vocab_size)
     if cfg.model.restricted_softmax:
         model.set_allowed_ids(allowed_ids_mask(layout))

@@ -4,7 +4,8 @@
 ``TypeError`` after the tokenizers were fitted. ``check_train_config`` reads every number the main
 job uses and raises ``ConfigError`` naming the key, the value and what is allowed.
 ``check_fit_device`` refuses a tokenizer config sized for a GPU on a machine without one, naming
-the CPU-sized configs of its modality.
+the CPU-sized configs of its modality. ``check_image_grid`` holds ``model.image_grid`` to the image
+tokenizer's grid: from the fit's architecture before any work, from the artifact once it exists.
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ def check_train_config(cfg: DictConfig) -> None:
             if beta >= 1:
                 raise ConfigError(f"optimizer.betas[{i}]={beta}: must be below 1")
     _check_model_and_objectives(cfg)
+    image_grid = OmegaConf.select(cfg, "model.image_grid", default=0)
+    if image_grid:
+        check_image_grid(image_grid, _planned_image_grid(cfg))
     check_compile(OmegaConf.select(cfg, "compile", default=False))
     if OmegaConf.select(cfg, "data.fresh", default=False):
         target = OmegaConf.select(cfg, "data.source._target_", default="")
@@ -95,6 +99,37 @@ def check_train_config(cfg: DictConfig) -> None:
             "data.hard_negatives groups the fresh built-in examples, but data.fresh=false: set "
             "data.fresh=true, or data.hard_negatives=1"
         )
+
+
+def check_image_grid(image_grid: int, grid: tuple[int, int] | None) -> None:
+    """``model.image_grid`` must be the side of the image tokenizer's square grid of codes
+    (``grid``: (rows, columns), ``None`` when there is no image tokenizer or its grid is not
+    known).
+
+    Raises:
+        ConfigError: it is not, naming the value to set.
+    """
+    if not image_grid or grid is None:
+        return
+    rows, cols = grid
+    if (rows, cols) != (image_grid, image_grid):
+        raise ConfigError(
+            f"model.image_grid={image_grid}, but the image tokenizer writes a grid of "
+            f"{(rows, cols)} (rows, columns) codes: set model.image_grid="
+            f"{cols if rows == cols else 0} (row and column embeddings need a square grid)"
+        )
+
+
+def _planned_image_grid(cfg: DictConfig) -> tuple[int, int] | None:
+    """The grid the image tokenizer's fit will write (``tokenizers.image.fit.config``: image_size
+    / downsample), or ``None`` when the config gives no architecture to read it from."""
+    arch = OmegaConf.select(cfg, "tokenizers.image.fit.config", default=None)
+    if arch is None:
+        return None
+    size, down = arch.get("image_size"), arch.get("downsample")
+    if not isinstance(size, int) or not isinstance(down, int) or down <= 0 or size % down:
+        return None  # the fit itself names a bad architecture
+    return (size // down, size // down)
 
 
 def check_compile(setting: Any) -> str | None:
