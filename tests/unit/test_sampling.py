@@ -288,16 +288,21 @@ def test_odm_rewards_the_contrastive_fall_to_the_sources_that_hold_pairs():
 
 def test_odm_refuses_a_state_that_rewards_other_objectives():
     """Resuming across a change of ``reward_contrastive`` names the setting to resume with; a
-    state saved before the contrastive reward existed (modalities only) loads into a sampler
-    without it."""
+    state saved before the contrastive reward existed (modalities only) loads into either, its
+    contrastive loss unseen."""
     with_c = OnlineMixingSampler(SIZES, SHARES)
     without = OnlineMixingSampler(SIZES, SHARES, reward_contrastive=False)
     with pytest.raises(SamplingError, match="reward_contrastive=true"):  # as the state was saved
         without.load_state_dict(with_c.state_dict())
     with pytest.raises(SamplingError, match="reward_contrastive=false"):
         with_c.load_state_dict(without.state_dict())
+    without.update({"text": 2.0, "image": 3.0, "audio": 1.0})
     old = {k: v for k, v in without.state_dict().items() if k != "objectives"}
     without.load_state_dict(old)
+    with_c.load_state_dict(old)
+    assert with_c.state_dict()["log_loss"][:3] == old["log_loss"]
+    assert math.isnan(with_c.state_dict()["log_loss"][3])
+    assert with_c.probabilities() == without.probabilities()
 
 
 def test_odm_reduce_gives_every_rank_the_same_probabilities():

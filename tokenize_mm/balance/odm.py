@@ -135,7 +135,8 @@ class OnlineMixingSampler:
         self, modality_losses: Mapping[str, float | torch.Tensor], reduce: Reduce | None = None
     ) -> None:
         """One bandit step from this rank's mean loss per modality (NaN or missing: not seen
-        here). ``reduce`` sums a (2, M) float64 tensor (loss sums, counts) over ranks."""
+        here; ``contrastive`` among them when that objective ran). ``reduce`` sums a (2, O) float64
+        tensor (loss sums, counts of ``self.objectives``) over ranks."""
         stats = torch.zeros(2, len(self.objectives), dtype=torch.float64)
         for i, m in enumerate(self.objectives):
             loss = float(modality_losses[m]) if m in modality_losses else math.nan
@@ -195,15 +196,19 @@ class OnlineMixingSampler:
                 f"the saved state rewards modalities {state['modalities']}, this sampler "
                 f"{self.modalities}; resume with the same source_modalities."
             )
-        saved = list(state.get("objectives", state["modalities"]))  # before: modalities only
-        if saved != self.objectives:
+        log_loss = [float(x) for x in state["log_loss"]]
+        saved = state.get("objectives")
+        if saved is None:  # saved before the contrastive reward: the modalities only
+            saved = list(state["modalities"]) + self.objectives[len(state["modalities"]) :]
+            log_loss += [math.nan] * (len(self.objectives) - len(log_loss))
+        if list(saved) != self.objectives:
             flag = "false" if CONTRASTIVE in self.objectives else "true"
             raise SamplingError(
                 f"the saved state rewards the objectives {saved}, this sampler {self.objectives}; "
                 f"resume with balance.sampling.reward_contrastive={flag}."
             )
         self._rewards = [float(r) for r in state["rewards"]]
-        self._log_loss = [float(x) for x in state["log_loss"]]
+        self._log_loss = log_loss
         self._steps = int(state["steps"])
         self._refresh()
 
