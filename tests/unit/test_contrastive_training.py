@@ -67,13 +67,24 @@ def test_contrastive_is_an_objective_the_weighting_sees(store, weighting):
     assert module.step_losses["contrastive"] == pytest.approx(last["train/loss/contrastive"])
 
 
-def test_online_mixing_is_rewarded_by_the_contrastive_fall(store):
+def test_online_mixing_is_rewarded_by_the_contrastive_fall_and_resumes_exactly(store, tmp_path):
     """In training, the ODM sampler receives the contrastive loss with the modalities' and keeps
-    its log-loss EMA beside theirs."""
-    _, _, trainer = train(store, ModalityMean(modalities=OBJECTIVES), sampler=SAMPLERS["odm"])
+    its log-loss EMA beside theirs; a run resumed from a checkpoint draws the same batches and
+    reaches the same losses and probabilities as the uninterrupted one."""
+    odm = SAMPLERS["odm"]
+    _, full, trainer = train(store, ModalityMean(OBJECTIVES), steps=6, sampler=odm)
     sampler = trainer.datamodule.sampler
     assert sampler.objectives[-1] == "contrastive"
     assert math.isfinite(sampler.state_dict()["log_loss"][-1])
+    train(store, ModalityMean(OBJECTIVES), steps=3, sampler=odm, ckpt_dir=tmp_path / "ck",
+          schedule_steps=6)  # fmt: skip
+    _, resumed, again = train(store, ModalityMean(OBJECTIVES), steps=6, sampler=odm,
+                              ckpt_path=str(tmp_path / "ck" / "last.ckpt"))  # fmt: skip
+    assert len(resumed) == 3
+    for a, b in zip(full[3:], resumed, strict=True):
+        assert b["train/loss/contrastive"] == a["train/loss/contrastive"]
+        assert b["train/loss/image"] == a["train/loss/image"]
+    assert again.datamodule.sampler.state_dict() == sampler.state_dict()
 
 
 def test_a_weighting_that_does_not_know_the_objective_is_refused():
