@@ -340,8 +340,21 @@ def summarise(runs: list[dict], strategies: list[str], seeds: list[int]) -> dict
                 for ctx in per_seed[0]["zero_shot"]
             },
         }
+        # one number each for the adaptive-default criterion (``verdict``): the six gains and the
+        # zero-shot accuracies averaged within a run, then spread over seeds
+        entry["mean_G"] = seed_spread(
+            [statistics.fmean(g["gain"] for g in r["grounding"].values()) for r in per_seed]
+        )
+        if per_seed[0]["zero_shot"]:
+            entry["zero_shot_mean"] = seed_spread(
+                [statistics.fmean(z["accuracy"] for z in r["zero_shot"].values()) for r in per_seed]
+            )
         if all("contrastive" in r for r in per_seed):
             entry["contrastive"] = contrastive_summary([r["contrastive"] for r in per_seed])
+            entry["embedding_zero_shot_mean"] = seed_spread(
+                [statistics.fmean(z["accuracy"] for z in r["contrastive"]["zero_shot"].values())
+                 for r in per_seed]
+            )  # fmt: skip
         summary["strategies"][s] = entry
     w_of_means = worst_modality_regret(mean_losses)
     per_seed_w = {
@@ -377,11 +390,66 @@ def contrastive_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+#: Weightings and samplers that never change during training; a strategy of one of each is static.
+STATIC_WEIGHTINGS = {"token_mean", "modality_mean", "fixed", "contrastive_only"}
+STATIC_SAMPLERS = {"proportional", "temperature", "unimax", "fixed"}
+
+
+def is_static(strategy: str) -> bool:
+    """Neither the strategy's weighting nor its sampler adapts during training."""
+    choice = dict(o.split("=", 1) for o in STRATEGIES[strategy] if o.startswith("balance/"))
+    return (
+        choice.get("balance/weighting") in STATIC_WEIGHTINGS
+        and choice.get("balance/sampling") in STATIC_SAMPLERS
+    )
+
+
+def adaptive_verdict(table: dict[str, Any]) -> dict[str, Any]:
+    """Issue 15's bar for an adaptive default, for every adaptive strategy of the set: W no higher
+    than the best static strategy's (the static one of lowest W), grounding no lower (mean G and
+    zero-shot, by likelihood and, with the contrastive objective, by embedding), both within the
+    larger of the two seed spreads, and an average loss within 1 % of the best of the set."""
+    static = [s for s in table if is_static(s)]
+    adaptive = [s for s in table if not is_static(s)]
+    if not static or not adaptive:
+        return {"best_static": None, "strategies": {},
+                "reason": "the set needs a static and an adaptive strategy"}  # fmt: skip
+    best = min(static, key=lambda s: table[s]["W_per_seed"]["mean"])
+    best_avg = min(e["average_loss"]["mean"] for e in table.values())
+
+    def compare(s: str, key: str, higher_is_better: bool) -> dict[str, Any] | None:
+        if key not in table[s] or key not in table[best]:
+            return None
+        a, b = table[s][key], table[best][key]
+        slack = max(a["std"], b["std"])
+        ok = a["mean"] >= b["mean"] - slack if higher_is_better else a["mean"] <= b["mean"] + slack
+        return {"value": a["mean"], "static": b["mean"], "slack": slack, "ok": bool(ok)}
+
+    out = {}
+    for s in adaptive:
+        checks = {
+            "W": compare(s, "W_per_seed", higher_is_better=False),
+            "mean_G": compare(s, "mean_G", higher_is_better=True),
+            "zero_shot": compare(s, "zero_shot_mean", higher_is_better=True),
+            "embedding_zero_shot": compare(s, "embedding_zero_shot_mean", higher_is_better=True),
+        }
+        checks = {k: v for k, v in checks.items() if v is not None}
+        average = table[s]["average_loss"]["mean"]
+        within = average <= best_avg * 1.01
+        out[s] = {**checks, "average_within_1pct": within,
+                  "wins": bool(within and all(c["ok"] for c in checks.values()))}  # fmt: skip
+    return {"best_static": best, "strategies": out}
+
+
 def verdict(summary: dict[str, Any], default: str | None) -> dict[str, Any]:
-    """Does the default have the lowest W (or tie within the seed spread), average loss within 1 %?"""
+    """Does the default have the lowest W (or tie within the seed spread), average loss within 1 %?
+    And which adaptive strategies clear issue 15's bar against the best static one
+    (``adaptive_verdict``)?"""
     table = summary["strategies"]
+    against_static = adaptive_verdict(table)
     if default not in table:
-        return {"default": default, "holds": None, "reason": "the default was not run"}
+        return {"default": default, "holds": None, "reason": "the default was not run",
+                "adaptive": against_static}  # fmt: skip
     w = {s: e["W_per_seed"]["mean"] for s, e in table.items()}
     spread = {s: e["W_per_seed"]["std"] for s, e in table.items()}
     best_w = min(w, key=w.get)
@@ -398,6 +466,7 @@ def verdict(summary: dict[str, Any], default: str | None) -> dict[str, Any]:
         "best_average": best_avg,
         "average_within_1pct": within,
         "holds": bool(tied and within),
+        "adaptive": against_static,
     }
 
 

@@ -103,7 +103,8 @@ def _mean_tokens_trained(table: dict[str, Any]) -> float:
 
 def _verdict_lines(v: dict[str, Any]) -> list[str]:
     if v.get("holds") is None:
-        return ["## Default strategy", "", f"Not evaluated: {v.get('reason')}.", ""]
+        lines = ["## Default strategy", "", f"Not evaluated: {v.get('reason')}.", ""]
+        return lines + _adaptive_lines(v.get("adaptive"))
     d = v["default"]
     lines = ["## Default strategy", "",
              f"Default `{d}`: W per seed {v['W'][d]:.3f} ± {v['W_std'][d]:.3f}; lowest W "
@@ -112,7 +113,35 @@ def _verdict_lines(v: dict[str, Any]) -> list[str]:
              f"average loss {'within' if v['average_within_1pct'] else 'not within'} 1 % of the "
              f"best (`{v['best_average']}`). The default's claim "
              f"{'holds' if v['holds'] else 'does NOT hold'} on this run.", ""]  # fmt: skip
-    return lines
+    return lines + _adaptive_lines(v.get("adaptive"))
+
+
+def _adaptive_lines(a: dict[str, Any] | None) -> list[str]:
+    """The adaptive strategies against the best static one (``balance.adaptive_verdict``)."""
+    if not a or not a.get("strategies"):
+        return []
+    best = a["best_static"]
+    keys = [k for k in ("W", "mean_G", "zero_shot", "embedding_zero_shot")
+            if any(k in c for c in a["strategies"].values())]  # fmt: skip
+    names = {"W": "W per seed", "mean_G": "mean G", "zero_shot": "zero-shot (likelihood)",
+             "embedding_zero_shot": "zero-shot (embedding)"}  # fmt: skip
+    lines = ["### Adaptive strategies against the best static one", "",
+             f"The best static strategy (lowest W per seed) is `{best}`. An adaptive strategy "
+             "clears the bar when its W is no higher, its mean G and zero-shot accuracies no "
+             "lower (each within the larger of the two seed spreads) and its average loss within "
+             "1 % of the best of the set. Each cell: the strategy's value, then the static one's.",
+             "", "| strategy | " + " | ".join(names[k] for k in keys) + " | average within 1 % | "
+             "clears the bar |", "|---|" + "---|" * (len(keys) + 2)]  # fmt: skip
+    for s, c in a["strategies"].items():
+        cells = [
+            f"{c[k]['value']:.3f} vs {c[k]['static']:.3f} ({'ok' if c[k]['ok'] else 'no'})"
+            if k in c else "–"
+            for k in keys
+        ]  # fmt: skip
+        ok = "yes" if c["average_within_1pct"] else "no"
+        lines.append(f"| {s} | " + " | ".join(cells) + f" | {ok} | "
+                     f"{'**yes**' if c['wins'] else 'no'} |")  # fmt: skip
+    return [*lines, ""]
 
 
 def _grounding_lines(table: dict[str, Any]) -> list[str]:

@@ -156,6 +156,9 @@ def test_balance_benchmark_tiny_runs_and_reruns_from_its_record(tmp_path):
         summary["strategies"]["grad_share"].keys()
     )
     assert {"default", "holds"} <= summary["verdict"].keys()
+    against = summary["verdict"]["adaptive"]
+    assert against["best_static"] == "token_mean" and set(against["strategies"]) == {"grad_share"}
+    assert {"W", "mean_G", "zero_shot", "wins"} <= against["strategies"]["grad_share"].keys()
     markdown = (out / "balance.md").read_text()
     assert markdown.startswith("# Modality-balance benchmark\n\nCommand: `")
     for section in ("## Balance", "## Default strategy", "## Grounding and zero-shot",
@@ -344,6 +347,35 @@ def test_codec_vs_codec2_runs_on_a_manifest(tmp_path, clips):
     assert all(r["clips"] == 2 for r in rows.values())
     assert rows["Codec 2 450"]["mel_distance"] < 0.01  # the stand-in is lossless (int16)
     assert rows["codec K=1"]["mel_distance"] > rows["Codec 2 450"]["mel_distance"]
+
+
+def test_the_adaptive_bar_compares_with_the_best_static_strategy():
+    """Issue 15's bar: W no higher than the best static strategy's, grounding no lower (within the
+    seed spreads), average loss within 1 % of the best; a static strategy is never judged."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import balance
+
+    def entry(w, g, z, avg, std=0.01):
+        spread = lambda v: {"mean": v, "std": std}  # noqa: E731
+        return {"W_per_seed": spread(w), "mean_G": spread(g), "zero_shot_mean": spread(z),
+                "average_loss": spread(avg)}  # fmt: skip
+
+    assert balance.is_static("modality_mean") and balance.is_static("clip_early")
+    assert balance.is_static("temperature") and not balance.is_static("grad_share_odm")
+    table = {
+        "token_mean": entry(0.50, 0.10, 0.20, 2.00),
+        "modality_mean": entry(0.20, 0.10, 0.20, 1.90),  # the best static: lowest W
+        "grad_share_odm": entry(0.21, 0.095, 0.25, 1.91),  # within the spreads, 0.5 % above
+        "odm": entry(0.10, 0.05, 0.25, 1.92),  # lower W, but less grounding
+        "famo": entry(0.10, 0.20, 0.30, 1.95),  # more than 1 % above the best average
+    }
+    got = balance.adaptive_verdict(table)
+    assert got["best_static"] == "modality_mean"
+    wins = {s: c["wins"] for s, c in got["strategies"].items()}
+    assert wins == {"grad_share_odm": True, "odm": False, "famo": False}
+    assert got["strategies"]["odm"]["mean_G"]["ok"] is False
+    assert got["strategies"]["famo"]["average_within_1pct"] is False
+    assert balance.adaptive_verdict({"token_mean": table["token_mean"]})["best_static"] is None
 
 
 def test_benchmarks_write_to_a_scratch_folder_unless_told():
