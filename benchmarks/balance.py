@@ -110,8 +110,8 @@ NOT_BY_DEFAULT = ("unimax", "contrastive_only", "ogm_odm", "grad_share_odm", "gr
 DEFAULT_SET = [
     s for s in STRATEGIES if s not in NOT_BY_DEFAULT and not s.startswith("clip_")
 ]  # 12 strategies x 3 seeds: about 70 min
-# The grounding size trains 600 steps with the contrastive objective (about 7.5 min a run): its
-# default set is the baseline, the best static strategy and the default (about 70 min at 3 seeds).
+# The grounding size trains 600 steps with the contrastive objective (7 to 8 min a run): its
+# default set is the baseline, the best static strategy and the default (65 to 70 min at 3 seeds).
 GROUNDING_SET = ["token_mean", "modality_mean", "grad_share_odm"]
 BASELINE = "token_mean"
 SIZES = {"tiny": "balance_bench_tiny", "quick": "balance_bench_quick", "default": "balance_bench",

@@ -121,15 +121,19 @@ def check_image_grid(image_grid: int, grid: tuple[int, int] | None) -> None:
 
 
 def _planned_image_grid(cfg: DictConfig) -> tuple[int, int] | None:
-    """The grid the image tokenizer's fit will write (``tokenizers.image.fit.config``: image_size
-    / downsample), or ``None`` when the config gives no architecture to read it from."""
+    """The grid the image tokenizer's fit will write (``VQImageConfig.grid`` of
+    ``tokenizers.image.fit.config``, built as the fit builds it), or ``None`` when the config
+    gives no architecture or one the fit itself will refuse, naming the field."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
     arch = OmegaConf.select(cfg, "tokenizers.image.fit.config", default=None)
-    if arch is None:
+    if arch is None or "_target_" not in arch:
         return None
-    size, down = arch.get("image_size"), arch.get("downsample")
-    if not isinstance(size, int) or not isinstance(down, int) or down <= 0 or size % down:
-        return None  # the fit itself names a bad architecture
-    return (size // down, size // down)
+    try:
+        return tuple(instantiate(arch).grid)
+    except (InstantiationException, ValueError, TypeError, AttributeError):
+        return None
 
 
 def check_compile(setting: Any) -> str | None:
