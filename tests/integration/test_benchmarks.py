@@ -477,6 +477,29 @@ def test_reproduce_classes_numbers_and_compares_within_the_tolerance():
     assert gone["missing"] == ["count"]
 
 
+def test_reproduce_widens_the_tolerance_for_a_record_of_another_cpu():
+    """A record written on another CPU model: the entry's other-CPU tolerance; an adaptive
+    strategy's one-step state (a trajectory) reported there, compared on the same CPU."""
+    rep = _reproduce_module()
+    assert rep.classify("runs[0].grad_share_curve[3].text") == "trajectory"
+    assert rep.classify("runs[1].final_weight.image") == "trajectory"
+    assert rep.classify("runs[1].tokens_trained.audio") == "trajectory"
+    assert rep.classify("meta.tokenizers.audio.fit_data.loss_end") == "figure"  # not a setting
+    assert rep.classify("meta.tokenizers.audio.name") == "setting"
+    assert rep.recorded_cpu({"meta": {"cpu": "AMD EPYC"}}) == "AMD EPYC"
+    assert rep.recorded_cpu({"machine": {"cpu": "Intel"}}) == "Intel"
+    assert rep.recorded_cpu({"runs": []}) is None
+    entry = rep.Entry("x", "x.py", "x.json", quick=True, atol=0.05, other_cpu_atol=0.1)
+    assert entry.tolerance(True) == (0.05, 0.0) and entry.tolerance(False) == (0.1, 0.0)
+    old = {"loss": 2.0, "runs": [{"final_weight": {"text": 0.2}}]}
+    new = {"loss": 2.08, "runs": [{"final_weight": {"text": 0.3}}]}
+    here = rep.compare(old, new, entry, same_cpu=True)
+    assert {p for p, _, _ in here["outside"]} == {"loss", "runs[0].final_weight.text"}
+    there = rep.compare(old, new, entry, same_cpu=False)
+    assert not there["outside"] and there["trajectory"]["worst"] == pytest.approx(0.1)
+    assert rep.compare(old, {**new, "loss": 2.2}, entry, same_cpu=False)["outside"]
+
+
 def test_reproduce_runs_an_entry_into_scratch_and_fails_on_a_difference(tmp_path, monkeypatch):
     rep = _reproduce_module()
     script = tmp_path / "writer.py"
