@@ -89,7 +89,11 @@ STRATEGIES: dict[str, list[str]] = {
     "modality_mean_odm": ["balance/weighting=modality_mean", "balance/sampling=odm"],
     "ogm_odm": ["balance/weighting=ogm", "balance/sampling=odm"],
     # equal gradient shares (the dominance index's own measure) over online data mixing
+    # (with contrastive=clip the alignment objective a tenth of the gradient: grad_share.yaml)
     "grad_share_odm": ["balance/weighting=grad_share", "balance/sampling=odm"],
+    # the same with the alignment objective an equal quarter (the default before 2026-12-02)
+    "grad_share_odm_equal": ["balance/weighting=grad_share", "balance/sampling=odm",
+                             "balance.weighting.targets.contrastive=1.0"],
     # the bandit rewarded by the language-model losses only (before it heard the contrastive one)
     "grad_share_odm_lm": ["balance/weighting=grad_share", "balance/sampling=odm",
                           "balance.sampling.reward_contrastive=false"],
@@ -106,7 +110,7 @@ STRATEGIES: dict[str, list[str]] = {
                     "model.late_layers=2"],
 }  # fmt: skip
 NOT_BY_DEFAULT = ("unimax", "contrastive_only", "ogm_odm", "grad_share_odm", "grad_share_odm_lm",
-                  "gradnorm_weights")  # fmt: skip
+                  "grad_share_odm_equal", "gradnorm_weights")  # fmt: skip
 DEFAULT_SET = [
     s for s in STRATEGIES if s not in NOT_BY_DEFAULT and not s.startswith("clip_")
 ]  # 12 strategies x 3 seeds: about 70 min

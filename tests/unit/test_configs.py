@@ -158,6 +158,21 @@ def test_debug_experiment_and_data_options_compose(extra, paths):
             assert cfg.contrastive.span_attention == "bidirectional"
 
 
+def test_default_weighting_gives_the_alignment_objective_a_tenth():
+    """The default (grad_share) targets each modality a third of the language-model gradient and,
+    with contrastive=clip, the alignment objective a tenth of the whole (the grounding benchmark's
+    choice); without the objective its target is ignored."""
+    from tokenize_mm.models.system import OBJECTIVES
+
+    cfg = train_cfg("contrastive=clip")
+    weighting = instantiate(cfg.balance.weighting, modalities=list(OBJECTIVES))
+    shares = dict(zip(weighting.modalities, weighting.targets.tolist(), strict=True))
+    assert shares["contrastive"] == pytest.approx(0.1, abs=0.002)
+    assert shares["text"] == shares["image"] == shares["audio"] == pytest.approx(0.3, abs=0.001)
+    plain = instantiate(train_cfg().balance.weighting)
+    assert plain.targets.tolist() == pytest.approx([1 / 3] * 3)
+
+
 @pytest.mark.parametrize("order", ["fixed", "random", "caption_after_image"])
 @pytest.mark.parametrize("source", list(SOURCES))
 def test_pretokenize_config_composes(order, source, paths):
