@@ -24,11 +24,12 @@ Every number falls in one of four classes, by its key (``classify``):
   tolerance and say so, and a second, wider one for a record written on another CPU (the
   record's ``cpu``, against this machine's), measured between two CPUs (docs/results/
   reproduce_other_cpu.md).
-- **trajectory**: the state of an adaptive strategy at one step (the last step's weights and
-  sampling probabilities, the per-step gradient-share samples, the tokens each source got): a
-  figure on the CPU that wrote the record; on another CPU the drift steers the adaptive
-  strategy along another path of the same distribution, so these are reported, not failed (the
-  figures over the whole training and the final losses are compared).
+- **trajectory**: where an adaptive strategy's path went (the last step's weights and sampling
+  probabilities, the per-step gradient-share samples, the tokens each source got): a figure on
+  the CPU that wrote the record; on another CPU the drift steers the adaptive strategy along
+  another path of the same distribution, so these are reported, not failed (the figures over
+  the whole training and the final losses are compared). The worst difference reported is
+  absolute, so token counts dominate it.
 
 The exit status is 1 if a figure or setting is outside its tolerance (the report names each), 0
 otherwise. ``--list`` prints the entries and their commands; ``--only`` picks some; the default
@@ -112,13 +113,16 @@ FIT_DRIFT = ("tokenizer fits and encodes run float convolutions and matmuls: exa
 TRAIN_DRIFT = ("training amplifies last-bit differences of the float kernels: exact on the machine "
                "that wrote the record (docs/results/balance_rerun); on another CPU the tokenizers "
                "are fitted anew, and the main job's audio codec lands elsewhere: 600-step audio "
-               "losses moved about 0.25 nats, text and image up to 0.02 "
+               "losses moved 0.24 to 0.29 nats, text up to 0.06 and image up to 0.03 "
                "(docs/results/balance_grounding/summary.md)")  # fmt: skip
 # measured between an AMD EPYC (the records) and an Intel Xeon with AVX-512, 2026-12-02
 # (docs/results/reproduce_other_cpu.md); each tolerance about twice the largest difference seen
 FIT_OTHER_CPU = ("on another CPU the 120-step audio codec fit lands elsewhere: its training "
                  "perplexity moved 11 %, SI-SNR (about -50 dB) 9 %, used codes 1 of 256; the "
                  "image fit 0.1 %")  # fmt: skip
+LONG_OTHER_CPU = ("not rerun on another CPU: the tolerance is from the grounding size's runs on an "
+                  "AMD EPYC and an Intel Xeon (audio losses 0.24 to 0.29 nats apart, the codec "
+                  "fitted on each)")  # fmt: skip
 TRAIN_OTHER_CPU = ("on another CPU the tokenizers are fitted there too and training drifts from "
                    "its first step (step-0 loss 1.5e-4 relative): quick-size losses moved up to "
                    "0.055, zero-shot one item of 24")  # fmt: skip
@@ -143,21 +147,23 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("balance_shape", "benchmarks/balance.py --size default --seeds 0,1,2 --strategies "
           "grad_share_odm,modality_mean,token_mean,modality_mean_odm,ogm_odm --out-dir "
           "{out}/balance_shape",
-          "balance_shape/balance.json", quick=False, atol=0.05, why=TRAIN_DRIFT),
+          "balance_shape/balance.json", quick=False, atol=0.05, why=TRAIN_DRIFT,
+          other_cpu_atol=0.3, other_cpu_why=LONG_OTHER_CPU),
     Entry("contrastive_shape", "benchmarks/balance.py --size default --seeds 0,1,2 --strategies "
           "clip_early --override trainer.max_steps=600 --eval-examples 64 --out-dir "
           "{out}/contrastive_shape",
-          "contrastive_shape/balance.json", quick=False, atol=0.1, why=TRAIN_DRIFT),
+          "contrastive_shape/balance.json", quick=False, atol=0.1, why=TRAIN_DRIFT,
+          other_cpu_atol=0.3, other_cpu_why=LONG_OTHER_CPU),
     Entry("tokenizer_efficiency_dev", "benchmarks/tokenizer_efficiency.py --manifest {devset} "
           "--threads 1 --out {out}/tokenizer_efficiency_dev.json --md "
           "{out}/tokenizer_efficiency_dev.md", "tokenizer_efficiency_dev.json", quick=False,
           rtol=1e-3, atol=1e-3, why=FIT_DRIFT, needs_devset=True, other_cpu_rtol=0.2,
-          other_cpu_why=FIT_OTHER_CPU),
+          other_cpu_why=FIT_OTHER_CPU + " (on the built-in data; not rerun on the dev set)"),
 )  # fmt: skip
 
 # -- classes of numbers ---------------------------------------------------------------------------
 _MACHINE = re.compile(
-    r"(_s$|_s\b|seconds|per_s|/s\b|gflop|tflop|mfu|ratio|speedup|rtf|real_time|load_|^machine\.|"
+    r"(_s$|_s\b|seconds|per_s\b|/s\b|gflop|tflop|mfu|ratio|speedup|rtf|real_time|load_|^machine\.|"
     r"^goals\b|"
     r"usable_cores|threads|repeats|rounds|steps_measured|throughput|timings|wall|elapsed|"
     r"duration|rss|memory|peak|date|time|goal_met|met$)",
@@ -368,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads((RESULTS / entry.json).read_text())
         new = json.loads((out / entry.json).read_text())
         row["record_cpu"] = recorded_cpu(old)
-        same_cpu = row["record_cpu"] == meta["cpu"]
+        # the CPU that wrote the outputs: this one, or with --no-run the earlier run's
+        same_cpu = row["record_cpu"] == meta.get("outputs_written", meta)["cpu"]
         row["atol"], row["rtol"] = entry.tolerance(same_cpu)
         if not same_cpu:
             written = row["record_cpu"] or "an unstated CPU"
