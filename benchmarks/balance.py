@@ -88,8 +88,8 @@ STRATEGIES: dict[str, list[str]] = {
     # sources that buy the most loss reduction sampled more
     "modality_mean_odm": ["balance/weighting=modality_mean", "balance/sampling=odm"],
     "ogm_odm": ["balance/weighting=ogm", "balance/sampling=odm"],
-    # equal gradient shares (the dominance index's own measure) over online data mixing
-    # (with contrastive=clip the alignment objective a tenth of the gradient: grad_share.yaml)
+    # equal gradient shares among the modalities (the dominance index's own measure) over online
+    # data mixing (with contrastive=clip the alignment objective a tenth: grad_share.yaml)
     "grad_share_odm": ["balance/weighting=grad_share", "balance/sampling=odm"],
     # the same with the alignment objective an equal quarter (the default before 2026-12-02)
     "grad_share_odm_equal": ["balance/weighting=grad_share", "balance/sampling=odm",
@@ -114,8 +114,9 @@ NOT_BY_DEFAULT = ("unimax", "contrastive_only", "ogm_odm", "grad_share_odm", "gr
 DEFAULT_SET = [
     s for s in STRATEGIES if s not in NOT_BY_DEFAULT and not s.startswith("clip_")
 ]  # 12 strategies x 3 seeds: about 70 min
-# The grounding size trains 600 steps with the contrastive objective (7 to 8 min a run): its
-# default set is the baseline, the best static strategy and the default (65 to 70 min at 3 seeds).
+# The grounding size trains 600 steps with the contrastive objective (5.5 to 8 min a run on 2
+# cores, by CPU): its default set is the baseline, the best static strategy and the default
+# (about 55 to 70 min at 3 seeds).
 GROUNDING_SET = ["token_mean", "modality_mean", "grad_share_odm"]
 BASELINE = "token_mean"
 SIZES = {"tiny": "balance_bench_tiny", "quick": "balance_bench_quick", "default": "balance_bench",

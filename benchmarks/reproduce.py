@@ -282,8 +282,9 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         "record in docs/results (`benchmarks/reproduce.py` says how numbers are classed). "
         "Figures must agree within the tolerance; settings exactly; machine-dependent numbers "
         "(timings, rates) are reported, never failed. A record written on another CPU model is "
-        "compared within the entry's other-CPU tolerance, and its trajectories (an adaptive "
-        "strategy's state at one step) are reported, not failed.", "",
+        "compared within the entry's other-CPU tolerance, and its trajectories (where an "
+        "adaptive strategy's path went: last weights and sampling, per-step gradient shares, "
+        "tokens per source) are reported, not failed.", "",
         "| entry | status | s | figures (tolerance) | worst figure diff | trajectories: worst diff | settings | machine numbers: worst relative diff | why the tolerance |",
         "|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
@@ -292,8 +293,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             lines.append(f"| {r['name']} | {r['status']}: {r['reason']} | | | | | | | |")
             continue
         c = r["comparison"]
-        fig, mach, sett = c["figure"], c["machine"], c["setting"]
-        traj = c.get("trajectory", {"compared": 0, "worst": 0.0, "worst_path": None})
+        fig, mach, sett, traj = c["figure"], c["machine"], c["setting"], c["trajectory"]
         tol = f"atol {r['atol']:g}, rtol {r['rtol']:g}"
         lines.append(
             f"| {r['name']} | {r['status']} | {r['seconds']:.0f} | {fig['compared']} ({tol}) | "
