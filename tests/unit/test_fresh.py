@@ -8,6 +8,7 @@ import warnings
 from functools import partial
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
@@ -195,3 +196,77 @@ def test_hard_negatives_config_is_checked(value, match):
         "_target_": "tokenize_mm.data.BuiltinSource"}}})  # fmt: skip
     with pytest.raises(ConfigError, match=match):
         check_train_config(cfg)
+
+
+def test_kept_chunks_are_read_back_instead_of_rendered(builtin_store, tmp_path):
+    """``FreshSpec.cache_dir``: a second reader of the same spec gets the same documents from the
+    kept chunks without starting a worker; a damaged chunk is rendered again; a folder of another
+    spec is refused."""
+    import dataclasses
+
+    store_dir, spec = builtin_store
+    store = TokenStore(store_dir, split="train")
+    kept = dataclasses.replace(spec, cache_dir=str(tmp_path / "kept"))
+    plain_owner = FreshExamples(spec, store.modality_table, chunk=4, ahead=0)
+    first = FreshExamples(kept, store.modality_table, chunk=4, ahead=0)
+    try:
+        plain, written = fresh_sources(store, plain_owner), fresh_sources(store, first)
+        expected = {n: [plain[n][j] for j in range(8)] for n in plain}
+        for name in plain:
+            assert [d.tokens.tolist() for d in (written[name][j] for j in range(8))] == [
+                d.tokens.tolist() for d in expected[name]
+            ]
+    finally:
+        first.close(), plain_owner.close()
+    files = sorted((tmp_path / "kept").glob("*-c4/*.npz"))
+    assert len(files) == 2 * len(expected)  # two chunks of four per sub-source
+
+    second = FreshExamples(kept, store.modality_table, chunk=4, ahead=0)
+    files[0].write_bytes(b"not a chunk")  # damaged: rendered again, with a warning
+    files[1].write_bytes(files[1].read_bytes()[:60])  # cut short
+    read = fresh_sources(store, second)
+    for name, docs in expected.items():
+        for j, doc in enumerate(docs):
+            got = read[name][j]
+            assert got.doc_id == doc.doc_id
+            assert got.tokens.tolist() == doc.tokens.tolist()
+            assert got.modality.tolist() == doc.modality.tolist()
+            assert got.cuts.tolist() == doc.cuts.tolist()
+    assert second._executor is not None  # started for the damaged chunk only
+    second.close()
+    for path in files[:2]:  # and kept again, whole
+        with np.load(path, allow_pickle=False) as z:
+            assert len(z["indices"]) == 4
+
+    third = FreshExamples(kept, store.modality_table, chunk=4, ahead=0)
+    read = fresh_sources(store, third)
+    assert read["text_only"][5].tokens.tolist() == expected["text_only"][5].tokens.tolist()
+    assert third._executor is None  # everything came from the kept chunks
+
+    other = dataclasses.replace(kept, group_size=2)
+    with pytest.raises(DataError, match=r"another spec \(\['group_size'\] differ\)"):
+        FreshExamples(other, store.modality_table)
+
+
+def test_tmm_train_keys_the_kept_chunks_by_the_spec(builtin_store, tmp_path):
+    """``data.fresh_cache``: one folder per spec under ``<cache_dir>/fresh``, shared by the runs
+    that differ only in what does not change the documents (the weighting, the seed of the
+    model); another span order gets another folder; ``false`` keeps nothing."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from tokenize_mm.cli.train import fresh_spec
+
+    _, spec = builtin_store
+    prepared = SimpleNamespace(artifacts=spec.tokenizer_dirs)
+
+    def cfg(**data):
+        return OmegaConf.create({"cache_dir": str(tmp_path), "seed": 3, "data": {
+            "fresh": True, "source": {"_target_": "tokenize_mm.data.BuiltinSource", **SOURCE},
+            "audio_pattern": "flatten", "span_order": "fixed", "seed": 0, **data}})  # fmt: skip
+
+    a, b = fresh_spec(cfg(), prepared), fresh_spec(cfg(hard_negatives=1), prepared)
+    assert a.cache_dir == b.cache_dir and a.cache_dir.startswith(str(tmp_path / "fresh"))
+    assert fresh_spec(cfg(span_order="caption_last"), prepared).cache_dir != a.cache_dir
+    assert fresh_spec(cfg(fresh_cache=False), prepared).cache_dir is None

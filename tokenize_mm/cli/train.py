@@ -12,7 +12,9 @@ Status lines go through ``logging`` (logger ``tokenize_mm.cli.train``), so Hydra
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 import shlex
 import shutil
@@ -200,11 +202,19 @@ def fresh_spec(cfg: DictConfig, prepared: Prepared) -> Any:
         return None
     source = OmegaConf.to_container(cfg.data.source, resolve=True)
     source.pop("_target_", None)
-    return FreshSpec(
+    spec = FreshSpec(
         source=source, tokenizer_dirs={m: str(p) for m, p in prepared.artifacts.items()},
         audio_pattern=cfg.data.audio_pattern, order=SpanOrder(cfg.data.span_order, seed=cfg.data.seed),
         group_size=cfg.data.get("hard_negatives", 1),
     )  # fmt: skip
+    if not cfg.data.get("fresh_cache", True):
+        return spec
+    # runs of the same spec (a sweep's strategies at one seed) render each example once; the
+    # key holds the renderer's and the tokenizers' code, as the store's does
+    identity = json.dumps(spec.identity(), sort_keys=True)
+    code = code_identity("data", "sequence", "tokenizers", "core")
+    folder = Path(cfg.cache_dir) / "fresh" / _key(identity, code)
+    return dataclasses.replace(spec, cache_dir=str(folder))
 
 
 def build_datamodule(cfg: DictConfig, prepared: Prepared) -> Any:

@@ -24,6 +24,18 @@ the stream reads only train examples of the store's own source settings (checked
 store's source fingerprint), so no streamed example is one of the store's val or test examples,
 nor of the test split that evaluation draws from the same seed.
 
+**Kept between runs** (``FreshSpec.cache_dir``): the documents being a pure function of the spec,
+the worker writes every finished chunk to ``<cache_dir>/<sub-source>-c<chunk>/<k>.npz`` (plain
+arrays, read back without pickle; an atomic write, so a crash leaves no partial chunk), and a later
+run of the same spec reads the chunks it finds instead of rendering them again: the runs of a
+balance sweep that share a seed render each example once (rendering and tokenizing, the codec's
+encoder mostly, took about a third of a grounding-size step on 2 cores, the worker contending with
+the trainer's threads). ``cache_dir/spec.json`` records what the chunks depend on (``identity``:
+source settings, the tokenizers' manifests, pattern, order, group size); a folder of another spec
+is refused, and a chunk that does not load or names other examples is rendered again. The caller
+keys the folder by the code too (``tmm-train``: ``<cache_dir>/fresh/<key>``), so a change to the
+renderer or a tokenizer's code starts a new one.
+
 **Hard negatives** (``FreshSpec.group_size``, ``data.hard_negatives``): the stream can draw each
 sub-source's examples in groups that share colour and background and differ in shape
 (``grouped_scene``), so that the pairs a contrastive batch holds cannot all be told apart by
@@ -32,20 +44,28 @@ colour and background alone. The held-out examples are drawn as always.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import multiprocessing
 import weakref
+import zipfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tokenize_mm.core.atomic import write_atomic, write_text_atomic
 from tokenize_mm.data.builtin import BuiltinSource
 from tokenize_mm.data.errors import DataError
 from tokenize_mm.data.packing import Document
 from tokenize_mm.sequence.interleave import DEFAULT_ORDER, SpanOrder
+
+log = logging.getLogger(__name__)
 
 #: Nominal length of a fresh sub-source: more documents than any run reads.
 ENDLESS = 1 << 40
@@ -63,6 +83,8 @@ class FreshSpec:
         order: span order of each example's sequence (the store's).
         group_size: hard negatives: each sub-source's examples in groups of this many sharing
             colour and background, shapes differing (``BuiltinSource.example_at``); 1: none.
+        cache_dir: a folder where finished chunks are kept and later runs of the same spec read
+            them (see the module docstring); ``None``: every run renders its own.
     """
 
     source: dict[str, Any]
@@ -70,6 +92,21 @@ class FreshSpec:
     audio_pattern: str = "flatten"
     order: SpanOrder = field(default_factory=lambda: DEFAULT_ORDER)
     group_size: int = 1
+    cache_dir: str | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """What the documents depend on besides the code: the source settings, each tokenizer's
+        manifest (its weights' hashes and hyperparameters, by sha256), the audio pattern, the
+        span order and the group size (not where the tokenizers or the cache lie)."""
+        tokenizers = {}
+        for m, d in sorted(self.tokenizer_dirs.items()):
+            try:
+                tokenizers[m] = hashlib.sha256((Path(d) / "manifest.json").read_bytes()).hexdigest()
+            except OSError as err:
+                raise DataError(f"tokenizer {m!r}: cannot read {d}/manifest.json ({err}).") from err
+        return {"source": self.source, "tokenizers": tokenizers,
+                "audio_pattern": self.audio_pattern, "order": asdict(self.order),
+                "group_size": self.group_size}  # fmt: skip
 
 
 # -- the worker process ---------------------------------------------------------------------------
@@ -93,15 +130,74 @@ def _init_worker(spec: FreshSpec) -> None:
     )
 
 
-def _tokenize(indices: list[int]) -> list[tuple[np.ndarray, list[int]] | str]:
-    """Built-in examples ``indices`` as (tokens, cuts), or ``"<id>: <reason>"`` for a failure."""
+def _tokenize(
+    indices: list[int], keep: str | None = None
+) -> list[tuple[np.ndarray, list[int]] | str]:
+    """Built-in examples ``indices`` as (tokens, cuts), or ``"<id>: <reason>"`` for a failure;
+    with ``keep`` (a chunk file's path) a chunk without failures is also written there."""
     examples = [_WORKER["source"].example_at(i, _WORKER["group_size"]) for i in indices]
     out: list[tuple[np.ndarray, list[int]] | str] = []
     for ex, result in zip(examples, _WORKER["run"](examples), strict=True):
         out.append(
             f"{ex.id}: {result}" if isinstance(result, str) else (result.tokens, result.cuts)
         )
+    if keep is not None and not any(isinstance(r, str) for r in out):
+        try:
+            write_chunk(Path(keep), indices, out)  # type: ignore[arg-type]
+        except OSError as err:  # a full disk costs the next run the rendering, not this one
+            log.warning("could not keep the fresh chunk %s (%s)", keep, err)
     return out
+
+
+# -- kept chunks ----------------------------------------------------------------------------------
+def write_chunk(path: Path, indices: list[int], docs: list[tuple[np.ndarray, list[int]]]) -> None:
+    """One chunk's documents as plain arrays (atomically): the built-in ``indices``, the tokens
+    and the cuts of every document, concatenated, with their offsets."""
+    tokens = [np.asarray(t, np.int64) for t, _ in docs]
+    cuts = [np.asarray(c, np.int64) for _, c in docs]
+    arrays = {
+        "indices": np.asarray(indices, np.int64),
+        "tokens": np.concatenate(tokens) if tokens else np.zeros(0, np.int64),
+        "token_offsets": np.cumsum([0] + [len(t) for t in tokens]),
+        "cuts": np.concatenate(cuts) if cuts else np.zeros(0, np.int64),
+        "cut_offsets": np.cumsum([0] + [len(c) for c in cuts]),
+    }
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    write_atomic(path, write)
+
+
+def read_chunk(
+    path: Path, indices: list[int], vocab_size: int
+) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """A kept chunk's (tokens, cuts) per document, or ``None`` when the file does not load (no
+    pickle is ever read), is inconsistent (offsets, dtypes, a token id outside ``vocab_size``),
+    or holds other examples than ``indices``."""
+    keys = ("indices", "tokens", "token_offsets", "cuts", "cut_offsets")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            got = {k: z[k] for k in keys}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        log.warning("the kept fresh chunk %s does not load (%s); rendering it again", path, err)
+        return None
+    t_off, c_off, tokens = got["token_offsets"], got["cut_offsets"], got["tokens"]
+    n = len(indices)
+    shaped = all(a.ndim == 1 and np.issubdtype(a.dtype, np.integer) for a in got.values())
+    if (
+        not shaped or got["indices"].tolist() != list(indices)
+        or len(t_off) != n + 1 or len(c_off) != n + 1 or t_off[0] != 0 or c_off[0] != 0
+        or t_off[-1] != len(tokens) or c_off[-1] != len(got["cuts"])
+        or np.any(np.diff(t_off) < 0) or np.any(np.diff(c_off) < 0)
+        or (len(tokens) and (tokens.min() < 0 or tokens.max() >= vocab_size))
+    ):  # fmt: skip
+        log.warning("the kept fresh chunk %s is damaged or of other examples; rendering it again",
+                    path)  # fmt: skip
+        return None
+    return [(got["tokens"][t_off[k] : t_off[k + 1]], got["cuts"][c_off[k] : c_off[k + 1]])
+            for k in range(n)]  # fmt: skip
 
 
 # -- the main process -----------------------------------------------------------------------------
@@ -127,6 +223,35 @@ class FreshExamples:
         self.source = BuiltinSource(**spec.source)
         self.source.check_group_size(spec.group_size)  # here, not in the worker
         self._executor: ProcessPoolExecutor | None = None
+        self.cache_dir = None if spec.cache_dir is None else Path(spec.cache_dir)
+        if self.cache_dir is not None:
+            self._claim_cache(self.cache_dir)
+
+    def _claim_cache(self, folder: Path) -> None:
+        """Record this spec's identity in ``folder/spec.json``, or check the one there."""
+        identity = json.loads(json.dumps(self.spec.identity(), sort_keys=True))
+        marker = folder / "spec.json"
+        try:
+            saved = json.loads(marker.read_text()) if marker.is_file() else None
+        except (OSError, ValueError) as err:
+            raise DataError(f"the fresh-example cache {folder} has an unreadable spec.json ({err}); "
+                            "delete the folder or choose another cache_dir.") from err  # fmt: skip
+        if saved is None:
+            write_text_atomic(marker, json.dumps(identity, indent=1, sort_keys=True) + "\n")
+        elif saved != identity:
+            changed = sorted(k for k in identity.keys() | saved.keys()
+                             if identity.get(k) != saved.get(k))  # fmt: skip
+            raise DataError(
+                f"the fresh-example cache {folder} holds the documents of another spec ({changed} "
+                "differ); give this spec its own cache_dir (tmm-train keys it by the spec) or "
+                "delete the folder."
+            )
+
+    def chunk_path(self, name: str, c: int) -> Path | None:
+        """Where chunk ``c`` of sub-source ``name`` is kept (``None``: no cache)."""
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / f"{name}-c{self.chunk}" / f"{c:07d}.npz"
 
     def check_store(self, store: Any) -> None:
         """Refuse a store written from other source settings: its val and test examples would
@@ -145,14 +270,16 @@ class FreshExamples:
         documents) gives the token counts the sampler sizes from."""
         return FreshDocuments(self, name, reference)
 
-    def submit(self, indices: list[int]) -> Future:
+    def submit(self, indices: list[int], keep: Path | None = None) -> Future:
+        """Render and tokenize ``indices`` in the worker (started on first use); with ``keep``
+        the worker also writes the finished chunk there."""
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker, initargs=(self.spec,),
             )  # fmt: skip
             weakref.finalize(self, self._executor.shutdown, wait=False, cancel_futures=True)
-        return self._executor.submit(_tokenize, indices)
+        return self._executor.submit(_tokenize, indices, None if keep is None else str(keep))
 
     def close(self) -> None:
         """Stop the worker (a later read starts another)."""
@@ -194,7 +321,7 @@ class FreshDocuments(Sequence[Document]):
         self.modality_tokens = {m: int(n) * scale for m, n in counts.items()}
         self._order: Iterator[int] = owner.source.indices_of(name, "train")
         self._indices: list[int] = []
-        self._chunks: dict[int, Future | list[Document]] = {}
+        self._chunks: dict[int, Future | Path | list[Document]] = {}
 
     def __len__(self) -> int:
         return ENDLESS
@@ -205,16 +332,40 @@ class FreshDocuments(Sequence[Document]):
             self._indices.append(next(self._order))
         return self._indices[j]
 
+    def _indices_of_chunk(self, c: int) -> list[int]:
+        start = c * self.owner.chunk
+        return [self.index_of(j) for j in range(start, start + self.owner.chunk)]
+
     def _submit(self, c: int) -> None:
         if c not in self._chunks:
-            start = c * self.owner.chunk
-            indices = [self.index_of(j) for j in range(start, start + self.owner.chunk)]
-            self._chunks[c] = self.owner.submit(indices)
+            path = self.owner.chunk_path(self.name, c)
+            if path is not None and path.is_file():  # kept by an earlier run: read when reached
+                self._chunks[c] = path
+            else:
+                self._chunks[c] = self.owner.submit(self._indices_of_chunk(c), keep=path)
+
+    def _read_kept(self, path: Path, c: int) -> list[Document] | None:
+        """Chunk ``c`` from its kept file, or ``None`` when the file is not a sound chunk."""
+        table = self.owner.modality_table
+        kept = read_chunk(path, self._indices_of_chunk(c), len(table))
+        if kept is None:
+            return None
+        try:
+            return [Document(tokens, table[tokens], cuts, doc_id=self.index_of(j))
+                    for j, (tokens, cuts) in enumerate(kept, start=c * self.owner.chunk)]  # fmt: skip
+        except DataError as err:  # cuts out of order or past the end
+            log.warning("the kept fresh chunk %s is damaged (%s); rendering it again", path, err)
+            return None
 
     def _chunk(self, c: int) -> list[Document]:
         for ahead in range(self.owner.ahead + 1):
             self._submit(c + ahead)
         got = self._chunks[c]
+        if isinstance(got, Path):  # damaged or foreign: rendered (and kept) again
+            docs = self._read_kept(got, c)
+            self._chunks[c] = got = (
+                docs if docs is not None else self.owner.submit(self._indices_of_chunk(c), got)
+            )
         if isinstance(got, Future):
             try:
                 results = got.result()
