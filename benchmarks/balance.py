@@ -58,6 +58,7 @@ from balance_report import write_report
 from scratch import scratch
 from vq_assign import cpu_name, load_average
 
+from tokenize_mm.cli.report import throughput_means
 from tokenize_mm.core.modalities import MODALITIES
 from tokenize_mm.evaluation import (
     average_loss,
@@ -256,6 +257,10 @@ def train_summary(metrics) -> dict[str, Any]:
         "dominance": last.get("train/dominance_mean"),
         "grad_share": {m: mean_of(f"train/grad_share/{m}") for m in MODALITIES},
         "token_share": {m: mean_of(f"train/token_share/{m}") for m in MODALITIES},
+        # each objective's share of the weighted training loss, the alignment's too
+        "loss_share": {m: mean_of(f"train/loss_share/{m}") for m in (*MODALITIES, "contrastive")},
+        # step time and MFU (the Throughput callback's windows, warm-up left out)
+        "throughput": throughput_means(rows),
         "tokens_trained": {
             m: sum(r.get(f"train/tokens/{m}", 0.0) for r in rows) for m in MODALITIES
         },
@@ -269,6 +274,19 @@ def train_summary(metrics) -> dict[str, Any]:
             for r in rows[::every]
         ],
     }
+
+
+def _mean_loss_shares(per_seed: list[dict[str, Any]]) -> dict[str, float]:
+    """Each objective's loss share (``train_summary``), averaged over the seeds that logged it
+    (records written before loss shares were kept have none)."""
+    out = {}
+    for m in (*MODALITIES, "contrastive"):
+        values = [
+            r["loss_share"][m] for r in per_seed if r.get("loss_share", {}).get(m) is not None
+        ]
+        if values:
+            out[m] = statistics.fmean(values)
+    return out
 
 
 def evaluate(run, layout, tokenizers, examples, seed: int, builtin: bool) -> dict[str, Any]:
@@ -330,6 +348,7 @@ def summarise(runs: list[dict], strategies: list[str], seeds: list[int]) -> dict
                 )
                 for m in mods
             },
+            "loss_share": _mean_loss_shares(per_seed),
             "train_seconds": seed_spread([r["train_seconds"] for r in per_seed]),
             "eval_seconds": seed_spread([r["eval_seconds"] for r in per_seed]),
             "tokens_trained": statistics.fmean(sum(r["tokens_trained"].values()) for r in per_seed),
@@ -354,6 +373,9 @@ def summarise(runs: list[dict], strategies: list[str], seeds: list[int]) -> dict
             entry["zero_shot_mean"] = seed_spread(
                 [statistics.fmean(z["accuracy"] for z in r["zero_shot"].values()) for r in per_seed]
             )
+        if all(r.get("throughput") for r in per_seed):
+            entry["step_seconds"] = seed_spread([r["throughput"]["perf/step_s"] for r in per_seed])
+            entry["mfu"] = seed_spread([r["throughput"]["perf/mfu"] for r in per_seed])
         if all("contrastive" in r for r in per_seed):
             entry["contrastive"] = contrastive_summary([r["contrastive"] for r in per_seed])
             entry["embedding_zero_shot_mean"] = seed_spread(

@@ -57,19 +57,29 @@ def markdown(results: dict[str, Any], out_dir: Path) -> str:
         "Validation loss per modality (nats per token; mean ± std over seeds), the average of the "
         "three, worst-modality regret W over this set of strategies (of the seed-mean losses, and "
         "mean ± std of each seed's W), dominance index D (max / min gradient share, averaged over "
-        "training), mean gradient share over training, and seconds per run (train + eval).", "",
+        "training), mean gradient share and mean share of the weighted training loss over "
+        "training (text / image / audio, and the alignment objective's where it runs), seconds a "
+        "step and model-FLOPs utilisation against the measured matmul peak (the Throughput "
+        "callback's windows after the first, data waits included: `cli/throughput.py`), and "
+        "seconds per run (train + eval).", "",
         "| strategy | L text | L image | L audio | average | W | W per seed | D | grad share "
-        "t / i / a | s/run |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "t / i / a | loss share t / i / a / c | s/step | MFU | s/run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for s, e in table.items():
         losses = [_pm(e["val_loss"].get(m)) for m in MODALITIES]
         shares = " / ".join(f"{e['grad_share'].get(m, float('nan')):.2f}" for m in MODALITIES)
+        loss_shares = e.get("loss_share", {})
+        loss_cells = " / ".join(f"{loss_shares[m]:.2f}" for m in (*MODALITIES, "contrastive")
+                                if m in loss_shares) or "–"  # fmt: skip
+        step = _pm(e["step_seconds"], 3) if "step_seconds" in e else "–"
+        mfu = f"{e['mfu']['mean']:.1%}" if "mfu" in e else "–"
         secs = e["train_seconds"]["mean"] + e["eval_seconds"]["mean"]
         name = f"**{s}**" if s == meta.get("default_strategy") else s
         lines.append(
             f"| {name} | {' | '.join(losses)} | {_pm(e['average_loss'])} | {e['W']:.3f} | "
-            f"{_pm(e['W_per_seed'])} | {_pm(e['dominance'], 2)} | {shares} | {secs:.0f} |"
+            f"{_pm(e['W_per_seed'])} | {_pm(e['dominance'], 2)} | {shares} | {loss_cells} | "
+            f"{step} | {mfu} | {secs:.0f} |"
         )
     lines += ["", "Bold: the framework's default (`tmm-train`'s weighting and sampler). "
               "Baseline: token_mean with proportional sampling.", ""]  # fmt: skip

@@ -185,9 +185,10 @@ def write_run_report(
     return write_text_atomic(out / "report.md", "\n".join(lines))
 
 
-def _throughput_lines(rows: list[dict[str, float]]) -> list[str]:
+def throughput_means(rows: list[dict[str, float]]) -> dict[str, float] | None:
     """The mean of the ``perf/*`` windows (``cli/throughput.py``), the first (warm-up) left out
-    when there are others; nothing when the run logged none."""
+    when there are others: ``{"perf/step_s", "perf/positions_per_s", "perf/model_tflops",
+    "perf/mfu", "perf/peak_tflops", "windows"}``; ``None`` when the run logged none."""
     # one row per window: Lightning may carry a callback's last logged values onto later rows
     keyed = {
         r.get("perf/window", (r["perf/positions_per_s"], r["perf/step_s"])): r
@@ -198,12 +199,24 @@ def _throughput_lines(rows: list[dict[str, float]]) -> list[str]:
     if len(windows) > 1:
         windows = windows[1:]
     if not windows:
+        return None
+    keys = ("perf/step_s", "perf/positions_per_s", "perf/model_tflops", "perf/mfu",
+            "perf/peak_tflops")  # fmt: skip
+    means = {k: sum(r[k] for r in windows) / len(windows) for k in keys}
+    return {**means, "windows": float(len(windows))}
+
+
+def _throughput_lines(rows: list[dict[str, float]]) -> list[str]:
+    """``throughput_means`` as a line of the report; nothing when the run logged none."""
+    means = throughput_means(rows)
+    if means is None:
         return []
+    windows = int(means["windows"])
 
     def mean(key: str) -> float:
-        return sum(r[key] for r in windows) / len(windows)
+        return means[key]
 
-    return ["", f"Throughput (mean of {len(windows)} windows after the first): "
+    return ["", f"Throughput (mean of {windows} windows after the first): "
             f"{mean('perf/positions_per_s'):,.0f} positions/s, {mean('perf/step_s'):.3f} s a "
             f"step, {mean('perf/model_tflops') * 1e3:.1f} model GFLOP/s, MFU "
             f"{mean('perf/mfu'):.1%} of the measured matmul peak "

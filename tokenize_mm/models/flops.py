@@ -72,8 +72,9 @@ def matmul_tflops(device: str = "cpu", dtype: torch.dtype = torch.float32, size:
     """
     dev = torch.device(device)
     n = size or (8192 if dev.type == "cuda" else 1024)
-    a = torch.randn(n, n, device=dev).to(dtype)
-    b = torch.randn(n, n, device=dev).to(dtype)
+    gen = torch.Generator(device=dev).manual_seed(0)  # the training's random stream untouched
+    a = torch.randn(n, n, device=dev, generator=gen).to(dtype)
+    b = torch.randn(n, n, device=dev, generator=gen).to(dtype)
 
     def sync() -> None:
         if dev.type == "cuda":
