@@ -80,7 +80,7 @@ def test_a_store_of_other_source_settings_is_refused(builtin_store):
         fresh_sources(store, FreshExamples(other, store.modality_table))
 
 
-def _fit(store_dir, spec, steps, ckpt=None, root=None):
+def _fit(store_dir, spec, steps, ckpt=None, root=None, fresh_ahead=0):
     from tokenize_mm.balance.weighting import ModalityMean
     from tokenize_mm.core.schedules import warmup_cosine
     from tokenize_mm.models import DecoderLM, preset
@@ -92,7 +92,8 @@ def _fit(store_dir, spec, steps, ckpt=None, root=None):
     module = BalancedLM(model, ModalityMean(), scheduler=partial(warmup_cosine, max_steps=4),
                         layout_fingerprint=layout.fingerprint)  # fmt: skip
     dm = StoreDataModule(str(store_dir), sampler=SAMPLERS["proportional"], context=128,
-                         batch_size=2, buffer_size=8, fresh=spec)  # fmt: skip
+                         batch_size=2, buffer_size=8, fresh=spec,
+                         fresh_ahead=fresh_ahead)  # fmt: skip
     batches = []
 
     class Record(L.Callback):
@@ -270,3 +271,46 @@ def test_tmm_train_keys_the_kept_chunks_by_the_spec(builtin_store, tmp_path):
     assert a.cache_dir == b.cache_dir and a.cache_dir.startswith(str(tmp_path / "fresh"))
     assert fresh_spec(cfg(span_order="caption_last"), prepared).cache_dir != a.cache_dir
     assert fresh_spec(cfg(fresh_cache=False), prepared).cache_dir is None
+
+
+def test_rendering_ahead_keeps_what_the_stream_then_reads(builtin_store, tmp_path):
+    """``render_ahead`` renders the missing chunks in several processes and keeps them; the
+    stream then reads them without its worker, the same documents as rendered in order; a
+    fit with ``fresh_ahead`` renders its expected documents first and trains on the same
+    batches as one without."""
+    import dataclasses
+
+    from tokenize_mm.data.fresh import expected_documents
+
+    store_dir, spec = builtin_store
+    store = TokenStore(store_dir, split="train")
+    kept = dataclasses.replace(spec, cache_dir=str(tmp_path / "kept"))
+    owner = FreshExamples(kept, store.modality_table, chunk=4, ahead=0)
+    assert owner.render_ahead({"trimodal": 6, "text_only": 3}, workers=2) == 3
+    assert owner.render_ahead({"trimodal": 8, "text_only": 4}, workers=2) == 0  # all kept
+    assert owner._executor is None
+    plain_owner = FreshExamples(spec, store.modality_table, chunk=4, ahead=0)
+    try:
+        plain, read = fresh_sources(store, plain_owner), fresh_sources(store, owner)
+        for name, n in (("trimodal", 8), ("text_only", 4)):
+            for j in range(n):
+                assert read[name][j].tokens.tolist() == plain[name][j].tokens.tolist()
+        assert owner._executor is None  # every one of them was kept ahead
+    finally:
+        plain_owner.close(), owner.close()
+    assert FreshExamples(spec, store.modality_table).render_ahead({"trimodal": 4}, 2) == 0
+
+    sources = fresh_sources(store, FreshExamples(spec, store.modality_table))
+    sizes = {n: d.num_tokens for n, d in sources.items()}
+    share = {n: v / sum(sizes.values()) for n, v in sizes.items()}
+    wanted = expected_documents(sources, share, positions=10_000)
+    for name, d in sources.items():  # share x positions / mean length, rounded up
+        assert wanted[name] == pytest.approx(share[name] * 10_000 / (d.num_tokens / len(d)), abs=1)
+
+    ahead = dataclasses.replace(spec, cache_dir=str(tmp_path / "fit"))
+    _, dm, _ = _fit(store_dir, ahead, steps=3, fresh_ahead=2)
+    assert sorted((tmp_path / "fit").glob("*-c16/*.npz"))  # rendered before the first step
+    _, dm_plain, _ = _fit(store_dir, spec, steps=3)
+    assert dm.stream.state_dict()["positions"] == dm_plain.stream.state_dict()["positions"]
+    assert torch.equal(next(dm.stream).tokens, next(dm_plain.stream).tokens)
+    dm.teardown(), dm_plain.teardown()

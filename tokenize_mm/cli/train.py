@@ -227,6 +227,7 @@ def build_datamodule(cfg: DictConfig, prepared: Prepared) -> Any:
         context=cfg.data.context, batch_size=cfg.data.batch_size,
         buffer_size=cfg.data.buffer_size, split_spans=cfg.data.split_spans, seed=cfg.data.seed,
         expected_fingerprint=prepared.layout.fingerprint, fresh=fresh_spec(cfg, prepared),
+        fresh_ahead=cfg.data.workers if cfg.data.get("fresh_ahead", True) else 0,
     )  # fmt: skip
 
 

@@ -26,6 +26,8 @@ step's batch, with the sampler already updated by that step.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -34,10 +36,12 @@ import torch
 
 from tokenize_mm.balance.sampling import MixtureSampler, ProportionalSampler
 from tokenize_mm.data.errors import DataError
-from tokenize_mm.data.fresh import FreshExamples, FreshSpec, fresh_sources
+from tokenize_mm.data.fresh import FreshExamples, FreshSpec, expected_documents, fresh_sources
 from tokenize_mm.data.mixture import MixtureStream, source_modalities, source_sizes, store_sources
 from tokenize_mm.data.packing import Batch, PackedDataset
 from tokenize_mm.data.store import TokenStore
+
+log = logging.getLogger(__name__)
 
 #: Version of ``StoreDataModule.state_dict``'s layout.
 STATE_VERSION = 1
@@ -71,6 +75,10 @@ class StoreDataModule(L.LightningDataModule):
             (``tokenize_mm.data.fresh``) instead of the store's train split; the store (written
             from the same source settings) still gives the validation batches and the
             sub-sources' sizes. ``None``: the store's train split.
+        fresh_ahead: with ``fresh`` and a ``cache_dir`` in it, render the documents the fit is
+            expected to read (``trainer.max_steps`` batches at the sampler's first probabilities)
+            in this many processes before training starts (``FreshExamples.render_ahead``); the
+            worker renders the rest as the stream reaches it. 0: off; DDP runs skip it.
     """
 
     def __init__(
@@ -84,12 +92,14 @@ class StoreDataModule(L.LightningDataModule):
         seed: int = 0,
         expected_fingerprint: str | None = None,
         fresh: FreshSpec | None = None,
+        fresh_ahead: int = 0,
     ):
         super().__init__()
         self.store_dir, self.sampler_factory = store_dir, sampler
         self.context, self.batch_size, self.buffer_size = context, batch_size, buffer_size
         self.split_spans, self.seed = split_spans, seed
         self.expected_fingerprint, self.fresh = expected_fingerprint, fresh
+        self.fresh_ahead = fresh_ahead
         self.fresh_examples: FreshExamples | None = None
         self.stream: MixtureStream | None = None
         self.iterable: StreamIterable | None = None
@@ -117,6 +127,21 @@ class StoreDataModule(L.LightningDataModule):
             rank=rank, world_size=world,
         )  # fmt: skip
         self.iterable = StreamIterable(self.stream)
+        if self.fresh_examples is not None and self.fresh_ahead > 0:
+            self._render_ahead(docs, world)
+
+    def _render_ahead(self, docs: dict[str, Any], world: int) -> None:
+        """``fresh_ahead``: render what the fit will read while the cores are free."""
+        steps = getattr(self.trainer, "max_steps", -1) if self.trainer is not None else -1
+        if world > 1 or steps is None or steps < 1:  # DDP ranks would render the same chunks
+            return
+        positions = steps * self.batch_size * self.context
+        wanted = expected_documents(docs, self.sampler.probabilities(), positions)
+        start = time.perf_counter()
+        rendered = self.fresh_examples.render_ahead(wanted, self.fresh_ahead)
+        if rendered:
+            log.info("rendered %d chunks of fresh examples ahead in %d processes (%.0f s)",
+                     rendered, self.fresh_ahead, time.perf_counter() - start)  # fmt: skip
 
     def teardown(self, stage: str | None = None) -> None:
         if self.fresh_examples is not None:  # stop the worker; a later read starts another

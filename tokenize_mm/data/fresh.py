@@ -34,7 +34,10 @@ the trainer's threads). ``cache_dir/spec.json`` records what the chunks depend o
 source settings, the tokenizers' manifests, pattern, order, group size); a folder of another spec
 is refused, and a chunk that does not load or names other examples is rendered again. The caller
 keys the folder by the code too (``tmm-train``: ``<cache_dir>/fresh/<key>``), so a change to the
-renderer or a tokenizer's code starts a new one.
+renderer or a tokenizer's code starts a new one. ``render_ahead`` fills the folder before training
+starts, in as many processes as there are cores (``StoreDataModule``'s ``fresh_ahead``: the
+documents the run is expected to read at the sampler's first probabilities,
+``expected_documents``), so that the worker then has little left to render beside the trainer.
 
 **Hard negatives** (``FreshSpec.group_size``, ``data.hard_negatives``): the stream can draw each
 sub-source's examples in groups that share colour and background and differ in shape
@@ -45,12 +48,13 @@ colour and background alone. The held-out examples are drawn as always.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing
 import weakref
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
@@ -281,6 +285,41 @@ class FreshExamples:
             weakref.finalize(self, self._executor.shutdown, wait=False, cancel_futures=True)
         return self._executor.submit(_tokenize, indices, None if keep is None else str(keep))
 
+    def render_ahead(self, wanted: Mapping[str, int], workers: int) -> int:
+        """Render and keep, in ``workers`` processes at once, the chunks that hold the first
+        ``wanted[name]`` documents of each sub-source and are not kept yet: before training
+        starts, so that the worker does not contend with the trainer's threads for them (needs
+        ``cache_dir``). A chunk with a failed example is not kept: the stream renders it again
+        and names the example when it reaches it. Returns the number of chunks rendered.
+
+        Raises:
+            DataError: a rendering process died.
+        """
+        if self.cache_dir is None or workers < 1:
+            return 0
+        jobs: list[tuple[list[int], Path]] = []
+        for name, n in wanted.items():
+            order = self.source.indices_of(name, "train")
+            for c in range(-(-max(n, 0) // self.chunk)):
+                indices = list(itertools.islice(order, self.chunk))
+                path = self.chunk_path(name, c)
+                if path is not None and not path.is_file():
+                    jobs.append((indices, path))
+        if not jobs:
+            return 0
+        pool = ProcessPoolExecutor(
+            max_workers=min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker, initargs=(self.spec,),
+        )  # fmt: skip
+        try:
+            for future in [pool.submit(_tokenize, indices, str(path)) for indices, path in jobs]:
+                future.result()
+        except BrokenProcessPool as err:
+            raise DataError(f"a fresh-example process died ({err}); see its error above.") from err
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return len(jobs)
+
     def close(self) -> None:
         """Stop the worker (a later read starts another)."""
         if self._executor is not None:
@@ -391,6 +430,19 @@ class FreshDocuments(Sequence[Document]):
         if not 0 <= j < ENDLESS:
             raise IndexError(j)
         return self._chunk(j // self.owner.chunk)[j % self.owner.chunk]
+
+
+def expected_documents(
+    docs: Mapping[str, FreshDocuments], probabilities: Mapping[str, float], positions: int
+) -> dict[str, int]:
+    """Documents of each sub-source that ``positions`` packed positions read when sub-source s
+    gets a token share ``probabilities[s]`` (``MixtureStream`` draws s in proportion to p_s over
+    its mean document length; padding makes this a slight overestimate)."""
+    out = {}
+    for name, d in docs.items():
+        mean_length = d.num_tokens / len(d)
+        out[name] = int(probabilities.get(name, 0.0) * positions / mean_length) + 1
+    return out
 
 
 def fresh_sources(store: Any, owner: FreshExamples) -> dict[str, FreshDocuments]:
