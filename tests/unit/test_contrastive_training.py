@@ -124,3 +124,38 @@ def test_momentum_keys_and_memory_train_and_resume_exactly(store, tmp_path):
     for a, b in zip(full[3:], resumed, strict=True):
         assert b["train/loss/contrastive"] == a["train/loss/contrastive"]
         assert b["train/loss/text"] == a["train/loss/text"]
+
+
+def test_gradnorm_at_the_weights_reads_the_step_backward_as_the_extra_backward_does(
+    store, monkeypatch
+):
+    """GradNorm at the shared layer's weights (``measure_at="weights"``), with the contrastive
+    objective: the norms split off the step's own backward (``BalancedLM._watch_shared``, no
+    ``autograd.grad``) steer the weights step by step as one extra backward per objective does
+    (the compiled model's path)."""
+    import tokenize_mm.balance.weighting as weighting_module
+    from tokenize_mm.balance.weighting import GradNormWeighting
+
+    def gradnorm():
+        return GradNormWeighting(OBJECTIVES, learning_rate=0.2, measure_at="weights")
+
+    real_grad_norm = weighting_module._grad_norm
+    with monkeypatch.context() as patch:
+        patch.setattr(weighting_module, "_grad_norm",
+                      lambda *a: pytest.fail("an extra backward"))  # fmt: skip
+        _, hooked, _ = train(store, gradnorm(), steps=4)
+
+    def no_watch(self):
+        self._shared_calls = []
+        return None
+
+    calls = []
+    monkeypatch.setattr(BalancedLM, "_watch_shared", no_watch)
+    monkeypatch.setattr(weighting_module, "_grad_norm",
+                        lambda *a: calls.append(1) or real_grad_norm(*a))  # fmt: skip
+    _, extra, _ = train(store, gradnorm(), steps=4)
+    assert len(calls) == 4 * 4  # one extra backward per objective and step
+    keys = [f"train/weight/{m}" for m in OBJECTIVES] + ["train/loss/contrastive"]
+    for a, b in zip(hooked, extra, strict=True):
+        assert [a[k] for k in keys] == pytest.approx([b[k] for k in keys], rel=1e-4)
+    assert len({round(hooked[-1][k], 4) for k in keys[:4]}) > 1  # the weights did move

@@ -93,6 +93,11 @@ class LossWeighting(nn.Module):
     def observe(self, losses: Mapping[str, float], grad_sq_norms: Mapping[str, float]) -> None:
         """After the backward: global (all-reduced) mean losses and squared gradient norms."""
 
+    def observe_shared(self, norms: Mapping[str, float]) -> None:
+        """Before ``observe``, for a weighting that ``needs_shared``: each objective's gradient
+        norm at the shared layer's weights under the step's loss, ||∇_W (w_m L_m)||, read off
+        the step's own backward (``BalancedLM._watch_shared``)."""
+
 
 class ModalityMean(LossWeighting):
     name = "modality_mean"
@@ -264,9 +269,11 @@ class GradNormWeighting(LossWeighting):
             objectives own disjoint rows of h, so a row block's norm is w_m ||∇_h L_m||: the
             gradient with respect to the shared representation, the cheap stand-in for the shared
             weights that MGDA-UB uses (Sener & Koltun 2018, arXiv:1810.04650). ``"weights"``:
-            the paper's, the last shared layer's weights (``combine``'s ``shared``), one extra
-            backward to that layer per objective and step (1.33 to 1.36 times token_mean's step
-            on the small model; this rank's gradient only).
+            the paper's, the last shared layer's weights: the training module splits the
+            step's own gradient of that layer by objective (``BalancedLM._watch_shared``, exact,
+            no extra backward; this rank's gradient only), or, for a compiled model, ``combine``
+            runs one extra backward to the layer per objective (``shared``; 1.33 to 1.36 times
+            token_mean's step on the small model).
     """
 
     name = "gradnorm"
@@ -296,16 +303,19 @@ class GradNormWeighting(LossWeighting):
 
     def combine(self, losses, counts, shared: Sequence[Tensor] = ()):
         present = self._present(counts)
-        if self.needs_shared and shared and torch.is_grad_enabled():
-            self.pending = {m: _grad_norm(losses[m], shared) for m in present}
         weights = {m: self.task_weights[self.modalities.index(m)].clone() for m in present}
+        if self.needs_shared and shared and torch.is_grad_enabled():  # one backward per objective
+            self.pending = {m: float(weights[m]) * _grad_norm(losses[m], shared) for m in present}
         self._remember(weights)
         parts = [weights[m].to(losses[m]) * losses[m] for m in present]
         return torch.stack(parts).sum() if parts else _zero(losses)
 
+    def observe_shared(self, norms):
+        self.pending = dict(norms)
+
     def observe(self, losses, grad_sq_norms):
-        if self.needs_shared:
-            norms, self.pending = self.pending, {}  # ||∇_W L_m||, unweighted
+        if self.needs_shared:  # G_m = ||∇_W (w_m L_m)||, from observe_shared or combine
+            norms, self.pending = self.pending, {}
         else:  # rows of dL/dh under the weighted loss: already G_m = w_m ||∇_h L_m||
             norms = {m: math.sqrt(max(float(v), 0.0)) for m, v in grad_sq_norms.items()}
         present = [m for m in self.modalities if m in losses and m in norms]
@@ -318,8 +328,6 @@ class GradNormWeighting(LossWeighting):
                 self.initial_losses[i], self.has_initial[i] = loss[j], True
         w = self.task_weights[idx]
         g = torch.tensor([norms[m] for m in present], dtype=w.dtype)
-        if self.needs_shared:
-            g = w * g  # G_m = w_m ||∇_W L_m||
         ratio = loss / self.initial_losses[idx].clamp(min=1e-12)
         target = g.mean() * (ratio / ratio.mean()) ** self.alpha
         # A scale-free step towards G_m = target_m: multiplicative in the relative error, so the

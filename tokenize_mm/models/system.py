@@ -132,6 +132,9 @@ class BalancedLM(L.LightningModule):
         self.register_buffer("dominance_count", torch.zeros((), dtype=torch.long))
         self._grad_sq: dict[str, torch.Tensor] = {}
         self._stats: dict[str, Any] = {}
+        #: GradNorm at the weights: the shared layer's calls this step and the rows' modalities
+        self._shared_calls: list[dict[str, torch.Tensor]] = []
+        self._shared_rows: torch.Tensor | None = None
         #: (rows, row length) of the last training batch (``cli/throughput.py`` counts them)
         self.last_batch_shape: tuple[int, ...] | None = None
         #: modality → the last step's mean loss, all-reduced over ranks (``None`` after a skipped
@@ -186,8 +189,13 @@ class BalancedLM(L.LightningModule):
         batch = batch.to(self.device)
         self.last_batch_shape = tuple(int(n) for n in batch.tokens.shape)
         self.step_losses = None
-        out = self.modality_losses(batch)
-        aligned = self.contrastive_loss(batch) if self.contrastive is not None else None
+        shared = self._watch_shared()  # GradNorm at the weights: what its norms are read from
+        try:
+            out = self.modality_losses(batch)
+            aligned = self.contrastive_loss(batch) if self.contrastive is not None else None
+        finally:
+            if shared is not None:
+                shared.remove()
         stats = self._forward_stats(out, aligned)  # one all-reduce, one host read
         counts: dict[str, float] = dict(stats["counts"])
         world = self._world()
@@ -196,7 +204,9 @@ class BalancedLM(L.LightningModule):
             counts[CONTRASTIVE] = stats["pairs"]
             if stats["pairs"] > 0:
                 losses[CONTRASTIVE] = aligned["loss"]
-        total = self.weighting.combine(losses, counts, shared=self._shared_layer())
+        total = self.weighting.combine(
+            losses, counts, shared=[] if shared is not None else self._shared_layer()
+        )
         if aligned is not None and CONTRASTIVE not in losses:  # no pair on any rank: a zero
             total = total + aligned["loss"] * 0.0  # that keeps the head in the graph (DDP)
         finite = torch.isfinite(total.detach()).to(torch.float32)
@@ -207,6 +217,7 @@ class BalancedLM(L.LightningModule):
             self._stats = {}
             return None
         self._grad_sq = {}
+        self._shared_rows = out["row_modality"] if shared is not None else None
         self._watch_hidden(out["hidden"], out["row_modality"])
         self._stats = stats
         if aligned is not None and CONTRASTIVE in losses:
@@ -234,13 +245,64 @@ class BalancedLM(L.LightningModule):
         stats["pairs"], stats["contrastive"] = pairs, loss / self._world()
         return stats
 
+    def _shared_name(self) -> str:
+        """The name of GradNorm's shared layer (``measure_at="weights"``): the trunk's last
+        residual output projection (a ``Linear``), in ``self.model``."""
+        names = [n for n, _ in self.model.named_parameters() if n.endswith(".out.weight")]
+        return names[-1].removesuffix(".weight")
+
     def _shared_layer(self) -> list[torch.Tensor]:
-        """GradNorm's shared layer (``measure_at="weights"``): the trunk's last residual output
-        projection."""
+        """GradNorm's shared layer's weight, for ``combine``'s extra backward per objective (the
+        compiled model's path; see ``_watch_shared``)."""
         if not self.weighting.needs_shared:
             return []
-        outs = [p for n, p in self.model.named_parameters() if n.endswith(".out.weight")]
-        return outs[-1:]
+        return [self.model.get_submodule(self._shared_name()).weight]
+
+    def _watch_shared(self) -> Any:
+        """GradNorm at the weights without an extra backward: a forward hook on the shared layer
+        W (``_shared_name``) keeps each call's input X and the gradient G of its output, and
+        ``_shared_norms`` splits the step's own ∇_W = Gᵀ X by objective. Exact, because nothing
+        after W mixes positions in the language-model pass (a residual add, the final norm and
+        the head are per position, so row t of G is the gradient of position t's loss alone) and
+        the contrastive pass is a call of its own. Returns the hook's handle, or ``None`` when
+        the weighting does not measure at the weights or the model is compiled (then ``combine``
+        runs the extra backward per objective)."""
+        self._shared_calls: list[dict[str, torch.Tensor]] = []
+        compiled = getattr(self.model, "_compiled_call_impl", None) is not None
+        if not self.weighting.needs_shared or compiled or not torch.is_grad_enabled():
+            return None
+        calls = self._shared_calls
+
+        def record(module, inputs, output) -> None:
+            entry = {"x": inputs[0].detach()}
+            calls.append(entry)
+            if output.requires_grad:
+                output.register_hook(lambda g: entry.__setitem__("g", g.detach()))
+
+        return self.model.get_submodule(self._shared_name()).register_forward_hook(record)
+
+    def _shared_norms(self, objectives: Iterable[str]) -> dict[str, float]:
+        """Each objective's ||∇_W (w_m L_m)|| from the step's recorded calls (this rank's
+        gradient, as the extra backward gave): the language-model pass split by each row's
+        target modality, the contrastive pass whole."""
+        calls, rows = self._shared_calls, self._shared_rows
+        norms: dict[str, float] = {}
+        if not calls or "g" not in calls[0] or rows is None:
+            return norms
+        flat = rows.reshape(-1)
+        x, g = calls[0]["x"], calls[0]["g"]
+        x, g = x.reshape(-1, x.shape[-1]).float(), g.reshape(-1, g.shape[-1]).float()
+        for m in objectives:
+            if m == CONTRASTIVE:
+                if len(calls) > 1 and "g" in calls[1]:
+                    xc, gc = calls[1]["x"], calls[1]["g"]
+                    grad = gc.reshape(-1, gc.shape[-1]).float().T @ xc.reshape(
+                        -1, xc.shape[-1]).float()  # fmt: skip
+                    norms[m] = float(grad.norm())
+                continue
+            pick = flat == MODALITY_IDS[m]
+            norms[m] = float((g[pick].T @ x[pick]).norm())
+        return norms
 
     def contrastive_loss(self, batch, local: bool = False) -> dict[str, Any]:
         """The isolated pass → ``{"loss", "pairs", "hidden"}`` of the batch's paired spans:
@@ -313,6 +375,9 @@ class BalancedLM(L.LightningModule):
         norms = self._reduce(torch.stack([self._grad_sq.get(m, zero).float()
                                           for m in self.objectives])).tolist()  # fmt: skip
         grad_sq = dict(zip(self.objectives, norms, strict=True))
+        if self._shared_calls:  # GradNorm at the weights, read off this step's backward
+            self.weighting.observe_shared(self._shared_norms(losses))
+            self._shared_calls, self._shared_rows = [], None
         self.weighting.observe(losses, grad_sq)
         self._log_balance(losses, counts, hits, grad_sq, present)
 
