@@ -154,6 +154,10 @@ ENTRIES: tuple[Entry, ...] = (
           "{out}/contrastive_shape",
           "contrastive_shape/balance.json", quick=False, atol=0.1, why=TRAIN_DRIFT,
           other_cpu_atol=0.3, other_cpu_why=LONG_OTHER_CPU),
+    Entry("balance_grounding", "benchmarks/balance.py --size grounding --seeds 0,1,2 "
+          "--out-dir {out}/balance_grounding",
+          "balance_grounding/balance.json", quick=False, atol=0.05, why=TRAIN_DRIFT,
+          other_cpu_atol=0.3, other_cpu_why=LONG_OTHER_CPU),
     Entry("tokenizer_efficiency_dev", "benchmarks/tokenizer_efficiency.py --manifest {devset} "
           "--threads 1 --out {out}/tokenizer_efficiency_dev.json --md "
           "{out}/tokenizer_efficiency_dev.md", "tokenizer_efficiency_dev.json", quick=False,
