@@ -115,9 +115,10 @@ NOT_BY_DEFAULT = ("unimax", "contrastive_only", "ogm_odm", "grad_share_odm", "gr
 DEFAULT_SET = [
     s for s in STRATEGIES if s not in NOT_BY_DEFAULT and not s.startswith("clip_")
 ]  # 12 strategies x 3 seeds: about 70 min
-# The grounding size trains 600 steps with the contrastive objective (5.5 to 8 min a run on 2
-# cores, by CPU): its default set is the baseline, the best static strategy and the default
-# (about 55 to 70 min at 3 seeds).
+# The grounding size trains 400 steps at lr 0.002 with the contrastive objective (2.5 to 3.5 min a
+# run on 2 cores, Intel Xeon; a seed's fresh examples rendered once, ahead of its first run): its
+# default set is the baseline, the other static strategy and the default (27.7 min at 3 seeds:
+# docs/results/balance_grounding/summary.md).
 GROUNDING_SET = ["token_mean", "modality_mean", "grad_share_odm"]
 BASELINE = "token_mean"
 SIZES = {"tiny": "balance_bench_tiny", "quick": "balance_bench_quick", "default": "balance_bench",

@@ -170,7 +170,8 @@ def bare_steps(cfg, prepared, batches: list[Any], seed: int) -> list[float]:
         target, target_modality = batch.tokens[:, 1:], batch.modality[:, 1:].long()
         valid = batch.target_mask()[:, :-1] & (target_modality != SPECIAL_MODALITY)  # no eos
         logits = model.logits(hidden[:, :-1], target_modality)
-        ce = F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")
+        ce = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="none")
+        ce = ce.view(target.shape)  # as BalancedLM computes it
         loss = (ce * valid).sum() / valid.sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
