@@ -43,6 +43,10 @@ from tokenize_mm.data.store import TokenStore
 
 log = logging.getLogger(__name__)
 
+#: Most documents ``fresh_ahead`` renders before a fit (a long run's first ones; the worker
+#: renders the rest): about a minute on 2 cores at the main job's sizes.
+AHEAD_MAX_DOCUMENTS = 16384
+
 #: Version of ``StoreDataModule.state_dict``'s layout.
 STATE_VERSION = 1
 
@@ -76,9 +80,10 @@ class StoreDataModule(L.LightningDataModule):
             from the same source settings) still gives the validation batches and the
             sub-sources' sizes. ``None``: the store's train split.
         fresh_ahead: with ``fresh`` and a ``cache_dir`` in it, render the documents the fit is
-            expected to read (``trainer.max_steps`` batches at the sampler's first probabilities)
-            in this many processes before training starts (``FreshExamples.render_ahead``); the
-            worker renders the rest as the stream reaches it. 0: off; DDP runs skip it.
+            expected to read (``trainer.max_steps`` batches at the sampler's first probabilities,
+            at most ``AHEAD_MAX_DOCUMENTS`` in all) in this many processes before training
+            starts (``FreshExamples.render_ahead``); the worker renders the rest as the stream
+            reaches it. 0: off; DDP runs skip it.
     """
 
     def __init__(
@@ -137,6 +142,9 @@ class StoreDataModule(L.LightningDataModule):
             return
         positions = steps * self.batch_size * self.context
         wanted = expected_documents(docs, self.sampler.probabilities(), positions)
+        total = sum(wanted.values())
+        if total > AHEAD_MAX_DOCUMENTS:  # a long run: its first documents, the worker the rest
+            wanted = {n: -(-k * AHEAD_MAX_DOCUMENTS // total) for n, k in wanted.items()}
         start = time.perf_counter()
         rendered = self.fresh_examples.render_ahead(wanted, self.fresh_ahead)
         if rendered:
