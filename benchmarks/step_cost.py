@@ -12,11 +12,15 @@ batches (drawn once from the main job's train stream, ``experiment=balance_bench
 
 A step's time is the interval between the ends of consecutive steps (data fetch from memory,
 forward, backward, optimizer, callbacks, logging), after ``--warmup`` steps. The variants run in
-rounds (every variant once per round, in rotating order) so that drift in the machine's speed
-falls on all of them alike; the figure is the median over every measured step of every round.
-Lightning's ``Trainer`` start-up is outside the measured interval.
+rounds (every variant once per round) so that drift in the machine's speed falls on all of them
+alike, each round in its own order (a shuffle seeded by the round's number). In a rotating order
+each variant always ran after the same one, so whatever a run leaves for the next (garbage, the
+allocator's state) fell on the same variant every round: gradnorm_weights measured 1.035 and
+1.039 when it always followed gradnorm, 1.016 when it followed token_mean, in runs of the same
+code. The last run's garbage is collected before each run. The figure is the median over every measured step of every round. Lightning's
+``Trainer`` start-up is outside the measured interval.
 
-    .venv/bin/python benchmarks/step_cost.py [--steps 15] [--warmup 5] [--rounds 6]
+    .venv/bin/python benchmarks/step_cost.py [--steps 15] [--warmup 5] [--rounds 10]
         [--weightings token_mean,modality_mean,...] [--override KEY=VALUE ...]
         [--threads N] [--out-dir DIR]
 
@@ -27,10 +31,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import itertools
 import json
 import os
 import platform
+import random
 import shlex
 import statistics
 import sys
@@ -70,8 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=15, help="measured steps per variant per round")
     p.add_argument("--warmup", type=int, default=5, help="unmeasured steps before them")
-    p.add_argument("--rounds", type=int, default=6,
-                   help="rounds (6: a round's median moved by up to 15 %% on the 2-core machine, so "
+    p.add_argument("--rounds", type=int, default=10,
+                   help="rounds (a round's median moved by up to 15 %% on the 2-core machine, so "
                         "more, shorter rounds spread the drift over every variant)")  # fmt: skip
     p.add_argument("--weightings", default=",".join(WEIGHTINGS))
     p.add_argument("--experiment", default="balance_bench", help="the tmm-train experiment")
@@ -201,8 +207,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     per_round: dict[str, list[float]] = {v: [] for v in variants}
     first_loss: dict[str, float] = {}
     for r in range(args.rounds):
-        order = variants[r % len(variants) :] + variants[: r % len(variants)]
+        order = random.Random(r).sample(variants, len(variants))
         for v in order:
+            gc.collect()  # the last run's garbage, outside every measured interval
             if v == BARE:
                 steps, first_loss[v] = bare_steps(base, prepared, batches, seed=int(base.seed))
             else:
@@ -249,8 +256,8 @@ def write_report(result: dict[str, Any], args: argparse.Namespace, out: Path, co
         f"({result['batch']['target_tokens_mean']:.0f} target tokens a step on average), the same "
         f"{args.warmup + args.steps} batches for every variant; experiment `{args.experiment}`"
         + (f", overrides `{' '.join(args.override)}`" if args.override else "")
-        + f"; {args.rounds} rounds × {args.steps} measured steps after {args.warmup} warm-up "
-        "steps. Median over every measured step.",
+        + f"; {args.rounds} rounds (each in its own shuffled order) × {args.steps} measured "
+        f"steps after {args.warmup} warm-up steps. Median over every measured step.",
         "",
         "| variant | ms / step | per-round medians (ms) | ratio to token_mean | goal | met |",
         "|---|---|---|---|---|---|",

@@ -146,7 +146,7 @@ def test_gradnorm_at_the_weights_reads_the_step_backward_as_the_extra_backward_d
         _, hooked, _ = train(store, gradnorm(), steps=4)
 
     def no_watch(self):
-        self._shared_calls = []
+        self._shared_split = None
         return None
 
     calls = []

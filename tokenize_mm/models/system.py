@@ -53,6 +53,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from tokenize_mm.balance.split_grad import SplitWeightGrad
 from tokenize_mm.balance.weighting import LossWeighting
 from tokenize_mm.core.errors import CheckpointError, ConfigError
 from tokenize_mm.core.modalities import CONTRASTIVE, MODALITIES, MODALITY_IDS, SPECIAL_MODALITY
@@ -132,9 +133,8 @@ class BalancedLM(L.LightningModule):
         self.register_buffer("dominance_count", torch.zeros((), dtype=torch.long))
         self._grad_sq: dict[str, torch.Tensor] = {}
         self._stats: dict[str, Any] = {}
-        #: GradNorm at the weights: the shared layer's calls this step and the rows' modalities
-        self._shared_calls: list[dict[str, torch.Tensor]] = []
-        self._shared_rows: torch.Tensor | None = None
+        #: GradNorm at the weights: the step's per-modality split of the shared layer's gradient
+        self._shared_split: SplitWeightGrad | None = None
         #: (rows, row length) of the last training batch (``cli/throughput.py`` counts them)
         self.last_batch_shape: tuple[int, ...] | None = None
         #: modality → the last step's mean loss, all-reduced over ranks (``None`` after a skipped
@@ -222,7 +222,8 @@ class BalancedLM(L.LightningModule):
             self._stats = {}
             return None
         self._grad_sq = {}
-        self._shared_rows = out["row_modality"] if shared is not None else None
+        if shared is not None:  # the groups of the shared layer's first call, for its backward
+            shared.rows = out["row_modality"]
         self._watch_hidden(out["hidden"], out["row_modality"])
         self._stats = stats
         if aligned is not None and CONTRASTIVE in losses:
@@ -263,54 +264,40 @@ class BalancedLM(L.LightningModule):
             return []
         return [self.model.get_submodule(self._shared_name()).weight]
 
-    def _watch_shared(self) -> Any:
-        """GradNorm at the weights without an extra backward: a forward hook on the shared layer
-        W (``_shared_name``) keeps each call's input X and the gradient G of its output, and
-        ``_shared_norms`` splits the step's own ∇_W = Gᵀ X by objective. Exact, because nothing
-        after W mixes positions in the language-model pass (a residual add, the final norm and
-        the head are per position, so row t of G is the gradient of position t's loss alone) and
-        the contrastive pass is a call of its own. Returns the hook's handle, or ``None`` when
-        the weighting does not measure at the weights or the model is compiled (then ``combine``
-        runs the extra backward per objective)."""
-        self._shared_calls: list[dict[str, torch.Tensor]] = []
+    def _watch_shared(self) -> SplitWeightGrad | None:
+        """GradNorm at the weights without an extra backward: while the step's forward runs, the
+        shared layer W (``_shared_name``) computes its weight gradient in the step's own backward
+        block by block, one block per target modality (``balance/split_grad.py``: the same
+        products the backward runs anyway, plus one gather of the rows). Exact, because nothing
+        after W mixes positions in the language-model pass (the MLP, a residual add, the final
+        norm and the head are per position, so row t of ∂L/∂y is position t's loss alone) and the
+        contrastive pass is a call of its own. Returns the split, or ``None`` when the weighting
+        does not measure at the weights or the model is compiled (then ``combine`` runs the extra
+        backward per objective)."""
+        self._shared_split: SplitWeightGrad | None = None
         compiled = getattr(self.model, "_compiled_call_impl", None) is not None
         if not self.weighting.needs_shared or compiled or not torch.is_grad_enabled():
             return None
-        calls = self._shared_calls
-
-        def record(module, inputs, output) -> None:
-            entry = {"x": inputs[0].detach()}
-            calls.append(entry)
-            if output.requires_grad:
-                output.register_hook(lambda g: entry.__setitem__("g", g.detach()))
-
-        return self.model.get_submodule(self._shared_name()).register_forward_hook(record)
+        layer = self.model.get_submodule(self._shared_name())
+        self._shared_split = SplitWeightGrad(layer, groups=SPECIAL_MODALITY + 1).attach()
+        return self._shared_split
 
     def _shared_norms(self, objectives: Iterable[str]) -> dict[str, float]:
-        """Each objective's ||∇_W (w_m L_m)|| from the step's recorded calls (this rank's
-        gradient, as the extra backward gave): the language-model pass split by each row's
-        target modality, the contrastive pass whole."""
-        calls, rows = self._shared_calls, self._shared_rows
+        """Each objective's ||∇_W (w_m L_m)|| from the step's backward (this rank's gradient, as
+        the extra backward gave): the language-model call's blocks by target modality, the
+        contrastive call whole. One host read."""
+        split = self._shared_split
+        blocks = split.norms() if split is not None else []
+        if not blocks or not len(blocks[0]):
+            return {}
+        values = torch.cat(blocks[:2]).tolist()
         norms: dict[str, float] = {}
-        if not calls or "g" not in calls[0] or rows is None:
-            return norms
-        x, g = calls[0]["x"], calls[0]["g"]
-        x, g = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
-        # rows grouped by modality with one gather each, then one product per modality's block
-        ids = rows.reshape(-1).long()
-        order = torch.argsort(ids, stable=True)
-        ends = torch.bincount(ids, minlength=SPECIAL_MODALITY + 1).cumsum(0).tolist()
-        x, g = x.index_select(0, order), g.index_select(0, order)
         for m in objectives:
             if m == CONTRASTIVE:
-                if len(calls) > 1 and "g" in calls[1]:
-                    xc, gc = calls[1]["x"], calls[1]["g"]
-                    grad = gc.reshape(-1, gc.shape[-1]).T @ xc.reshape(-1, xc.shape[-1])
-                    norms[m] = float(grad.float().norm())
-                continue
-            i = MODALITY_IDS[m]
-            lo, hi = (ends[i - 1] if i else 0), ends[i]
-            norms[m] = float((g[lo:hi].T @ x[lo:hi]).float().norm())
+                if len(values) > SPECIAL_MODALITY + 1:
+                    norms[m] = values[SPECIAL_MODALITY + 1]
+            else:
+                norms[m] = values[MODALITY_IDS[m]]
         return norms
 
     def contrastive_loss(self, batch, local: bool = False) -> dict[str, Any]:
@@ -384,9 +371,9 @@ class BalancedLM(L.LightningModule):
         norms = self._reduce(torch.stack([self._grad_sq.get(m, zero).float()
                                           for m in self.objectives])).tolist()  # fmt: skip
         grad_sq = dict(zip(self.objectives, norms, strict=True))
-        if self._shared_calls:  # GradNorm at the weights, read off this step's backward
+        if self._shared_split is not None:  # GradNorm at the weights, off this step's backward
             self.weighting.observe_shared(self._shared_norms(losses))
-            self._shared_calls, self._shared_rows = [], None
+            self._shared_split = None
         self.weighting.observe(losses, grad_sq)
         self._log_balance(losses, counts, hits, grad_sq, present)
 
