@@ -17,7 +17,7 @@ and the data stream (``seed`` and ``data.seed``). Each run is scored on held-out
 
 The sizes: ``tiny`` (the test suite's), ``quick`` (minutes), ``default`` (the unimodal regime: the
 LM losses alone, random span order, 180 steps; nothing cross-modal is learnt at that budget) and
-``grounding`` (the contrastive objective, captions after their media and 600 steps: the regime in
+``grounding`` (the contrastive objective, captions after their media, 400 steps at lr 0.002: the regime in
 which text learns to read images and audio, so grounding can rank the strategies).
 
 Held-out examples for G and zero-shot: on the built-in data, trimodal examples of another seed

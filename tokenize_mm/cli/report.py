@@ -150,7 +150,8 @@ def write_run_report(
         "# Training run", "",
         f"Command: `{settings.get('command', '?')}`", "",
         f"Weighting `{settings.get('weighting')}`, sampling `{settings.get('sampling')}`, "
-        f"{span} ({trained} trained here) in {settings.get('seconds', 0):.0f} s; skipped "
+        f"{span} ({trained} trained here); the command took {settings.get('seconds', 0):.0f} s "
+        "(tokenizers, store, training, the saved model); skipped "
         f"non-finite steps: {int(last.get('train/skipped_steps', 0))}; mean dominance index "
         + ("– (fewer than two modalities had a gradient)" if math.isnan(dominance)
            else f"{dominance:.2f}") + ".", "",
