@@ -17,8 +17,8 @@ and the data stream (``seed`` and ``data.seed``). Each run is scored on held-out
 
 The sizes: ``tiny`` (the test suite's), ``quick`` (minutes), ``default`` (the unimodal regime: the
 LM losses alone, random span order, 180 steps; nothing cross-modal is learnt at that budget) and
-``grounding`` (the contrastive objective, captions after their media, 400 steps at lr 0.002: the regime in
-which text learns to read images and audio, so grounding can rank the strategies).
+``grounding`` (the contrastive objective, captions after their media, 400 steps at lr 0.002: the
+regime in which text learns to read images and audio, so grounding can rank the strategies).
 
 Held-out examples for G and zero-shot: on the built-in data, trimodal examples of another seed
 (``data.source.seed + 1000``: unseen scenes of the same 64 concepts); on a manifest, its test
