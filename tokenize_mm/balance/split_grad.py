@@ -116,4 +116,5 @@ class SplitWeightGrad:
 
     def norms(self) -> list[Tensor]:
         """Each recorded call's block norms (empty where its backward has not run)."""
-        return [c.get("norms", torch.zeros(0)) for c in self.calls]
+        empty = torch.zeros(0, device=self.layer.weight.device)
+        return [c.get("norms", empty) for c in self.calls]

@@ -290,7 +290,7 @@ class BalancedLM(L.LightningModule):
         blocks = split.norms() if split is not None else []
         if not blocks or not len(blocks[0]):
             return {}
-        values = torch.cat(blocks[:2]).tolist()
+        values = torch.cat([b for b in blocks[:2] if len(b)]).tolist()  # a call not run: none
         norms: dict[str, float] = {}
         for m in objectives:
             if m == CONTRASTIVE:
