@@ -13,12 +13,12 @@ batches (drawn once from the main job's train stream, ``experiment=balance_bench
 A step's time is the interval between the ends of consecutive steps (data fetch from memory,
 forward, backward, optimizer, callbacks, logging), after ``--warmup`` steps. The variants run in
 rounds (every variant once per round) so that drift in the machine's speed falls on all of them
-alike, each round in its own order (a shuffle seeded by the round's number). In a rotating order
+alike, each round in its own order (a shuffle seeded by the round's number): in a rotating order
 each variant always ran after the same one, so whatever a run leaves for the next (garbage, the
-allocator's state) fell on the same variant every round: gradnorm_weights measured 1.035 and
-1.039 when it always followed gradnorm, 1.016 when it followed token_mean, in runs of the same
-code. The last run's garbage is collected before each run. The figure is the median over every measured step of every round. Lightning's
-``Trainer`` start-up is outside the measured interval.
+allocator's state) fell on the same variant every round (docs/results/balance_adaptive/summary.md,
+"Cost per step"). The last run's garbage is collected before each run. The figure is the median
+over every measured step of every round. Lightning's ``Trainer`` start-up is outside the
+measured interval.
 
     .venv/bin/python benchmarks/step_cost.py [--steps 15] [--warmup 5] [--rounds 10]
         [--weightings token_mean,modality_mean,...] [--override KEY=VALUE ...]
