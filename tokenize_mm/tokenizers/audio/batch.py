@@ -4,7 +4,8 @@ Many clips of different lengths are encoded in few forward passes, with the code
 when it is encoded alone:
 
 * Weight normalisation (Salimans & Kingma, 2016) is folded into plain weights once
-  (``folded_copy``); the ``encodec`` modules recompute w = g · v / ||v|| at every forward.
+  (``folded_copy``); the ``encodec`` modules recompute w = g · v / ||v|| at every forward. The copy's
+  padded convolutions pad by slicing (``padding.py``: the same numbers, less time).
 * Every piece is zero-padded to whole frames before it reaches the encoder, also when it is
   encoded alone, so that no convolution pads its right edge by reflection. With causal
   convolutions frame t then depends only on samples before (t + 1) · hop, and padding a piece
@@ -16,11 +17,13 @@ when it is encoded alone:
   the last convolution and the quantizer always run on the padded batch, where the LSTM's
   matrix-vector products become matrix products.
 * On the CPU the caller runs every op on one torch thread (``tokenizers/threads.py``: codes that do
-  not depend on the thread count), and the pieces' convolutions are spread over ``workers``
-  Python threads instead: each piece is still computed by one thread, in the same order, so the
-  codes are the same for any number of workers. Work split by piece has no barrier between
-  threads, so it also slows gracefully on a busy machine, where torch's intra-op threads wait on
-  each other.
+  not depend on the thread count), and ``workers`` Python threads encode whole groups instead,
+  each from the waveform to the codes (convolutions, LSTM, quantizer): every piece is computed by
+  one thread, so the codes are the same for any number of workers (and the LSTM's and the
+  quantizer's rows do not depend on the batch they share, tested). Work split by group keeps both
+  cores busy through the LSTM (which ran on one thread while the other waited, when only the
+  convolutions were split) and has no barrier between threads, so it also slows gracefully on a
+  busy machine, where torch's intra-op threads wait on each other.
 
 A model used here has ``encoder`` (an ``encodec.modules.SEANetEncoder``), ``hop_length``,
 ``compand(wav) -> wav`` (what the encoder reads; elementwise, zero to zero, so padding commutes
@@ -34,8 +37,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
+from encodec.modules.conv import SConv1d
 from encodec.modules.lstm import SLSTM
 from torch import nn
+
+from tokenize_mm.tokenizers.audio.padding import FastPadConv1d, swap_padded_convs
 
 
 def folded_copy(model: nn.Module, build: Callable[[], nn.Module]) -> nn.Module:
@@ -47,6 +53,7 @@ def folded_copy(model: nn.Module, build: Callable[[], nn.Module]) -> nn.Module:
     for module in copy.modules():
         if hasattr(module, "weight_g") and hasattr(module, "weight_v"):
             torch.nn.utils.remove_weight_norm(module)
+    swap_padded_convs(copy)  # the same numbers, reflection padding by slicing
     device = next(model.parameters()).device
     return copy.to(device).eval().requires_grad_(False)
 
@@ -64,11 +71,9 @@ def min_mixed_length(encoder: nn.Module) -> int:
     SEANet's ``pad1d`` treats an input no longer than its padding specially (it appends zeros
     before reflecting), so a piece that short at some layer is padded differently alone and in a
     batch: every convolution's input must be longer than its padding, at that layer's stride."""
-    from encodec.modules.conv import SConv1d
-
     need, stride = 1, 1
     for module in encoder.modules():
-        if isinstance(module, SConv1d):
+        if isinstance(module, (SConv1d, FastPadConv1d)):  # a folded copy has the latter
             conv = module.conv.conv
             k, s, d = conv.kernel_size[0], conv.stride[0], conv.dilation[0]
             need = max(need, ((k - 1) * d - (s - 1) + 1) * stride)
@@ -124,8 +129,8 @@ def encode_pieces(
         batch_samples: most samples (members × longest) in one batch.
         batch_convs: run the convolutions before the LSTM on the padded batch (GPU) rather than
             piece by piece (CPU).
-        workers: Python threads that run the piece-by-piece convolutions (``batch_convs``
-            false); the codes do not depend on it.
+        workers: Python threads that encode groups of pieces (``batch_convs`` false); the codes
+            do not depend on it.
 
     Returns:
         Codes (K, L_i / hop) int64 per piece, in the order given, on the CPU.
@@ -140,20 +145,29 @@ def encode_pieces(
     min_mixed = min_mixed_length(model.encoder)
 
     @torch.inference_mode()  # inference mode is per thread: the workers enter it too
-    def conv_one(i: int) -> torch.Tensor:
-        return convs(model.compand(pieces[i][None].to(device)))[0]
+    def encode_group(group: list[int]) -> torch.Tensor:
+        """Codes (N, K, longest / hop) of a group, on the CPU."""
+        if batch_convs:  # one copy to the device per group
+            latent = convs(model.compand(_pad_stack([pieces[i] for i in group]).to(device)))
+        else:
+            latent = _pad_stack([convs(model.compand(pieces[i][None].to(device)))[0]
+                                 for i in group])  # fmt: skip
+        return model.quantize(rest(latent)).cpu()  # one copy back
 
-    pool = ThreadPoolExecutor(workers) if workers > 1 and not batch_convs else None
+    # On the CPU each worker encodes whole groups of its own, from the waveform to the codes:
+    # both cores stay busy through the LSTM and the quantizer too (they ran on one thread while
+    # the other waited), and nothing waits for another worker until the end.
+    # Groups of at most batch_samples / workers samples keep the memory held at once where one
+    # group of batch_samples put it, and a batch of a few clips still makes a group per worker.
+    parallel = workers > 1 and not batch_convs
+    budget = batch_samples
+    if parallel:
+        budget = max(1, min(batch_samples // workers, -(-sum(lengths) // workers)))
+    groups = _groups(lengths, causal=causal, batch_samples=budget, min_mixed=min_mixed)
+    pool = ThreadPoolExecutor(workers) if parallel and len(groups) > 1 else None
     try:
-        for group in _groups(
-            lengths, causal=causal, batch_samples=batch_samples, min_mixed=min_mixed
-        ):
-            if batch_convs:  # one copy to the device per group
-                latent = convs(model.compand(_pad_stack([pieces[i] for i in group]).to(device)))
-            else:
-                latent = _pad_stack(list(pool.map(conv_one, group)) if pool else
-                                    [conv_one(i) for i in group])  # fmt: skip
-            codes = model.quantize(rest(latent)).cpu()  # (N, K, longest / hop), one copy back
+        results = pool.map(encode_group, groups) if pool else map(encode_group, groups)
+        for group, codes in zip(groups, results, strict=True):
             for j, i in enumerate(group):
                 out[i] = codes[j, :, : lengths[i] // hop]
     finally:
