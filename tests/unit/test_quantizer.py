@@ -9,7 +9,14 @@ import torch
 from encodec.quantization.core_vq import EuclideanCodebook, sample_vectors
 
 from tokenize_mm.tokenizers.quant.usage import codebook_usage
-from tokenize_mm.tokenizers.quant.vector import Codebook, VectorQuantizer, kmeans, nearest_code
+from tokenize_mm.tokenizers.quant.vector import (
+    Codebook,
+    PackageExactCodebook,
+    VectorQuantizer,
+    encodec_nearest_code,
+    kmeans,
+    nearest_code,
+)
 
 
 def _assert_same_nearest(codes: torch.Tensor, ref: torch.Tensor, x, codebook) -> None:
@@ -47,6 +54,25 @@ def test_nearest_code_ties_go_to_lowest_index():
     codebook = torch.randint(-3, 4, (128, 4)).float().repeat(2, 1)
     x = codebook[torch.randint(0, 256, (500,))]
     assert (nearest_code(x, codebook) < 128).all()
+
+
+# scales from tiny to large, where rounding decides close calls; K = 1024 two-level, 100 plain
+@pytest.mark.parametrize(
+    ("n", "k", "d", "chunk_rows"), [(4000, 1024, 128, None), (999, 100, 8, 64)]
+)
+def test_encodec_nearest_code_is_the_package_quantize_exactly(n, k, d, chunk_rows):
+    gen = torch.Generator().manual_seed(d)
+    reference = EuclideanCodebook(d, k)
+    reference.embed.copy_(torch.randn(k, d, generator=gen))
+    reference.embed[k // 2] = reference.embed[3]  # an exact tie: the first index, as max gives
+    for scale in (1e-3, 1.0, 30.0):
+        x = torch.randn(n, d, generator=gen) * scale
+        x[:5] = reference.embed[3]
+        codes = encodec_nearest_code(x, reference.embed, chunk_rows=chunk_rows)
+        assert torch.equal(codes, reference.quantize(x)), scale
+    fast = PackageExactCodebook(d, k)
+    fast.load_state_dict(reference.state_dict())
+    assert torch.equal(fast.quantize(x), reference.quantize(x))
 
 
 def test_nearest_code_rejects_mismatched_inputs():

@@ -5,7 +5,8 @@ when it is encoded alone:
 
 * Weight normalisation (Salimans & Kingma, 2016) is folded into plain weights once
   (``folded_copy``); the ``encodec`` modules recompute w = g · v / ||v|| at every forward. The copy's
-  padded convolutions pad by slicing (``padding.py``: the same numbers, less time).
+  padded convolutions pad by slicing (``padding.py``) and the package's codebooks score in cache-sized
+  blocks (``quant/vector.py``, ``encodec_nearest_code``): the same numbers and codes, less time.
 * Every piece is zero-padded to whole frames before it reaches the encoder, also when it is
   encoded alone, so that no convolution pads its right edge by reflection. With causal
   convolutions frame t then depends only on samples before (t + 1) · hop, and padding a piece
@@ -39,9 +40,11 @@ import torch
 import torch.nn.functional as F
 from encodec.modules.conv import SConv1d
 from encodec.modules.lstm import SLSTM
+from encodec.quantization.core_vq import EuclideanCodebook
 from torch import nn
 
 from tokenize_mm.tokenizers.audio.padding import FastPadConv1d, swap_padded_convs
+from tokenize_mm.tokenizers.quant.vector import PackageExactCodebook
 
 
 def folded_copy(model: nn.Module, build: Callable[[], nn.Module]) -> nn.Module:
@@ -54,6 +57,9 @@ def folded_copy(model: nn.Module, build: Callable[[], nn.Module]) -> nn.Module:
         if hasattr(module, "weight_g") and hasattr(module, "weight_v"):
             torch.nn.utils.remove_weight_norm(module)
     swap_padded_convs(copy)  # the same numbers, reflection padding by slicing
+    for module in copy.modules():  # the package's codebooks (pretrained codecs): same indices
+        if type(module) is EuclideanCodebook:
+            module.__class__ = PackageExactCodebook
     device = next(model.parameters()).device
     return copy.to(device).eval().requires_grad_(False)
 

@@ -92,7 +92,6 @@ def nearest_code(
     # A transposed view, not a copy: BLAS reads it as is (a contiguous copy measured slower).
     codebook_t = codebook.t()
     block = x.new_empty(rows, k)  # reused for every chunk, so it stays cache-resident
-    two_level = x.device.type == "cpu" and k % _GROUP == 0 and k > _GROUP
     row_ids = torch.arange(rows, device=x.device)
     for start in range(0, n, rows):
         chunk = x[start : start + rows]
@@ -100,14 +99,56 @@ def nearest_code(
         scores = block[:m]
         # scores = |E|^2 - 2 x E^T, shape (m, K), in one BLAS call.
         torch.addmm(codebook_sqnorm, chunk, codebook_t, beta=1, alpha=-2, out=scores)
-        out = codes[start : start + m]
-        if two_level:
-            groups = scores.view(m, k // _GROUP, _GROUP)
-            best_group = groups.amin(dim=2).argmin(dim=1)  # (m,)
-            within = groups[row_ids[:m], best_group].argmin(dim=1)  # (m, _GROUP) -> (m,)
-            torch.add(within, best_group, alpha=_GROUP, out=out)
-        else:
-            torch.argmin(scores, dim=1, out=out)
+        _first_argmin(scores, codes[start : start + m], row_ids[:m])
+    return codes
+
+
+def _first_argmin(scores: Tensor, out: Tensor, row_ids: Tensor) -> None:
+    """``torch.argmin(scores, dim=1, out=out)`` for scores (m, K): the first minimal index of
+    each row, on the CPU through the group minima (``_GROUP``) when K allows."""
+    m, k = scores.shape
+    if scores.device.type == "cpu" and k % _GROUP == 0 and k > _GROUP:
+        groups = scores.view(m, k // _GROUP, _GROUP)
+        best_group = groups.amin(dim=2).argmin(dim=1)  # (m,)
+        within = groups[row_ids, best_group].argmin(dim=1)  # (m, _GROUP) -> (m,)
+        torch.add(within, best_group, alpha=_GROUP, out=out)
+    else:
+        torch.argmin(scores, dim=1, out=out)
+
+
+@torch.no_grad()
+def encodec_nearest_code(x: Tensor, codebook: Tensor, chunk_rows: int | None = None) -> Tensor:
+    """EnCodec's ``EuclideanCodebook.quantize`` with the same floats, in cache-sized blocks.
+
+    EnCodec scores ``-(|x|^2 - (2x) E^T + |E|^2)`` over all N rows at once and takes the first
+    maximum (five (N, K) passes, the last a scalar loop). Here each block of rows gets
+    ``|x|^2 - 2 (x E^T)`` (``(2x) E^T`` is ``2 (x E^T)`` exactly: scaling by 2 is exact) plus
+    ``|E|^2`` in that order, and the first minimum of that, the same index. The pretrained codecs
+    use it in their folded copies (``audio/batch.py``), where the codes must stay the package's.
+
+    Args:
+        x: vectors (N, D); codebook: (K, D), the same dtype and device.
+        chunk_rows: rows per block; None picks ``default_chunk_rows(K)``.
+
+    Returns:
+        int64 (N,): EnCodec's indices.
+    """
+    n, k = x.shape[0], codebook.shape[0]
+    embed = codebook.t()
+    x_sq = x.pow(2).sum(1, keepdim=True)  # (N, 1), as EnCodec computes it
+    e_sq = embed.pow(2).sum(0, keepdim=True)  # (1, K)
+    rows = min(chunk_rows or default_chunk_rows(k), max(n, 1))
+    codes = torch.empty(n, dtype=torch.long, device=x.device)
+    block = x.new_empty(rows, k)
+    row_ids = torch.arange(rows, device=x.device)
+    for start in range(0, n, rows):
+        chunk = x[start : start + rows]
+        m = chunk.shape[0]
+        scores = block[:m]
+        torch.mm(chunk, embed, out=scores)
+        torch.sub(x_sq[start : start + m], scores, alpha=2, out=scores)
+        scores.add_(e_sq)
+        _first_argmin(scores, codes[start : start + m], row_ids[:m])
     return codes
 
 
@@ -318,3 +359,13 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"VectorQuantizer: codes must lie in [0, {self.codebook_size})")
         with torch.autocast(codes.device.type, enabled=False):
             return self.project_out(self.codebook.decode(codes))
+
+
+class PackageExactCodebook(EuclideanCodebook):
+    """EnCodec's own codebook with ``encodec_nearest_code`` as its ``quantize``: the package's
+    indices, faster. ``audio/batch.py`` gives this class to the ``EuclideanCodebook`` modules of a
+    folded inference copy (the pretrained codecs); everything else is the package's."""
+
+    def quantize(self, x: Tensor) -> Tensor:
+        """Codes (N,) of vectors x (N, D), as ``EuclideanCodebook.quantize`` gives them."""
+        return encodec_nearest_code(x, self.embed)
