@@ -19,7 +19,7 @@ Measures three things and checks two goals:
 Every timing is ``vq_assign.timeit``: one warm-up call of each contender, then interleaved rounds
 (A B A B ...) so that load from other processes falls on both alike, and the median per call.
 
-    .venv/bin/python benchmarks/tokenizers.py [--quick] [--out PATH.json] [--md PATH.md]
+    .venv/bin/python benchmarks/tokenizers.py [--quick] [--text-only] [--out PATH.json] [--md PATH.md]
         [--dev-manifest PATH.jsonl] [--num-texts N] [--vocab-size V]
 """
 
@@ -386,6 +386,8 @@ def main() -> None:
     parser.add_argument("--dev-manifest", help="JSONL manifest whose texts join the text corpus")
     parser.add_argument("--num-texts", type=int, help="built-in examples for the text corpus")
     parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--text-only", action="store_true",
+                        help="the text part alone (no images, no VQ): about a minute")  # fmt: skip
     args = parser.parse_args()
     cfg = dict(QUICK if args.quick else FULL)
     cfg["num_texts"] = args.num_texts or cfg["num_texts"]
@@ -397,13 +399,15 @@ def main() -> None:
                  "chars_per_token": tok.info.chars_per_token}  # fmt: skip
     text = bench_text(tok, texts, cfg)
     print(f"text: ours / raw = {text['ratio']:.2f}", flush=True)
-    images = run_images(cfg)
-    vq = run_vq(cfg)
+    images = None if args.text_only else run_images(cfg)
+    vq = [] if args.text_only else run_vq(cfg)
     meta["load_average_end"] = load_average()
 
     goal_rows = goals(text, vq)
     lines = md_header(meta, goal_rows) + md_text(text, corpus, tok_about)
-    markdown = "\n".join([*lines, *md_images(images), *md_vq(vq)]) + "\n"
+    if not args.text_only:
+        lines += [*md_images(images), *md_vq(vq)]
+    markdown = "\n".join(lines) + "\n"
     print()
     print(markdown)
     results = {"meta": meta, "settings": cfg, "goals": goal_rows,
