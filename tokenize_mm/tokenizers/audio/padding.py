@@ -19,6 +19,7 @@ go through EnCodec's own ``pad1d``.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from encodec.modules.conv import SConv1d, get_extra_padding_for_conv1d, pad1d
 from torch import nn
 
@@ -50,19 +51,76 @@ class FastPadConv1d(nn.Module):
         inner = sconv.conv.conv
         self.kernel_size, self.stride = inner.kernel_size[0], inner.stride[0]
         self.padding_total = (self.kernel_size - 1) * inner.dilation[0] - (self.stride - 1)
+        self._weight_2d: torch.Tensor | None = None  # the weight as (C_out, C_in, 1, k)
+        self._weight_key: tuple[int, int] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C_in, T), or (B, C_in, 1, T) channels-last (``to_channels_last``) → the same
+        layout with C_out channels."""
         total = self.padding_total
         extra = get_extra_padding_for_conv1d(x, self.kernel_size, self.stride, total)
         if self.causal:
             left, right = total, extra
         else:
             left, right = total - total // 2, total // 2 + extra
+        if x.dim() == 4:
+            return self._forward_channels_last(x, left, right)
         if self.pad_mode == "reflect" and x.shape[-1] > max(left, right):
             x = reflect_pad(x, left, right)
         else:  # other modes, and SEANet's short input (zeros appended before reflecting)
             x = pad1d(x, (left, right), mode=self.pad_mode)
         return self.conv(x)
+
+    def _forward_channels_last(self, x: torch.Tensor, left: int, right: int) -> torch.Tensor:
+        """The same convolution over (B, C, 1, T) in channels-last memory, which oneDNN runs
+        faster on the CPU (``benchmarks/audio_profile.py``), and a 1x1 one as the matrix product
+        it is (PyTorch sends a 1x1 convolution on one thread to its slow path, which copies out
+        of channels-last). The sums run in another order than the 3-D path's, so outputs differ
+        from it in the last bits."""
+        if self.pad_mode == "reflect" and x.shape[-1] > max(left, right):
+            x = _reflect_pad_channels_last(x, left, right)
+        elif left or right:
+            x = to_channels_last(pad1d(x[:, :, 0], (left, right), mode=self.pad_mode)[:, :, None])
+        inner = self.conv.conv
+        if self.kernel_size == 1 and self.stride == 1:  # (B·T, C_in) @ (C_in, C_out) in place
+            b, _, _, t = x.shape
+            rows = x.permute(0, 2, 3, 1).reshape(b * t, -1)  # a view of channels-last memory
+            weight = inner.weight[:, :, 0]
+            out = (
+                rows @ weight.t()
+                if inner.bias is None
+                else torch.addmm(inner.bias, rows, weight.t())
+            )
+            return self.conv.norm(out.view(b, 1, t, -1).permute(0, 3, 1, 2))
+        key = (inner.weight.data_ptr(), inner.weight._version)  # remade if the weight changes
+        if self._weight_2d is None or self._weight_key != key:
+            self._weight_2d = to_channels_last(inner.weight[:, :, None].detach())
+            self._weight_key = key
+        y = F.conv2d(x, self._weight_2d, inner.bias, stride=(1, self.stride),
+                     dilation=(1, inner.dilation[0]))  # fmt: skip
+        return self.conv.norm(y)
+
+
+def _reflect_pad_channels_last(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
+    """``reflect_pad`` of x (B, C, 1, T), written straight into channels-last memory."""
+    if left == 0 and right == 0:
+        return to_channels_last(x)
+    b, c, _, t = x.shape
+    out = torch.empty(
+        (b, c, 1, left + t + right), dtype=x.dtype, device=x.device,
+        memory_format=torch.channels_last,
+    )  # fmt: skip
+    out[..., left : left + t] = x
+    if left:
+        out[..., :left] = x[..., 1 : left + 1].flip(-1)
+    if right:
+        out[..., left + t :] = x[..., -right - 1 : -1].flip(-1)
+    return out
+
+
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A (B, C, 1, T) tensor in channels-last memory (each time step's C values together)."""
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def swap_padded_convs(model: nn.Module) -> nn.Module:
