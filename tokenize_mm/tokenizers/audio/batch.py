@@ -5,8 +5,13 @@ when it is encoded alone:
 
 * Weight normalisation (Salimans & Kingma, 2016) is folded into plain weights once
   (``folded_copy``); the ``encodec`` modules recompute w = g · v / ||v|| at every forward. The copy's
-  padded convolutions pad by slicing (``padding.py``) and the package's codebooks score in cache-sized
-  blocks (``quant/vector.py``, ``encodec_nearest_code``): the same numbers and codes, less time.
+  padded convolutions pad by slicing (``padding.py``), its ELUs run in place where their input is
+  fresh, and the package's codebooks score in cache-sized blocks (``quant/vector.py``,
+  ``encodec_nearest_code``): the same numbers and codes, less time.
+* On the CPU the convolutions before the LSTM run on (1, C, 1, L) channels-last tensors
+  (``padding.py``): oneDNN's faster layout, whose sums run in another order than the package's
+  (``benchmarks/audio_encode.py`` counts the codes that differ from the package's). One-by-one
+  ``encode`` runs the same path, so ``encode_batch`` still equals it.
 * Every piece is zero-padded to whole frames before it reaches the encoder, also when it is
   encoded alone, so that no convolution pads its right edge by reflection. With causal
   convolutions frame t then depends only on samples before (t + 1) · hop, and padding a piece

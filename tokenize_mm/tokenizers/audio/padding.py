@@ -1,19 +1,27 @@
-"""SEANet's padded convolution with its reflection padding done by slicing: the same numbers.
+"""SEANet's padded convolution, faster on the CPU: reflection padding as slices, channels-last.
 
 EnCodec's ``SConv1d`` (Défossez et al., 2022, "High Fidelity Neural Audio Compression";
 ``encodec.modules.conv``) pads every convolution's input, causally (all on the left) or split
 around it, by reflection, and adds zeros' worth of frames on the right so that the last window is
-full. ``F.pad(mode="reflect")`` runs a gather per element: on one CPU thread it took 2.4 ms for a
-(1, 32, 96000) input where copying the same values as slices took 0.9 ms (6.9 against 1.0 ms for a
-left pad of 6), and it copies the input even when a 1x1 convolution pads nothing. In the 24 kHz
-EnCodec encoder the padding took a fifth of the time before the LSTM (``benchmarks/audio_encode.py``
-measures the encoder end to end).
+full. ``F.pad(mode="reflect")`` runs a gather per element, slower than copying the same values as
+slices, and it copies the input even when a 1x1 convolution pads nothing
+(``benchmarks/audio_profile.py`` times both).
 
-``FastPadConv1d`` wraps an ``SConv1d``'s inner convolution and repeats its ``forward`` with
-``reflect_pad``: the padded tensor is the same values in the same places, so the outputs are
-bit-identical (tested against ``SConv1d`` on all lengths around its special cases). Inputs no
-longer than their padding, which SEANet pads with zeros before reflecting, and other padding modes
-go through EnCodec's own ``pad1d``.
+``FastPadConv1d`` wraps an ``SConv1d``'s inner convolution and repeats its ``forward``:
+
+- on (B, C, T), with ``reflect_pad``: the padded tensor is the same values in the same places, so
+  the outputs are bit-identical (tested against ``SConv1d`` on all lengths around its special
+  cases). The decoder, and the encoder on a GPU, run this way.
+- on (B, C, 1, T) in channels-last memory (``to_channels_last``; the CPU encoder's convolutions
+  before the LSTM, ``audio/batch.py``): as a 2-D convolution, which oneDNN runs about 1.6 times
+  faster in that layout on one thread (``benchmarks/audio_profile.py``), a 1x1 one as one matrix
+  product, the padding written straight into channels-last memory. The sums run in another order,
+  so values differ from the 3-D path in the last bits (tested to 1e-5) and a latent on a
+  quantizer boundary can take the other code; ``benchmarks/audio_encode.py`` counts the codes that
+  differ from the ``encodec`` package's.
+
+Inputs no longer than their padding, which SEANet pads with zeros before reflecting, and other
+padding modes go through EnCodec's own ``pad1d``.
 """
 
 from __future__ import annotations
