@@ -101,6 +101,21 @@ def test_balance_metrics_are_logged_every_step(store, tmp_path):
     assert [r["step"] for r in metrics.val] == [4] and "val/loss/text" in metrics.val[0]
 
 
+def test_dominance_mean_is_kept_on_the_host_and_reread_after_a_load(store):
+    """train/dominance_mean is the running mean of every step's dominance, as the checkpointed
+    buffers hold it, without reading them each step; a state dict load makes it read them again."""
+    store_dir, layout = store
+    module, steps, _ = fit(store_dir, layout, GradShareWeighting(), steps=3)
+    values = [s["train/dominance"] for s in steps]
+    assert steps[-1]["train/dominance_mean"] == pytest.approx(sum(values) / 3)
+    assert float(module.dominance_sum) == pytest.approx(sum(values))
+    assert int(module.dominance_count) == 3
+    state = module.state_dict()
+    state["dominance_sum"], state["dominance_count"] = torch.tensor(30.0).double(), torch.tensor(10)
+    module.load_state_dict(state)
+    assert module._dominance_host is None  # the next step starts from the loaded 30 / 10
+
+
 class NaNOnce(LossWeighting):
     """Token mean, except that the second combine returns NaN; counts observe() calls."""
 

@@ -18,12 +18,14 @@ data module (``StoreDataModule.state_dict``); this module's checkpoint entry ``b
 the layout fingerprint.
 
 Distributed: token counts, loss sums and gradient norms are all-reduced (sums over ranks) before a
-weighting or sampler sees them, so every rank holds the same state (three all-reduces a step: the
-forward's statistics packed in one tensor, the loss's finiteness, the gradient norms); each rank's
+weighting or sampler sees them, so every rank holds the same state (two all-reduces a step, each
+read to the host once: the forward's statistics packed in one tensor, which the combination
+needs; after the backward, the gradient norms with the loss's finiteness); each rank's
 loss for the gradient is its local sum over the *global* count times the world size, so DDP's
 gradient average is the gradient of the global mean. A non-finite loss on any rank skips the step on every rank and
-is counted (``train/skipped_steps``); it never reaches the weights, the optimizer state, or a
-balancer (the skipped batch still advances ``global_step`` and the learning-rate schedule).
+is counted (``train/skipped_steps``): every rank runs its backward, then drops its gradients, so it
+never reaches the weights, the optimizer state, or a balancer (the skipped batch still advances
+``global_step`` and the learning-rate schedule).
 
 Targets that are special tokens (eos) are not trained: every loss belongs to a modality.
 
@@ -133,6 +135,11 @@ class BalancedLM(L.LightningModule):
         self.register_buffer("dominance_count", torch.zeros((), dtype=torch.long))
         self._grad_sq: dict[str, torch.Tensor] = {}
         self._stats: dict[str, Any] = {}
+        self._total: torch.Tensor | None = None  # the step's loss, detached
+        #: (sum, count) of the dominance buffers on the host, so that their mean is not read
+        #: from the device every step; None until the first step and after a state dict load
+        self._dominance_host: tuple[float, int] | None = None
+        self.register_load_state_dict_post_hook(_forget_host_dominance)
         #: GradNorm at the weights: the step's per-modality split of the shared layer's gradient
         self._shared_split: SplitWeightGrad | None = None
         #: (rows, row length) of the last training batch (``cli/throughput.py`` counts them)
@@ -214,13 +221,9 @@ class BalancedLM(L.LightningModule):
         )
         if aligned is not None and CONTRASTIVE not in losses:  # no pair on any rank: a zero
             total = total + aligned["loss"] * 0.0  # that keeps the head in the graph (DDP)
-        finite = torch.isfinite(total.detach()).to(torch.float32)
-        if float(self._reduce(finite)) < world:  # any rank: skip everywhere, count it
-            self.skipped_steps += 1
-            self.log("train/skipped_steps", self.skipped_steps.float(), on_step=True,
-                     batch_size=self._batch_size)  # fmt: skip
-            self._stats = {}
-            return None
+        # Whether the loss is finite is read after the backward, with the gradient norms: every
+        # rank runs its backward, then all skip the optimizer step together (on_after_backward).
+        self._total = total.detach()
         self._grad_sq = {}
         if shared is not None:  # the groups of the shared layer's first call, for its backward
             shared.rows = out["row_modality"]
@@ -228,8 +231,6 @@ class BalancedLM(L.LightningModule):
         self._stats = stats
         if aligned is not None and CONTRASTIVE in losses:
             self._watch_contrastive(aligned["hidden"])
-        self.log("train/loss", total.detach(), on_step=True, prog_bar=True,
-                 batch_size=self._batch_size)  # fmt: skip
         return total
 
     def _forward_stats(self, out: Mapping[str, Any], aligned: Mapping[str, Any] | None) -> dict:
@@ -282,15 +283,13 @@ class BalancedLM(L.LightningModule):
         self._shared_split = SplitWeightGrad(layer, groups=SPECIAL_MODALITY + 1).attach()
         return self._shared_split
 
-    def _shared_norms(self, objectives: Iterable[str]) -> dict[str, float]:
+    def _shared_norms(self, objectives: Iterable[str], values: list[float]) -> dict[str, float]:
         """Each objective's ||∇_W (w_m L_m)|| from the step's backward (this rank's gradient, as
-        the extra backward gave): the language-model call's blocks by target modality, the
-        contrastive call whole. One host read."""
-        split = self._shared_split
-        blocks = split.norms() if split is not None else []
-        if not blocks or not len(blocks[0]):
+        the extra backward gave): ``values`` are the split's block norms as read with the step's
+        other figures (``_after_backward_read``), the language-model call's by target modality,
+        then the contrastive call's whole."""
+        if not values:
             return {}
-        values = torch.cat([b for b in blocks[:2] if len(b)]).tolist()  # a call not run: none
         norms: dict[str, float] = {}
         for m in objectives:
             if m == CONTRASTIVE:
@@ -358,6 +357,12 @@ class BalancedLM(L.LightningModule):
     def on_after_backward(self) -> None:
         if not self._stats:
             return
+        after = self._after_backward_read()
+        if after["finite"] < self._world():  # any rank: skip everywhere, count it
+            self._skip_step()
+            return
+        self.log("train/loss", after["loss"], on_step=True, prog_bar=True,
+                 batch_size=self._batch_size)  # fmt: skip
         counts, sums, hits = self._stats["counts"], self._stats["sums"], self._stats["hits"]
         present = [m for m in MODALITIES if counts[m] > 0]
         losses = {m: sums[m] / counts[m] for m in present}
@@ -366,18 +371,48 @@ class BalancedLM(L.LightningModule):
         self.step_losses = dict(losses)  # the sampler's: every objective seen this step
         if self.contrastive is not None:
             counts = {**counts, CONTRASTIVE: self._stats["pairs"]}
-        # every objective's squared gradient norm: one all-reduce, one host read
-        zero = torch.zeros((), device=self.device)
-        norms = self._reduce(torch.stack([self._grad_sq.get(m, zero).float()
-                                          for m in self.objectives])).tolist()  # fmt: skip
-        grad_sq = dict(zip(self.objectives, norms, strict=True))
+        grad_sq = after["grad_sq"]
         if self._shared_split is not None:  # GradNorm at the weights, off this step's backward
-            self.weighting.observe_shared(self._shared_norms(losses))
+            self.weighting.observe_shared(self._shared_norms(losses, after["shared"]))
             self._shared_split = None
         self.weighting.observe(losses, grad_sq)
-        self._log_balance(losses, counts, hits, grad_sq, present)
+        self._log_balance(losses, counts, hits, grad_sq, present, after["logit_scale"])
 
-    def _log_balance(self, losses, counts, hits, grad_sq, present) -> None:
+    def _after_backward_read(self) -> dict[str, Any]:
+        """What the step needs after its backward, in one all-reduce and one host read: every
+        objective's squared gradient norm and the number of ranks whose loss was finite (summed
+        over ranks), then this rank's loss, the contrastive logit scale and GradNorm's shared-layer
+        norms (this rank's)."""
+        zero = torch.zeros((), device=self.device)
+        summed = [self._grad_sq.get(m, zero).float() for m in self.objectives]
+        summed.append(torch.isfinite(self._total).float())
+        local = [self._total.float().reshape(1)]
+        if self.contrastive is not None:
+            local.append(self.contrastive.logit_scale.detach().exp().float().reshape(1))
+        blocks = self._shared_split.norms() if self._shared_split is not None else []
+        shared = [b.float() for b in blocks[:2] if len(b)]  # a call not run: none
+        values = torch.cat([self._reduce(torch.stack(summed)), *local, *shared]).tolist()
+        n = len(self.objectives)
+        return {
+            "grad_sq": dict(zip(self.objectives, values[:n], strict=True)),
+            "finite": values[n],
+            "loss": values[n + 1],
+            "logit_scale": values[n + 2] if self.contrastive is not None else None,
+            "shared": values[n + 1 + len(local) :],
+        }
+
+    def _skip_step(self) -> None:
+        """A non-finite loss on some rank: no rank's optimizer step sees this step's gradients
+        (they are dropped: an optimizer skips a parameter without one), no balancer sees it,
+        and it is counted."""
+        self.skipped_steps += 1
+        self.log("train/skipped_steps", self.skipped_steps.float(), on_step=True,
+                 batch_size=self._batch_size)  # fmt: skip
+        for param in self.parameters():
+            param.grad = None
+        self._stats, self._shared_split = {}, None
+
+    def _log_balance(self, losses, counts, hits, grad_sq, present, logit_scale=None) -> None:
         total_tokens = sum(float(counts[m]) for m in present) or 1.0
         shares = {m: float(counts[m]) / total_tokens for m in present}
         weighted = sum(shares[m] * losses[m] for m in present) or 1.0
@@ -398,13 +433,19 @@ class BalancedLM(L.LightningModule):
                 metrics[f"train/grad_share/{m}"] = norms[m] / norm_total
         if CONTRASTIVE in losses:
             self._log_contrastive(losses, counts, grad_sq, norms, weights, metrics)
+        if logit_scale is not None and CONTRASTIVE in losses:
+            metrics["train/logit_scale"] = logit_scale
         positive = [n for n in norms.values() if n > 0]
         if len(positive) > 1:
             dominance = max(positive) / min(positive)  # over the objectives present
-            self.dominance_sum += dominance
+            if self._dominance_host is None:  # the buffers' values, read once (and after a load)
+                self._dominance_host = (float(self.dominance_sum), int(self.dominance_count))
+            total, count = self._dominance_host
+            self._dominance_host = (total + dominance, count + 1)
+            self.dominance_sum += dominance  # the checkpointed buffers: device ops, never read
             self.dominance_count += 1
             metrics["train/dominance"] = dominance
-            metrics["train/dominance_mean"] = float(self.dominance_sum / self.dominance_count)
+            metrics["train/dominance_mean"] = (total + dominance) / (count + 1)
         self._write_metrics(metrics)
 
     def _write_metrics(self, metrics: dict[str, float]) -> None:
@@ -434,7 +475,6 @@ class BalancedLM(L.LightningModule):
         metrics[f"train/grad_share/{CONTRASTIVE}"] = norms[CONTRASTIVE] / (
             sum(norms.values()) or 1.0
         )
-        metrics["train/logit_scale"] = float(self.contrastive.logit_scale.detach().exp())
 
     # -- validation -----------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -514,3 +554,8 @@ class BalancedLM(L.LightningModule):
         if key not in checkpoint:
             checkpoint[key] = {"legacy": {"stream": balance.get("stream"),
                                           "sampler": balance.get("sampler")}}  # fmt: skip
+
+
+def _forget_host_dominance(module: BalancedLM, incompatible_keys: Any) -> None:
+    """After a state dict load: the dominance buffers changed, read them again."""
+    module._dominance_host = None
