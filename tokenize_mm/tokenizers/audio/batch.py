@@ -169,15 +169,19 @@ def encode_pieces(
     out: list[torch.Tensor | None] = [None] * len(pieces)
     min_mixed = min_mixed_length(model.encoder)
 
+    def conv_piece(piece: torch.Tensor) -> torch.Tensor:
+        """A piece (C, L) through the convolutions as (1, C, 1, L) channels-last (padding.py)
+        → the latent (D, L / hop)."""
+        x = to_channels_last(model.compand(piece[None].to(device))[:, :, None])
+        return convs(x)[0, :, 0].contiguous()
+
     @torch.inference_mode()  # inference mode is per thread: the workers enter it too
     def encode_group(group: list[int]) -> torch.Tensor:
         """Codes (N, K, longest / hop) of a group, on the CPU."""
         if batch_convs:  # one copy to the device per group
             latent = convs(model.compand(_pad_stack([pieces[i] for i in group]).to(device)))
         else:
-            # (1, C, 1, L) channels-last through the convolutions (padding.py), then (C, L')
-            latent = _pad_stack([convs(to_channels_last(model.compand(pieces[i][None])[:, :, None]))
-                                 [0, :, 0].contiguous() for i in group])  # fmt: skip
+            latent = _pad_stack([conv_piece(pieces[i]) for i in group])
         return model.quantize(rest(latent)).cpu()  # one copy back
 
     # On the CPU each worker encodes whole groups of its own, from the waveform to the codes:
