@@ -36,7 +36,7 @@ from torch.overrides import TorchFunctionMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scratch import scratch
-from step_cost import WEIGHTINGS, compose, draw_batches
+from step_cost import WEIGHTINGS, compose, draw_batches, train_steps
 from vq_assign import cpu_name
 
 READS = {"tolist", "item", "__float__", "__int__", "__bool__", "__index__"}
@@ -98,20 +98,9 @@ class StepReads(L.Callback):
 
 
 def count(cfg, prepared, batches: list[Any], device: str) -> list[dict[str, Any]]:
-    from tokenize_mm.cli.report import MemoryLogger
-    from tokenize_mm.cli.train import build_module
-
-    L.seed_everything(int(cfg.seed), verbose=False)
-    module = build_module(cfg, prepared.layout)
+    """Each step's reads of ``BalancedLM`` under ``cfg``'s weighting, trained on ``batches``."""
     reads = StepReads(cuda=device == "cuda")
-    trainer = L.Trainer(
-        accelerator=device, devices=1, max_steps=len(batches), precision="32-true",
-        logger=MemoryLogger(), callbacks=[reads], enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
-        limit_val_batches=0, num_sanity_val_steps=0,
-    )  # fmt: skip
-    loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
-    trainer.fit(module, train_dataloaders=loader)
+    train_steps(cfg, prepared, batches, int(cfg.seed), reads, accelerator=device)
     return reads.steps
 
 

@@ -133,23 +133,30 @@ class StepClock(L.Callback):
         self.losses.append(float(outputs["loss"]) if outputs else float("nan"))
 
 
-def lightning_steps(cfg, prepared, batches: list[Any], seed: int) -> list[float]:
-    """Seconds per step of ``BalancedLM`` under ``cfg``'s weighting, trained by Lightning, and
-    the first step's loss."""
+def train_steps(cfg, prepared, batches: list[Any], seed: int, callback: L.Callback,
+                accelerator: str = "cpu") -> None:  # fmt: skip
+    """``BalancedLM`` under ``cfg``'s weighting, trained by Lightning on ``batches`` (one step
+    each) with ``callback`` and nothing else: no validation, checkpoint or progress bar."""
     from tokenize_mm.cli.report import MemoryLogger
     from tokenize_mm.cli.train import build_module
 
     L.seed_everything(seed, verbose=False)
     module = build_module(cfg, prepared.layout)
-    clock = StepClock()
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=len(batches), precision="32-true",
-        logger=MemoryLogger(), callbacks=[clock], enable_checkpointing=False,
+        accelerator=accelerator, devices=1, max_steps=len(batches), precision="32-true",
+        logger=MemoryLogger(), callbacks=[callback], enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
         limit_val_batches=0, num_sanity_val_steps=0,
     )  # fmt: skip
     loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
     trainer.fit(module, train_dataloaders=loader)
+
+
+def lightning_steps(cfg, prepared, batches: list[Any], seed: int) -> list[float]:
+    """Seconds per step of ``BalancedLM`` under ``cfg``'s weighting, trained by Lightning, and
+    the first step's loss."""
+    clock = StepClock()
+    train_steps(cfg, prepared, batches, seed, clock)
     return intervals(clock.ends), clock.losses[0]
 
 
