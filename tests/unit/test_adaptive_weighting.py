@@ -27,6 +27,20 @@ def test_famo_combination_is_the_z_weighted_log_loss_gradient():
     assert sum(w.weights().values()) == pytest.approx(1.0)
 
 
+def test_famo_weighs_by_the_global_mean_losses_when_given():
+    """Under DDP each rank's loss tensors are its own share (a modality absent from its batch
+    has a zero); set_mean_losses gives the next combine the global means, once."""
+    w = FAMOWeighting()
+    losses, counts = losses_counts(values=(2.0, 0.0, 4.0))  # image absent from this rank's batch
+    w.set_mean_losses({"text": 2.0, "image": 1.0, "audio": 4.0})
+    w.combine(losses, counts)
+    inv = torch.tensor([1 / 2.0, 1 / 1.0, 1 / 4.0])  # z equal at the start
+    expected = dict(zip(MODS, (inv / inv.sum()).tolist(), strict=True))
+    assert w.weights() == pytest.approx(expected, rel=1e-6)
+    w.combine(losses, counts)  # used once: now this rank's values, the zero taking nearly all
+    assert w.weights()["image"] > 0.99
+
+
 def test_famo_update_is_adam_on_the_softmax_jacobian_of_the_improvements():
     """With no smoothing, one observe after the first is one Adam step (first step: lr times the
     sign) along d(z . delta)/d xi: the objective that improved most loses weight."""

@@ -216,10 +216,17 @@ from tokenize_mm.models.system import BalancedLM
 from tokenize_mm.sequence import VocabLayout
 
 class Dump(L.Callback):
+    def __init__(self):
+        self.step_weights = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        # this rank's own combine of the step: DDP re-broadcasts the buffers only at the next forward
+        self.step_weights.append(module.weighting.weights())
+
     def on_train_end(self, trainer, module):
         trainer.save_checkpoint("{out}/ddp.ckpt")  # on every rank: the data state is gathered
         params = torch.cat([p.detach().flatten() for p in module.model.parameters()])
-        out = {{"weights": module.weighting.weights(),
+        out = {{"weights": module.weighting.weights(), "step_weights": self.step_weights,
                "state": {{k: v.tolist() for k, v in module.weighting.state_dict().items()}},
                "probabilities": trainer.datamodule.sampler.probabilities(),
                "params": params.tolist()[:2000], "param_sum": float(params.double().sum())}}
@@ -262,6 +269,9 @@ def test_ddp_ranks_hold_identical_balance_state_and_parameters(store, tmp_path, 
     assert result.returncode == 0, result.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["weights"] == r1["weights"] and r0["state"] == r1["state"]
+    # every step's combination weighs the objectives alike on both ranks (FAMO once took each
+    # rank's own loss, not the global mean)
+    assert len(r0["step_weights"]) == 4 and r0["step_weights"] == r1["step_weights"]
     assert r0["probabilities"] == r1["probabilities"]
     assert r0["params"] == r1["params"] and r0["param_sum"] == r1["param_sum"]
     assert len(set(r0["weights"].values())) > 1  # the balancer did act

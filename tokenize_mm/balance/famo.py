@@ -75,6 +75,11 @@ class FAMOWeighting(LossWeighting):
         self.register_buffer("adam_steps", torch.zeros(m, dtype=torch.long))
         self.register_buffer("log_loss", torch.zeros(m, dtype=torch.float64))  # smoothed
         self.register_buffer("seen", torch.zeros(m, dtype=torch.bool))
+        self._means: dict[str, float] = {}  # set_mean_losses, for the next combine
+
+    def set_mean_losses(self, means: Mapping[str, float]) -> None:
+        """The next ``combine``'s loss values: the step's global means (used once)."""
+        self._means = dict(means)
 
     def task_weights(self, present: Sequence[str]) -> dict[str, float]:
         """z: softmax of ξ over the objectives ``present`` (sums to 1)."""
@@ -88,7 +93,12 @@ class FAMOWeighting(LossWeighting):
             self._remember({})
             return _zero(losses)
         z = self.task_weights(present)
-        inverse = {m: z[m] / max(float(losses[m].detach()), _EPS) for m in present}
+        # the global mean losses when the training module gave them (set_mean_losses): under DDP
+        # each rank's loss tensor is its own share, and a modality absent from one rank's batch
+        # has a zero there, which took nearly all of that rank's weight
+        means, self._means = self._means, {}
+        value = {m: means[m] if m in means else float(losses[m].detach()) for m in present}
+        inverse = {m: z[m] / max(value[m], _EPS) for m in present}
         c = math.fsum(inverse.values())
         if not math.isfinite(c) or c <= 0:  # a non-finite loss: the step is skipped anyway
             weights = {m: torch.tensor(1.0 / len(present)) for m in present}

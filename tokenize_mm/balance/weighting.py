@@ -93,6 +93,11 @@ class LossWeighting(nn.Module):
     def observe(self, losses: Mapping[str, float], grad_sq_norms: Mapping[str, float]) -> None:
         """After the backward: global (all-reduced) mean losses and squared gradient norms."""
 
+    def set_mean_losses(self, means: Mapping[str, float]) -> None:
+        """Before ``combine``: every objective's mean loss this step over all ranks (the training
+        module's all-reduced statistics), for a weighting whose weights depend on loss values:
+        the loss tensors ``combine`` gets are each rank's own share. Nothing here."""
+
     def observe_shared(self, norms: Mapping[str, float]) -> None:
         """Before ``observe``, for a weighting that ``needs_shared``: each objective's gradient
         norm at the shared layer's weights under the step's loss, ||∇_W (w_m L_m)||, read off

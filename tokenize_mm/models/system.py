@@ -216,6 +216,10 @@ class BalancedLM(L.LightningModule):
             counts[CONTRASTIVE] = stats["pairs"]
             if stats["pairs"] > 0:
                 losses[CONTRASTIVE] = aligned["loss"]
+        means = {m: stats["sums"][m] / counts[m] for m in MODALITIES if counts[m] > 0}
+        if CONTRASTIVE in losses:
+            means[CONTRASTIVE] = stats["contrastive"]
+        self.weighting.set_mean_losses(means)  # the global values; `losses` are this rank's
         total = self.weighting.combine(
             losses, counts, shared=[] if shared is not None else self._shared_layer()
         )
