@@ -394,7 +394,9 @@ class BalancedLM(L.LightningModule):
         if self.contrastive is not None:
             local.append(self.contrastive.logit_scale.detach().exp().float().reshape(1))
         blocks = self._shared_split.norms() if self._shared_split is not None else []
-        shared = [b.float() for b in blocks[:2] if len(b)]  # a call not run: none
+        shared = []  # the language-model call's blocks, then the contrastive call's if it ran
+        if blocks and len(blocks[0]):
+            shared = [b.float() for b in blocks[:2] if len(b)]
         values = torch.cat([self._reduce(torch.stack(summed)), *local, *shared]).tolist()
         n = len(self.objectives)
         return {
