@@ -75,7 +75,7 @@ def _elu_in_place(model: nn.Module) -> None:
     """ELU in place wherever its input is the fresh output of the module before it in a
     ``Sequential`` (not the first module, whose input the caller may still hold: SEANet's residual
     blocks also feed it to their shortcut). The same values; a large activation less to allocate
-    (a fresh tensor of megabytes costs its page faults: ELU took 1.5 times as long)."""
+    (a fresh tensor of megabytes costs its page faults on every allocation)."""
     for seq in model.modules():
         if isinstance(seq, nn.Sequential):
             for before, layer in itertools.pairwise(seq):
