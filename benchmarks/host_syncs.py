@@ -9,7 +9,9 @@ as ``step_cost.py``) under each weighting and counts, per step:
   them). On a CPU nothing waits, and the count includes reads of tensors that live on the host
   anyway (a weighting's ``torch.tensor(...)`` of floats): it is an upper bound of what a GPU would
   wait for, and the table says which line reads what;
-- on a GPU (``--device cuda``): the same, and the synchronisations CUDA itself reports
+- on a GPU (``--device cuda``): the same, those of them that read a tensor on the device (a
+  weighting's state stays on the host: ``balance/weighting.py``), and the synchronisations CUDA
+  itself reports
   (``torch.cuda.set_sync_debug_mode("warn")``), which also catch the implicit ones (boolean-mask
   indexing, ``nonzero``).
 
@@ -44,15 +46,20 @@ ROOT = str(Path(__file__).resolve().parents[1])
 
 
 class ReadCounter(TorchFunctionMode):
-    """Counts tensor-to-Python reads, keyed by the first project frame that made them."""
+    """Counts tensor-to-Python reads, keyed by the first project frame that made them, and apart
+    those of a tensor that is not on the CPU (on a GPU, the reads that wait for it)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.sites: collections.Counter[str] = collections.Counter()
+        self.device_sites: collections.Counter[str] = collections.Counter()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if getattr(func, "__name__", "") in READS:
-            self.sites[_site(func.__name__)] += 1
+            site = _site(func.__name__)
+            self.sites[site] += 1
+            if args and isinstance(args[0], torch.Tensor) and args[0].device.type != "cpu":
+                self.device_sites[site] += 1
         return func(*args, **(kwargs or {}))
 
 
@@ -94,7 +101,8 @@ class StepReads(L.Callback):
             self._warnings.__exit__(None, None, None)
             syncs = sum("synchroniz" in str(w.message) for w in self._caught)
         self._mode.__exit__(None, None, None)
-        self.steps.append({"reads": dict(self._mode.sites), "cuda_syncs": syncs})
+        self.steps.append({"reads": dict(self._mode.sites), "cuda_syncs": syncs,
+                           "device_reads": dict(self._mode.device_sites) if self.cuda else None})  # fmt: skip
 
 
 def count(cfg, prepared, batches: list[Any], device: str) -> list[dict[str, Any]]:
@@ -109,14 +117,17 @@ def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
              f"{meta['device']}, torch {meta['torch']}, {meta['date']}; the last of "
              f"{meta['steps']} steps of `experiment={meta['experiment']}` (the first ones "
              "include first-use reads). A read: `.tolist()`, `.item()`, `float`, `int`, `bool` "
-             "of a tensor, at the first line of tokenize_mm that made it.", "",
-             "| weighting | reads in the step | CUDA syncs reported | where (count) |",
-             "|---|---:|---:|---|"]  # fmt: skip
+             "of a tensor, at the first line of tokenize_mm that made it. *Of a device tensor*: "
+             "the reads of a tensor not on the CPU (a GPU run only; on a CPU every tensor is).",
+             "", "| weighting | reads in the step | of a device tensor | CUDA syncs reported | "
+             "where (count) |", "|---|---:|---:|---:|---|"]  # fmt: skip
     for name, steps in results.items():
         last = steps[-1]
         where = "; ".join(f"`{k}` ({v})" for k, v in sorted(last["reads"].items()))
         syncs = "—" if last["cuda_syncs"] is None else str(last["cuda_syncs"])
-        lines.append(f"| {name} | {sum(last['reads'].values())} | {syncs} | {where} |")
+        on_device = last.get("device_reads")
+        device = "—" if on_device is None else str(sum(on_device.values()))
+        lines.append(f"| {name} | {sum(last['reads'].values())} | {device} | {syncs} | {where} |")
     return "\n".join(lines) + "\n"
 
 

@@ -220,7 +220,7 @@ class Dump(L.Callback):
         self.step_weights = []
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        # this rank's own combine of the step: DDP re-broadcasts the buffers only at the next forward
+        # this rank's own combine of the step (DDP does not broadcast the weighting's state)
         self.step_weights.append(module.weighting.weights())
 
     def on_train_end(self, trainer, module):
@@ -229,6 +229,8 @@ class Dump(L.Callback):
         out = {{"weights": module.weighting.weights(), "step_weights": self.step_weights,
                "state": {{k: v.tolist() for k, v in module.weighting.state_dict().items()}},
                "probabilities": trainer.datamodule.sampler.probabilities(),
+               "ddp_ignores": sorted(trainer.strategy.model.parameters_to_ignore),
+               "weighting_buffers": sorted("weighting." + n for n, _ in module.weighting.named_buffers()),
                "params": params.tolist()[:2000], "param_sum": float(params.double().sum())}}
         with open(f"{out}/rank{{trainer.global_rank}}.json", "w") as fh:
             json.dump(out, fh)
@@ -255,7 +257,7 @@ if __name__ == "__main__":
 def test_ddp_ranks_hold_identical_balance_state_and_parameters(store, tmp_path, weighting):
     """Two CPU processes (gloo): every statistic a weighting or sampler uses is all-reduced, so
     after N steps both ranks hold the same weights, probabilities and parameters, although each
-    rank trained on different documents."""
+    rank trained on different documents, and DDP never broadcasts the weighting's state."""
     import json
     import subprocess
     import sys
@@ -273,6 +275,8 @@ def test_ddp_ranks_hold_identical_balance_state_and_parameters(store, tmp_path, 
     # rank's own loss, not the global mean)
     assert len(r0["step_weights"]) == 4 and r0["step_weights"] == r1["step_weights"]
     assert r0["probabilities"] == r1["probabilities"]
+    # the state stays on the host, out of DDP's broadcasts: the ranks agree by computing alike
+    assert r0["ddp_ignores"] == r0["weighting_buffers"] and r0["ddp_ignores"]
     assert r0["params"] == r1["params"] and r0["param_sum"] == r1["param_sum"]
     assert len(set(r0["weights"].values())) > 1  # the balancer did act
     # The checkpoint keeps every rank's data position, not rank 0's alone.

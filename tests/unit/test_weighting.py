@@ -172,3 +172,35 @@ def test_every_weighting_is_registered_by_name():
         "token_mean", "modality_mean", "fixed", "uncertainty", "dwa", "grad_share", "gradnorm",
         "famo", "ogm",
     }  # fmt: skip
+
+
+def _build(cls):
+    return cls({"text": 1, "image": 1, "audio": 1}) if cls is FixedWeighting else cls()
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHTINGS))
+def test_state_stays_on_the_host_when_the_model_moves(name):
+    """The training module's ``.to(device)`` and casts reach a weighting's parameters, never its
+    state buffers: those stay float on the CPU, where reading them is no device sync. "meta"
+    stands in for a GPU: a step whose losses and gradients live there combines, rescales and
+    observes without mixing devices, and its outputs live on the losses' device."""
+    w = _build(WEIGHTINGS[name])
+    before = {n: (b.device, b.dtype) for n, b in w.named_buffers()}
+    w.to("meta").to(torch.float16)
+    assert {n: (b.device, b.dtype) for n, b in w.named_buffers()} == before
+    assert all(b.device.type == "cpu" for b in w.buffers())
+    assert all(p.device.type == "meta" for p in w.parameters())
+    if list(w.parameters()):  # uncertainty: its s_m are device parameters, read as such
+        return
+    for step in range(12):  # past every warm-up and window of the defaults (dwa: 20 is not)
+        losses = {m: torch.tensor(1.0 + step + i, device="meta") for i, m in enumerate(MODS)}
+        counts = {m: torch.tensor(10.0 * (i + 1)) for i, m in enumerate(MODS)}
+        w.set_mean_losses({m: 1.0 + step + i for i, m in enumerate(MODS)})  # as BalancedLM does
+        total = w.combine(losses, counts)
+        assert total.device.type == "meta"
+        grad = torch.ones(2, 3, 4, device="meta")
+        assert w.rescale_grad(grad, torch.zeros(2, 3, dtype=torch.long, device="meta")).is_meta
+        w.observe({m: 1.0 + step / (i + 1) for i, m in enumerate(MODS)},
+                  {m: 1.0 + i for i, m in enumerate(MODS)})  # fmt: skip
+        assert set(w.weights()) == set(MODS)
+    assert all(b.device.type == "cpu" for b in w.buffers())

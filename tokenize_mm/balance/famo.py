@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from tokenize_mm.balance.weighting import LossWeighting, _zero
+from tokenize_mm.balance.weighting import LossWeighting, _zero, on_device
 from tokenize_mm.core.modalities import MODALITIES
 
 _EPS = 1e-8
@@ -105,7 +105,7 @@ class FAMOWeighting(LossWeighting):
         else:
             weights = {m: torch.tensor(inverse[m] / c) for m in present}
         self._remember(weights)
-        return torch.stack([weights[m].to(losses[m]) * losses[m] for m in present]).sum()
+        return torch.stack([on_device(weights[m], losses[m]) * losses[m] for m in present]).sum()
 
     def observe(self, losses: Mapping[str, float], grad_sq_norms: Mapping[str, float]) -> None:
         delta = torch.zeros(len(self.modalities), dtype=torch.float64)

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from tokenize_mm.balance.weighting import ModalityMean
+from tokenize_mm.balance.weighting import ModalityMean, on_device
 from tokenize_mm.core.modalities import MODALITIES
 
 SIGNALS = ("loss_progress", "grad_share")
@@ -87,7 +87,7 @@ class GradModulation(ModalityMean):
 
     def rescale_grad(self, grad: Tensor, target_modality: Tensor) -> Tensor:
         index = target_modality.long().clamp(max=len(self.modalities))  # special rows: last slot
-        table = torch.cat([self.coeffs, self.coeffs.new_ones(1)]).to(grad)
+        table = on_device(torch.cat([self.coeffs, self.coeffs.new_ones(1)]), grad)
         scaled = grad * table[index].unsqueeze(-1)
         if not self.noise or bool((self.coeffs >= 1).all()):
             return scaled
@@ -99,7 +99,9 @@ class GradModulation(ModalityMean):
             generator = torch.Generator().manual_seed(
                 (self.seed * 1_000_003 + int(self.steps)) * 16 + i
             )
-            draw = torch.randn(grad.shape, generator=generator, dtype=torch.float32).to(grad)
+            draw = on_device(
+                torch.randn(grad.shape, generator=generator, dtype=torch.float32), grad
+            )
             std = grad[rows].float().std(unbiased=False)  # the rows' own gradient spread
             scaled = torch.where(rows.unsqueeze(-1), scaled + draw * std.to(grad), scaled)
         return scaled

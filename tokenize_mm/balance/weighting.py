@@ -27,6 +27,13 @@ backward, the hook on h calls ``weighting.rescale_grad(grad, target_modality)``;
 ``weighting.observe(losses, grad_sq_norms)`` with statistics already all-reduced over ranks, so
 every rank holds the same state. A modality absent from a batch (N_m = 0) is skipped, never divided
 by. All state lives in buffers and parameters: ``state_dict`` carries it into checkpoints.
+
+Where the state lives: the buffers (a few numbers per objective, read and updated every step) stay
+float on the CPU when the training module moves to a GPU or casts itself (``_apply``): reading them
+is then no device sync, and the small arithmetic of ``observe`` never mixes devices. Only what meets
+the loss or its gradient is copied to the loss's device, without waiting (``on_device``).
+Parameters (``uncertainty``'s s_m) move with the model. The training module keeps these buffers out
+of DDP's broadcasts: every rank computes the same state from all-reduced statistics.
 """
 
 from __future__ import annotations
@@ -52,6 +59,14 @@ class LossWeighting(nn.Module):
         self.modalities = tuple(modalities)
         self.register_buffer("last_weights", torch.zeros(len(self.modalities)))
 
+    def _apply(self, fn, recurse=True):
+        # ``.to(device)``, ``.cuda()``, ``.half()`` ... reach the parameters only: the buffers stay
+        # as they are, on the CPU (module docstring, "Where the state lives")
+        kept = dict(self._buffers)
+        super()._apply(fn, recurse)
+        self._buffers.update(kept)
+        return self
+
     def _present(self, counts: Mapping[str, Tensor]) -> list[str]:
         return [m for m in self.modalities if float(counts.get(m, 0)) > 0]
 
@@ -69,7 +84,7 @@ class LossWeighting(nn.Module):
         ``shared``: parameters of a shared layer (used by ``gradnorm`` only)."""
         weights = self.raw_weights(counts)
         self._remember(self.effective_weights(weights))
-        parts = [weights[m].to(losses[m]) * losses[m] for m in weights]
+        parts = [on_device(weights[m], losses[m]) * losses[m] for m in weights]
         return torch.stack(parts).sum() if parts else _zero(losses)
 
     def effective_weights(self, weights: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
@@ -148,7 +163,7 @@ class UncertaintyWeighting(LossWeighting):
         parts = []
         for m in present:
             s = self.log_var[self.modalities.index(m)]
-            parts.append(torch.exp(-s).to(losses[m]) * losses[m] + s.to(losses[m]))
+            parts.append(torch.exp(-s).to(losses[m]) * losses[m] + s.to(losses[m]))  # s: device
         self._remember({m: torch.exp(-self.log_var[self.modalities.index(m)]).detach()
                         for m in present})  # fmt: skip
         return torch.stack(parts).sum() if parts else _zero(losses)
@@ -233,7 +248,7 @@ class GradShareWeighting(LossWeighting):
 
     def rescale_grad(self, grad, target_modality):
         index = target_modality.long().clamp(max=len(self.modalities))  # special rows: last slot
-        table = torch.cat([self.scales, self.scales.new_ones(1)]).to(grad)
+        table = on_device(torch.cat([self.scales, self.scales.new_ones(1)]), grad)
         return grad * table[index].unsqueeze(-1)
 
     def observe(self, losses, grad_sq_norms):
@@ -312,7 +327,7 @@ class GradNormWeighting(LossWeighting):
         if self.needs_shared and shared and torch.is_grad_enabled():  # one backward per objective
             self.pending = {m: float(weights[m]) * _grad_norm(losses[m], shared) for m in present}
         self._remember(weights)
-        parts = [weights[m].to(losses[m]) * losses[m] for m in present]
+        parts = [on_device(weights[m], losses[m]) * losses[m] for m in present]
         return torch.stack(parts).sum() if parts else _zero(losses)
 
     def observe_shared(self, norms):
@@ -341,6 +356,13 @@ class GradNormWeighting(LossWeighting):
         step = (g - target) / g.mean().clamp(min=1e-12)
         w = (w * torch.exp(-self.learning_rate * step.clamp(-5, 5))).clamp(min=1e-3)
         self.task_weights[idx] = w * len(idx) / w.sum()
+
+
+def on_device(value: Tensor, like: Tensor) -> Tensor:
+    """``value`` (host state) on ``like``'s device in its dtype, for use with it. The copy does
+    not wait: from host memory it is staged before this returns, and the device queue keeps its
+    order, so no sync is needed (a plain ``.to`` waits for the device to finish)."""
+    return value.to(device=like.device, dtype=like.dtype, non_blocking=True)
 
 
 def _grad_norm(loss: Tensor, params: Sequence[Tensor]) -> float:

@@ -121,6 +121,11 @@ class BalancedLM(L.LightningModule):
                     f"{model.d_model} and {len(MODALITIES)} modalities"
                 )
         self.model, self.weighting, self.contrastive = model, weighting, contrastive
+        # The weighting's state stays on the CPU (balance/weighting.py) and every rank computes
+        # the same from all-reduced statistics: DDP neither broadcasts it nor could over NCCL.
+        self._ddp_params_and_buffers_to_ignore = [
+            f"weighting.{name}" for name, _ in weighting.named_buffers()
+        ]
         #: the momentum encoder of the contrastive keys (``contrastive.momentum`` > 0), else None
         self.key_encoder = (
             MomentumEncoder(model, contrastive)
