@@ -183,3 +183,22 @@ def test_fast_path_not_taken_for_packed_rows_or_isolated_spans(monkeypatch):
 def test_config_refuses_unknown_attention_and_flex_dropout(fields, match):
     with pytest.raises(ModelConfigError, match=match):
         preset("tiny", **fields)
+
+
+def test_a_known_single_document_answer_replaces_the_check(monkeypatch):
+    """``single_document_rows`` given by the caller (``BalancedLM`` reads it off the batch's host
+    copy) is used as is: the check, a read of the device on a GPU, does not run, and the answer
+    gives the same hidden states as the check's."""
+    model, batch = _model("dense"), single_document_rows()
+    checked = model(**batch)
+    monkeypatch.setattr("tokenize_mm.models.transformer.causal_rows", _refuse)
+    torch.testing.assert_close(model(**batch, single_document_rows=True), checked)
+    # False takes the dense mask: the same states at every real position, up to float rounding
+    # (padding, never a target, may see the document on the fast path only)
+    real = batch["segment_ids"] != 0
+    dense = model(**batch, single_document_rows=False)
+    torch.testing.assert_close(dense[real], checked[real], atol=1e-5, rtol=1e-5)
+
+
+def _refuse(_segment_ids):
+    raise AssertionError("causal_rows ran although the caller gave its answer")

@@ -116,6 +116,24 @@ def test_dominance_mean_is_kept_on_the_host_and_reread_after_a_load(store):
     assert module._dominance_host is None  # the next step starts from the loaded 30 / 10
 
 
+def test_the_single_document_check_reads_the_host_batch(store, monkeypatch):
+    """The training step decides the causal fast path on the batch before it moves to the device
+    (one read of a host tensor) and hands the answer to the model, whose own check never runs."""
+    from tokenize_mm.models import system, transformer
+    from tokenize_mm.models.sparse_attention import causal_rows
+
+    devices = []
+    monkeypatch.setattr(system, "causal_rows",
+                        lambda ids: devices.append(ids.device.type) or causal_rows(ids))  # fmt: skip
+
+    in_training = []  # the model's own checks: validation's only (no gradient there)
+    monkeypatch.setattr(transformer, "causal_rows",
+                        lambda ids: in_training.append(torch.is_grad_enabled()) or causal_rows(ids))  # fmt: skip
+    store_dir, layout = store
+    fit(store_dir, layout, LossWeighting(), steps=2)
+    assert devices == ["cpu", "cpu"] and not any(in_training)
+
+
 class NaNOnce(LossWeighting):
     """Token mean, except that the second combine returns NaN; counts observe() calls."""
 

@@ -8,7 +8,9 @@ ones are dropped, and a mask rules out the fused flash kernels on a GPU. Two way
   at every position, or one document followed by trailing padding) and nothing else restricts
   attention, the mask is plain causal: ``scaled_dot_product_attention(is_causal=True)`` needs no
   mask tensor and skips the upper triangle (flash attention on a GPU; on a CPU its kernel skips
-  the blocks above the diagonal). ``causal_rows`` decides it with one read of a boolean.
+  the blocks above the diagonal). ``causal_rows`` decides it with one read of a boolean
+  (the training step reads it off the batch's host copy: ``DecoderLM.forward``'s
+  ``single_document_rows``).
 - **Block-sparse attention** (``flex_attention``: Dong et al. 2024, "Flex Attention: A
   Programming Model for Generating Optimized Attention Kernels", arXiv:2412.05496). The mask is
   a function of (batch, head, query, key) built from the segment ids (same document, causal; same

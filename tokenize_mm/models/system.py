@@ -62,6 +62,7 @@ from tokenize_mm.core.modalities import CONTRASTIVE, MODALITIES, MODALITY_IDS, S
 from tokenize_mm.core.schedules import warmup_cosine
 from tokenize_mm.models.contrastive import ContrastiveHead
 from tokenize_mm.models.momentum import MomentumEncoder
+from tokenize_mm.models.sparse_attention import causal_rows
 from tokenize_mm.models.transformer import DecoderLM
 
 #: What a weighting is built over when the contrastive objective is on.
@@ -171,9 +172,11 @@ class BalancedLM(L.LightningModule):
     def _world(self) -> int:
         return self.trainer.world_size if self.trainer is not None else 1
 
-    def modality_losses(self, batch) -> dict[str, Any]:
-        """Forward a batch → hidden states, per-position CE and per-modality sums and counts."""
-        hidden = self.model(batch.tokens, batch.modality, batch.positions, batch.segment_ids)
+    def modality_losses(self, batch, single_document_rows: bool | None = None) -> dict[str, Any]:
+        """Forward a batch → hidden states, per-position CE and per-modality sums and counts.
+        ``single_document_rows``: ``causal_rows`` of the batch, if known (``DecoderLM.forward``)."""
+        hidden = self.model(batch.tokens, batch.modality, batch.positions, batch.segment_ids,
+                            single_document_rows=single_document_rows)  # fmt: skip
         target = batch.tokens[:, 1:]
         target_modality = batch.modality[:, 1:].long()
         valid = batch.target_mask()[:, :-1]
@@ -203,12 +206,13 @@ class BalancedLM(L.LightningModule):
         # Taking the iterator (not a batch) stops Lightning from fetching a batch ahead: the next
         # batch is drawn only now, after the last step's sampler update, as it is after a resume.
         batch, _, _ = next(dataloader_iter)
+        single = causal_rows(batch.segment_ids)  # on the host copy: no read of the device
         batch = batch.to(self.device)
         self.last_batch_shape = tuple(int(n) for n in batch.tokens.shape)
         self.step_losses = None
         shared = self._watch_shared()  # GradNorm at the weights: what its norms are read from
         try:
-            out = self.modality_losses(batch)
+            out = self.modality_losses(batch, single_document_rows=single)
             aligned = self.contrastive_loss(batch) if self.contrastive is not None else None
         finally:
             if shared is not None:

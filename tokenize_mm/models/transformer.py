@@ -291,6 +291,7 @@ class DecoderLM(nn.Module):
         branches: torch.Tensor | None = None,
         isolate_modalities: bool = False,
         bidirectional: bool = False,
+        single_document_rows: bool | None = None,
     ) -> torch.Tensor:
         """Final-normed hidden states of a packed batch.
 
@@ -308,6 +309,10 @@ class DecoderLM(nn.Module):
             bidirectional: with ``isolate_modalities``, each span is read whole: a position also
                 sees the later positions of its span (``ContrastiveHead``'s
                 ``span_attention="bidirectional"``; no next-token target may be read off it).
+            single_document_rows: ``causal_rows(segment_ids)`` when the caller has it already,
+                read off the batch's host copy before it moved (``BalancedLM``): it spares the
+                check's read of the device. None: computed here when the causal fast path could
+                apply.
 
         Returns:
             (B, L, d_model) hidden states; position t sees positions s <= t of its segment only
@@ -331,7 +336,7 @@ class DecoderLM(nn.Module):
             x = x + self.grid_emb(tokens, modality, segment_ids)
         x = self.late_stage(x, modality, positions, segment_ids, branches, bidirectional)
         mask = self._mask(segment_ids, modality if isolate_modalities else None, branches,
-                          bidirectional)  # fmt: skip
+                          bidirectional, single_document_rows)  # fmt: skip
         cos, sin = self._rotary(positions)
         for block in self.blocks:
             x = block(x, mask, cos, sin)
@@ -376,14 +381,18 @@ class DecoderLM(nn.Module):
         modality: torch.Tensor | None,
         branches: torch.Tensor | None,
         bidirectional: bool,
+        single_document_rows: bool | None = None,
     ) -> AttentionMask:
         """The blocks' attention mask (``block_mask``'s rule) in the form the config asks for: a
         flex ``BlockMask`` (on a GPU); else None (plain causal) when rows are single documents
         and only the causal rule applies; else the dense (B, 1, L, L) mask."""
         if self.config.attention == "flex" and flex_runs(segment_ids.device):
             return flex_block_mask(segment_ids, modality, branches, bidirectional)
-        if modality is None and branches is None and causal_rows(segment_ids):
-            return None
+        if modality is None and branches is None:
+            if single_document_rows is None:
+                single_document_rows = causal_rows(segment_ids)  # one read of the device
+            if single_document_rows:
+                return None
         return block_mask(segment_ids, modality, branches, bidirectional=bidirectional)
 
     def _rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
