@@ -214,6 +214,58 @@ def test_resume_reproduces_the_uninterrupted_run(store, tmp_path):
     _assert_same_steps(full[3:], legacy)
 
 
+class SigtermAfterValidation(L.Callback):
+    """Raises Lightning's SIGTERM flag (what its handler does) as a validation ends, once."""
+
+    def __init__(self, after_step: int):
+        self.after_step, self.done = after_step, False
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.global_step >= self.after_step and not self.done:
+            self.done = True
+            trainer._signal_connector.received_sigterm = True
+
+
+def test_resume_after_sigterm_at_a_validation_end_logs_each_step_once(store, tmp_path):
+    """SIGTERM as a step's validation ends: the interrupted checkpoint's run resumes at the next
+    step and logs every step once, under its own number (Lightning finished that validation
+    again and counted the step twice, so every row was one step ahead and the report split each
+    step in two)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from tokenize_mm.cli.callbacks import InterruptCheckpoint
+
+    store_dir, layout = store
+
+    def trainer_fit(max_steps, callbacks, ckpt_path=None):
+        torch.manual_seed(0)
+        model = DecoderLM(preset("tiny"), vocab_size=layout.vocab_size)
+        module = BalancedLM(model, LossWeighting(),
+                            scheduler=partial(warmup_cosine, max_steps=100))  # fmt: skip
+        dm = StoreDataModule(str(store_dir), sampler=SAMPLERS["proportional"], context=128,
+                             batch_size=2)  # fmt: skip
+        logger = MemoryLogger()
+        trainer = L.Trainer(
+            max_steps=max_steps, accelerator="cpu", devices=1, logger=logger,
+            enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
+            callbacks=[SamplerFeedback(), *callbacks], limit_val_batches=2,
+            val_check_interval=2, enable_checkpointing=True, num_sanity_val_steps=0,
+        )  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+        return trainer, logger
+
+    saver = InterruptCheckpoint(tmp_path / "ckpt")
+    with pytest.raises(SIGTERMException):
+        trainer_fit(100, [saver, SigtermAfterValidation(after_step=2)])
+    step = torch.load(saver.ckpt_path, weights_only=False, map_location="cpu")["global_step"]
+    assert step == 2
+    trainer, logger = trainer_fit(step + 2, [], ckpt_path=saver.ckpt_path)
+    assert trainer.global_step == step + 2
+    assert [int(r["step"]) for r in RunMetrics.from_rows(logger.rows).train] == [3, 4]
+
+
 def _assert_same_steps(expected, got):
     assert len(expected) == len(got)
     for a, b in zip(expected, got, strict=True):

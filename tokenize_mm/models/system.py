@@ -363,6 +363,16 @@ class BalancedLM(L.LightningModule):
 
         hidden.register_hook(hook)
 
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # Lightning logs a step's metrics under its count of optimizer steps, which equals
+        # ``global_step`` when a step starts; ``_write_metrics`` logs under ``global_step``. After a
+        # resume from a checkpoint saved when SIGTERM stopped a step that had just validated,
+        # Lightning finishes that validation again and counts the step twice: every later row
+        # would be one ahead, and the report would split each step in two. Kept equal here.
+        loop = self.trainer.fit_loop.epoch_loop
+        if getattr(loop, "_batches_that_stepped", self.global_step) != self.global_step:
+            loop._batches_that_stepped = self.global_step
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.key_encoder is not None:  # after the optimizer step: θ' ← m θ' + (1 - m) θ
             self.key_encoder.update(self.model, self.contrastive)
