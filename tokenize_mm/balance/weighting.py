@@ -71,8 +71,31 @@ class LossWeighting(nn.Module):
         return [m for m in self.modalities if float(counts.get(m, 0)) > 0]
 
     def raw_weights(self, counts: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        total = sum(float(counts[m]) for m in self._present(counts))
-        return {m: torch.tensor(float(counts[m]) / total) for m in self._present(counts)}
+        """modality → w_m (a scalar tensor) for the modalities present (N_m > 0)."""
+        present = self._present(counts)
+        vector = self.weight_vector(torch.tensor([float(counts.get(m, 0)) for m in self.modalities],
+                                                 dtype=torch.float64))  # fmt: skip
+        return {m: vector[i].float() for i, m in enumerate(self.modalities) if m in present}
+
+    def weight_vector(self, counts: Tensor) -> Tensor:
+        """(M,) float64 counts N_m over ``modalities`` (0: absent), on any device → (M,) w_m, 0
+        for an absent modality, in tensor operations only: no host read, so the training module
+        combines a step's losses before it reads anything (``combines_on_device``). Token mean:
+        w_m = N_m / Σ N."""
+        return counts / counts.sum().clamp(min=1)
+
+    @property
+    def combines_on_device(self) -> bool:
+        """Whether ``combine`` is the token-weighted sum over ``weight_vector``'s weights, which the
+        training module may then form from device counts itself (one host read a step): true
+        unless a subclass combines otherwise (uncertainty, GradNorm, FAMO)."""
+        return type(self).combine is LossWeighting.combine
+
+    def record(self, weights: Mapping[str, float]) -> None:
+        """Remember a step's raw weights, as ``combine`` does, when the training module formed
+        the total from ``weight_vector`` itself: ``weights()`` then reports their effective
+        values."""
+        self._remember(self.effective_weights({m: torch.tensor(w) for m, w in weights.items()}))
 
     def combine(
         self,
@@ -122,9 +145,9 @@ class LossWeighting(nn.Module):
 class ModalityMean(LossWeighting):
     name = "modality_mean"
 
-    def raw_weights(self, counts):
-        present = self._present(counts)
-        return {m: torch.tensor(1.0 / len(present)) for m in present}
+    def weight_vector(self, counts):
+        present = (counts > 0).to(counts.dtype)
+        return present / present.sum().clamp(min=1)
 
 
 class FixedWeighting(LossWeighting):
@@ -143,10 +166,11 @@ class FixedWeighting(LossWeighting):
             )
         self.given = {m: float(weights[m]) for m in self.modalities}
 
-    def raw_weights(self, counts):
-        present = self._present(counts)
-        total = sum(self.given[m] for m in present) or 1.0
-        return {m: torch.tensor(self.given[m] / total) for m in present}
+    def weight_vector(self, counts):
+        given = torch.tensor([self.given[m] for m in self.modalities], dtype=counts.dtype)
+        chosen = torch.where(counts > 0, on_device(given, counts), 0.0)
+        total = chosen.sum()
+        return chosen / torch.where(total > 0, total, 1.0)
 
 
 class UncertaintyWeighting(LossWeighting):
@@ -188,15 +212,10 @@ class DynamicWeightAverage(LossWeighting):
         self.register_buffer("windows_done", torch.zeros((), dtype=torch.long))
         self.register_buffer("dwa_weights", torch.ones(m))
 
-    def raw_weights(self, counts):
-        present = self._present(counts)
-        if not present:
-            return {}
-        scale = len(present) / float(
-            sum(self.dwa_weights[self.modalities.index(m)] for m in present)
-        )
-        return {m: self.dwa_weights[self.modalities.index(m)].clone() * scale / len(present)
-                for m in present}  # fmt: skip
+    def weight_vector(self, counts):
+        # w_m normalised over the modalities present: M softmax(r / T) restricted to them
+        chosen = torch.where(counts > 0, on_device(self.dwa_weights, counts), 0.0)
+        return chosen / chosen.sum().clamp(min=1e-12)
 
     def observe(self, losses, grad_sq_norms):
         for i, m in enumerate(self.modalities):

@@ -18,9 +18,11 @@ data module (``StoreDataModule.state_dict``); this module's checkpoint entry ``b
 the layout fingerprint.
 
 Distributed: token counts, loss sums and gradient norms are all-reduced (sums over ranks) before a
-weighting or sampler sees them, so every rank holds the same state (two all-reduces a step, each
-read to the host once: the forward's statistics packed in one tensor, which the combination
-needs; after the backward, the gradient norms with the loss's finiteness); each rank's
+weighting or sampler sees them, so every rank holds the same state (two all-reduces a step: the
+forward's statistics packed in one tensor; after the backward, the gradient norms with the loss's
+finiteness). One host read a step: a weighting that ``combines_on_device`` gets its weights as
+``weight_vector`` of the counts still on the device, and the statistics join the after-backward
+read; any other weighting has them read before its ``combine`` (two reads). Each rank's
 loss for the gradient is its local sum over the *global* count times the world size, so DDP's
 gradient average is the gradient of the global mean. A non-finite loss on any rank skips the step on every rank and
 is counted (``train/skipped_steps``): every rank runs its backward, then drops its gradients, so it
@@ -141,6 +143,10 @@ class BalancedLM(L.LightningModule):
         self.register_buffer("dominance_count", torch.zeros((), dtype=torch.long))
         self._grad_sq: dict[str, torch.Tensor] = {}
         self._stats: dict[str, Any] = {}
+        #: the step's summed forward statistics and weights while their read waits for the
+        #: after-backward read (``weighting.combines_on_device``), else None
+        self._table: torch.Tensor | None = None
+        self._device_weights: torch.Tensor | None = None
         self._total: torch.Tensor | None = None  # the step's loss, detached
         #: (sum, count) of the dominance buffers on the host, so that their mean is not read
         #: from the device every step; None until the first step and after a state dict load
@@ -165,12 +171,13 @@ class BalancedLM(L.LightningModule):
     # -- shared forward ----------------------------------------------------------------------
     def _reduce(self, x: torch.Tensor) -> torch.Tensor:
         """Sum over ranks (identity on one process)."""
-        if self.trainer is not None and self.trainer.world_size > 1:
-            return self.trainer.strategy.reduce(x, reduce_op="sum")
+        trainer = self._trainer  # None when not attached (``self.trainer`` would raise)
+        if trainer is not None and trainer.world_size > 1:
+            return trainer.strategy.reduce(x, reduce_op="sum")
         return x
 
     def _world(self) -> int:
-        return self.trainer.world_size if self.trainer is not None else 1
+        return self._trainer.world_size if self._trainer is not None else 1
 
     def modality_losses(self, batch, single_document_rows: bool | None = None) -> dict[str, Any]:
         """Forward a batch → hidden states, per-position CE and per-modality sums and counts.
@@ -217,7 +224,75 @@ class BalancedLM(L.LightningModule):
         finally:
             if shared is not None:
                 shared.remove()
-        stats = self._forward_stats(out, aligned)  # one all-reduce, one host read
+        table = self._forward_table(out, aligned)  # one all-reduce; read below or deferred
+        if self.weighting.combines_on_device:
+            # read after the backward with the gradient norms: one host read a step
+            total, stats = self._combine_on_device(out, aligned, table), {}
+            self._table = table
+        else:  # a weighting that combines host numbers: the statistics are read now
+            stats = self._table_stats(table.tolist(), aligned is not None)
+            total = self._combine_on_host(out, aligned, stats, shared)
+            self._table = None
+        # Whether the loss is finite is read after the backward, with the gradient norms: every
+        # rank runs its backward, then all skip the optimizer step together (on_after_backward).
+        self._total = total.detach()
+        self._grad_sq = {}
+        if shared is not None:  # the groups of the shared layer's first call, for its backward
+            shared.rows = out["row_modality"]
+        self._watch_hidden(out["hidden"], out["row_modality"])
+        self._stats = stats
+        # (its pairs are not known yet when the read is deferred: a step without any gets zeros)
+        if aligned is not None and (self._table is not None or stats["pairs"] > 0):
+            self._watch_contrastive(aligned["hidden"])
+        return total
+
+    def _forward_table(self, out: Mapping[str, Any], aligned: Mapping[str, Any] | None):
+        """The step's forward statistics summed over ranks in one all-reduce, still on the device:
+        (M, 3) float64, a row (loss sum, count, hits) per modality, and with ``aligned`` one more
+        row (pairs, loss, 0) for the contrastive objective."""
+        rows = [torch.stack([out["sums"][m].detach(), out["counts"][m], out["hits"][m]]).double()
+                for m in MODALITIES]  # fmt: skip
+        if aligned is not None:
+            rows.append(torch.stack([aligned["pairs"], aligned["loss"].detach(),
+                                     torch.zeros_like(aligned["pairs"])]).double())  # fmt: skip
+        return self._reduce(torch.stack(rows))
+
+    def _table_stats(self, table: list[list[float]], contrastive: bool) -> dict[str, Any]:
+        """``_forward_table`` as read to the host → ``{"counts", "sums", "hits"}`` (modality →
+        float), ``"pairs"`` (the contrastive objective's (document, pair) pairs) and
+        ``"contrastive"`` (its global loss: each rank's loss is its share times the world size)."""
+        stats: dict[str, Any] = {
+            key: {m: table[i][j] for i, m in enumerate(MODALITIES)}
+            for j, key in enumerate(("sums", "counts", "hits"))
+        }
+        pairs, loss, _ = table[-1] if contrastive else (0.0, 0.0, 0.0)
+        stats["pairs"], stats["contrastive"] = pairs, loss / self._world()
+        return stats
+
+    def _combine_on_device(self, out: Mapping[str, Any], aligned: Mapping[str, Any] | None,
+                           table: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """The weighted total with nothing read: ``weight_vector`` of the global counts (still on
+        the device), each objective's loss as this rank's sum over the global count times the
+        world size, absent objectives (count 0) masked out. The weights wait in
+        ``_device_weights`` for the after-backward read."""
+        world = self._world()
+        count = {m: table[i, 1] for i, m in enumerate(MODALITIES)}
+        loss = {m: out["sums"][m] * (world / count[m].clamp(min=1)).float() for m in MODALITIES}
+        if aligned is not None:
+            count[CONTRASTIVE], loss[CONTRASTIVE] = table[-1, 0], aligned["loss"]
+        names = self.weighting.modalities
+        zero = table.new_zeros(())
+        counts = torch.stack([count.get(m, zero) for m in names])
+        losses = torch.stack([loss[m] if m in loss else zero.float() for m in names])
+        weights = self.weighting.weight_vector(counts)
+        self._device_weights = weights
+        # absent objectives stay in the graph with a zero (DDP wants every parameter used)
+        return torch.where(counts > 0, weights.to(losses.dtype) * losses, 0.0).sum()
+
+    def _combine_on_host(self, out: Mapping[str, Any], aligned: Mapping[str, Any] | None,
+                         stats: Mapping[str, Any], shared) -> torch.Tensor:  # fmt: skip
+        """The weighted total through ``weighting.combine`` on the read statistics: present
+        objectives only, FAMO's global mean losses first (``set_mean_losses``)."""
         counts: dict[str, float] = dict(stats["counts"])
         world = self._world()
         losses = {m: out["sums"][m] * (world / counts[m]) for m in MODALITIES if counts[m] > 0}
@@ -234,36 +309,7 @@ class BalancedLM(L.LightningModule):
         )
         if aligned is not None and CONTRASTIVE not in losses:  # no pair on any rank: a zero
             total = total + aligned["loss"] * 0.0  # that keeps the head in the graph (DDP)
-        # Whether the loss is finite is read after the backward, with the gradient norms: every
-        # rank runs its backward, then all skip the optimizer step together (on_after_backward).
-        self._total = total.detach()
-        self._grad_sq = {}
-        if shared is not None:  # the groups of the shared layer's first call, for its backward
-            shared.rows = out["row_modality"]
-        self._watch_hidden(out["hidden"], out["row_modality"])
-        self._stats = stats
-        if aligned is not None and CONTRASTIVE in losses:
-            self._watch_contrastive(aligned["hidden"])
         return total
-
-    def _forward_stats(self, out: Mapping[str, Any], aligned: Mapping[str, Any] | None) -> dict:
-        """The step's forward statistics summed over ranks in one all-reduce and read to the host
-        once: ``{"counts", "sums", "hits"}`` (modality → float), ``"pairs"`` (the contrastive
-        objective's (document, pair) pairs) and ``"contrastive"`` (its global loss: each rank's
-        loss is its share times the world size)."""
-        rows = [torch.stack([out["sums"][m].detach(), out["counts"][m], out["hits"][m]]).double()
-                for m in MODALITIES]  # fmt: skip
-        if aligned is not None:
-            rows.append(torch.stack([aligned["pairs"], aligned["loss"].detach(),
-                                     torch.zeros_like(aligned["pairs"])]).double())  # fmt: skip
-        table = self._reduce(torch.stack(rows)).tolist()
-        stats: dict[str, Any] = {
-            key: {m: table[i][j] for i, m in enumerate(MODALITIES)}
-            for j, key in enumerate(("sums", "counts", "hits"))
-        }
-        pairs, loss, _ = table[-1] if aligned is not None else (0.0, 0.0, 0.0)
-        stats["pairs"], stats["contrastive"] = pairs, loss / self._world()
-        return stats
 
     def _shared_name(self) -> str:
         """The name of GradNorm's shared layer (``measure_at="weights"``): the trunk's last
@@ -378,9 +424,15 @@ class BalancedLM(L.LightningModule):
             self.key_encoder.update(self.model, self.contrastive)
 
     def on_after_backward(self) -> None:
-        if not self._stats:
+        if not self._stats and self._table is None:
             return
         after = self._after_backward_read()
+        if self._table is not None:  # the statistics and weights read with the gradient norms
+            self._stats = self._table_stats(after["table"], self.contrastive is not None)
+            counts = {**self._stats["counts"], CONTRASTIVE: self._stats["pairs"]}
+            self.weighting.record({m: w for m, w in zip(self.weighting.modalities, after["weights"],
+                                                        strict=True) if counts.get(m, 0) > 0})  # fmt: skip
+            self._table = None
         if after["finite"] < self._world():  # any rank: skip everywhere, count it
             self._skip_step()
             return
@@ -416,15 +468,26 @@ class BalancedLM(L.LightningModule):
         shared = []  # the language-model call's blocks, then the contrastive call's if it ran
         if blocks and len(blocks[0]):
             shared = [b.float() for b in blocks[:2] if len(b)]
-        values = torch.cat([self._reduce(torch.stack(summed)), *local, *shared]).tolist()
+        deferred = []  # the forward's statistics and weights, when the combination needed none
+        if self._table is not None:
+            deferred = [self._table.flatten(), self._device_weights.reshape(-1)]
+        parts = [self._reduce(torch.stack(summed)), *local, *shared, *deferred]
+        values = torch.cat([p.double() for p in parts]).tolist()
         n = len(self.objectives)
-        return {
+        after: dict[str, Any] = {
             "grad_sq": dict(zip(self.objectives, values[:n], strict=True)),
             "finite": values[n],
             "loss": values[n + 1],
             "logit_scale": values[n + 2] if self.contrastive is not None else None,
-            "shared": values[n + 1 + len(local) :],
         }
+        start = n + 1 + len(local)
+        end = start + sum(len(p) for p in shared)
+        after["shared"] = values[start:end]
+        if deferred:
+            rows, width = self._table.shape
+            after["table"] = [values[end + i * width : end + (i + 1) * width] for i in range(rows)]
+            after["weights"] = values[end + rows * width :]
+        return after
 
     def _skip_step(self) -> None:
         """A non-finite loss on some rank: no rank's optimizer step sees this step's gradients
@@ -435,7 +498,7 @@ class BalancedLM(L.LightningModule):
                  batch_size=self._batch_size)  # fmt: skip
         for param in self.parameters():
             param.grad = None
-        self._stats, self._shared_split = {}, None
+        self._stats, self._shared_split, self._table = {}, None, None
 
     def _log_balance(self, losses, counts, hits, grad_sq, present, logit_scale=None) -> None:
         total_tokens = sum(float(counts[m]) for m in present) or 1.0
