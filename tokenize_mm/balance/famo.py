@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from tokenize_mm.balance.weighting import LossWeighting, _zero, on_device
+from tokenize_mm.balance.weighting import LossWeighting, on_device
 from tokenize_mm.core.modalities import MODALITIES
 
 _EPS = 1e-8
@@ -48,6 +48,7 @@ class FAMOWeighting(LossWeighting):
     """
 
     name = "famo"
+    uses_mean_losses = True
 
     def __init__(
         self,
@@ -75,11 +76,6 @@ class FAMOWeighting(LossWeighting):
         self.register_buffer("adam_steps", torch.zeros(m, dtype=torch.long))
         self.register_buffer("log_loss", torch.zeros(m, dtype=torch.float64))  # smoothed
         self.register_buffer("seen", torch.zeros(m, dtype=torch.bool))
-        self._means: dict[str, float] = {}  # set_mean_losses, for the next combine
-
-    def set_mean_losses(self, means: Mapping[str, float]) -> None:
-        """The next ``combine``'s loss values: the step's global means (used once)."""
-        self._means = dict(means)
 
     def task_weights(self, present: Sequence[str]) -> dict[str, float]:
         """z: softmax of ξ over the objectives ``present`` (sums to 1)."""
@@ -87,25 +83,20 @@ class FAMOWeighting(LossWeighting):
         z = torch.softmax(self.logits[idx], 0)
         return {m: float(z[j]) for j, m in enumerate(present)}
 
-    def combine(self, losses, counts, shared=()):
-        present = [m for m in self._present(counts) if m in losses]
-        if not present:
-            self._remember({})
-            return _zero(losses)
-        z = self.task_weights(present)
-        # the global mean losses when the training module gave them (set_mean_losses): under DDP
-        # each rank's loss tensor is its own share, and a modality absent from one rank's batch
-        # has a zero there, which took nearly all of that rank's weight
-        means, self._means = self._means, {}
-        value = {m: means[m] if m in means else float(losses[m].detach()) for m in present}
-        inverse = {m: z[m] / max(value[m], _EPS) for m in present}
-        c = math.fsum(inverse.values())
-        if not math.isfinite(c) or c <= 0:  # a non-finite loss: the step is skipped anyway
-            weights = {m: torch.tensor(1.0 / len(present)) for m in present}
-        else:
-            weights = {m: torch.tensor(inverse[m] / c) for m in present}
-        self._remember(weights)
-        return torch.stack([on_device(weights[m], losses[m]) * losses[m] for m in present]).sum()
+    def weight_vector(self, counts, means=None):
+        """w_m = (z_m / L_m) / Σ_j (z_j / L_j) over the objectives present, z = softmax of ξ over
+        them and L_m the step's global mean losses (``means``: under DDP each rank's loss tensor
+        is its own share, and a modality absent from one rank's batch has a zero there, which
+        took nearly all of that rank's weight). Equal weights when the sum is not finite and
+        positive (a non-finite loss: the step is skipped anyway)."""
+        present = counts > 0
+        logits = on_device(self.logits, counts).masked_fill(~present, -math.inf)
+        z = torch.where(present, torch.softmax(logits, 0), 0.0)  # no objective: NaNs masked
+        inverse = torch.where(present, z / means.to(z).clamp(min=_EPS), 0.0)
+        total = inverse.sum()
+        uniform = present.to(z.dtype) / present.sum().clamp(min=1)
+        usable = torch.isfinite(total) & (total > 0)
+        return torch.where(usable, inverse / torch.where(usable, total, 1.0), uniform)
 
     def observe(self, losses: Mapping[str, float], grad_sq_norms: Mapping[str, float]) -> None:
         delta = torch.zeros(len(self.modalities), dtype=torch.float64)

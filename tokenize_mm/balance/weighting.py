@@ -22,8 +22,10 @@ weights w_m (``train/weight/<m>``):
   at a shared layer follows its relative inverse training rate; one extra gradient per modality
   through the head and that layer: the expensive reference.
 
-Protocol for the training module, each step: ``total = weighting.combine(losses, counts)``; for the
-backward, the hook on h calls ``weighting.rescale_grad(grad, target_modality)``; after it,
+Protocol for the training module, each step: ``total = weighting.combine(losses, counts)``, or,
+where ``combines_on_device``, the same total formed from ``weight_vector(counts, means)`` and
+``offset_vector(counts)`` on device tensors with nothing read, then ``record(weights)`` once the
+weights are read (``BalancedLM``: one host read a step); for the backward, the hook on h calls ``weighting.rescale_grad(grad, target_modality)``; after it,
 ``weighting.observe(losses, grad_sq_norms)`` with statistics already all-reduced over ranks, so
 every rank holds the same state. A modality absent from a batch (N_m = 0) is skipped, never divided
 by. All state lives in buffers and parameters: ``state_dict`` carries it into checkpoints.
@@ -58,6 +60,7 @@ class LossWeighting(nn.Module):
         super().__init__()
         self.modalities = tuple(modalities)
         self.register_buffer("last_weights", torch.zeros(len(self.modalities)))
+        self._means: dict[str, float] = {}  # set_mean_losses, for the next combine
 
     def _apply(self, fn, recurse=True):
         # ``.to(device)``, ``.cuda()``, ``.half()`` ... reach the parameters only: the buffers stay
@@ -70,25 +73,27 @@ class LossWeighting(nn.Module):
     def _present(self, counts: Mapping[str, Tensor]) -> list[str]:
         return [m for m in self.modalities if float(counts.get(m, 0)) > 0]
 
-    def raw_weights(self, counts: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """modality → w_m (a scalar tensor) for the modalities present (N_m > 0)."""
-        present = self._present(counts)
-        vector = self.weight_vector(torch.tensor([float(counts.get(m, 0)) for m in self.modalities],
-                                                 dtype=torch.float64))  # fmt: skip
-        return {m: vector[i].float() for i, m in enumerate(self.modalities) if m in present}
+    #: whether ``weight_vector`` reads the objectives' mean loss values (FAMO)
+    uses_mean_losses = False
 
-    def weight_vector(self, counts: Tensor) -> Tensor:
+    def weight_vector(self, counts: Tensor, means: Tensor | None = None) -> Tensor:
         """(M,) float64 counts N_m over ``modalities`` (0: absent), on any device → (M,) w_m, 0
         for an absent modality, in tensor operations only: no host read, so the training module
-        combines a step's losses before it reads anything (``combines_on_device``). Token mean:
-        w_m = N_m / Σ N."""
+        combines a step's losses before it reads anything (``combines_on_device``). ``means``:
+        the objectives' global mean losses, (M,) float64 on the same device, for a weighting
+        that ``uses_mean_losses`` (else None). Token mean: w_m = N_m / Σ N."""
         return counts / counts.sum().clamp(min=1)
+
+    def offset_vector(self, counts: Tensor) -> Tensor | None:
+        """(M,) terms added to the total per objective present, beside w_m L_m (uncertainty's
+        s_m); None: nothing."""
+        return None
 
     @property
     def combines_on_device(self) -> bool:
-        """Whether ``combine`` is the token-weighted sum over ``weight_vector``'s weights, which the
-        training module may then form from device counts itself (one host read a step): true
-        unless a subclass combines otherwise (uncertainty, GradNorm, FAMO)."""
+        """Whether the total is Σ_present (w_m L_m + offset_m) over ``weight_vector`` and
+        ``offset_vector``, which the training module may form from device counts itself (one host
+        read a step): true unless a subclass's ``combine`` does more (GradNorm says when)."""
         return type(self).combine is LossWeighting.combine
 
     def record(self, weights: Mapping[str, float]) -> None:
@@ -105,9 +110,24 @@ class LossWeighting(nn.Module):
     ) -> Tensor:
         """Per-modality mean losses (scalars with grad) and token counts → the total loss.
         ``shared``: parameters of a shared layer (used by ``gradnorm`` only)."""
-        weights = self.raw_weights(counts)
-        self._remember(self.effective_weights(weights))
-        parts = [on_device(weights[m], losses[m]) * losses[m] for m in weights]
+        present = self._present(counts)
+        count = torch.tensor([float(counts.get(m, 0)) for m in self.modalities],
+                             dtype=torch.float64)  # fmt: skip
+        means = None
+        if self.uses_mean_losses:  # the global values when given, else this call's loss values
+            given, self._means = self._means, {}
+            means = torch.tensor([given[m] if m in given else float(losses[m].detach())
+                                  if m in present else 0.0 for m in self.modalities],
+                                 dtype=torch.float64)  # fmt: skip
+        vector, offset = self.weight_vector(count, means), self.offset_vector(count)
+        weights = {m: vector[i] for i, m in enumerate(self.modalities) if m in present}
+        self._remember(self.effective_weights({m: w.detach() for m, w in weights.items()}))
+        parts = []
+        for m, w in weights.items():
+            part = on_device(w, losses[m]) * losses[m]
+            if offset is not None:
+                part = part + on_device(offset[self.modalities.index(m)], losses[m])
+            parts.append(part)
         return torch.stack(parts).sum() if parts else _zero(losses)
 
     def effective_weights(self, weights: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
@@ -133,8 +153,9 @@ class LossWeighting(nn.Module):
 
     def set_mean_losses(self, means: Mapping[str, float]) -> None:
         """Before ``combine``: every objective's mean loss this step over all ranks (the training
-        module's all-reduced statistics), for a weighting whose weights depend on loss values:
-        the loss tensors ``combine`` gets are each rank's own share. Nothing here."""
+        module's all-reduced statistics), for a weighting that ``uses_mean_losses``: the loss
+        tensors ``combine`` gets are each rank's own share. Used by the next ``combine`` only."""
+        self._means = dict(means)
 
     def observe_shared(self, norms: Mapping[str, float]) -> None:
         """Before ``observe``, for a weighting that ``needs_shared``: each objective's gradient
@@ -145,7 +166,7 @@ class LossWeighting(nn.Module):
 class ModalityMean(LossWeighting):
     name = "modality_mean"
 
-    def weight_vector(self, counts):
+    def weight_vector(self, counts, means=None):
         present = (counts > 0).to(counts.dtype)
         return present / present.sum().clamp(min=1)
 
@@ -166,7 +187,7 @@ class FixedWeighting(LossWeighting):
             )
         self.given = {m: float(weights[m]) for m in self.modalities}
 
-    def weight_vector(self, counts):
+    def weight_vector(self, counts, means=None):
         given = torch.tensor([self.given[m] for m in self.modalities], dtype=counts.dtype)
         chosen = torch.where(counts > 0, on_device(given, counts), 0.0)
         total = chosen.sum()
@@ -182,15 +203,12 @@ class UncertaintyWeighting(LossWeighting):
         super().__init__(modalities)
         self.log_var = nn.Parameter(torch.full((len(self.modalities),), float(init_log_var)))
 
-    def combine(self, losses, counts, shared=()):
-        present = self._present(counts)
-        parts = []
-        for m in present:
-            s = self.log_var[self.modalities.index(m)]
-            parts.append(torch.exp(-s).to(losses[m]) * losses[m] + s.to(losses[m]))  # s: device
-        self._remember({m: torch.exp(-self.log_var[self.modalities.index(m)]).detach()
-                        for m in present})  # fmt: skip
-        return torch.stack(parts).sum() if parts else _zero(losses)
+    def weight_vector(self, counts, means=None):
+        # exp(−s_m), with its gradient: the s_m are learnt through the total
+        return torch.where(counts > 0, torch.exp(-self.log_var).to(counts), 0.0)
+
+    def offset_vector(self, counts):
+        return torch.where(counts > 0, self.log_var.to(counts), 0.0)
 
 
 class DynamicWeightAverage(LossWeighting):
@@ -212,7 +230,7 @@ class DynamicWeightAverage(LossWeighting):
         self.register_buffer("windows_done", torch.zeros((), dtype=torch.long))
         self.register_buffer("dwa_weights", torch.ones(m))
 
-    def weight_vector(self, counts):
+    def weight_vector(self, counts, means=None):
         # w_m normalised over the modalities present: M softmax(r / T) restricted to them
         chosen = torch.where(counts > 0, on_device(self.dwa_weights, counts), 0.0)
         return chosen / chosen.sum().clamp(min=1e-12)
@@ -340,14 +358,21 @@ class GradNormWeighting(LossWeighting):
         """Whether ``combine`` wants the shared layer's parameters (``measure_at="weights"``)."""
         return self.measure_at == "weights"
 
+    @property
+    def combines_on_device(self) -> bool:
+        # ``combine`` adds only the extra backward per objective of ``shared``, which the
+        # training module asks for alone (a compiled model at the weights)
+        return True
+
+    def weight_vector(self, counts, means=None):
+        return torch.where(counts > 0, on_device(self.task_weights, counts), 0.0)
+
     def combine(self, losses, counts, shared: Sequence[Tensor] = ()):
-        present = self._present(counts)
-        weights = {m: self.task_weights[self.modalities.index(m)].clone() for m in present}
         if self.needs_shared and shared and torch.is_grad_enabled():  # one backward per objective
-            self.pending = {m: float(weights[m]) * _grad_norm(losses[m], shared) for m in present}
-        self._remember(weights)
-        parts = [on_device(weights[m], losses[m]) * losses[m] for m in present]
-        return torch.stack(parts).sum() if parts else _zero(losses)
+            w = self.task_weights
+            self.pending = {m: float(w[self.modalities.index(m)]) * _grad_norm(losses[m], shared)
+                            for m in self._present(counts)}  # fmt: skip
+        return super().combine(losses, counts, shared)
 
     def observe_shared(self, norms):
         self.pending = dict(norms)

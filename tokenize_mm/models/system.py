@@ -20,9 +20,10 @@ the layout fingerprint.
 Distributed: token counts, loss sums and gradient norms are all-reduced (sums over ranks) before a
 weighting or sampler sees them, so every rank holds the same state (two all-reduces a step: the
 forward's statistics packed in one tensor; after the backward, the gradient norms with the loss's
-finiteness). One host read a step: a weighting that ``combines_on_device`` gets its weights as
-``weight_vector`` of the counts still on the device, and the statistics join the after-backward
-read; any other weighting has them read before its ``combine`` (two reads). Each rank's
+finiteness). One host read a step: the weights come from ``weighting.weight_vector`` of the counts
+(and mean losses) still on the device, and the statistics join the after-backward read; only a
+weighting that is not ``combines_on_device`` (GradNorm at the weights of a compiled model) has them
+read before its ``combine``. Each rank's
 loss for the gradient is its local sum over the *global* count times the world size, so DDP's
 gradient average is the gradient of the global mean. A non-finite loss on any rank skips the step on every rank and
 is counted (``train/skipped_steps``): every rank runs its backward, then drops its gradients, so it
@@ -225,7 +226,8 @@ class BalancedLM(L.LightningModule):
             if shared is not None:
                 shared.remove()
         table = self._forward_table(out, aligned)  # one all-reduce; read below or deferred
-        if self.weighting.combines_on_device:
+        # (GradNorm at the weights of a compiled model runs its extra backward in ``combine``)
+        if self.weighting.combines_on_device and (shared is not None or not self._shared_layer()):
             # read after the backward with the gradient norms: one host read a step
             total, stats = self._combine_on_device(out, aligned, table), {}
             self._table = table
@@ -284,10 +286,20 @@ class BalancedLM(L.LightningModule):
         zero = table.new_zeros(())
         counts = torch.stack([count.get(m, zero) for m in names])
         losses = torch.stack([loss[m] if m in loss else zero.float() for m in names])
-        weights = self.weighting.weight_vector(counts)
-        self._device_weights = weights
+        means = None
+        if self.weighting.uses_mean_losses:  # the global means (FAMO), as set_mean_losses gives
+            mean = {m: table[i, 0] / count[m].clamp(min=1) for i, m in enumerate(MODALITIES)}
+            if aligned is not None:
+                mean[CONTRASTIVE] = table[-1, 1] / world
+            means = torch.stack([mean.get(m, zero) for m in names])
+        weights = self.weighting.weight_vector(counts, means)
+        terms = weights.to(losses.dtype) * losses
+        offset = self.weighting.offset_vector(counts)
+        if offset is not None:
+            terms = terms + offset.to(losses.dtype)
+        self._device_weights = weights.detach()
         # absent objectives stay in the graph with a zero (DDP wants every parameter used)
-        return torch.where(counts > 0, weights.to(losses.dtype) * losses, 0.0).sum()
+        return torch.where(counts > 0, terms, 0.0).sum()
 
     def _combine_on_host(self, out: Mapping[str, Any], aligned: Mapping[str, Any] | None,
                          stats: Mapping[str, Any], shared) -> torch.Tensor:  # fmt: skip
