@@ -25,7 +25,8 @@ weights w_m (``train/weight/<m>``):
 Protocol for the training module, each step: ``total = weighting.combine(losses, counts)``, or,
 where ``combines_on_device``, the same total formed from ``weight_vector(counts, means)`` and
 ``offset_vector(counts)`` on device tensors with nothing read, then ``record(weights)`` once the
-weights are read (``BalancedLM``: one host read a step); for the backward, the hook on h calls ``weighting.rescale_grad(grad, target_modality)``; after it,
+weights are read (``BalancedLM``: one host read a step); for the backward, the hook on h calls
+``weighting.rescale_grad(grad, target_modality)``; after it,
 ``weighting.observe(losses, grad_sq_norms)`` with statistics already all-reduced over ranks, so
 every rank holds the same state. A modality absent from a batch (N_m = 0) is skipped, never divided
 by. All state lives in buffers and parameters: ``state_dict`` carries it into checkpoints.
@@ -55,6 +56,8 @@ class LossWeighting(nn.Module):
     name = "token_mean"
     #: whether ``combine`` wants ``shared``, a shared layer's parameters (GradNorm at the weights)
     needs_shared = False
+    #: whether ``weight_vector`` reads the objectives' mean loss values (FAMO)
+    uses_mean_losses = False
 
     def __init__(self, modalities: Sequence[str] = MODALITIES):
         super().__init__()
@@ -72,9 +75,6 @@ class LossWeighting(nn.Module):
 
     def _present(self, counts: Mapping[str, Tensor]) -> list[str]:
         return [m for m in self.modalities if float(counts.get(m, 0)) > 0]
-
-    #: whether ``weight_vector`` reads the objectives' mean loss values (FAMO)
-    uses_mean_losses = False
 
     def weight_vector(self, counts: Tensor, means: Tensor | None = None) -> Tensor:
         """(M,) float64 counts N_m over ``modalities`` (0: absent), on any device → (M,) w_m, 0

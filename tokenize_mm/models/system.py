@@ -273,9 +273,10 @@ class BalancedLM(L.LightningModule):
 
     def _combine_on_device(self, out: Mapping[str, Any], aligned: Mapping[str, Any] | None,
                            table: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        """The weighted total with nothing read: ``weight_vector`` of the global counts (still on
-        the device), each objective's loss as this rank's sum over the global count times the
-        world size, absent objectives (count 0) masked out. The weights wait in
+        """The weighted total with nothing read: ``weight_vector`` of the global counts (and
+        global mean losses, for a weighting that ``uses_mean_losses``) still on the device, plus
+        ``offset_vector``'s terms; each objective's loss is this rank's sum over the global count
+        times the world size; absent objectives (count 0) are masked out. The weights wait in
         ``_device_weights`` for the after-backward read."""
         world = self._world()
         count = {m: table[i, 1] for i, m in enumerate(MODALITIES)}
