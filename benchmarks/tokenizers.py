@@ -302,8 +302,8 @@ def md_text(text: dict, corpus: dict, tok: dict) -> list[str]:
     lines = [
         "", "## Text: tokens/s", "",
         f"Corpus: {corpus['builtin_texts']} built-in texts{dev}; {corpus['num_chars']} characters, "
-        f"{corpus['num_bytes'] / 1e6:.2f} MB. Tokenizer: unigram, vocab_size {tok['vocab_asked']} "
-        f"asked, {tok['vocab_size']} learned{short}, "
+        f"{corpus['num_bytes'] / 1e6:.2f} MB. Tokenizer: {tok.get('model_type', 'unigram')}, "
+        f"vocab_size {tok['vocab_asked']} asked, {tok['vocab_size']} learned{short}, "
         f"{tok['chars_per_token']:.2f} characters per token. Batches of {text['batch_size']} texts, "
         f"{text['num_threads']} sentencepiece threads for both; ids identical: "
         f"{text['identical_ids']}. Ratio = raw median time / our median time on the same texts.",
@@ -386,6 +386,8 @@ def main() -> None:
     parser.add_argument("--dev-manifest", help="JSONL manifest whose texts join the text corpus")
     parser.add_argument("--num-texts", type=int, help="built-in examples for the text corpus")
     parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--model-type", default="unigram", choices=("unigram", "bpe"),
+                        help="the text tokenizer's model (default: %(default)s)")  # fmt: skip
     parser.add_argument("--text-only", action="store_true",
                         help="the text part alone (no images, no VQ): about a minute")  # fmt: skip
     args = parser.parse_args()
@@ -394,8 +396,9 @@ def main() -> None:
     meta = machine_facts(args.quick)
 
     texts, corpus = text_corpus(cfg["num_texts"], args.dev_manifest)
-    tok = TextTokenizer.fit(texts, vocab_size=args.vocab_size)
-    tok_about = {"vocab_asked": args.vocab_size, "vocab_size": tok.vocab_size,
+    tok = TextTokenizer.fit(texts, vocab_size=args.vocab_size, model_type=args.model_type)
+    tok_about = {"model_type": args.model_type, "vocab_asked": args.vocab_size,
+                 "vocab_size": tok.vocab_size,
                  "chars_per_token": tok.info.chars_per_token}  # fmt: skip
     text = bench_text(tok, texts, cfg)
     print(f"text: ours / raw = {text['ratio']:.2f}", flush=True)
