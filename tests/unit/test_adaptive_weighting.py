@@ -202,3 +202,23 @@ def test_odm_sampler_resumes_exactly(store, tmp_path):
     _assert_same_steps(full[4:], resumed)
     probs = [k for k in full[-1] if k.startswith("sampling/prob/")]
     assert len({round(full[-1][k], 6) for k in probs}) > 1  # past uniform exploration
+
+
+def test_ogm_noise_is_a_draw_times_the_rows_own_spread():
+    """GE noise on a slowed objective's rows: k g + ε σ, with ε the (seed, step, objective) draw
+    and σ the population std of those rows' gradient, computed as masked moments (no read of
+    the device, no boolean indexing); rows of other objectives are only scaled."""
+    w = GradModulation(alpha=0.2, ema=0.0, signal="grad_share", noise=True, seed=3, warmup_steps=0)
+    w.coeffs.copy_(torch.tensor([1.0, 0.5, 0.25]))
+    grad = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(0))
+    rows = torch.tensor([[0, 1, 2, 2, 1, 0], [2, 2, 2, 0, 1, 3]])
+    out = w.rescale_grad(grad, rows)
+    for i in (1, 2):
+        chosen = rows == i
+        seed = (3 * 1_000_003 + int(w.steps)) * 16 + i
+        draw = torch.randn(grad.shape, generator=torch.Generator().manual_seed(seed))
+        want = w.coeffs[i] * grad[chosen] + draw[chosen] * grad[chosen].std(unbiased=False)
+        torch.testing.assert_close(out[chosen], want, rtol=1e-5, atol=1e-6)
+    assert torch.equal(out[rows == 0], grad[rows == 0]) and torch.equal(
+        out[rows == 3], grad[rows == 3]
+    )

@@ -91,19 +91,22 @@ class GradModulation(ModalityMean):
         scaled = grad * table[index].unsqueeze(-1)
         if not self.noise or bool((self.coeffs >= 1).all()):
             return scaled
+        # The coefficients and the step count are host state; nothing here reads the device: the
+        # rows' spread is a masked mean and variance, and the noise is drawn where grad lives.
+        values = grad.float()
         for i in (self.coeffs < 1).nonzero().flatten().tolist():
-            rows = index == i
-            if int(rows.sum()) == 0:
-                continue
+            rows = (index == i).unsqueeze(-1)  # (B, L, 1); none on this pass: nothing changes
             # one draw per (seed, step, objective): the contrastive pass's noise is its own
-            generator = torch.Generator().manual_seed(
+            generator = torch.Generator(device=grad.device).manual_seed(
                 (self.seed * 1_000_003 + int(self.steps)) * 16 + i
             )
-            draw = on_device(
-                torch.randn(grad.shape, generator=generator, dtype=torch.float32), grad
-            )
-            std = grad[rows].float().std(unbiased=False)  # the rows' own gradient spread
-            scaled = torch.where(rows.unsqueeze(-1), scaled + draw * std.to(grad), scaled)
+            draw = torch.randn(grad.shape, generator=generator, dtype=torch.float32,
+                               device=grad.device)  # fmt: skip
+            count = (rows.sum() * grad.shape[-1]).clamp(min=1)
+            mean = torch.where(rows, values, 0.0).sum() / count
+            spread = torch.where(rows, values - mean, 0.0).pow(2).sum() / count
+            std = spread.sqrt()  # the rows' own gradient spread (population std)
+            scaled = torch.where(rows, scaled + (draw * std).to(grad.dtype), scaled)
         return scaled
 
     def scores(self) -> dict[str, float]:
