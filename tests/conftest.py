@@ -234,3 +234,19 @@ class StepRecorder(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         metrics = {**trainer.callback_metrics, **getattr(pl_module, "step_metrics", {})}
         self.steps.append({k: float(v) for k, v in metrics.items()})
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# What a test run may leave at the repository's root: caches, and what `make` creates.
+_ROOT_ALLOWED = {".pytest_cache", ".ruff_cache", "__pycache__", ".venv", ".cache"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _leaves_the_repository_root_clean():
+    """Fails the run when a test writes into the repository's root (a Trainer without
+    ``default_root_dir`` saves its checkpoints under the working directory; such files were once
+    committed by mistake). Tests write under ``tmp_path``."""
+    before = {p.name for p in REPO_ROOT.iterdir()}
+    yield
+    new = {p.name for p in REPO_ROOT.iterdir()} - before - _ROOT_ALLOWED
+    assert not new, f"the test run wrote {sorted(new)} into {REPO_ROOT}; write under tmp_path"

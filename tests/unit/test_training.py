@@ -250,6 +250,7 @@ def test_resume_after_sigterm_at_a_validation_end_logs_each_step_once(store, tmp
             enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
             callbacks=[SamplerFeedback(), *callbacks], limit_val_batches=2,
             val_check_interval=2, enable_checkpointing=True, num_sanity_val_steps=0,
+            default_root_dir=tmp_path,  # Lightning's own checkpoints, not the working directory
         )  # fmt: skip
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
