@@ -1,9 +1,10 @@
 """Nearest-code assignment speed against the machine's float32 matmul speed.
 
 Measures, in one run on one machine: (a) GFLOP/s of a large square float32 matmul, (b) GFLOP/s of
-``nearest_code`` counting 2·N·K·D flops, (c) the same for ``torch.cdist(x, E).argmin(1)`` and for
-EnCodec's ``EuclideanCodebook.quantize``, and (d) ``nearest_code`` at several ``chunk_rows`` for
-the default configuration (K = 1024). Each timing is the median of repeated calls after a warm-up.
+``nearest_code`` counting 2·N·K·D flops (the fused kernel on the CPU), (c) the same for its
+matmul path (``fused=False``), for ``torch.cdist(x, E).argmin(1)`` and for EnCodec's
+``EuclideanCodebook.quantize``, and (d) the matmul path at several ``chunk_rows`` for the default
+configuration (K = 1024). Each timing is the median of repeated calls after a warm-up.
 
 ``benchmarks/tokenizers.py`` imports the helpers here (``timeit``, ``matmul_case``,
 ``measure_assignment``, ``cpu_name``, ``write_outputs``), so both scripts time and compare alike.
@@ -27,9 +28,10 @@ from pathlib import Path
 import torch
 from encodec.quantization.core_vq import EuclideanCodebook
 
+from tokenize_mm.tokenizers.quant import fused
 from tokenize_mm.tokenizers.quant.vector import default_chunk_rows, nearest_code
 
-METHODS = ("nearest_code", "cdist_argmin", "encodec_quantize")
+METHODS = ("nearest_code", "matmul_argmin", "cdist_argmin", "encodec_quantize")
 
 
 def timeit(fns: dict, min_repeats: int, min_seconds: float) -> dict[str, dict[str, float]]:
@@ -99,7 +101,10 @@ def gflops_rows(stats: dict, flops: int, matmul_flops: int, **fields) -> list[di
 def assignment_methods(x: torch.Tensor, codebook: torch.Tensor, names: Sequence[str]) -> dict:
     """``timeit`` entries assigning the rows of x (N, D) to the codebook (K, D), by name."""
     make = {
+        # the fused kernel on the CPU (quant/fused.py)
         "nearest_code": lambda: lambda: nearest_code(x, codebook),
+        # nearest_code's matmul path: addmm per block of rows, then the grouped argmin
+        "matmul_argmin": lambda: lambda: nearest_code(x, codebook, fused=False),
         "cdist_argmin": lambda: lambda: torch.cdist(x, codebook).argmin(1),
         # the chunked product x Eᵀ alone, as nearest_code blocks it, with no bias and no argmin:
         # the ceiling of any method that scores with a matmul and then reduces
@@ -138,6 +143,11 @@ def measure_assignment(
     return gflops_rows(stats, 2 * n * k * d, matmul_flops, N=n, K=k, D=d)
 
 
+def fused_kernel_name() -> str:
+    """The fused kernel's variant on this CPU, or why it is not used."""
+    return fused.best_variant() if fused.available() else "unavailable (matmul path)"
+
+
 def write_outputs(json_path: str | Path, data: dict, md_path: str | Path, markdown: str) -> None:
     """Write the machine-readable results and the markdown, creating folders as needed."""
     for path, text in [(json_path, json.dumps(data, indent=2)), (md_path, markdown)]:
@@ -146,11 +156,13 @@ def write_outputs(json_path: str | Path, data: dict, md_path: str | Path, markdo
 
 
 def chunk_sweep(n: int, k: int, d: int, chunks: list[int], square: int, reps: int, secs: float):
-    """``nearest_code`` at several ``chunk_rows``, with the matmul timed in the same rounds."""
+    """``nearest_code``'s matmul path at several ``chunk_rows``, with the matmul timed in the same
+    rounds."""
     x, codebook = torch.randn(n, d), torch.randn(k, d)
     matmul, matmul_flops = matmul_case(square)
     variants = {
-        f"chunk_rows={c}": lambda c=c: nearest_code(x, codebook, chunk_rows=c) for c in chunks
+        f"chunk_rows={c}": lambda c=c: nearest_code(x, codebook, chunk_rows=c, fused=False)
+        for c in chunks
     }
     stats = timeit({**matmul, **variants}, reps, secs)
     return gflops_rows(stats, 2 * n * k * d, matmul_flops, N=n, K=k, D=d)
@@ -166,13 +178,14 @@ def markdown_table(rows: list[dict], sweep: list[dict], meta: dict, sizes, dims)
         f"Command: `python {' '.join(sys.argv)}`",
         "",
         f"Nearest-code assignment, N = {n} float32 vectors, {meta['threads']} threads, "
-        f"{meta['cpu']}, torch {meta['torch']}. Float32 matmul {square}^3: **{mm:.1f} GFLOP/s** "
+        f"{meta['cpu']}, torch {meta['torch']}, fused kernel: {meta['fused_kernel']}. Float32 matmul {square}^3: **{mm:.1f} GFLOP/s** "
         f"(median over the runs; range {lo:.1f}-{hi:.1f}). "
         "Cells: GFLOP/s counting 2·N·K·D flops, and the ratio to the matmul timed in the same "
         "interleaved rounds.",
         "",
-        "| K | D | matmul | nearest_code | cdist + argmin | encodec quantize |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| K | D | matmul | nearest_code (fused) | matmul + argmin | cdist + argmin "
+        "| encodec quantize |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by = {(r["K"], r["D"], r["method"]): r for r in rows}
     for k in sizes:
@@ -182,7 +195,8 @@ def markdown_table(rows: list[dict], sweep: list[dict], meta: dict, sizes, dims)
             lines.append(f"| {k} | {d} | {cells[0]['matmul_gflops']:.1f} | {cols} |")
     lines += [
         "",
-        f"nearest_code by chunk_rows at K = {k0}, D = {d0} (default {default_chunk_rows(k0)}):",
+        f"nearest_code's matmul path by chunk_rows at K = {k0}, D = {d0} "
+        f"(default {default_chunk_rows(k0)}):",
         "",
         "| chunk_rows | GFLOP/s | ratio to matmul |",
         "|---:|---:|---:|",
@@ -230,6 +244,7 @@ def main() -> None:
         "cpu": cpu_name(),
         "threads": threads,
         "torch": torch.__version__,
+        "fused_kernel": fused_kernel_name(),
         "matmul_size": square,
         "matmul_gflops_median": statistics.median(matmul_gflops),
         "matmul_gflops_range": [min(matmul_gflops), max(matmul_gflops)],

@@ -55,7 +55,7 @@ def test_tokenizer_benchmark_quick(tmp_path):
     assert results["image"]["default"]["arch"]["image_size"] == 256
     assert results["image"]["small"]["arch"]["image_size"] == 64
     vq = {(r["D"], r["method"]) for r in results["vq_assign"]}
-    methods = ("nearest_code", "cdist_argmin", "scores_only")
+    methods = ("nearest_code", "matmul_argmin", "cdist_argmin", "scores_only")
     assert {(d, m) for d in (32, 64, 256) for m in methods} <= vq
     assert all({"gflops", "matmul_gflops", "ratio"} <= r.keys() for r in results["vq_assign"])
     assert all({"name", "target", "value", "met"} <= g.keys() for g in results["goals"])
@@ -73,7 +73,7 @@ def test_vq_assign_quick(tmp_path):
     assert {"meta", "results", "chunk_sweep"} <= results.keys()
     assert {"cpu", "threads", "matmul_gflops_median"} <= results["meta"].keys()
     methods = {r["method"] for r in results["results"]}
-    assert methods == {"nearest_code", "cdist_argmin", "encodec_quantize"}
+    assert methods == {"nearest_code", "matmul_argmin", "cdist_argmin", "encodec_quantize"}
     assert all({"gflops", "matmul_gflops", "ratio"} <= r.keys() for r in results["results"])
     assert results["chunk_sweep"] and "| K | D |" in md.read_text()
 

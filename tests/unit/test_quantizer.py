@@ -30,14 +30,16 @@ def _assert_same_nearest(codes: torch.Tensor, ref: torch.Tensor, x, codebook) ->
         torch.testing.assert_close(d_codes, d_ref, rtol=1e-4, atol=1e-4)
 
 
-# K = 1024 takes the two-level (grouped) argmin, K = 100 and K = 64 the plain one.
+# The fused kernel (fused=None on the CPU) and the matmul path; on the latter K = 1024 takes the
+# two-level (grouped) argmin, K = 100 and K = 64 the plain one.
+@pytest.mark.parametrize("fused", [None, False])
 @pytest.mark.parametrize(
     ("n", "k", "d", "chunk_rows"), [(3000, 1024, 64, None), (1001, 100, 8, 77), (257, 64, 3, 1)]
 )
-def test_nearest_code_matches_cdist_and_encodec(n, k, d, chunk_rows):
+def test_nearest_code_matches_cdist_and_encodec(n, k, d, chunk_rows, fused):
     gen = torch.Generator().manual_seed(k)
     x, codebook = torch.randn(n, d, generator=gen), torch.randn(k, d, generator=gen)
-    codes = nearest_code(x, codebook, chunk_rows=chunk_rows)
+    codes = nearest_code(x, codebook, chunk_rows=chunk_rows, fused=fused)
     assert codes.dtype == torch.int64 and codes.shape == (n,)
     _assert_same_nearest(codes, torch.cdist(x, codebook).argmin(1), x, codebook)
     reference = EuclideanCodebook(d, k)
@@ -45,15 +47,16 @@ def test_nearest_code_matches_cdist_and_encodec(n, k, d, chunk_rows):
     _assert_same_nearest(codes, reference.quantize(x), x, codebook)
     sqnorm = codebook.pow(2).sum(1)
     assert torch.equal(
-        nearest_code(x, codebook, codebook_sqnorm=sqnorm, chunk_rows=chunk_rows), codes
+        nearest_code(x, codebook, codebook_sqnorm=sqnorm, chunk_rows=chunk_rows, fused=fused), codes
     )
 
 
-def test_nearest_code_ties_go_to_lowest_index():
+@pytest.mark.parametrize("fused", [None, False])
+def test_nearest_code_ties_go_to_lowest_index(fused):
     # Small integers make every distance exact: entry i and entry i + 128 tie exactly.
     codebook = torch.randint(-3, 4, (128, 4)).float().repeat(2, 1)
     x = codebook[torch.randint(0, 256, (500,))]
-    assert (nearest_code(x, codebook) < 128).all()
+    assert (nearest_code(x, codebook, fused=fused) < 128).all()
 
 
 # scales from tiny to large, where rounding decides close calls; K = 1024 two-level, 100 plain

@@ -1,5 +1,5 @@
 """Quantizers of the image and audio tokenizers: the ``Quantizer`` protocol (``base.py``), the
-vector quantizer (``vector.py``), the residual quantizer built on it (``residual.py``), finite
+vector quantizer (``vector.py``) with its fused nearest-code kernel (``fused.py``), the residual quantizer built on it (``residual.py``), finite
 scalar quantization and its residual form (``fsq.py``) and codebook usage (``usage.py``)."""
 
 from tokenize_mm.tokenizers.quant.base import Quantizer

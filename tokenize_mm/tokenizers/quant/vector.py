@@ -13,8 +13,10 @@ smoothing, code expiry, buffers and distributed broadcasts, and replace three me
 
 - ``quantize``: EnCodec builds three (N, K) temporaries for ``-(|x|^2 - 2 x E^T + |E|^2)`` and
   takes ``max``. ``nearest_code`` computes ``argmin(|E|^2 - 2 x E^T)`` (|x|^2 is constant per row
-  and cannot change the argmin) with one ``addmm`` per chunk of rows into a reused block small
-  enough to stay in cache, then an argmin over it. Same indices, up to exact float ties.
+  and cannot change the argmin): on the CPU with the fused kernel of ``fused.py`` (scores in
+  registers, never in memory), elsewhere with one ``addmm`` per chunk of rows into a reused block
+  small enough to stay in cache, then an argmin over it. Same indices, up to float rounding at
+  near-ties.
 - ``init_embed_``: EnCodec's k-means materialises an (N, K, D) tensor (gigabytes for N = 8192,
   K = 1024, D = 64). Ours runs Lloyd's algorithm with the chunked assignment on at most
   ``kmeans_max_samples`` vectors. It also sets ``embed_avg = embed * cluster_size`` where EnCodec
@@ -32,6 +34,8 @@ import torch.nn.functional as F
 from encodec import distrib
 from encodec.quantization.core_vq import EuclideanCodebook, sample_vectors
 from torch import Tensor, nn
+
+from tokenize_mm.tokenizers.quant import fused as fused_kernel
 
 # Rows per chunk: the (rows, K) float32 score block is about 4 MiB (the two cores' L2), but never
 # fewer than 512 rows (the matmul loses efficiency below that) nor more than 4096 rows.
@@ -55,17 +59,23 @@ def nearest_code(
     codebook: Tensor,
     codebook_sqnorm: Tensor | None = None,
     chunk_rows: int | None = None,
+    fused: bool | None = None,
 ) -> Tensor:
     """Index of the nearest codebook entry (Euclidean) of every row of ``x``.
 
-    Runs in the dtype of its inputs: call it outside autocast (``VectorQuantizer`` does).
+    Runs in the dtype of its inputs: call it outside autocast (``VectorQuantizer`` does). On the
+    CPU in float32 it runs the fused kernel (``fused.py``: no (N, K) scores in memory, codes
+    bitwise the same on every CPU and thread count) on ``torch.get_num_threads()`` threads;
+    elsewhere, or without the kernel, a matmul per block of rows and an argmin.
 
     Args:
         x: vectors, float tensor of shape (N, D).
         codebook: entries, tensor of shape (K, D) with the dtype and device of ``x``.
         codebook_sqnorm: squared norms of the entries, shape (K,); computed when None.
-        chunk_rows: rows scored per block of shape (chunk_rows, K); None picks
-            ``default_chunk_rows(K)``.
+        chunk_rows: rows scored per block of shape (chunk_rows, K) by the matmul path; None
+            picks ``default_chunk_rows(K)``.
+        fused: True requires the fused kernel (``FusedKernelError`` where it cannot run), False
+            takes the matmul path; None: the fused kernel where it applies and is available.
 
     Returns:
         int64 tensor of shape (N,) with values in [0, K); ties go to the lowest index.
@@ -85,6 +95,11 @@ def nearest_code(
     n, k = x.shape[0], codebook.shape[0]
     if codebook_sqnorm is None:
         codebook_sqnorm = codebook.pow(2).sum(dim=1)
+    applies = x.device.type == "cpu" and x.dtype == torch.float32 and 0 < k < fused_kernel.MAX_CODES
+    if fused or (fused is None and applies and fused_kernel.available()):
+        return fused_kernel.fused_nearest_code(
+            x, codebook, codebook_sqnorm, threads=torch.get_num_threads()
+        )
     rows = min(chunk_rows or default_chunk_rows(k), n)
     codes = torch.empty(n, dtype=torch.long, device=x.device)
     if n == 0:
