@@ -1,13 +1,17 @@
-/* Fused nearest-code assignment: the product x E^T and the argmin in one pass over registers.
+/* Fused nearest-code assignment: the product x E^T and the argmin in one pass, in cache.
  *
  * For every row x_i (D floats) the index of the codebook entry E_k minimising
  *     s_ik = |E_k|^2 - 2 x_i . E_k,
  * the first such index on ties: the same problem as VQ-VAE's assignment step (van den Oord et
- * al., 2017), computed without writing the (N, K) score matrix that a matmul followed by an argmin
- * writes and reads again. The tiling is the register blocking of GotoBLAS / BLIS micro-kernels
+ * al., 2017), computed without the (N, K) score matrix that a matmul followed by an argmin writes
+ * to memory and reads again. The tiling is the register blocking of GotoBLAS / BLIS micro-kernels
  * (Goto and van de Geijn, 2008, "Anatomy of High-Performance Matrix Multiplication"; Van Zee and
  * van de Geijn, 2015, "BLIS"): a tile of R rows times W codes accumulates in vector registers
- * while D runs, then is compared with the running minimum of each lane and dropped.
+ * while D runs; its scores then go into each lane's running minimum (one vector min) and into
+ * the R rows' score lines, R * K floats that stay in the L1/L2 cache, where the first position of
+ * each row's minimum is found once its last code is scored. Per score that is one min and one
+ * store, where tracking the index lane by lane cost a compare and two blends, and a matmul path
+ * pays a pass over the scores in memory.
  *
  * Every score is computed the same way by every variant and every thread count:
  *     acc = 0; for d in 0..D-1: acc = fma(x[d], -2 E[k][d], acc);  s = acc + |E_k|^2
@@ -33,6 +37,7 @@
 #define TMM_OK 0
 #define TMM_ENOMEM 1
 #define TMM_EUNSUPPORTED 2
+#define MAX_R 8 /* the most rows a variant's tile has */
 
 /* Work shared by the threads of one call. `packed` holds -2 E in tiles of `width` codes,
  * [tile][d][lane] (codes past K are zero), `sqnorm` |E|^2 padded with +inf to the same length. */
@@ -45,24 +50,10 @@ typedef struct {
     int64_t *out;
 } job_t;
 
-/* Final step of a row: the lowest index among the lanes' minima equal to the smallest. */
-static int64_t first_min(const float *best, const float *index, int lanes) {
-    float v = INFINITY;
-    int64_t at = 0;
-    int found = 0;
-    for (int l = 0; l < lanes; l++) {
-        if (best[l] < v || (best[l] == v && found && (int64_t)index[l] < at)) {
-            v = best[l];
-            at = (int64_t)index[l];
-            found = 1;
-        }
-    }
-    return at;
-}
-
 /* ---- portable variant: one score at a time; the reference the vector variants must match --- */
 
-static void rows_portable(const job_t *job, int64_t begin, int64_t end) {
+static void rows_portable(const job_t *job, int64_t begin, int64_t end, float *scores) {
+    (void)scores;
     const int64_t d = job->d, width = 16;
     for (int64_t i = begin; i < end; i++) {
         const float *xi = job->x + i * d;
@@ -100,13 +91,9 @@ static void rows_portable(const job_t *job, int64_t begin, int64_t end) {
 #define VBCAST(p) _mm256_broadcast_ss(p)
 #define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define VADD(a, b) _mm256_add_ps(a, b)
-#define VIOTA(base) _mm256_add_ps(_mm256_set1_ps(base), _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7))
-#define MASK __m256
-#define MZERO() _mm256_setzero_ps()
-#define VLT(a, b) _mm256_cmp_ps(a, b, _CMP_LT_OQ) /* ordered: false on NaN */
-#define MOR(a, b) _mm256_or_ps(a, b)
-#define MANY(m) _mm256_movemask_ps(m)
-#define VSEL(m, old, new) _mm256_blendv_ps(old, new, m)
+#define VMIN(a, b) _mm256_min_ps(a, b) /* b where either is NaN */
+#define VSET1(x) _mm256_set1_ps(x)
+#define EQBITS(a, b) ((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)))
 #include "nearest_code_kernel.h"
 
 /* AVX-512F: 8 rows x 32 codes, sixteen 16-lane accumulators. */
@@ -123,21 +110,16 @@ static void rows_portable(const job_t *job, int64_t begin, int64_t end) {
 #define VBCAST(p) _mm512_set1_ps(*(p))
 #define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define VADD(a, b) _mm512_add_ps(a, b)
-#define VIOTA(base)                                                                              \
-    _mm512_add_ps(_mm512_set1_ps(base),                                                          \
-                  _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))
-#define MASK __mmask16
-#define MZERO() ((__mmask16)0)
-#define VLT(a, b) _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ)
-#define MOR(a, b) ((__mmask16)((a) | (b)))
-#define MANY(m) ((m) != 0)
-#define VSEL(m, old, new) _mm512_mask_mov_ps(old, m, new)
+#define VMIN(a, b) _mm512_min_ps(a, b)
+#define VSET1(x) _mm512_set1_ps(x)
+#define EQBITS(a, b) ((unsigned)_mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ))
 #include "nearest_code_kernel.h"
 #endif
 
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
-typedef void (*rows_fn)(const job_t *, int64_t, int64_t);
+/* Rows [begin, end) of a job; scores: MAX_R * k_padded floats of scratch for this thread. */
+typedef void (*rows_fn)(const job_t *, int64_t, int64_t, float *);
 
 /* Variant ids, also the Python side's names: 0 portable, 1 avx2, 2 avx512. */
 int tmm_best_variant(void) {
@@ -169,11 +151,12 @@ typedef struct {
     const job_t *job;
     rows_fn fn;
     int64_t begin, end;
+    float *scores;
 } slice_t;
 
 static void *run_slice(void *arg) {
     const slice_t *s = (const slice_t *)arg;
-    s->fn(s->job, s->begin, s->end);
+    s->fn(s->job, s->begin, s->end, s->scores);
     return NULL;
 }
 #endif
@@ -205,20 +188,22 @@ int tmm_nearest_code(const float *x, int64_t n, int64_t d, const float *codebook
     rows_fn fn = variant_fn(variant);
     if (threads < 1) threads = 1;
     if (threads > n) threads = (int)n;
-    int rc = TMM_OK;
-    if (threads == 1) {
-        fn(&job, 0, n);
-    } else {
+    const size_t line = (size_t)(MAX_R * k_padded); /* one thread's score lines */
+    float *scores = (float *)malloc((size_t)threads * line * sizeof(float));
+    int rc = scores ? TMM_OK : TMM_ENOMEM;
+    if (rc == TMM_OK && threads == 1) {
+        fn(&job, 0, n, scores);
+    } else if (rc == TMM_OK) {
 #ifdef _OPENMP
         /* The threads of the OpenMP runtime torch loaded (fused.py imports torch first, and the
          * library's libgomp.so.1 resolves to the one already loaded): torch's intra-op workers,
          * which spin a while after each torch op, run the slices instead of competing with new
-         * threads for the cores (with POSIX threads a call right after a torch matmul ran at a
-         * quarter of its speed on 2 cores). */
+         * threads for the cores (with POSIX threads a call right after a torch op ran at about
+         * 60 % of its speed on 2 cores). */
 #pragma omp parallel num_threads(threads)
         {
             int t = omp_get_thread_num(), count = omp_get_num_threads();
-            fn(&job, n * t / count, n * (t + 1) / count);
+            fn(&job, n * t / count, n * (t + 1) / count, scores + (size_t)t * line);
         }
 #else
         pthread_t *ids = (pthread_t *)malloc((size_t)threads * sizeof(pthread_t));
@@ -228,7 +213,8 @@ int tmm_nearest_code(const float *x, int64_t n, int64_t d, const float *codebook
             rc = TMM_ENOMEM;
         } else {
             for (int t = 0; t < threads; t++) {
-                slices[t] = (slice_t){&job, fn, n * t / threads, n * (t + 1) / threads};
+                slices[t] = (slice_t){&job, fn, n * t / threads, n * (t + 1) / threads,
+                                      scores + (size_t)t * line};
                 /* the calling thread takes slice 0, and any slice no thread could be had for */
                 if (t > 0) started[t] = pthread_create(&ids[t], NULL, run_slice, &slices[t]) == 0;
             }
@@ -242,6 +228,7 @@ int tmm_nearest_code(const float *x, int64_t n, int64_t d, const float *codebook
         free(slices);
 #endif
     }
+    free(scores);
     free(packed);
     free(sq);
     return rc;
