@@ -57,7 +57,7 @@ IMAGE_CONFIGS = {"default": "image", "small": "image_small"}  # conf/tokenizer/<
 # Sizes; images: case -> (images timed, images whose latents initialise the codebook).
 FULL = dict(num_texts=30000, text_batch=4096, single=5000, text_reps=21, text_secs=20.0,
             images={"default": (16, 16), "small": (128, 64)}, image_reps=3,
-            vq_n=16384, vq_square=2048, vq_reps=5, vq_secs=1.0)  # fmt: skip
+            vq_n=16384, vq_square=2048, vq_reps=9, vq_secs=4.0)  # fmt: skip
 QUICK = dict(num_texts=1500, text_batch=512, single=200, text_reps=2, text_secs=0.0,
              images={"default": (1, 2), "small": (8, 8)}, image_reps=1,
              vq_n=1024, vq_square=256, vq_reps=2, vq_secs=0.0)  # fmt: skip

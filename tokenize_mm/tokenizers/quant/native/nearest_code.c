@@ -20,9 +20,9 @@
  * same codes, on any machine and for any number of threads (tests/unit/test_nearest_code.py).
  * A NaN score never wins; a row whose scores are all NaN or +inf gets code 0.
  *
- * Built and loaded by fused.py (ctypes; no Python or torch headers). Threads split the rows into
- * contiguous ranges, no barrier but the final join: OpenMP's (built with -fopenmp), else POSIX
- * threads.
+ * Built and loaded by fused.py (ctypes; no Python or torch headers). Threads take chunks of rows
+ * as they finish (no barrier but the final join): OpenMP's (built with -fopenmp), else POSIX
+ * threads. Rows are independent, so the codes do not depend on which thread took which rows.
  */
 #include <math.h>
 #ifdef _OPENMP
@@ -38,6 +38,9 @@
 #define TMM_ENOMEM 1
 #define TMM_EUNSUPPORTED 2
 #define MAX_R 8 /* the most rows a variant's tile has */
+/* Rows a thread takes at a time: threads that start late (a sleeping OpenMP worker) or run
+ * slower (a core shared with another process) take fewer chunks; a multiple of 6 and 8. */
+#define CHUNK_ROWS 240
 
 /* Work shared by the threads of one call. `packed` holds -2 E in tiles of `width` codes,
  * [tile][d][lane] (codes past K are zero), `sqnorm` |E|^2 padded with +inf to the same length. */
@@ -47,6 +50,7 @@ typedef struct {
     const float *packed;
     const float *sqnorm;
     int64_t k_padded;
+    int64_t n;
     int64_t *out;
 } job_t;
 
@@ -146,17 +150,24 @@ static rows_fn variant_fn(int variant) {
 
 static int64_t variant_width(int variant) { return variant == 2 ? 32 : 16; }
 
+/* Rows [c * CHUNK_ROWS, (c + 1) * CHUNK_ROWS) of the job, clipped to n. */
+static void run_chunk(const job_t *job, rows_fn fn, int64_t c, float *scores) {
+    int64_t stop = (c + 1) * CHUNK_ROWS < job->n ? (c + 1) * CHUNK_ROWS : job->n;
+    fn(job, c * CHUNK_ROWS, stop, scores);
+}
+
 #ifndef _OPENMP
 typedef struct {
     const job_t *job;
     rows_fn fn;
-    int64_t begin, end;
+    int64_t chunks, *next; /* the chunk count and the next chunk to take, shared */
     float *scores;
-} slice_t;
+} worker_t;
 
-static void *run_slice(void *arg) {
-    const slice_t *s = (const slice_t *)arg;
-    s->fn(s->job, s->begin, s->end, s->scores);
+static void *run_worker(void *arg) {
+    const worker_t *w = (const worker_t *)arg;
+    for (int64_t c; (c = __atomic_fetch_add(w->next, 1, __ATOMIC_RELAXED)) < w->chunks;)
+        run_chunk(w->job, w->fn, c, w->scores);
     return NULL;
 }
 #endif
@@ -184,13 +195,14 @@ int tmm_nearest_code(const float *x, int64_t n, int64_t d, const float *codebook
         float *tile = packed + (c / width) * d * width + (c % width);
         for (int64_t j = 0; j < d; j++) tile[j * width] = -2.0f * codebook[c * d + j];
     }
-    job_t job = {x, d, packed, sq, k_padded, out};
+    job_t job = {x, d, packed, sq, k_padded, n, out};
     rows_fn fn = variant_fn(variant);
     if (threads < 1) threads = 1;
     if (threads > n) threads = (int)n;
     const size_t line = (size_t)(MAX_R * k_padded); /* one thread's score lines */
     float *scores = (float *)malloc((size_t)threads * line * sizeof(float));
     int rc = scores ? TMM_OK : TMM_ENOMEM;
+    const int64_t chunks = (n + CHUNK_ROWS - 1) / CHUNK_ROWS;
     if (rc == TMM_OK && threads == 1) {
         fn(&job, 0, n, scores);
     } else if (rc == TMM_OK) {
@@ -202,30 +214,29 @@ int tmm_nearest_code(const float *x, int64_t n, int64_t d, const float *codebook
          * 60 % of its speed on 2 cores). */
 #pragma omp parallel num_threads(threads)
         {
-            int t = omp_get_thread_num(), count = omp_get_num_threads();
-            fn(&job, n * t / count, n * (t + 1) / count, scores + (size_t)t * line);
+            float *mine = scores + (size_t)omp_get_thread_num() * line;
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t c = 0; c < chunks; c++) run_chunk(&job, fn, c, mine);
         }
 #else
         pthread_t *ids = (pthread_t *)malloc((size_t)threads * sizeof(pthread_t));
         char *started = (char *)calloc((size_t)threads, 1);
-        slice_t *slices = (slice_t *)malloc((size_t)threads * sizeof(slice_t));
-        if (!ids || !started || !slices) {
+        worker_t *workers = (worker_t *)malloc((size_t)threads * sizeof(worker_t));
+        int64_t next = 0;
+        if (!ids || !started || !workers) {
             rc = TMM_ENOMEM;
         } else {
             for (int t = 0; t < threads; t++) {
-                slices[t] = (slice_t){&job, fn, n * t / threads, n * (t + 1) / threads,
-                                      scores + (size_t)t * line};
-                /* the calling thread takes slice 0, and any slice no thread could be had for */
-                if (t > 0) started[t] = pthread_create(&ids[t], NULL, run_slice, &slices[t]) == 0;
+                workers[t] = (worker_t){&job, fn, chunks, &next, scores + (size_t)t * line};
+                if (t > 0) started[t] = pthread_create(&ids[t], NULL, run_worker, &workers[t]) == 0;
             }
-            for (int t = 0; t < threads; t++)
-                if (!started[t]) run_slice(&slices[t]);
+            run_worker(&workers[0]); /* the calling thread works too, until no chunk is left */
             for (int t = 1; t < threads; t++)
                 if (started[t]) pthread_join(ids[t], NULL);
         }
         free(ids);
         free(started);
-        free(slices);
+        free(workers);
 #endif
     }
     free(scores);
