@@ -1,9 +1,10 @@
 """The fused nearest-code kernel: built once from C with the system compiler, cached, called by ctypes.
 
-``native/nearest_code.c`` scores a tile of rows against a tile of codes in vector registers and
-keeps each lane's running minimum, so the (N, K) score matrix that ``addmm`` + ``argmin`` writes and
-reads again never exists (the register blocking of BLIS micro-kernels; Van Zee and van de Geijn,
-2015). It has AVX-512, AVX2 + FMA and portable variants that compute every score the same way
+``native/nearest_code.c`` scores a tile of rows against a tile of codes in vector registers,
+folds the scores into each lane's running minimum and keeps them in the tile rows' score lines in
+the cache, where each row's first minimum is found, so the (N, K) score matrix that ``addmm`` +
+``argmin`` writes to memory and reads again never exists (the register blocking of BLIS
+micro-kernels; Van Zee and van de Geijn, 2015). It has AVX-512, AVX2 + FMA and portable variants that compute every score the same way
 (one fused multiply-add per term, terms in order), so its codes are bitwise the same on every CPU
 and for any number of threads, which a BLAS product is not. The source is plain C (no Python or
 torch headers): it compiles in about a second, so it is built on first use into
@@ -40,8 +41,9 @@ FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-pthread", "-fno-fast-math")
 THREADING = (("-fopenmp",), ())
 # Variant ids of the C side (``tmm_best_variant``); the portable one runs everywhere.
 VARIANTS = {"portable": 0, "avx2": 1, "avx512": 2}
-# Codes are tracked as float32 lane values: exact below 2**24.
-MAX_CODES = 1 << 24
+# Each thread keeps 8 score lines of K floats (128 MiB at this bound); larger codebooks take the
+# matmul path.
+MAX_CODES = 1 << 22
 _ERRORS = {1: "out of memory", 2: "variant not supported by this CPU"}
 
 
@@ -163,7 +165,7 @@ def fused_nearest_code(
     """``argmin_k |E_k|^2 - 2 x E_k`` for every row of ``x``, first index on ties.
 
     Args:
-        x: float32 CPU tensor (N, D). codebook: float32 CPU tensor (K, D), K < 2**24.
+        x: float32 CPU tensor (N, D). codebook: float32 CPU tensor (K, D), K < ``MAX_CODES``.
         codebook_sqnorm: float32 CPU tensor (K,).
         threads: POSIX threads over contiguous row ranges; the codes do not depend on it.
         variant: ``avx512``, ``avx2`` or ``portable``; None picks ``best_variant()``.
