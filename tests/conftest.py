@@ -236,6 +236,18 @@ class StepRecorder(L.Callback):
         self.steps.append({k: float(v) for k, v in metrics.items()})
 
 
+def assert_same_nearest(codes: torch.Tensor, ref: torch.Tensor, x, codebook) -> None:
+    """Nearest-code assignments agree with ``ref`` except where both entries are (float-)equally
+    near x: float32 rounding decides such near-ties."""
+    differ = codes != ref
+    assert differ.float().mean() < 1e-3
+    if differ.any():
+        xd = x[differ].double()
+        d_codes = (xd - codebook.double()[codes[differ]]).pow(2).sum(1)
+        d_ref = (xd - codebook.double()[ref[differ]]).pow(2).sum(1)
+        torch.testing.assert_close(d_codes, d_ref, rtol=1e-4, atol=1e-4)
+
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # What a test run may leave at the repository's root: caches, and what `make` creates.
 _ROOT_ALLOWED = {".pytest_cache", ".ruff_cache", "__pycache__", ".venv", ".cache"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import assert_same_nearest
 
 from tokenize_mm.tokenizers.quant import fused
 from tokenize_mm.tokenizers.quant.vector import nearest_code
@@ -22,14 +23,7 @@ def _float64_nearest(x, codebook):
 
 def _assert_nearest_up_to_rounding(codes, x, codebook):
     """Each code is a float64 nearest entry, or as near as makes no float32 difference."""
-    ref = _float64_nearest(x, codebook)
-    differ = codes != ref
-    assert differ.float().mean() < 1e-3
-    if differ.any():
-        xd = x[differ].double()
-        d_codes = (xd - codebook.double()[codes[differ]]).pow(2).sum(1)
-        d_ref = (xd - codebook.double()[ref[differ]]).pow(2).sum(1)
-        torch.testing.assert_close(d_codes, d_ref, rtol=1e-5, atol=1e-5)
+    assert_same_nearest(codes, _float64_nearest(x, codebook), x, codebook)
 
 
 # Shapes around every tile edge: rows not a multiple of 6 or 8, codes not a multiple of 16 or 32,

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import assert_same_nearest
 from encodec.quantization.core_vq import EuclideanCodebook, sample_vectors
 
 from tokenize_mm.tokenizers.quant.usage import codebook_usage
@@ -19,17 +20,6 @@ from tokenize_mm.tokenizers.quant.vector import (
 )
 
 
-def _assert_same_nearest(codes: torch.Tensor, ref: torch.Tensor, x, codebook) -> None:
-    """Codes agree with ref, except where both entries are (float-)equally near."""
-    differ = codes != ref
-    assert differ.float().mean() < 1e-3
-    if differ.any():
-        xd = x[differ].double()
-        d_codes = (xd - codebook.double()[codes[differ]]).pow(2).sum(1)
-        d_ref = (xd - codebook.double()[ref[differ]]).pow(2).sum(1)
-        torch.testing.assert_close(d_codes, d_ref, rtol=1e-4, atol=1e-4)
-
-
 # The fused kernel (fused=None on the CPU) and the matmul path; on the latter K = 1024 takes the
 # two-level (grouped) argmin, K = 100 and K = 64 the plain one.
 @pytest.mark.parametrize("fused", [None, False])
@@ -41,10 +31,10 @@ def test_nearest_code_matches_cdist_and_encodec(n, k, d, chunk_rows, fused):
     x, codebook = torch.randn(n, d, generator=gen), torch.randn(k, d, generator=gen)
     codes = nearest_code(x, codebook, chunk_rows=chunk_rows, fused=fused)
     assert codes.dtype == torch.int64 and codes.shape == (n,)
-    _assert_same_nearest(codes, torch.cdist(x, codebook).argmin(1), x, codebook)
+    assert_same_nearest(codes, torch.cdist(x, codebook).argmin(1), x, codebook)
     reference = EuclideanCodebook(d, k)
     reference.embed.copy_(codebook)
-    _assert_same_nearest(codes, reference.quantize(x), x, codebook)
+    assert_same_nearest(codes, reference.quantize(x), x, codebook)
     sqnorm = codebook.pow(2).sum(1)
     assert torch.equal(
         nearest_code(x, codebook, codebook_sqnorm=sqnorm, chunk_rows=chunk_rows, fused=fused), codes
