@@ -32,7 +32,6 @@
 #endif
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #define TMM_OK 0
 #define TMM_ENOMEM 1
@@ -209,9 +208,8 @@ int tmm_nearest_code(const float *x, int64_t n, int64_t d, const float *codebook
 #ifdef _OPENMP
         /* The threads of the OpenMP runtime torch loaded (fused.py imports torch first, and the
          * library's libgomp.so.1 resolves to the one already loaded): torch's intra-op workers,
-         * which spin a while after each torch op, run the slices instead of competing with new
-         * threads for the cores (with POSIX threads a call right after a torch op ran at about
-         * 60 % of its speed on 2 cores). */
+         * which spin a while after each torch op, take the chunks instead of competing with
+         * new threads for the cores (POSIX threads ran slower right after a torch op). */
 #pragma omp parallel num_threads(threads)
         {
             float *mine = scores + (size_t)omp_get_thread_num() * line;
