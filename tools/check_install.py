@@ -1,7 +1,7 @@
 """Check that the installed environment works: the locked versions, and every compiled extension.
 
-``make install`` runs this last; it also builds the fused nearest-code kernel
-(``tokenize_mm/tokenizers/quant/fused.py``) and says which variant runs, or why it cannot. A torch / torchaudio pair that pip mixed (torchaudio 2.11.1 with
+``make install`` runs this last; it also builds the native kernels
+(``tokenize_mm/tokenizers/kernels.py``) and says which variant runs, or why it cannot. A torch / torchaudio pair that pip mixed (torchaudio 2.11.1 with
 torch 2.11.0 once failed with ``undefined symbol`` in ``libtorchaudio.so``) is named here, with the
 versions found and the versions the lock asks for, instead of failing later at the first import
 inside a test or a run.
@@ -75,20 +75,21 @@ def main(argv: list[str]) -> int:
         )
         return 1
     print(f"install check passed: {len(pins)} locked versions, {pair}, extensions load")
-    print(_fused_kernel())
+    print(_native_kernels())
     return 0
 
 
-def _fused_kernel() -> str:
-    """Builds (or finds) the fused nearest-code kernel: a line saying where and which variant, or
-    why ``nearest_code`` will use its matmul path instead (not a failure: that path is complete)."""
-    from tokenize_mm.tokenizers.quant import fused
+def _native_kernels() -> str:
+    """Builds (or finds) the native kernels (the fused nearest-code assignment, the codec's ELU):
+    a line saying where and which variant, or why their torch paths will run instead (not a
+    failure: those paths are complete)."""
+    from tokenize_mm.tokenizers import kernels
 
     try:
-        path = fused.build()
-        return f"fused nearest-code kernel: {fused.best_variant()} variant, {path}"
-    except (fused.FusedKernelError, OSError) as err:
-        return f"fused nearest-code kernel unavailable, nearest_code uses a matmul: {err}"
+        path = kernels.build()
+        return f"native kernels: {kernels.best_variant()} variant, {path}"
+    except (kernels.KernelError, OSError) as err:
+        return f"native kernels unavailable, nearest_code and the ELU use torch: {err}"
 
 
 if __name__ == "__main__":

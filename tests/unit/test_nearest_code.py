@@ -8,13 +8,14 @@ import pytest
 import torch
 from conftest import assert_same_nearest
 
+from tokenize_mm.tokenizers import kernels
 from tokenize_mm.tokenizers.quant import fused
 from tokenize_mm.tokenizers.quant.vector import nearest_code
 
 
 def _runnable() -> list[str]:
-    best = fused.best_variant()
-    return [v for v in ("portable", "avx2", "avx512") if fused.VARIANTS[v] <= fused.VARIANTS[best]]
+    best = kernels.best_variant()
+    return [v for v in kernels.VARIANTS if kernels.VARIANTS[v] <= kernels.VARIANTS[best]]
 
 
 def _float64_nearest(x, codebook):
@@ -106,48 +107,46 @@ def test_fused_rejects_what_it_cannot_run():
         fused.fused_nearest_code(x, codebook, sqnorm, threads=0)
     with pytest.raises(ValueError, match="variant"):
         fused.fused_nearest_code(x, codebook, sqnorm, variant="sse9")
-    for variant in set(fused.VARIANTS) - set(_runnable()):
-        with pytest.raises(fused.FusedKernelError, match="not supported by this CPU"):
+    for variant in set(kernels.VARIANTS) - set(_runnable()):
+        with pytest.raises(kernels.KernelError, match="not supported by this CPU"):
             fused.fused_nearest_code(x, codebook, sqnorm, variant=variant)
     assert fused.fused_nearest_code(x[:0], codebook, sqnorm).shape == (0,)
 
 
 def test_build_is_cached_under_a_hash_of_the_source(tmp_path, monkeypatch):
     monkeypatch.setenv("TOKENIZE_MM_NATIVE_DIR", str(tmp_path))
-    path = fused.build()
-    assert path.parent == tmp_path and path.name.startswith("nearest_code-")
+    path = kernels.build()
+    assert path.parent == tmp_path and path.name.startswith("kernels-")
     stamp = path.stat().st_mtime_ns
-    assert fused.build() == path and path.stat().st_mtime_ns == stamp  # not rebuilt
+    assert kernels.build() == path and path.stat().st_mtime_ns == stamp  # not rebuilt
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind
 
 
 def test_without_a_compiler_nearest_code_falls_back_with_a_warning(tmp_path, monkeypatch):
     monkeypatch.setenv("TOKENIZE_MM_NATIVE_DIR", str(tmp_path / "empty"))
-    monkeypatch.setattr(fused, "_compiler", lambda: None)
-    fused._library.cache_clear()
-    fused.available.cache_clear()
+    monkeypatch.setattr(kernels, "_compiler", lambda: None)
+    kernels.clear_caches()
     try:
         with pytest.warns(RuntimeWarning, match="no C compiler found"):
             assert not fused.available()
         x, codebook = torch.randn(200, 8), torch.randn(64, 8)
         _assert_nearest_up_to_rounding(nearest_code(x, codebook), x, codebook)
-        with pytest.raises(fused.FusedKernelError, match="no C compiler"):
+        with pytest.raises(kernels.KernelError, match="no C compiler"):
             nearest_code(x, codebook, fused=True)
     finally:
-        fused._library.cache_clear()
-        fused.available.cache_clear()
+        kernels.clear_caches()
 
 
 def test_the_posix_threads_build_gives_the_same_codes(tmp_path, monkeypatch):
     """The build a compiler without OpenMP makes (``THREADING``'s fallback) threads alike."""
     monkeypatch.setenv("TOKENIZE_MM_NATIVE_DIR", str(tmp_path))
-    monkeypatch.setattr(fused, "THREADING", ((),))
-    plain = fused.load_library(fused.build())
-    assert "-fopenmp" not in fused.FLAGS
+    monkeypatch.setattr(kernels, "THREADING", ((),))
+    plain = kernels.load_library(kernels.build())
+    assert "-fopenmp" not in kernels.FLAGS
     gen = torch.Generator().manual_seed(5)
     x, codebook = torch.randn(777, 24, generator=gen), torch.randn(130, 24, generator=gen)
     sqnorm = codebook.pow(2).sum(1)
     expected = fused.fused_nearest_code(x, codebook, sqnorm, threads=1, variant="portable")
-    monkeypatch.setattr(fused, "_library", lambda: plain)
+    monkeypatch.setattr(kernels, "library", lambda: plain)
     for threads in (1, 2, 5):
         assert torch.equal(fused.fused_nearest_code(x, codebook, sqnorm, threads=threads), expected)

@@ -8,6 +8,9 @@ when it is encoded alone:
   padded convolutions pad by slicing (``padding.py``), its ELUs run in place where their input is
   fresh, and the package's codebooks score in cache-sized blocks (``quant/vector.py``,
   ``encodec_nearest_code``): the same numbers and codes, less time.
+* On the CPU its ELUs run through the native kernel (``elu.py``), at the cost of a copy where
+  torch's expm1 cost six; values within an ulp of torch's, so a latent on a quantizer boundary
+  can take the other code (``benchmarks/audio_encode.py`` counts them against the package).
 * On the CPU the convolutions before the LSTM run on (1, C, 1, L) channels-last tensors
   (``padding.py``): oneDNN's faster layout, whose sums run in another order than the package's
   (``benchmarks/audio_encode.py`` counts the codes that differ from the package's). One-by-one
@@ -49,6 +52,7 @@ from encodec.modules.lstm import SLSTM
 from encodec.quantization.core_vq import EuclideanCodebook
 from torch import nn
 
+from tokenize_mm.tokenizers.audio.elu import swap_elus
 from tokenize_mm.tokenizers.audio.padding import FastPadConv1d, swap_padded_convs, to_channels_last
 from tokenize_mm.tokenizers.quant.vector import PackageExactCodebook
 
@@ -64,6 +68,7 @@ def folded_copy(model: nn.Module, build: Callable[[], nn.Module]) -> nn.Module:
             torch.nn.utils.remove_weight_norm(module)
     swap_padded_convs(copy)  # the same numbers, reflection padding by slicing
     _elu_in_place(copy)
+    swap_elus(copy)  # the native ELU on the CPU (elu.py)
     for module in copy.modules():  # the package's codebooks (pretrained codecs): same indices
         if type(module) is EuclideanCodebook:
             module.__class__ = PackageExactCodebook

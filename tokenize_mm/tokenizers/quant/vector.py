@@ -74,7 +74,7 @@ def nearest_code(
         codebook_sqnorm: squared norms of the entries, shape (K,); computed when None.
         chunk_rows: rows scored per block of shape (chunk_rows, K) by the matmul path; None
             picks ``default_chunk_rows(K)``.
-        fused: True requires the fused kernel (``FusedKernelError`` where it cannot run), False
+        fused: True requires the fused kernel (``kernels.KernelError`` where it cannot run), False
             takes the matmul path; None: the fused kernel where it applies and is available.
 
     Returns:
