@@ -90,6 +90,23 @@ def test_groups_respect_budget_and_lengths():
                 assert len({lengths[i] for i in g}) == 1
 
 
+def test_groups_for_workers_shrink_as_the_work_left_does():
+    """Guided self-scheduling: with two workers no group takes over a quarter of the samples
+    left, none is under a sixth of the budget unless the pieces run out, and every piece is
+    grouped once."""
+    lengths = [960 * (1 + i % 5) for i in range(60)]
+    budget = 20_000
+    groups = _groups(lengths, causal=True, batch_samples=budget, workers=2)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    padded = [len(g) * max(lengths[i] for i in g) for g in groups]
+    left = sum(lengths)
+    for size, group in zip(padded, groups, strict=True):
+        assert len(group) == 1 or size <= min(budget, max(budget // 6, -(-left // 4)))
+        left -= sum(lengths[i] for i in group)
+    assert padded[-1] < padded[0] / 2  # the tail is small: the workers finish together
+    assert len(groups) > len(_groups(lengths, causal=True, batch_samples=budget))
+
+
 def test_pieces_must_be_whole_frames():
     tok = untrained()
     with pytest.raises(ValueError, match="multiples of the hop"):

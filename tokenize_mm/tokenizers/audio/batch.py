@@ -112,24 +112,44 @@ def min_mixed_length(encoder: nn.Module) -> int:
 
 
 def _groups(
-    lengths: Sequence[int], *, causal: bool, batch_samples: int, min_mixed: int = 1
+    lengths: Sequence[int],
+    *,
+    causal: bool,
+    batch_samples: int,
+    min_mixed: int = 1,
+    workers: int = 1,
 ) -> list[list[int]]:
     """Indices grouped for batching, longest first: a group's padded size (members × longest)
-    stays within ``batch_samples`` (a longer piece is a group of its own). Pieces of different
-    lengths share a group only for a causal encoder and when at least ``min_mixed`` samples long;
-    otherwise a group holds pieces of one length."""
+    stays within its budget (a longer piece is a group of its own). Pieces of different lengths
+    share a group only for a causal encoder and when at least ``min_mixed`` samples long;
+    otherwise a group holds pieces of one length.
+
+    The budget is ``batch_samples``, and with ``workers`` > 1 (workers taking the groups in order)
+    also at most a 1 / (2 · workers) share of the samples not yet grouped, but not under
+    ``batch_samples / 6`` (a batch of a few pieces, for the LSTM's matrix products): groups shrink as the work left does, so the workers finish
+    close together (guided self-scheduling; Polychronopoulos and Kuck, 1987). Equal groups left
+    one worker a whole group behind the other (up to an eighth of the work, idle on a second
+    core).
+    """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    remaining = sum(lengths)
+    floor = max(1, batch_samples // 6)
     groups: list[list[int]] = []
+    budget = batch_samples
     for i in order:
         if groups:
             group = groups[-1]
             longest = lengths[group[0]]
-            fits = (len(group) + 1) * longest <= batch_samples
+            fits = (len(group) + 1) * longest <= budget
             mixed = causal and lengths[i] >= min_mixed
             if fits and (mixed or lengths[i] == longest):
                 group.append(i)
+                remaining -= lengths[i]
                 continue
+        if workers > 1:
+            budget = min(batch_samples, max(floor, -(-remaining // (2 * workers))))
         groups.append([i])
+        remaining -= lengths[i]
     return groups
 
 
@@ -193,12 +213,13 @@ def encode_pieces(
     # both cores stay busy through the LSTM and the quantizer too (they ran on one thread while
     # the other waited), and nothing waits for another worker until the end.
     # Groups of at most batch_samples / workers samples keep the memory held at once where one
-    # group of batch_samples put it, and a batch of a few clips still makes a group per worker.
+    # group of batch_samples put it, a batch of a few clips still makes a group per worker, and
+    # groups shrink towards the end so that the workers finish together (_groups).
     parallel = workers > 1 and not batch_convs
-    budget = batch_samples
-    if parallel:
-        budget = max(1, min(batch_samples // workers, -(-sum(lengths) // workers)))
-    groups = _groups(lengths, causal=causal, batch_samples=budget, min_mixed=min_mixed)
+    groups = _groups(
+        lengths, causal=causal, batch_samples=batch_samples // workers if parallel else batch_samples,
+        min_mixed=min_mixed, workers=workers if parallel else 1,
+    )  # fmt: skip
     pool = ThreadPoolExecutor(workers) if parallel and len(groups) > 1 else None
     try:
         results = pool.map(encode_group, groups) if pool else map(encode_group, groups)

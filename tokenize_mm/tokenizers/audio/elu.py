@@ -24,7 +24,9 @@ from tokenize_mm.tokenizers import kernels
 _ERRORS = {2: "variant not supported by this CPU"}
 
 
-def elu(x: torch.Tensor, out: torch.Tensor | None = None, variant: str | None = None) -> torch.Tensor:
+def elu(
+    x: torch.Tensor, out: torch.Tensor | None = None, variant: str | None = None
+) -> torch.Tensor:
     """ELU (alpha 1) of every element of ``x`` by the native kernel.
 
     Args:
