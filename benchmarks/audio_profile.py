@@ -1,10 +1,10 @@
 """Where batched audio encoding spends its time on the CPU, and what the exact shortcuts save.
 
-Four measurements on one machine in one run, all on one torch thread:
+Five measurements on one machine in one run, all on one torch thread:
 
 1. ``EncodecTokenizer.encode_batch`` of ``--clips`` clips (the 24 kHz EnCodec architecture,
    K = 8, checkpoint-shaped random weights, as ``audio_encode.py``) with one worker, under the
-   torch profiler: self time per op.
+   torch profiler: self time per op (the native ELU's calls as ``tokenize_mm::elu``).
 2. Reflection padding: ``F.pad(mode="reflect")`` against ``reflect_pad`` (slices), on the
    encoder's first activation shape.
 3. Codebook scoring: EnCodec's ``EuclideanCodebook.quantize`` against ``encodec_nearest_code``
@@ -12,6 +12,8 @@ Four measurements on one machine in one run, all on one torch thread:
 4. The encoder's convolution shapes, channels-first (``conv1d``, what the package runs) against
    channels-last (``conv2d`` on an NHWC tensor, layout converted outside the clock): what a
    layout change could gain, and the largest difference in the outputs it would bring.
+5. ELU of the encoder's first activation shape: torch's against the native kernel
+   (``audio/elu.py``), and the largest difference between them in units of the last place.
 
 Each timing is the median of repeated calls after a warm-up.
 
@@ -38,6 +40,8 @@ from audio_encode import RATE, make_clips, pretrained_from_state, random_state
 from scratch import scratch
 from vq_assign import cpu_name, write_outputs
 
+from tokenize_mm.tokenizers import kernels
+from tokenize_mm.tokenizers.audio.elu import elu
 from tokenize_mm.tokenizers.audio.padding import reflect_pad
 from tokenize_mm.tokenizers.quant.vector import encodec_nearest_code
 
@@ -84,6 +88,16 @@ def padding() -> dict:
             "slices_ms": median_ms(lambda: reflect_pad(x, left, right)),  # noqa: B023
         }
     return out
+
+
+def elu_paths() -> dict:
+    """torch's ELU against the native kernel on a (1, 32, 1, 120000) channels-last input."""
+    x = (2 * torch.randn(1, 32, 1, 120_000)).contiguous(memory_format=torch.channels_last)
+    ours, theirs = elu(x), F.elu(x)
+    step = (torch.nextafter(theirs, torch.tensor(float("inf"))) - theirs).abs()
+    return {"torch_ms": median_ms(lambda: F.elu(x)), "native_ms": median_ms(lambda: elu(x)),
+            "variant": kernels.best_variant(),
+            "max_ulp_vs_torch": float(((ours - theirs).abs() / step).max())}  # fmt: skip
 
 
 def codebook() -> dict:
@@ -142,6 +156,11 @@ def markdown(res: dict) -> str:
     ncw, nhwc = sum(r["ncw_ms"] for r in res["convs"]), sum(r["nhwc_ms"] for r in res["convs"])
     lines += ["", f"All shapes: {ncw:.1f} ms channels-first, {nhwc:.1f} ms channels-last "
               f"({ncw / nhwc:.2f} times)."]  # fmt: skip
+    e = res["elu"]
+    lines += ["", "## ELU of a (1, 32, 1, 120000) channels-last input", "",
+              f"torch {e['torch_ms']:.2f} ms, native ({e['variant']}) {e['native_ms']:.2f} ms "
+              f"({e['torch_ms'] / e['native_ms']:.1f} times); largest difference "
+              f"{e['max_ulp_vs_torch']:.0f} ulp."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -156,7 +175,7 @@ def main() -> None:
             "torch": torch.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
     res = {"meta": meta, "profile": profile_encode(args.clips), "padding": padding(),
-           "codebook": codebook(), "convs": conv_layouts()}  # fmt: skip
+           "codebook": codebook(), "convs": conv_layouts(), "elu": elu_paths()}  # fmt: skip
     md = markdown(res)
     print(md)
     write_outputs(args.out, res, args.md, md)
