@@ -11,7 +11,7 @@ from torch import nn
 
 from tokenize_mm.tokenizers import kernels
 from tokenize_mm.tokenizers.audio.batch import folded_copy
-from tokenize_mm.tokenizers.audio.elu import FastELU, elu, swap_elus
+from tokenize_mm.tokenizers.audio.elu import FastELU, NativeELU, elu, elu_backward, swap_elus
 from tokenize_mm.tokenizers.audio.model import CodecConfig, CodecModel
 
 ARCH = CodecConfig(
@@ -92,12 +92,54 @@ def test_fast_elu_takes_torch_where_the_kernel_does_not_apply():
     for odd in (x.transpose(1, 2), x.double()):  # not dense; not float32: torch's own values
         assert torch.equal(layer(odd), plain(odd))
     grad_in = x.clone().requires_grad_(True)
-    out = layer(grad_in)
-    assert out.grad_fn is not None and torch.equal(out, plain(grad_in))
-    out.sum().backward()
-    assert grad_in.grad is not None
+    in_place = FastELU(inplace=True)(grad_in.clone())  # in place under autograd: torch's
+    assert "Elu" in type(in_place.grad_fn).__name__
     half = FastELU(alpha=0.5)  # only alpha 1 is native
     assert torch.equal(half(x), nn.ELU(alpha=0.5)(x))
+
+
+def test_backward_variants_agree_and_match_torch():
+    x = 3 * torch.randn(2, 7, 1, 333, generator=torch.Generator().manual_seed(1))
+    x = x.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(2, 7, 1, 333)  # contiguous: made dense in y's layout
+    y = elu(x)
+    reference = elu_backward(grad, y, variant="portable")
+    for variant in _runnable():
+        assert torch.equal(elu_backward(grad, y, variant=variant), reference), variant
+    leaf = x.clone().requires_grad_(True)
+    torch.nn.functional.elu(leaf).backward(grad)
+    torch.testing.assert_close(reference, leaf.grad, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="one shape"):
+        elu_backward(grad[:1], y)
+
+
+def test_fast_elu_records_its_gradient():
+    x = (3 * torch.randn(4, 6, 50)).requires_grad_(True)
+    grad = torch.randn(4, 6, 50)
+    out = FastELU()(x)
+    assert type(out.grad_fn).__name__ == "NativeELUBackward"
+    out.backward(grad)
+    ours, x.grad = x.grad, None
+    torch.nn.functional.elu(x).backward(grad)
+    torch.testing.assert_close(ours, x.grad, rtol=1e-6, atol=1e-7)
+    double = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)  # finite differences
+    assert torch.autograd.gradcheck(lambda t: NativeELU.apply(t.float()).double(), (double,),
+                                    eps=1e-3, atol=1e-2)  # fmt: skip
+
+
+def test_the_codec_model_is_built_with_the_fast_modules():
+    """``CodecModel``: the native ELU and slicing padding, under the package modules' state
+    dict keys (artifacts load either way)."""
+    from encodec.modules import SEANetEncoder
+
+    from tokenize_mm.tokenizers.audio.padding import FastPadConv1d
+
+    model = CodecModel(ARCH)
+    kinds = {type(m) for m in model.modules()}
+    assert FastELU in kinds and FastPadConv1d in kinds and nn.ELU not in kinds
+    package = SEANetEncoder(channels=1, dimension=16, n_filters=4, n_residual_layers=1,
+                            ratios=[8, 5, 4, 3], lstm=1, causal=True, norm="weight_norm")  # fmt: skip
+    assert set(model.encoder.state_dict()) == set(package.state_dict())
 
 
 def test_fast_elu_in_place_writes_its_input():

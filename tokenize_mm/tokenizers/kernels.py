@@ -123,6 +123,10 @@ def load_library(path: Path) -> ctypes.CDLL:
     ]  # fmt: skip
     lib.tmm_elu.restype = ctypes.c_int
     lib.tmm_elu.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+    lib.tmm_elu_backward.restype = ctypes.c_int
+    lib.tmm_elu_backward.argtypes = [
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int,
+    ]  # fmt: skip
     lib.tmm_best_variant.restype = ctypes.c_int
     lib.tmm_best_variant.argtypes = []
     return lib

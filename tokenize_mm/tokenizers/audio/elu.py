@@ -8,10 +8,14 @@ it in one pass at copy speed, within 0.84 units in the last place of the exact v
 last bit, so a latent on a quantizer boundary can take the other code;
 ``benchmarks/audio_encode.py`` counts the codes that differ from the ``encodec`` package's.
 
+With a gradient to record, ``NativeELU`` (an autograd function) computes the backward from the
+output, dL/dx = g (y + 1) below zero in one fused multiply-add, where torch computes exp(x) again.
+
 ``FastELU`` is an ``nn.ELU`` that takes the kernel for float32 CPU tensors in dense memory
-(contiguous or channels-last) with alpha 1 and no gradient to record, and torch's ELU otherwise
-(a GPU, autograd, other dtypes, a CPU whose best variant is the slow portable one, no compiler).
-``folded_copy`` (``audio/batch.py``) puts it in the inference copies of the codecs.
+(contiguous or channels-last) with alpha 1, and torch's ELU otherwise (a GPU, other dtypes, in
+place under autograd, a CPU whose best variant is the slow portable one, no compiler).
+``CodecModel`` (``audio/model.py``) is built with it, so the codec's CPU fits use it, and
+``folded_copy`` (``audio/batch.py``) puts it in the inference copies of every codec.
 """
 
 from __future__ import annotations
@@ -61,6 +65,49 @@ def elu(
     return out
 
 
+def elu_backward(grad: torch.Tensor, y: torch.Tensor, variant: str | None = None) -> torch.Tensor:
+    """dL/dx of y = ELU(x) (alpha 1) from dL/dy ``grad`` and the output ``y``, by the native kernel.
+
+    Both: float32 CPU tensors of one shape, in contiguous or channels-last memory (``grad`` is
+    made dense in ``y``'s layout when it is not). Returns a new tensor in ``y``'s layout.
+
+    Raises:
+        ValueError: tensors the kernel does not take. kernels.KernelError: as ``elu``.
+    """
+    if not _dense_cpu_float(y) or grad.shape != y.shape or grad.dtype != torch.float32:
+        raise ValueError(
+            f"elu_backward: grad {tuple(grad.shape)} {grad.dtype} and y {tuple(y.shape)} {y.dtype} "
+            "must be float32 CPU tensors of one shape, y in contiguous or channels-last memory"
+        )
+    if grad.stride() != y.stride():
+        grad = torch.empty_like(y).copy_(grad)  # y's layout, so the kernel reads them in step
+    out = torch.empty_like(y)
+    variant_id = kernels.variant_id(variant)
+    with torch.profiler.record_function("tokenize_mm::elu_backward"):
+        rc = kernels.library().tmm_elu_backward(
+            grad.data_ptr(), y.data_ptr(), out.data_ptr(), y.numel(), variant_id
+        )
+    if rc != 0:
+        raise kernels.KernelError(f"elu_backward: {_ERRORS.get(rc, f'error {rc}')} (variant {variant})")  # fmt: skip
+    return out
+
+
+class NativeELU(torch.autograd.Function):
+    """ELU (alpha 1) by the native kernel with its gradient: (*) → (*), x float32 CPU dense."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        y = elu(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return elu_backward(grad, y)
+
+
 def _dense_cpu_float(x: torch.Tensor) -> bool:
     """float32 on the CPU, its elements one block of memory in order of storage."""
     if x.dtype != torch.float32 or x.device.type != "cpu":
@@ -81,10 +128,13 @@ class FastELU(nn.ELU):
     docstring); (*) → (*), in place when ``inplace``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        grad = torch.is_grad_enabled() and x.requires_grad
-        if self.alpha == 1.0 and not grad and _dense_cpu_float(x) and native_is_faster():
+        if self.alpha != 1.0 or not _dense_cpu_float(x) or not native_is_faster():
+            return super().forward(x)
+        if not (torch.is_grad_enabled() and x.requires_grad):
             return elu(x, out=x if self.inplace else None)
-        return super().forward(x)
+        if self.inplace:  # in place under autograd: torch's own bookkeeping
+            return super().forward(x)
+        return NativeELU.apply(x)
 
 
 def swap_elus(model: nn.Module) -> nn.Module:

@@ -15,6 +15,9 @@
  * multiply-adds, round to nearest even), so the AVX2 and portable variants return bitwise the
  * same values. x >= 0 (including -0.0, +inf) and NaN pass through unchanged; below -87 the result
  * is -1 (as exp(x) - 1 rounds to). x and y may be the same buffer (in place).
+ *
+ * The gradient, from the output: dy/dx = 1 for y > 0 and exp(x) = y + 1 below, so
+ * dL/dx = g for y > 0, else fma(g, y, g) (one rounding; torch computes exp(x) again).
  */
 #include <math.h>
 #include <stdint.h>
@@ -60,6 +63,10 @@ static void elu_portable(const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = elu_one(x[i]);
 }
 
+static void elu_backward_portable(const float *g, const float *y, float *out, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = y[i] > 0.0f ? g[i] : fmaf(g[i], y[i], g[i]);
+}
+
 /* ---- AVX2 + FMA: 8 lanes, the same operations ---------------------------------------------- */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -91,6 +98,19 @@ __attribute__((target("avx2,fma"))) static void elu_avx2(const float *x, float *
     }
     elu_portable(x + i, y + i, n - i); /* the last n % 8: the same numbers */
 }
+
+__attribute__((target("avx2,fma"))) static void elu_backward_avx2(const float *g, const float *y,
+                                                                  float *out, int64_t n) {
+    const __m256 zero = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 gv = _mm256_loadu_ps(g + i), yv = _mm256_loadu_ps(y + i);
+        const __m256 positive = _mm256_cmp_ps(yv, zero, _CMP_GT_OQ);
+        const __m256 below = _mm256_fmadd_ps(gv, yv, gv);
+        _mm256_storeu_ps(out + i, _mm256_blendv_ps(below, gv, positive));
+    }
+    elu_backward_portable(g + i, y + i, out + i, n - i);
+}
 #endif
 
 /* y[i] = ELU(x[i]) for n floats (y == x allowed). variant: -1 the best this CPU runs, 0 portable,
@@ -107,5 +127,20 @@ int tmm_elu(const float *x, float *y, int64_t n, int variant) {
     }
 #endif
     elu_portable(x, y, n);
+    return TMM_OK;
+}
+
+/* out[i] = dL/dx from g = dL/dy and y = ELU(x), n floats (out == g allowed); variant as tmm_elu. */
+int tmm_elu_backward(const float *g, const float *y, float *out, int64_t n, int variant) {
+    const int best = tmm_best_variant();
+    if (variant < 0) variant = best;
+    if (variant > best) return TMM_EUNSUPPORTED;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (variant >= 1) {
+        elu_backward_avx2(g, y, out, n);
+        return TMM_OK;
+    }
+#endif
+    elu_backward_portable(g, y, out, n);
     return TMM_OK;
 }
