@@ -115,6 +115,15 @@ def test_audio_fit_report(tmp_path, tiny_audio, clips):
     assert Image.open(png).size[0] > 0
 
 
+def test_codec_fit_speed_quick(tmp_path):
+    out, md = tmp_path / "f.json", tmp_path / "f.md"
+    run_script("codec_fit_speed.py", "--out", str(out), "--md", str(md))
+    results = json.loads(out.read_text())
+    assert set(results["median_s"]) == {"package", "ours"} and results["speedup"] > 0
+    assert all(len(t) == 1 for t in results["seconds"].values())  # --quick: one round
+    assert md.read_text().startswith("# Codec fit on the CPU")
+
+
 def test_audio_encode_quick(tmp_path):
     out, md = tmp_path / "a.json", tmp_path / "a.md"
     run_script("audio_encode.py", "--out", str(out), "--md", str(md))
@@ -424,8 +433,8 @@ def test_benchmarks_write_to_a_scratch_folder_unless_told():
     assert "docs" not in Path(balance.parse_args([]).out_dir).parts
 
 
-@pytest.mark.parametrize("script", ["audio_encode.py", "audio_long.py", "hostile_inputs.py",
-                                    "packing.py", "tokenizers.py"])  # fmt: skip
+@pytest.mark.parametrize("script", ["audio_encode.py", "audio_long.py", "codec_fit_speed.py",
+                                    "hostile_inputs.py", "packing.py", "tokenizers.py"])  # fmt: skip
 def test_result_writing_scripts_default_to_the_scratch_folder(script):
     """Rerunning a documented command to check it leaves docs/results as committed: every script
     that writes a report names the scratch folder as its default (benchmarks/scratch.py)."""

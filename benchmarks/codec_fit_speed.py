@@ -1,0 +1,101 @@
+"""A codec fit on the CPU with the package's SEANet modules against ours, side by side in one run.
+
+``CodecModel`` is built with reflection padding by slicing (``audio/padding.py``) and the native
+ELU (``audio/elu.py``, whose backward runs from the output); the package builds ``SConv1d`` with
+``F.pad(mode="reflect")`` and ``nn.ELU``. The same forward values, gradients within an ulp. This
+times ``AudioTokenizer.fit`` of the main job's ``audio_small`` architecture (n_filters 8, 64-d
+latents, no LSTM, binary FSQ grid; conf/tokenizer/audio_small.yaml) for ``--steps`` steps of 16
+one-second crops, both ways in alternating rounds (the package's way by skipping the swap in
+``CodecModel``), on synthetic clips; the median of ``--rounds`` rounds.
+
+    .venv/bin/python benchmarks/codec_fit_speed.py [--steps 20] [--rounds 3] [--quick] [--out J] [--md M]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch import scratch
+from vq_assign import cpu_name, write_outputs
+
+import tokenize_mm.tokenizers.audio.model as codec_model
+from tokenize_mm import AudioTokenizer
+from tokenize_mm.tokenizers.audio.model import CodecConfig
+
+# conf/tokenizer/audio_small.yaml's fit.config
+ARCH = CodecConfig(n_filters=8, dimension=64, lstm=0, codebook_size=256, fsq_levels=(2,) * 8)
+
+
+def clips(n: int, seconds: float, seed: int) -> list[tuple[torch.Tensor, int]]:
+    """n mono clips of noise at 24 kHz (speed does not depend on what they hold)."""
+    g = torch.Generator().manual_seed(seed)
+    return [(0.2 * torch.randn(1, int(24_000 * seconds), generator=g), 24_000) for _ in range(n)]
+
+
+def fit_seconds(data: list, steps: int, package: bool) -> float:
+    """Wall seconds of one fit; ``package`` builds the model with the package's modules."""
+    swaps = codec_model.swap_elus, codec_model.swap_padded_convs
+    if package:
+        codec_model.swap_elus = codec_model.swap_padded_convs = lambda module: module
+    try:
+        t0 = time.perf_counter()
+        AudioTokenizer.fit(data, config=ARCH, max_steps=steps, batch_size=16,
+                           learning_rate=1e-3, seed=0)  # fmt: skip
+        return time.perf_counter() - t0
+    finally:
+        codec_model.swap_elus, codec_model.swap_padded_convs = swaps
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="2 steps, 1 round: a smoke run")
+    p.add_argument("--out", default=scratch("codec_fit_speed.json"),
+                   help=f"default: {scratch('codec_fit_speed.json')}")  # fmt: skip
+    p.add_argument("--md", default=scratch("codec_fit_speed.md"),
+                   help=f"default: {scratch('codec_fit_speed.md')}")  # fmt: skip
+    args = p.parse_args()
+    if args.quick:
+        args.steps, args.rounds = 2, 1
+    data = clips(12 if args.quick else 40, 3.0, seed=0)
+    fit_seconds(data, 2, package=False)  # warm-up: the native library, first allocations
+    times: dict[str, list[float]] = {"package": [], "ours": []}
+    for _ in range(args.rounds):
+        for name in times:
+            times[name].append(fit_seconds(data, args.steps, package=name == "package"))
+    med = {name: statistics.median(t) for name, t in times.items()}
+    res = {
+        "meta": {"command": shlex.join(sys.orig_argv), "cpu": cpu_name(),
+                 "torch": torch.__version__, "threads": torch.get_num_threads(),
+                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+        "steps": args.steps, "rounds": args.rounds, "seconds": times, "median_s": med,
+        "speedup": med["package"] / med["ours"],
+    }  # fmt: skip
+    m = res["meta"]
+    md = "\n".join([
+        "# Codec fit on the CPU: the package's SEANet modules against ours", "",
+        f"Command: `{m['command']}`", "",
+        f"{m['cpu']}, torch {m['torch']}, {m['threads']} threads, {m['date']}. "
+        f"`AudioTokenizer.fit` of audio_small's architecture, {args.steps} steps of 16 one-second "
+        f"crops, median of {args.rounds} alternating rounds (the fit's held-out evaluation "
+        "included).", "",
+        "| modules | seconds | each round |", "|---|---:|---|",
+        *(f"| {n} | {med[n]:.2f} | {', '.join(f'{t:.2f}' for t in times[n])} |" for n in times),
+        "", f"Ours: **{res['speedup']:.2f} times** the package's speed.", "",
+    ])  # fmt: skip
+    print(md)
+    write_outputs(args.out, res, args.md, md)
+
+
+if __name__ == "__main__":
+    main()
