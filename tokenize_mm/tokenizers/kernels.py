@@ -2,8 +2,8 @@
 
 ``native/`` holds the C sources of one shared library: the fused nearest-code kernel
 (``nearest_code.c``, used by ``quant/fused.py``) and the ELU (``elu.c``, used by ``audio/elu.py``).
-Each kernel has AVX-512 / AVX2 + FMA and portable variants that compute the same numbers, so
-results do not depend on the CPU that runs them. The sources have no Python or torch headers: the
+Each kernel has vector variants (nearest code: AVX-512 and AVX2 + FMA; ELU: AVX2 + FMA) and a
+portable one that compute the same numbers, so results do not depend on the CPU that runs them. The sources have no Python or torch headers: the
 library compiles in about a second, so it is built on first use into ``$TOKENIZE_MM_NATIVE_DIR``,
 else ``$XDG_CACHE_HOME/tokenize_mm/native`` or ``~/.cache/tokenize_mm/native``, under a name that
 hashes the sources and the flags (a stale build is never loaded; concurrent builds each write their
