@@ -11,7 +11,9 @@ slices, and it copies the input even when a 1x1 convolution pads nothing
 
 - on (B, C, T), with ``reflect_pad``: the padded tensor is the same values in the same places, so
   the outputs are bit-identical (tested against ``SConv1d`` on all lengths around its special
-  cases). The decoder, and the encoder on a GPU, run this way.
+  cases). ``CodecModel`` is built with it (``audio/model.py``: a fit's forward and backward,
+  about twice ``F.pad``'s speed with its backward, whose gradients can differ in the last bit),
+  and the decoder and the encoder on a GPU run this way.
 - on (B, C, 1, T) in channels-last memory (``to_channels_last``; the CPU encoder's convolutions
   before the LSTM, ``audio/batch.py``): as a 2-D convolution, which oneDNN runs about 1.6 times
   faster in that layout on one thread (``benchmarks/audio_profile.py``), a 1x1 one as one matrix
