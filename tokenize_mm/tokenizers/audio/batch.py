@@ -126,10 +126,10 @@ def _groups(
 
     The budget is ``batch_samples``, and with ``workers`` > 1 (workers taking the groups in order)
     also at most a 1 / (2 · workers) share of the samples not yet grouped, but not under
-    ``batch_samples / 6`` (a batch of a few pieces, for the LSTM's matrix products): groups shrink as the work left does, so the workers finish
-    close together (guided self-scheduling; Polychronopoulos and Kuck, 1987). Equal groups left
-    one worker a whole group behind the other (up to an eighth of the work, idle on a second
-    core).
+    ``batch_samples / 6`` (a batch of a few pieces, for the LSTM's matrix products): groups
+    shrink as the work left does, so the workers finish close together (guided self-scheduling;
+    Polychronopoulos and Kuck, 1987). Equal groups left one worker a whole group behind the
+    other (up to an eighth of the work, idle on a second core).
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     remaining = sum(lengths)
