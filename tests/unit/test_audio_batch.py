@@ -10,7 +10,7 @@ import torch
 
 from tokenize_mm import AudioTokenizer
 from tokenize_mm.tokenizers.arch import arch_dict
-from tokenize_mm.tokenizers.audio.batch import _groups, encode_pieces, folded_copy
+from tokenize_mm.tokenizers.audio.batch import MIN_MEMBERS, _groups, encode_pieces, folded_copy
 from tokenize_mm.tokenizers.audio.model import CodecConfig, CodecModel
 from tokenize_mm.tokenizers.audio.tokenizer import _make_info
 
@@ -91,20 +91,28 @@ def test_groups_respect_budget_and_lengths():
 
 
 def test_groups_for_workers_shrink_as_the_work_left_does():
-    """Guided self-scheduling: with two workers no group takes over a quarter of the samples
-    left, none is under a sixth of the budget unless the pieces run out, and every piece is
-    grouped once."""
+    """Guided self-scheduling: with two workers no group takes more than a quarter of the samples
+    left unless it holds at most MIN_MEMBERS pieces, none more than a worker's share, and every
+    piece is grouped once."""
     lengths = [960 * (1 + i % 5) for i in range(60)]
     budget = 20_000
     groups = _groups(lengths, causal=True, batch_samples=budget, workers=2)
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
     padded = [len(g) * max(lengths[i] for i in g) for g in groups]
-    left = sum(lengths)
+    left, share = sum(lengths), -(-sum(lengths) // 2)
     for size, group in zip(padded, groups, strict=True):
-        assert len(group) == 1 or size <= min(budget, max(budget // 6, -(-left // 4)))
+        room = max(-(-left // 4), MIN_MEMBERS * max(lengths[i] for i in group))
+        assert len(group) == 1 or size <= min(budget, share, room)
         left -= sum(lengths[i] for i in group)
     assert padded[-1] < padded[0] / 2  # the tail is small: the workers finish together
     assert len(groups) > len(_groups(lengths, causal=True, batch_samples=budget))
+
+
+@pytest.mark.parametrize("lengths", [[48_000] * 2, [24_000] * 4, [72_000] * 7])
+def test_a_few_clips_still_make_a_group_per_worker(lengths):
+    groups = _groups(lengths, causal=True, batch_samples=720_000, workers=2)
+    assert len(groups) >= 2 and sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert max(len(g) for g in groups) <= -(-len(lengths) // 2)
 
 
 def test_pieces_must_be_whole_frames():

@@ -130,16 +130,17 @@ def test_fast_elu_records_its_gradient():
 def test_the_codec_model_is_built_with_the_fast_modules():
     """``CodecModel``: the native ELU and slicing padding, under the package modules' state
     dict keys (artifacts load either way)."""
-    from encodec.modules import SEANetEncoder
+    from encodec.modules import SEANetDecoder, SEANetEncoder
 
     from tokenize_mm.tokenizers.audio.padding import FastPadConv1d
 
     model = CodecModel(ARCH)
     kinds = {type(m) for m in model.modules()}
     assert FastELU in kinds and FastPadConv1d in kinds and nn.ELU not in kinds
-    package = SEANetEncoder(channels=1, dimension=16, n_filters=4, n_residual_layers=1,
-                            ratios=[8, 5, 4, 3], lstm=1, causal=True, norm="weight_norm")  # fmt: skip
-    assert set(model.encoder.state_dict()) == set(package.state_dict())
+    kwargs = dict(channels=1, dimension=16, n_filters=4, n_residual_layers=1, ratios=[8, 5, 4, 3],
+                  lstm=1, causal=True, norm="weight_norm")  # fmt: skip
+    assert set(model.encoder.state_dict()) == set(SEANetEncoder(**kwargs).state_dict())
+    assert set(model.decoder.state_dict()) == set(SEANetDecoder(**kwargs).state_dict())
 
 
 def test_fast_elu_in_place_writes_its_input():
@@ -148,6 +149,27 @@ def test_fast_elu_in_place_writes_its_input():
     with torch.inference_mode():
         y = FastELU(inplace=True)(x)
     assert y.data_ptr() == x.data_ptr() and torch.equal(x, expected)
+
+
+def test_in_place_bumps_the_version_a_saved_graph_checks():
+    """As with ``nn.ELU(inplace=True)``: a backward through a graph that saved the tensor before
+    it was overwritten fails instead of using the new values."""
+    a, w = torch.randn(5, 8), torch.randn(5, 8, requires_grad=True)
+    h = a * w  # saves a for w's gradient
+    FastELU(inplace=True)(a)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        h.sum().backward()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threads_do_not_change_the_values(threads):
+    x = 3 * torch.randn(300_001, generator=torch.Generator().manual_seed(2))
+    grad = torch.randn(300_001)
+    y = elu(x, threads=1)
+    assert torch.equal(elu(x, threads=threads), y)
+    assert torch.equal(elu_backward(grad, y, threads=threads), elu_backward(grad, y, threads=1))
+    with pytest.raises(ValueError, match="threads"):
+        elu(x, threads=0)
 
 
 def test_swap_elus_and_the_folded_codec():

@@ -3,11 +3,13 @@
 ``native/`` holds the C sources of one shared library: the fused nearest-code kernel
 (``nearest_code.c``, used by ``quant/fused.py``) and the ELU (``elu.c``, used by ``audio/elu.py``).
 Each kernel has vector variants (nearest code: AVX-512 and AVX2 + FMA; ELU: AVX2 + FMA) and a
-portable one that compute the same numbers, so results do not depend on the CPU that runs them. The sources have no Python or torch headers: the
-library compiles in about a second, so it is built on first use into ``$TOKENIZE_MM_NATIVE_DIR``,
-else ``$XDG_CACHE_HOME/tokenize_mm/native`` or ``~/.cache/tokenize_mm/native``, under a name that
-hashes the sources and the flags (a stale build is never loaded; concurrent builds each write their
-own file and rename it into place). ``make install`` builds it (``tools/check_install.py``).
+portable one that compute the same numbers, so the kernels' results are the same on every CPU
+that runs them (where the library is unavailable, or only its slow portable ELU runs, callers
+take torch's paths, whose results can differ at rounding). The sources have no Python or torch
+headers: the library compiles in about a second, so it is built on first use into
+``$TOKENIZE_MM_NATIVE_DIR``, else ``$XDG_CACHE_HOME/tokenize_mm/native`` or
+``~/.cache/tokenize_mm/native``, under a name that hashes the sources and the flags (a stale build
+is never loaded; concurrent builds each write their own file and rename it into place). ``make install`` builds it (``tools/check_install.py``).
 
 Without a C compiler ``available()`` is false (warned once, with the reason) and every caller
 takes its torch path.
@@ -29,7 +31,10 @@ from pathlib import Path
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 SOURCES = ("nearest_code.c", "elu.c")  # compiled, in this order
 HEADERS = ("nearest_code_kernel.h",)  # included by them: part of the build's hash
-FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-pthread", "-fno-fast-math")
+# -ffp-contract=off: only the fused multiply-adds the sources write (clang would fuse others)
+FLAGS = (
+    "-O3", "-std=c11", "-shared", "-fPIC", "-pthread", "-fno-fast-math", "-ffp-contract=off",
+)  # fmt: skip
 # OpenMP first: its libgomp.so.1 resolves to the copy torch loaded, so the kernels' threads are
 # torch's intra-op pool; without OpenMP support the nearest-code kernel starts POSIX threads.
 THREADING = (("-fopenmp",), ())
@@ -122,10 +127,13 @@ def load_library(path: Path) -> ctypes.CDLL:
         ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
     ]  # fmt: skip
     lib.tmm_elu.restype = ctypes.c_int
-    lib.tmm_elu.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+    lib.tmm_elu.argtypes = [
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int,
+    ]  # fmt: skip
     lib.tmm_elu_backward.restype = ctypes.c_int
     lib.tmm_elu_backward.argtypes = [
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int,
+        ctypes.c_int,
     ]  # fmt: skip
     lib.tmm_best_variant.restype = ctypes.c_int
     lib.tmm_best_variant.argtypes = []

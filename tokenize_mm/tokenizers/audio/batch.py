@@ -111,6 +111,10 @@ def min_mixed_length(encoder: nn.Module) -> int:
     return need
 
 
+# Pieces a group has room for at least, when workers share the groups (_groups).
+MIN_MEMBERS = 4
+
+
 def _groups(
     lengths: Sequence[int],
     *,
@@ -125,15 +129,16 @@ def _groups(
     otherwise a group holds pieces of one length.
 
     The budget is ``batch_samples``, and with ``workers`` > 1 (workers taking the groups in order)
-    also at most a 1 / (2 · workers) share of the samples not yet grouped, but not under
-    ``batch_samples / 6`` (a batch of a few pieces, for the LSTM's matrix products): groups
+    also one worker's share of all the samples (a few clips still make a group per worker) and
+    a 1 / (2 · workers) share of the samples not yet grouped, but room for ``MIN_MEMBERS`` pieces
+    as long as the group's first (for the LSTM's matrix products, slow on fewer rows): groups
     shrink as the work left does, so the workers finish close together (guided self-scheduling;
     Polychronopoulos and Kuck, 1987). Equal groups left one worker a whole group behind the
     other (up to an eighth of the work, idle on a second core).
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     remaining = sum(lengths)
-    floor = max(1, batch_samples // 6)
+    share = -(-remaining // workers)  # one worker's share of all the samples
     groups: list[list[int]] = []
     budget = batch_samples
     for i in order:
@@ -147,7 +152,8 @@ def _groups(
                 remaining -= lengths[i]
                 continue
         if workers > 1:
-            budget = min(batch_samples, max(floor, -(-remaining // (2 * workers))))
+            guided = -(-remaining // (2 * workers))
+            budget = min(batch_samples, share, max(guided, MIN_MEMBERS * lengths[i]))
         groups.append([i])
         remaining -= lengths[i]
     return groups

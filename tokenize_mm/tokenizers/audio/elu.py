@@ -3,13 +3,14 @@
 SEANet (EnCodec, Défossez et al., 2022) puts an ELU (Clevert et al., 2016) before every
 convolution; on the CPU torch's ELU costs about six copies of its tensor (a double-float expm1),
 a fifth of batched encoding's time (``benchmarks/audio_profile.py``). ``native/elu.c`` computes
-it in one pass at copy speed, within 0.84 units in the last place of the exact value (torch's:
-1.0), the same on every CPU (``tokenizers/kernels.py``). Its values can differ from torch's in the
+it in one pass at copy speed, within one unit in the last place of the exact value (tested), the
+same on every CPU that runs it (``tokenizers/kernels.py``). Its values can differ from torch's in the
 last bit, so a latent on a quantizer boundary can take the other code;
 ``benchmarks/audio_encode.py`` counts the codes that differ from the ``encodec`` package's.
 
 With a gradient to record, ``NativeELU`` (an autograd function) computes the backward from the
 output, dL/dx = g (y + 1) below zero in one fused multiply-add, where torch computes exp(x) again.
+Both run on torch's number of threads, over fixed chunks (values independent of it).
 
 ``FastELU`` is an ``nn.ELU`` that takes the kernel for float32 CPU tensors in dense memory
 (contiguous or channels-last) with alpha 1, and torch's ELU otherwise (a GPU, other dtypes, in
@@ -29,7 +30,10 @@ _ERRORS = {2: "variant not supported by this CPU"}
 
 
 def elu(
-    x: torch.Tensor, out: torch.Tensor | None = None, variant: str | None = None
+    x: torch.Tensor,
+    out: torch.Tensor | None = None,
+    variant: str | None = None,
+    threads: int | None = None,
 ) -> torch.Tensor:
     """ELU (alpha 1) of every element of ``x`` by the native kernel.
 
@@ -37,6 +41,7 @@ def elu(
         x: float32 CPU tensor, contiguous or channels-last, any shape.
         out: where to write (``x`` itself for in place); a new tensor in ``x``'s layout if None.
         variant: ``avx2`` or ``portable`` (bitwise the same values); None the best this CPU runs.
+        threads: threads over fixed chunks (the values do not depend on it); None torch's count.
 
     Returns:
         ``out``, or the new tensor, of ``x``'s shape.
@@ -59,17 +64,22 @@ def elu(
         )
     variant_id = kernels.variant_id(variant)
     with torch.profiler.record_function("tokenize_mm::elu"):  # profiles show the native call
-        rc = kernels.library().tmm_elu(x.data_ptr(), out.data_ptr(), x.numel(), variant_id)
+        rc = kernels.library().tmm_elu(
+            x.data_ptr(), out.data_ptr(), x.numel(), variant_id, _threads(threads)
+        )
     if rc != 0:
         raise kernels.KernelError(f"elu: {_ERRORS.get(rc, f'error {rc}')} (variant {variant})")
     return out
 
 
-def elu_backward(grad: torch.Tensor, y: torch.Tensor, variant: str | None = None) -> torch.Tensor:
+def elu_backward(
+    grad: torch.Tensor, y: torch.Tensor, variant: str | None = None, threads: int | None = None
+) -> torch.Tensor:
     """dL/dx of y = ELU(x) (alpha 1) from dL/dy ``grad`` and the output ``y``, by the native kernel.
 
     Both: float32 CPU tensors of one shape, in contiguous or channels-last memory (``grad`` is
-    made dense in ``y``'s layout when it is not). Returns a new tensor in ``y``'s layout.
+    made dense in ``y``'s layout when it is not); ``variant`` and ``threads`` as ``elu``. Returns
+    a new tensor in ``y``'s layout.
 
     Raises:
         ValueError: tensors the kernel does not take. kernels.KernelError: as ``elu``.
@@ -85,8 +95,9 @@ def elu_backward(grad: torch.Tensor, y: torch.Tensor, variant: str | None = None
     variant_id = kernels.variant_id(variant)
     with torch.profiler.record_function("tokenize_mm::elu_backward"):
         rc = kernels.library().tmm_elu_backward(
-            grad.data_ptr(), y.data_ptr(), out.data_ptr(), y.numel(), variant_id
-        )
+            grad.data_ptr(), y.data_ptr(), out.data_ptr(), y.numel(), variant_id,
+            _threads(threads),
+        )  # fmt: skip
     if rc != 0:
         raise kernels.KernelError(f"elu_backward: {_ERRORS.get(rc, f'error {rc}')} (variant {variant})")  # fmt: skip
     return out
@@ -106,6 +117,14 @@ class NativeELU(torch.autograd.Function):
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
         (y,) = ctx.saved_tensors
         return elu_backward(grad, y)
+
+
+def _threads(threads: int | None) -> int:
+    if threads is None:
+        return torch.get_num_threads()
+    if threads < 1:
+        raise ValueError(f"elu: threads must be >= 1, got {threads}")
+    return threads
 
 
 def _dense_cpu_float(x: torch.Tensor) -> bool:
@@ -130,11 +149,16 @@ class FastELU(nn.ELU):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.alpha != 1.0 or not _dense_cpu_float(x) or not native_is_faster():
             return super().forward(x)
-        if not (torch.is_grad_enabled() and x.requires_grad):
-            return elu(x, out=x if self.inplace else None)
-        if self.inplace:  # in place under autograd: torch's own bookkeeping
-            return super().forward(x)
-        return NativeELU.apply(x)
+        if x.requires_grad and torch.is_grad_enabled():
+            if self.inplace:  # in place on a tensor autograd tracks: torch's own bookkeeping
+                return super().forward(x)
+            return NativeELU.apply(x)
+        if not self.inplace:
+            return elu(x)
+        elu(x, out=x)
+        if not x.is_inference():  # as an in-place torch op: a graph that saved x sees it changed
+            torch.autograd.graph.increment_version(x)
+        return x
 
 
 def swap_elus(model: nn.Module) -> nn.Module:

@@ -176,9 +176,9 @@ class CodecModel(nn.Module):
             warnings.simplefilter("ignore", FutureWarning)
             self.encoder = SEANetEncoder(**kwargs)
             self.decoder = SEANetDecoder(**kwargs)
-        # The same parameters (state dict keys) and forward values, faster on the CPU: reflection
-        # padding by slicing (padding.py; 2x F.pad's speed with its backward) and the native ELU
-        # (elu.py); their gradients can differ from the package modules' in the last bit.
+        # The same parameters (state dict keys) and, up to the ELU's last bit, forward values,
+        # faster on the CPU: reflection padding by slicing (padding.py; 2x F.pad's speed with its
+        # backward) and the native ELU (elu.py); gradients differ from the package's at rounding.
         for part in (self.encoder, self.decoder):
             swap_elus(swap_padded_convs(part))
         with torch.no_grad():  # weight norm: w = g · v / ||v||, so scaling g scales w
