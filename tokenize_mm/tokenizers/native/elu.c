@@ -124,56 +124,58 @@ __attribute__((target("avx2,fma"))) static void elu_backward_avx2(const float *g
 
 #define CHUNK 65536 /* elements a thread takes at a time (a multiple of 8) */
 
-typedef void (*forward_fn)(const float *, float *, int64_t);
-typedef void (*backward_fn)(const float *, const float *, float *, int64_t);
+/* Both passes as one shape: out[i] from a[i] (and b[i] for the backward). */
+typedef void (*pass_fn)(const float *a, const float *b, float *out, int64_t n);
 
-static int pick(int variant) {
+static void forward_portable(const float *x, const float *unused, float *y, int64_t n) {
+    (void)unused;
+    elu_portable(x, y, n);
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+static void forward_avx2(const float *x, const float *unused, float *y, int64_t n) {
+    (void)unused;
+    elu_avx2(x, y, n);
+}
+#endif
+
+/* Runs the pass of `variant` (-1 the best this CPU runs, 0 portable, 1 AVX2: also what an
+ * AVX-512 CPU runs, the loop being bound by memory) over n elements in fixed chunks on up to
+ * `threads` OpenMP threads (one without OpenMP). b may be NULL for the forward. */
+static int run(pass_fn portable, pass_fn avx2, const float *a, const float *b, float *out,
+               int64_t n, int variant, int threads) {
     const int best = tmm_best_variant();
     if (variant < 0) variant = best;
-    return variant > best ? -1 : variant;
-}
-
-/* y[i] = ELU(x[i]) for n floats (y == x allowed). variant: -1 the best this CPU runs, 0 portable,
- * 1 AVX2 (also what an AVX-512 CPU runs: the loop is bound by memory, not arithmetic).
- * threads >= 1: OpenMP threads over fixed chunks (one thread without OpenMP).
- * Returns TMM_OK, or TMM_EUNSUPPORTED for a variant this CPU does not run. */
-int tmm_elu(const float *x, float *y, int64_t n, int variant, int threads) {
-    variant = pick(variant);
-    if (variant < 0) return TMM_EUNSUPPORTED;
-    forward_fn fn = elu_portable;
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (variant >= 1) fn = elu_avx2;
-#endif
+    if (variant > best) return TMM_EUNSUPPORTED;
+    pass_fn fn = variant >= 1 && avx2 ? avx2 : portable;
     const int64_t chunks = (n + CHUNK - 1) / CHUNK;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && chunks > 1)
 #endif
     for (int64_t c = 0; c < chunks; c++) {
         const int64_t begin = c * CHUNK, len = n - begin < CHUNK ? n - begin : CHUNK;
-        fn(x + begin, y + begin, len);
+        fn(a + begin, b ? b + begin : NULL, out + begin, len);
     }
     (void)threads;
     return TMM_OK;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define AVX2_FORWARD forward_avx2
+#define AVX2_BACKWARD elu_backward_avx2
+#else
+#define AVX2_FORWARD NULL
+#define AVX2_BACKWARD NULL
+#endif
+
+/* y[i] = ELU(x[i]) for n floats (y == x allowed). variant: -1 the best this CPU runs, 0 portable,
+ * 1 AVX2. threads >= 1. Returns TMM_OK, or TMM_EUNSUPPORTED for a variant this CPU does not run. */
+int tmm_elu(const float *x, float *y, int64_t n, int variant, int threads) {
+    return run(forward_portable, AVX2_FORWARD, x, NULL, y, n, variant, threads);
 }
 
 /* out[i] = dL/dx from g = dL/dy and y = ELU(x), n floats (out == g allowed); variant and
  * threads as tmm_elu. */
 int tmm_elu_backward(const float *g, const float *y, float *out, int64_t n, int variant,
                      int threads) {
-    variant = pick(variant);
-    if (variant < 0) return TMM_EUNSUPPORTED;
-    backward_fn fn = elu_backward_portable;
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (variant >= 1) fn = elu_backward_avx2;
-#endif
-    const int64_t chunks = (n + CHUNK - 1) / CHUNK;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && chunks > 1)
-#endif
-    for (int64_t c = 0; c < chunks; c++) {
-        const int64_t begin = c * CHUNK, len = n - begin < CHUNK ? n - begin : CHUNK;
-        fn(g + begin, y + begin, out + begin, len);
-    }
-    (void)threads;
-    return TMM_OK;
+    return run(elu_backward_portable, AVX2_BACKWARD, g, y, out, n, variant, threads);
 }
