@@ -157,8 +157,10 @@ def available() -> bool:
     return True
 
 
+@functools.cache
 def best_variant() -> str:
-    """The fastest variant this CPU runs: ``avx512``, ``avx2`` or ``portable``."""
+    """The fastest variant this CPU runs: ``avx512``, ``avx2`` or ``portable`` (asked once: every
+    ``FastELU`` forward reads it)."""
     code = library().tmm_best_variant()
     return next(name for name, v in VARIANTS.items() if v == code)
 
@@ -180,3 +182,4 @@ def clear_caches() -> None:
     """Forget the loaded library and ``available()``'s answer (after the environment changed)."""
     library.cache_clear()
     available.cache_clear()
+    best_variant.cache_clear()
