@@ -42,6 +42,7 @@ from vq_assign import (
     load_average,
     measure_assignment,
     timeit,
+    vector_variants,
     write_outputs,
 )
 
@@ -251,7 +252,8 @@ def run_vq(cfg: dict) -> list[dict]:
     for d in VQ_DIMS:
         rows += measure_assignment(
             cfg["vq_n"], VQ_K, d, cfg["vq_square"], cfg["vq_reps"], cfg["vq_secs"],
-            methods=("nearest_code", "matmul_argmin", "cdist_argmin", "scores_only"),
+            methods=("nearest_code", "matmul_argmin", "cdist_argmin", "scores_only",
+                     *(f"fused_{v}" for v in vector_variants())),
         )  # fmt: skip
         ours = next(r for r in rows[::-1] if r["method"] == "nearest_code")
         print(f"vq D={d}: nearest_code {ours['ratio']:.0%} of matmul", flush=True)
@@ -370,10 +372,12 @@ def md_vq(vq: list[dict]) -> list[str]:
         "*nearest_code*: the fused kernel (quant/fused.py), no score matrix in memory; "
         "*matmul + argmin*: its matmul path (fused=False). "
         "*Scores only*: the product x Eᵀ alone in the matmul path's row blocks, no bias and no "
-        "argmin, the most any method that scores with a matmul and then reduces can reach.",
+        "argmin, the most any method that scores with a matmul and then reduces can reach. "
+        "*Each vector variant*: the fused kernel's variants this CPU runs, each called by name "
+        "(they return bitwise the same codes; nearest_code takes `kernels.best_variant()`).",
         "", "| N | K | D | matmul GFLOP/s | nearest_code | matmul + argmin | cdist + argmin "
-        "| scores only |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| scores only | each vector variant |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]  # fmt: skip
     by = {(r["D"], r["method"]): r for r in vq}
     for d in sorted({r["D"] for r in vq}):
@@ -382,7 +386,13 @@ def md_vq(vq: list[dict]) -> list[str]:
             f"{r['gflops']:.1f} ({r['ratio']:.0%})"
             for r in (by[(d, m)] for m in ("nearest_code", "matmul_argmin", "cdist_argmin", "scores_only"))
         )  # fmt: skip
-        lines.append(f"| {ours['N']} | {ours['K']} | {d} | {ours['matmul_gflops']:.1f} | {cells} |")
+        each = ", ".join(
+            f"{r['method'].removeprefix('fused_')} {r['gflops']:.1f} ({r['ratio']:.0%})"
+            for r in vq if r["D"] == d and r["method"].startswith("fused_")
+        ) or "-"  # fmt: skip
+        lines.append(
+            f"| {ours['N']} | {ours['K']} | {d} | {ours['matmul_gflops']:.1f} | {cells} | {each} |"
+        )
     return lines
 
 

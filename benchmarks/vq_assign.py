@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from encodec.quantization.core_vq import EuclideanCodebook
 
+from tokenize_mm.tokenizers import kernels
 from tokenize_mm.tokenizers.quant import fused
 from tokenize_mm.tokenizers.quant.vector import default_chunk_rows, nearest_code
 
@@ -98,9 +99,27 @@ def gflops_rows(stats: dict, flops: int, matmul_flops: int, **fields) -> list[di
     return out
 
 
+def vector_variants() -> list[str]:
+    """The fused kernel's vector variants this CPU runs (none where the kernel is unavailable)."""
+    if not fused.available():
+        return []
+    best = kernels.VARIANTS[fused.best_variant()]
+    return [v for v, i in kernels.VARIANTS.items() if 0 < i <= best]
+
+
 def assignment_methods(x: torch.Tensor, codebook: torch.Tensor, names: Sequence[str]) -> dict:
-    """``timeit`` entries assigning the rows of x (N, D) to the codebook (K, D), by name."""
+    """``timeit`` entries assigning the rows of x (N, D) to the codebook (K, D), by name;
+    ``fused_<variant>`` is the fused kernel's variant (``vector_variants``) on torch's threads."""
+    sqnorm = codebook.pow(2).sum(1)
     make = {
+        f"fused_{v}": lambda v=v: (
+            lambda: fused.fused_nearest_code(
+                x, codebook, sqnorm, threads=torch.get_num_threads(), variant=v
+            )
+        )
+        for v in vector_variants()
+    }
+    make |= {
         # the fused kernel on the CPU (quant/fused.py)
         "nearest_code": lambda: lambda: nearest_code(x, codebook),
         # nearest_code's matmul path: addmm per block of rows, then the grouped argmin

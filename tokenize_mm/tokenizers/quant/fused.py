@@ -25,7 +25,7 @@ from tokenize_mm.tokenizers.kernels import KernelError, best_variant
 
 __all__ = ["MAX_CODES", "KernelError", "available", "best_variant", "fused_nearest_code"]
 
-# Each thread keeps 8 score lines of K floats (128 MiB at this bound); larger codebooks take the
+# Each thread keeps 6 score lines of K floats (96 MiB at this bound); larger codebooks take the
 # matmul path.
 MAX_CODES = 1 << 22
 _ERRORS = {1: "out of memory", 2: "variant not supported by this CPU"}
