@@ -1,19 +1,25 @@
-"""``FastPadConv1d`` (``tokenizers/audio/padding.py``): on (B, C, T) bit-identical to EnCodec's
-``SConv1d`` on every length around its special cases, causal or not; on channels-last
-(B, C, 1, T) the same values up to rounding; swapped into a folded codec."""
+"""``FastPadConv1d`` and ``FastConvTranspose1d`` (``tokenizers/audio/padding.py``): on (B, C, T)
+bit-identical to EnCodec's ``SConv1d`` / ``SConvTranspose1d`` on every length around their special
+cases, causal or not; on channels-last (B, C, 1, T) the same values up to rounding; swapped into
+a folded codec; ``CodecModel`` runs its encoder and decoder channels-last on the CPU with the 3-D
+layers' values and gradients up to rounding."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
-from encodec.modules.conv import SConv1d
+from encodec.modules.conv import SConv1d, SConvTranspose1d
 
 from tokenize_mm.tokenizers.audio.batch import folded_copy, min_mixed_length, split_encoder
 from tokenize_mm.tokenizers.audio.model import CodecConfig, CodecModel
 from tokenize_mm.tokenizers.audio.padding import (
+    FastConvTranspose1d,
     FastPadConv1d,
     reflect_pad,
     swap_padded_convs,
+    takes_channels_last,
     to_channels_last,
 )
 
@@ -97,3 +103,76 @@ def test_folded_encoder_in_channels_last_matches_the_model():
         expected = model.encoder(wav)
     assert torch.equal(x, kept)
     torch.testing.assert_close(latent, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("causal,trim", [(True, 1.0), (True, 0.5), (False, 1.0)])
+@pytest.mark.parametrize("kernel,stride", [(6, 3), (8, 4), (16, 8), (3, 1), (4, 4)])
+def test_fast_conv_transpose_matches_sconvtranspose(causal, trim, kernel, stride):
+    """(B, C, T): SConvTranspose1d's values bit for bit; (B, C, 1, T) channels-last: the same
+    values up to rounding; with weight normalisation, each call reads the current g and v."""
+    torch.manual_seed(0)
+    sconvtr = SConvTranspose1d(3, 5, kernel, stride=stride, causal=causal, norm="weight_norm",
+                               trim_right_ratio=trim)  # fmt: skip
+    fast = FastConvTranspose1d(sconvtr)
+    assert list(fast.state_dict()) == list(sconvtr.state_dict())
+    for length in range(1, 12):
+        x = torch.randn(2, 3, length)
+        assert torch.equal(fast(x), sconvtr(x)), length
+        y = fast(to_channels_last(x[:, :, None]))
+        assert y.dim() == 4, length
+        torch.testing.assert_close(y[:, :, 0], sconvtr(x), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        sconvtr.convtr.convtr.weight_g.mul_(2)
+    x = torch.randn(2, 3, 10)
+    torch.testing.assert_close(fast(to_channels_last(x[:, :, None]))[:, :, 0], sconvtr(x))
+
+
+@pytest.mark.parametrize("lstm", [0, 1])
+def test_codec_model_runs_channels_last_with_the_3d_values_and_gradients(lstm):
+    """On the CPU ``CodecModel`` runs its encoder and decoder channels-last (``latent``,
+    ``reconstruct``; an LSTM on (B, C, T)): the 3-D layers' reconstruction and parameter gradients
+    up to rounding, also after the weight-norm parameters change in place (an optimizer step):
+    every forward reads the weights made from the current g and v."""
+    torch.manual_seed(0)
+    model = CodecModel(dataclasses.replace(ARCH, lstm=lstm))
+    assert model._channels_last == (True, True)
+    wav = torch.randn(2, 1, 4800)
+
+    def run(channels_last: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        if channels_last:
+            out = model(wav, quantize=False)[0]
+        else:
+            out = model.decoder(model.encoder(model.compand(wav)))
+        out.square().mean().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return out.detach(), grads
+
+    for _ in range(2):
+        (out, grads), (ref, ref_grads) = run(True), run(False)
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+        assert grads.keys() == ref_grads.keys() and len(grads) > 10
+        for name in grads:
+            torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-3, atol=1e-5,
+                                       msg=name)  # fmt: skip
+        with torch.no_grad():  # as an optimizer step would
+            for name, p in model.named_parameters():
+                if name.endswith("weight_g"):
+                    p.mul_(1.5)
+
+
+def test_package_modules_keep_the_3d_path(monkeypatch):
+    """A model built with EnCodec's own padded convolutions (``benchmarks/codec_fit_speed.py``'s
+    reference) runs them on (B, C, T): same values as the swapped model's 3-D layers."""
+    import tokenize_mm.tokenizers.audio.model as codec_model
+
+    torch.manual_seed(0)
+    fast = CodecModel(ARCH)
+    monkeypatch.setattr(codec_model, "swap_padded_convs", lambda module: module)
+    package = CodecModel(ARCH)
+    package.load_state_dict(fast.state_dict())
+    assert package._channels_last == (False, False) and not takes_channels_last(package.encoder)
+    wav = torch.randn(1, 1, 2400)
+    with torch.no_grad():
+        torch.testing.assert_close(package(wav, quantize=False)[0], fast(wav, quantize=False)[0],
+                                   rtol=1e-4, atol=1e-5)  # fmt: skip

@@ -35,7 +35,11 @@ from tokenize_mm.tokenizers.arch import (
     int_tuple,
 )
 from tokenize_mm.tokenizers.audio.elu import swap_elus
-from tokenize_mm.tokenizers.audio.padding import swap_padded_convs
+from tokenize_mm.tokenizers.audio.padding import (
+    channels_last_forward,
+    swap_padded_convs,
+    takes_channels_last,
+)
 from tokenize_mm.tokenizers.errors import InvalidInputError
 from tokenize_mm.tokenizers.quant.base import Quantizer
 from tokenize_mm.tokenizers.quant.fsq import ResidualFiniteScalarQuantizer
@@ -176,11 +180,13 @@ class CodecModel(nn.Module):
             warnings.simplefilter("ignore", FutureWarning)
             self.encoder = SEANetEncoder(**kwargs)
             self.decoder = SEANetDecoder(**kwargs)
-        # The same parameters (state dict keys) and, up to the ELU's last bit, forward values,
-        # faster on the CPU: reflection padding by slicing (padding.py; 2x F.pad's speed with its
-        # backward) and the native ELU (elu.py); gradients differ from the package's at rounding.
+        # The same parameters (state dict keys), faster on the CPU: reflection padding and the
+        # transposed convolutions' trim by slicing (padding.py; 2x F.pad's speed with its
+        # backward), the native ELU (elu.py), and both halves run channels-last (``latent``,
+        # ``reconstruct``); values and gradients differ from the package's modules at rounding.
         for part in (self.encoder, self.decoder):
             swap_elus(swap_padded_convs(part))
+        self._channels_last = (takes_channels_last(self.encoder), takes_channels_last(self.decoder))
         with torch.no_grad():  # weight norm: w = g · v / ||v||, so scaling g scales w
             for module in self.encoder.modules():
                 if hasattr(module, "weight_g"):
@@ -211,16 +217,36 @@ class CodecModel(nn.Module):
         """wav (B, C, S) → (reconstruction (B, C, frames·hop), codes (B, K, frames), commit loss).
         ``quantize=False`` (a fit's autoencoder warm-up) decodes the latents themselves: codes
         ``None``, loss 0, the quantizer untouched."""
-        z = self.encoder(self.compand(wav)).transpose(1, 2)  # (B, frames, D)
+        z = self.latent(self.compand(wav)).transpose(1, 2)  # (B, frames, D)
         if not quantize:
-            return self.decoder(z.transpose(1, 2)), None, z.new_zeros((), dtype=torch.float32)
+            return self.reconstruct(z.transpose(1, 2)), None, z.new_zeros((), dtype=torch.float32)
         q, codes, commit = self.quantizer(z)
-        return self.decoder(q.transpose(1, 2)), codes, commit
+        return self.reconstruct(q.transpose(1, 2)), codes, commit
+
+    def latent(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder on a companded wav x (B, C, S) → latent (B, D, frames). On the CPU its
+        convolutions before the LSTM run on (B, C, 1, S) in channels-last memory (padding.py),
+        forward and backward: in a fit of audio_small's narrow layers at the full sample rate
+        that layout took about half the time of (B, C, S) (``benchmarks/codec_fit_speed.py``)."""
+        if x.device.type != "cpu" or x.dtype != torch.float32 or not self._channels_last[0]:
+            return self.encoder(x)
+        return channels_last_forward(self.encoder.model, x)
+
+    def reconstruct(self, latent: torch.Tensor) -> torch.Tensor:
+        """The decoder on latent (B, D, frames) → wav (B, C, frames · hop); channels-last on the
+        CPU, as ``latent``."""
+        if (
+            latent.device.type != "cpu"
+            or latent.dtype != torch.float32
+            or not self._channels_last[1]
+        ):
+            return self.decoder(latent)
+        return channels_last_forward(self.decoder.model, latent)
 
     @torch.no_grad()
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """wav (B, C, S) → codes (B, K, ceil(S / hop)) int64."""
-        return self.quantize(self.encoder(self.compand(wav)))
+        return self.quantize(self.latent(self.compand(wav)))
 
     @torch.no_grad()
     def calibrate(self, clips: Sequence[torch.Tensor], max_clips: int = 128,
@@ -237,7 +263,7 @@ class CodecModel(nn.Module):
         limit = max(self.hop_length, round(max_seconds * self.sample_rate))
         device = next(self.parameters()).device
         calibrate(
-            self.encoder(self.compand(clip[None, :, :limit].to(device))).transpose(1, 2)
+            self.latent(self.compand(clip[None, :, :limit].to(device))).transpose(1, 2)
             for clip in list(clips)[::step][:max_clips]
         )
 
@@ -254,7 +280,7 @@ class CodecModel(nn.Module):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, K, T) → wav (B, C, T·hop)."""
-        return self.decoder(self.quantizer.decode(codes).transpose(1, 2))
+        return self.reconstruct(self.quantizer.decode(codes).transpose(1, 2))
 
 
 def mu_law(wav: torch.Tensor, mu: float) -> torch.Tensor:

@@ -28,9 +28,12 @@ padding modes go through EnCodec's own ``pad1d``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
-from encodec.modules.conv import SConv1d, get_extra_padding_for_conv1d, pad1d
+from encodec.modules.conv import SConv1d, SConvTranspose1d, get_extra_padding_for_conv1d, pad1d
+from encodec.modules.lstm import SLSTM
 from torch import nn
 
 
@@ -92,6 +95,8 @@ class FastPadConv1d(nn.Module):
         elif left or right:
             x = to_channels_last(pad1d(x[:, :, 0], (left, right), mode=self.pad_mode)[:, :, None])
         inner = self.conv.conv
+        hooks = inner._forward_pre_hooks  # F.conv2d bypasses inner's __call__
+        _run_pre_hooks(inner, x)
         if self.kernel_size == 1 and self.stride == 1:  # (B·T, C_in) @ (C_in, C_out) in place
             b, _, _, t = x.shape
             rows = x.permute(0, 2, 3, 1).reshape(b * t, -1)  # a view of channels-last memory
@@ -102,11 +107,16 @@ class FastPadConv1d(nn.Module):
                 else torch.addmm(inner.bias, rows, weight.t())
             )
             return self.conv.norm(out.view(b, 1, t, -1).permute(0, 3, 1, 2))
-        key = (inner.weight.data_ptr(), inner.weight._version)  # remade if the weight changes
-        if self._weight_2d is None or self._weight_key != key:
-            self._weight_2d = to_channels_last(inner.weight[:, :, None].detach())
-            self._weight_key = key
-        y = F.conv2d(x, self._weight_2d, inner.bias, stride=(1, self.stride),
+        if hooks or inner.weight.requires_grad:  # a weight made per call, or a fit's graph
+            weight = inner.weight[:, :, None]
+        else:  # a folded copy's plain weight, laid out once
+            w = inner.weight  # remade if it changes (an inference tensor has no version)
+            key = (w.data_ptr(), -1 if w.is_inference() else w._version)
+            if self._weight_2d is None or self._weight_key != key:
+                self._weight_2d = to_channels_last(inner.weight[:, :, None].detach())
+                self._weight_key = key
+            weight = self._weight_2d
+        y = F.conv2d(x, weight, inner.bias, stride=(1, self.stride),
                      dilation=(1, inner.dilation[0]))  # fmt: skip
         return self.conv.norm(y)
 
@@ -133,11 +143,90 @@ def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def _run_pre_hooks(module: nn.Module, x: torch.Tensor) -> None:
+    """``module``'s forward pre-hooks, which its ``__call__`` would run: a caller that uses its
+    weight in a functional call runs them first (weight normalisation recomputes ``weight`` from
+    ``weight_g`` and ``weight_v`` there in a fit)."""
+    for hook in list(module._forward_pre_hooks.values()):
+        hook(module, (x,))
+
+
+class FastConvTranspose1d(nn.Module):
+    """``SConvTranspose1d.forward`` on (B, C_in, T) (the same ops), and on (B, C_in, 1, T) in
+    channels-last memory as a 2-D transposed convolution, so that a decoder runs channels-last
+    throughout (``channels_last_forward``). The fixed padding is trimmed by slicing.
+
+    Args:
+        sconvtr: the ``SConvTranspose1d`` whose ``convtr`` (a ``NormConvTranspose1d``) is reused:
+            the state dict keys are unchanged.
+    """
+
+    def __init__(self, sconvtr: SConvTranspose1d):
+        super().__init__()
+        self.convtr = sconvtr.convtr
+        inner = sconvtr.convtr.convtr
+        total = inner.kernel_size[0] - inner.stride[0]
+        right = math.ceil(total * sconvtr.trim_right_ratio) if sconvtr.causal else total // 2
+        self.trim = (total - right, right)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C_in, T), or (B, C_in, 1, T) channels-last → the same layout with C_out
+        channels and T · stride frames."""
+        if x.dim() == 3:
+            y = self.convtr(x)
+        else:
+            inner = self.convtr.convtr
+            _run_pre_hooks(inner, x)
+            y = self.convtr.norm(
+                F.conv_transpose2d(
+                    x, inner.weight[:, :, None], inner.bias, stride=(1, inner.stride[0]),
+                    output_padding=(0, inner.output_padding[0]), groups=inner.groups,
+                    dilation=(1, inner.dilation[0]),
+                )
+            )  # fmt: skip
+        left, right = self.trim
+        return y[..., left : y.shape[-1] - right]
+
+
+def takes_channels_last(module: nn.Module) -> bool:
+    """Whether ``channels_last_forward`` can run ``module``'s layers: its padded convolutions are
+    all ``FastPadConv1d`` / ``FastConvTranspose1d`` (``swap_padded_convs``), none EnCodec's own."""
+    return not any(isinstance(m, (SConv1d, SConvTranspose1d)) for m in module.modules())
+
+
+def channels_last_forward(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """A SEANet encoder's or decoder's ``model`` on x (B, C, T) → (B, C', T'), its layers run
+    on (B, C, 1, T) in channels-last memory (what ``FastPadConv1d``, ``FastConvTranspose1d``, the
+    ELU and the residual sums take) and its LSTMs on (B, C, T); the layout changes only around an
+    LSTM. The same layers as ``layers(x)``; sums in another order, so values differ in the last
+    bits."""
+    four = False
+    for layer in layers:
+        if isinstance(layer, SLSTM):
+            if four:
+                x, four = x[:, :, 0], False
+        elif not four:
+            x, four = to_channels_last(x[:, :, None]), True
+        x = layer(x)
+    return x[:, :, 0] if four else x
+
+
 def swap_padded_convs(model: nn.Module) -> nn.Module:
     """Replace every ``SConv1d`` in ``model`` by a ``FastPadConv1d`` around the same
-    convolution, in place; returns ``model``."""
+    convolution, and every ``SConvTranspose1d`` by a ``FastConvTranspose1d``, in place;
+    returns ``model``."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, SConv1d):
                 setattr(parent, name, FastPadConv1d(child))
+            elif isinstance(child, SConvTranspose1d):
+                setattr(parent, name, FastConvTranspose1d(child))
     return model
+
+
+def split_encoder(encoder: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """A SEANet encoder → (the convolutions before its LSTM, the LSTM and what follows): the
+    part that runs channels-last on the CPU, and the rest (the LSTM reads (B, C, T))."""
+    layers = list(encoder.model)
+    cut = next((i for i, layer in enumerate(layers) if isinstance(layer, SLSTM)), len(layers))
+    return nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:])
