@@ -10,6 +10,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 from encodec.modules.conv import SConv1d, SConvTranspose1d
 
 from tokenize_mm.tokenizers.audio.batch import folded_copy, min_mixed_length, split_encoder
@@ -17,6 +18,8 @@ from tokenize_mm.tokenizers.audio.model import CodecConfig, CodecModel
 from tokenize_mm.tokenizers.audio.padding import (
     FastConvTranspose1d,
     FastPadConv1d,
+    polyphase_conv,
+    polyphase_weight,
     reflect_pad,
     swap_padded_convs,
     takes_channels_last,
@@ -71,21 +74,45 @@ def test_swap_keeps_the_state_dict_and_the_min_mixed_length():
 @pytest.mark.parametrize(
     "kernel,stride,dilation", [(7, 1, 1), (3, 1, 2), (1, 1, 1), (8, 4, 1), (16, 8, 1)]
 )
-def test_channels_last_path_matches_sconv(causal, kernel, stride, dilation):
+@pytest.mark.parametrize("channels", [1, 3])
+def test_channels_last_path_matches_sconv(causal, kernel, stride, dilation, channels):
     """(B, C, 1, T) channels-last in, the same layout out, SConv1d's values up to the order of
-    the sums (oneDNN's NHWC kernels, and a 1x1 convolution as one addmm); short inputs included."""
+    the sums (oneDNN's NHWC kernels, a 1x1 convolution as one addmm, one input channel in
+    blocks of samples); short inputs included."""
     torch.manual_seed(0)
-    sconv = SConv1d(3, 5, kernel, stride=stride, dilation=dilation, causal=causal)
+    sconv = SConv1d(channels, 5, kernel, stride=stride, dilation=dilation, causal=causal)
     fast = FastPadConv1d(sconv)
     for length in range(1, 3 * kernel * dilation + 2 * stride + 3):
-        x = torch.randn(2, 3, length)
+        x = torch.randn(2, channels, length)
         y = fast(to_channels_last(x[:, :, None]))
         assert y.dim() == 4 and y.is_contiguous(memory_format=torch.channels_last), length
         torch.testing.assert_close(y[:, :, 0], sconv(x), rtol=1e-5, atol=1e-5)
     with torch.no_grad():  # the cached 2-D weight follows a change of the weight
         sconv.conv.conv.weight.mul_(2)
-    x = torch.randn(2, 3, 40)
+    x = torch.randn(2, channels, 40)
     torch.testing.assert_close(fast(to_channels_last(x[:, :, None]))[:, :, 0], sconv(x))
+
+
+@pytest.mark.parametrize("kernel", [2, 7, 8, 9, 17])
+@pytest.mark.parametrize("p", [1, 4, 8])
+def test_polyphase_conv_is_the_convolution(kernel, p):
+    """A one-channel convolution on blocks of p samples: the plain convolution's values and
+    gradients (input, weight, bias) up to rounding, for outputs shorter than a block, lengths
+    that fill whole blocks and lengths that do not."""
+    torch.manual_seed(0)
+    weight = torch.randn(5, 1, 1, kernel, requires_grad=True)
+    bias = torch.randn(5, requires_grad=True)
+    for length in (kernel, kernel + 1, kernel + p - 1, 4 * p + kernel - 1, 4 * p + kernel + 2, 300):
+        x = to_channels_last(torch.randn(2, 1, 1, length)).requires_grad_()
+        y = polyphase_conv(x, polyphase_weight(weight, p), bias, kernel)
+        expected = F.conv2d(x, weight, bias)
+        assert y.shape == expected.shape, length
+        torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+        grad = torch.randn_like(expected)
+        got = torch.autograd.grad(y, (x, weight, bias), grad)
+        want = torch.autograd.grad(expected, (x, weight, bias), grad)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
 
 
 def test_folded_encoder_in_channels_last_matches_the_model():

@@ -107,18 +107,67 @@ class FastPadConv1d(nn.Module):
                 else torch.addmm(inner.bias, rows, weight.t())
             )
             return self.conv.norm(out.view(b, 1, t, -1).permute(0, 3, 1, 2))
+        # the waveform (one channel), stride 1: as POLYPHASE phases (polyphase_conv)
+        phases = inner.in_channels == 1 and self.stride == 1 and inner.dilation[0] == 1
+        phases = phases and inner.groups == 1 and x.shape[1] == 1
         if hooks or inner.weight.requires_grad:  # a weight made per call, or a fit's graph
             weight = inner.weight[:, :, None]
+            weight = polyphase_weight(weight, POLYPHASE) if phases else weight
         else:  # a folded copy's plain weight, laid out once
             w = inner.weight  # remade if it changes (an inference tensor has no version)
             key = (w.data_ptr(), -1 if w.is_inference() else w._version)
             if self._weight_2d is None or self._weight_key != key:
-                self._weight_2d = to_channels_last(inner.weight[:, :, None].detach())
-                self._weight_key = key
+                weight = inner.weight[:, :, None].detach()
+                weight = polyphase_weight(weight, POLYPHASE) if phases else weight
+                self._weight_2d, self._weight_key = to_channels_last(weight), key
             weight = self._weight_2d
-        y = F.conv2d(x, weight, inner.bias, stride=(1, self.stride),
-                     dilation=(1, inner.dilation[0]))  # fmt: skip
+        if phases:
+            y = polyphase_conv(x, weight, inner.bias, self.kernel_size)
+        else:
+            y = F.conv2d(x, weight, inner.bias, stride=(1, self.stride),
+                         dilation=(1, inner.dilation[0]))  # fmt: skip
         return self.conv.norm(y)
+
+
+#: Samples per block when a one-channel convolution runs on blocks (``polyphase_conv``).
+POLYPHASE = 8
+
+
+def polyphase_weight(weight: torch.Tensor, p: int) -> torch.Tensor:
+    """A one-channel convolution's weight (C_out, 1, 1, k) → the weight that ``polyphase_conv``
+    applies to blocks of ``p`` samples: (p · C_out, p, 1, taps), taps = ceil((k - 1 + p) / p),
+    entry [(s, c), q, 0, r] = weight[c, 0, 0, p·r + q - s] where that index is in [0, k), else 0.
+    Differentiable in ``weight`` (an index into it and one zero)."""
+    c_out, k = weight.shape[0], weight.shape[-1]
+    taps = -(-(k - 1 + p) // p)
+    s, q, r = torch.arange(p)[:, None, None], torch.arange(p)[None, :, None], torch.arange(taps)
+    j = p * r + q - s  # (p, p, taps): the tap of output phase s, input phase q, block r
+    j = torch.where((j >= 0) & (j < k), j, k)  # k: the zero appended below
+    flat = torch.cat([weight.reshape(c_out, k), weight.new_zeros(c_out, 1)], dim=1)
+    return flat[:, j].permute(1, 0, 2, 3).reshape(p * c_out, p, 1, taps)
+
+
+def polyphase_conv(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, kernel_size: int
+) -> torch.Tensor:
+    """A stride-1 convolution of a one-channel x (B, 1, 1, T) (T >= k) → (B, C_out, 1, T - k + 1)
+    in channels-last memory, computed on the signal's blocks of p samples as channels: ``weight``
+    from ``polyphase_weight``, (p · C_out, p, 1, taps). Output sample t = p·m + s is output
+    channel (s, c) of block m, so channels-last memory of (B, p · C_out, 1, M) is already that
+    of (B, C_out, 1, p · M). oneDNN runs a convolution of one input channel far below its speed
+    on a few channels, the first layer of every SEANet encoder. The products and sums are the
+    plain convolution's plus zeros: values equal up to the order of the sums."""
+    b, t = x.shape[0], x.shape[-1]
+    p, taps = weight.shape[1], weight.shape[-1]
+    c_out, t_out = weight.shape[0] // p, t - kernel_size + 1
+    blocks = -(-t_out // p) + taps - 1  # input blocks the last output block reads
+    flat = x.reshape(b, t)
+    flat = F.pad(flat, (0, p * blocks - t)) if p * blocks > t else flat[:, : p * blocks]
+    y = F.conv2d(flat.reshape(b, blocks, p).permute(0, 2, 1)[:, :, None], weight,
+                 None if bias is None else bias.repeat(p))  # fmt: skip
+    m = blocks - taps + 1
+    y = y.permute(0, 2, 3, 1).reshape(b, m * p, c_out)[:, :t_out].permute(0, 2, 1)[:, :, None]
+    return y if m * p == t_out else to_channels_last(y)  # dense again (a copy) after a cut
 
 
 def _reflect_pad_channels_last(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
