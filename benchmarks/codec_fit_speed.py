@@ -1,9 +1,10 @@
 """A codec fit on the CPU with the package's SEANet modules against ours, side by side in one run.
 
 ``CodecModel`` is built with reflection padding by slicing (``audio/padding.py``) and the native
-ELU (``audio/elu.py``, whose backward runs from the output); the package builds ``SConv1d`` with
-``F.pad(mode="reflect")`` and ``nn.ELU``. The padding's values are the package's bit for bit,
-the ELU's within an ulp of torch's, and so the gradients differ at rounding. This times
+ELU (``audio/elu.py``, whose backward runs from the output), and on the CPU runs its encoder and
+decoder channels-last, the waveform's convolution on blocks of samples (``CodecModel.latent`` /
+``reconstruct``); the package builds ``SConv1d`` with ``F.pad(mode="reflect")`` and ``nn.ELU``
+and runs them on (B, C, T). Values and gradients differ at rounding. This times
 ``AudioTokenizer.fit`` of the main job's ``audio_small`` architecture (n_filters 8, 64-d latents,
 no LSTM, binary FSQ grid; conf/tokenizer/audio_small.yaml) for ``--steps`` steps of 16
 one-second crops, both ways in alternating rounds (the package's way by skipping the swap in
