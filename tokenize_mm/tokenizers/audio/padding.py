@@ -1,4 +1,4 @@
-"""SEANet's padded convolution, faster on the CPU: reflection padding as slices, channels-last.
+"""SEANet's padded convolutions, faster on the CPU: reflection padding as slices, channels-last.
 
 EnCodec's ``SConv1d`` (Défossez et al., 2022, "High Fidelity Neural Audio Compression";
 ``encodec.modules.conv``) pads every convolution's input, causally (all on the left) or split
@@ -11,16 +11,17 @@ slices, and it copies the input even when a 1x1 convolution pads nothing
 
 - on (B, C, T), with ``reflect_pad``: the padded tensor is the same values in the same places, so
   the outputs are bit-identical (tested against ``SConv1d`` on all lengths around its special
-  cases). ``CodecModel`` is built with it (``audio/model.py``: a fit's forward and backward,
-  about twice ``F.pad``'s speed with its backward, whose gradients can differ in the last bit),
-  and the decoder and the encoder on a GPU run this way.
-- on (B, C, 1, T) in channels-last memory (``to_channels_last``; the CPU encoder's convolutions
-  before the LSTM, ``audio/batch.py``): as a 2-D convolution, which oneDNN runs about 1.6 times
-  faster in that layout on one thread (``benchmarks/audio_profile.py``), a 1x1 one as one matrix
-  product, the padding written straight into channels-last memory. The sums run in another order,
-  so values differ from the 3-D path in the last bits (tested to 1e-5) and a latent on a
-  quantizer boundary can take the other code; ``benchmarks/audio_encode.py`` counts the codes that
-  differ from the ``encodec`` package's.
+  cases). The GPU and the pretrained codecs' decoders run this way.
+- on (B, C, 1, T) in channels-last memory (``to_channels_last``): as a 2-D convolution, which
+  oneDNN runs faster in that layout (``benchmarks/audio_profile.py``), a 1x1 one as one matrix
+  product, the padding written straight into channels-last memory, and a convolution of one
+  input channel (the waveform's) on blocks of samples (``polyphase_conv``). On the CPU the
+  folded codec's encoder runs its convolutions before the LSTM this way (``audio/batch.py``),
+  and ``CodecModel`` its encoder and decoder, in fits too (``channels_last_forward``;
+  ``FastConvTranspose1d`` for the decoder's transposed convolutions). The sums run in another
+  order, so values differ from the 3-D path in the last bits (tested to 1e-5) and a latent on a
+  quantizer boundary can take the other code; ``benchmarks/audio_encode.py`` counts the codes
+  that differ from the ``encodec`` package's.
 
 Inputs no longer than their padding, which SEANet pads with zeros before reflecting, and other
 padding modes go through EnCodec's own ``pad1d``.
