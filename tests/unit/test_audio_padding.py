@@ -162,7 +162,7 @@ def test_codec_model_runs_channels_last_with_the_3d_values_and_gradients(lstm):
     every forward reads the weights made from the current g and v."""
     torch.manual_seed(0)
     model = CodecModel(dataclasses.replace(ARCH, lstm=lstm))
-    assert model._channels_last == (True, True)
+    assert takes_channels_last(model.encoder) and takes_channels_last(model.decoder)
     wav = torch.randn(2, 1, 4800)
 
     def run(channels_last: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -198,7 +198,7 @@ def test_package_modules_keep_the_3d_path(monkeypatch):
     monkeypatch.setattr(codec_model, "swap_padded_convs", lambda module: module)
     package = CodecModel(ARCH)
     package.load_state_dict(fast.state_dict())
-    assert package._channels_last == (False, False) and not takes_channels_last(package.encoder)
+    assert not takes_channels_last(package.encoder) and not takes_channels_last(package.decoder)
     wav = torch.randn(1, 1, 2400)
     with torch.no_grad():
         torch.testing.assert_close(package(wav, quantize=False)[0], fast(wav, quantize=False)[0],

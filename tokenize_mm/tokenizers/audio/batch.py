@@ -48,16 +48,12 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 import torch.nn.functional as F
 from encodec.modules.conv import SConv1d
+from encodec.modules.lstm import SLSTM
 from encodec.quantization.core_vq import EuclideanCodebook
 from torch import nn
 
 from tokenize_mm.tokenizers.audio.elu import swap_elus
-from tokenize_mm.tokenizers.audio.padding import (
-    FastPadConv1d,
-    split_encoder,
-    swap_padded_convs,
-    to_channels_last,
-)
+from tokenize_mm.tokenizers.audio.padding import FastPadConv1d, swap_padded_convs, to_channels_last
 from tokenize_mm.tokenizers.quant.vector import PackageExactCodebook
 
 
@@ -90,6 +86,13 @@ def _elu_in_place(model: nn.Module) -> None:
             for before, layer in itertools.pairwise(seq):
                 if isinstance(layer, nn.ELU) and not isinstance(before, nn.Identity):
                     layer.inplace = True
+
+
+def split_encoder(encoder: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """A SEANet encoder → (the convolutions before its LSTM, the LSTM and what follows)."""
+    layers = list(encoder.model)
+    cut = next((i for i, layer in enumerate(layers) if isinstance(layer, SLSTM)), len(layers))
+    return nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:])
 
 
 def min_mixed_length(encoder: nn.Module) -> int:

@@ -186,7 +186,6 @@ class CodecModel(nn.Module):
         # ``reconstruct``); values and gradients differ from the package's modules at rounding.
         for part in (self.encoder, self.decoder):
             swap_elus(swap_padded_convs(part))
-        self._channels_last = (takes_channels_last(self.encoder), takes_channels_last(self.decoder))
         with torch.no_grad():  # weight norm: w = g · v / ||v||, so scaling g scales w
             for module in self.encoder.modules():
                 if hasattr(module, "weight_g"):
@@ -225,23 +224,24 @@ class CodecModel(nn.Module):
 
     def latent(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder on a companded wav x (B, C, S) → latent (B, D, frames). On the CPU its
-        convolutions before the LSTM run on (B, C, 1, S) in channels-last memory (padding.py),
-        forward and backward: in a fit of audio_small's narrow layers at the full sample rate
-        that layout took about half the time of (B, C, S) (``benchmarks/codec_fit_speed.py``)."""
-        if x.device.type != "cpu" or x.dtype != torch.float32 or not self._channels_last[0]:
-            return self.encoder(x)
-        return channels_last_forward(self.encoder.model, x)
+        layers run on (B, C, 1, S) in channels-last memory, an LSTM on (B, C, S)
+        (``channels_last_forward``), forward and backward: audio_small's narrow layers at the full
+        sample rate are slow on (B, C, S) (``benchmarks/codec_fit_speed.py`` times the fit)."""
+        if self._runs_channels_last(x, self.encoder):
+            return channels_last_forward(self.encoder.model, x)
+        return self.encoder(x)
 
     def reconstruct(self, latent: torch.Tensor) -> torch.Tensor:
         """The decoder on latent (B, D, frames) → wav (B, C, frames · hop); channels-last on the
         CPU, as ``latent``."""
-        if (
-            latent.device.type != "cpu"
-            or latent.dtype != torch.float32
-            or not self._channels_last[1]
-        ):
-            return self.decoder(latent)
-        return channels_last_forward(self.decoder.model, latent)
+        if self._runs_channels_last(latent, self.decoder):
+            return channels_last_forward(self.decoder.model, latent)
+        return self.decoder(latent)
+
+    def _runs_channels_last(self, x: torch.Tensor, part: nn.Module) -> bool:
+        """float32 on the CPU, and ``part``'s padded convolutions all ours (a model built with
+        the package's modules, as ``benchmarks/codec_fit_speed.py``'s reference, keeps (B, C, S))."""
+        return x.device.type == "cpu" and x.dtype == torch.float32 and takes_channels_last(part)
 
     @torch.no_grad()
     def encode(self, wav: torch.Tensor) -> torch.Tensor:

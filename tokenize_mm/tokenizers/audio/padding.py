@@ -110,7 +110,6 @@ class FastPadConv1d(nn.Module):
             return self.conv.norm(out.view(b, 1, t, -1).permute(0, 3, 1, 2))
         # the waveform (one channel), stride 1: as POLYPHASE phases (polyphase_conv)
         phases = inner.in_channels == 1 and self.stride == 1 and inner.dilation[0] == 1
-        phases = phases and inner.groups == 1 and x.shape[1] == 1
         if hooks or inner.weight.requires_grad:  # a weight made per call, or a fit's graph
             weight = inner.weight[:, :, None]
             weight = polyphase_weight(weight, POLYPHASE) if phases else weight
@@ -272,11 +271,3 @@ def swap_padded_convs(model: nn.Module) -> nn.Module:
             elif isinstance(child, SConvTranspose1d):
                 setattr(parent, name, FastConvTranspose1d(child))
     return model
-
-
-def split_encoder(encoder: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """A SEANet encoder → (the convolutions before its LSTM, the LSTM and what follows): the
-    part that runs channels-last on the CPU, and the rest (the LSTM reads (B, C, T))."""
-    layers = list(encoder.model)
-    cut = next((i for i, layer in enumerate(layers) if isinstance(layer, SLSTM)), len(layers))
-    return nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:])
