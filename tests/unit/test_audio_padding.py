@@ -18,6 +18,7 @@ from tokenize_mm.tokenizers.audio.model import CodecConfig, CodecModel
 from tokenize_mm.tokenizers.audio.padding import (
     FastConvTranspose1d,
     FastPadConv1d,
+    phase_conv_transpose,
     polyphase_conv,
     polyphase_weight,
     reflect_pad,
@@ -152,6 +153,27 @@ def test_fast_conv_transpose_matches_sconvtranspose(causal, trim, kernel, stride
         sconvtr.convtr.convtr.weight_g.mul_(2)
     x = torch.randn(2, 3, 10)
     torch.testing.assert_close(fast(to_channels_last(x[:, :, None]))[:, :, 0], sconvtr(x))
+
+
+@pytest.mark.parametrize("kernel,stride", [(6, 3), (16, 8), (7, 3), (3, 1), (4, 4), (2, 5)])
+def test_phase_conv_transpose_is_the_transposed_convolution(kernel, stride):
+    """The stride-1 convolution over phases: ``conv_transpose2d``'s values on every length, its
+    input and weight gradients too, then bias only past the transposed convolution's length;
+    the output channels-last with no copy."""
+    torch.manual_seed(0)
+    weight, bias = torch.randn(3, 5, kernel, requires_grad=True), torch.randn(5)
+    for length in (1, 2, 7):
+        x = to_channels_last(torch.randn(2, 3, 1, length)).requires_grad_()
+        got = phase_conv_transpose(x, weight, bias, stride)
+        ref = F.conv_transpose2d(x, weight[:, :, None], bias, stride=(1, stride))
+        n = ref.shape[-1]
+        assert got.shape[-1] >= n and got.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(got[..., :n], ref, rtol=1e-5, atol=1e-5)
+        assert torch.equal(got[..., n:], bias[None, :, None, None].expand_as(got[..., n:]))
+        grads = torch.autograd.grad(got[..., :n].square().sum(), (x, weight))
+        expected = torch.autograd.grad(ref.square().sum(), (x, weight))
+        for g, e in zip(grads, expected, strict=True):
+            torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("lstm", [0, 1])

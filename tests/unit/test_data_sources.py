@@ -130,6 +130,23 @@ def test_builtin_sources_and_modalities():
     assert lengths["text_only"] > 2 * lengths["image_text"]
 
 
+@pytest.mark.parametrize("modality", ["text", "image", "audio"])
+def test_builtin_rendering_one_modality_gives_its_items_and_nothing_else(modality):
+    """``rendering``: what a fit reads, the same items as the whole examples', the others not
+    drawn or played; ids, splits and concepts unchanged."""
+    source = BuiltinSource(num_examples=12, image_size=32, audio_seconds=0.5)
+    whole, part = list(source), list(source.rendering((modality,)))
+    assert [(e.id, e.split, e.concept) for e in part] == [(e.id, e.split, e.concept) for e in whole]
+    for a, b in zip(whole, part, strict=True):
+        assert b.modalities == tuple(m for m in a.modalities if m == modality)
+        if modality == "text":
+            assert b.text == a.text
+        elif modality == "image" and a.image is not None:
+            assert np.array_equal(np.asarray(b.image), np.asarray(a.image))
+        elif modality == "audio":
+            assert all(torch.equal(x[0], y[0]) for x, y in zip(a.audio, b.audio, strict=True))
+
+
 def test_builtin_concepts_and_captions_agree():
     concepts = BuiltinSource.concepts()
     assert len(concepts) == len(set(concepts)) == len(SHAPES) * len(COLOURS) >= 48

@@ -4,6 +4,7 @@ and refuses a store of other source settings."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from functools import partial
 
@@ -68,6 +69,8 @@ def test_the_stream_starts_with_the_store_train_examples_and_never_repeats_or_le
             assert fresh[name].modality_tokens["audio"] == pytest.approx(
                 docs.modality_tokens["audio"] * ratio
             )
+        # the worker renders beside the trainer at the lowest CPU priority (lower_priority)
+        assert owner._executor is not None and owner._executor.submit(os.nice, 0).result() == 19
     finally:
         owner.close()
 

@@ -189,3 +189,15 @@ def test_residual_decode_from_the_first_stages(quantizer):
     assert errors[2] <= errors[1] <= errors[0]
     with pytest.raises(ValueError, match="stages"):
         q.decode(codes[:, :0])
+
+
+@pytest.mark.parametrize("levels,stages", [((2,) * 8, 1), ((8, 5, 5, 5), 3), ((8, 8, 4), 2)])
+def test_residual_decode_is_the_librarys_sum_bit_for_bit(levels, stages):
+    """``decode`` sums the stages' grid points without the library's ``einx`` lookup: its
+    ``get_output_from_indices`` values exactly, for every number of stages given."""
+    torch.manual_seed(0)
+    q = ResidualFiniteScalarQuantizer(16, stages, levels)
+    for given in range(1, stages + 1):
+        indices = torch.randint(0, q.codebook_size, (3, 17, given))
+        padded = torch.nn.functional.pad(indices, (0, stages - given), value=-1)
+        assert torch.equal(q._stage_sum(indices), q.fsq.get_output_from_indices(padded))

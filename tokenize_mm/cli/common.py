@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenize_mm.cli import paths, schemas  # noqa: F401  (register tmm.cache_dir and arch/)
-from tokenize_mm.data import AudioRef, Example, iter_items
+from tokenize_mm.data import AudioRef, BuiltinSource, Example, iter_items
 from tokenize_mm.tokenizers.base import TokenizerInfo
 
 
@@ -39,7 +39,8 @@ def fit_from_source(
     For images and audio, the ``eval_split`` examples (default: all outside ``fit_split``) are the held-out
     set for PSNR and codebook usage.
     """
-    examples = list(source)
+    # a built-in source renders only the fitted modality's items
+    examples = list(source.rendering((modality,)) if isinstance(source, BuiltinSource) else source)
     train = [ex for ex in examples if ex.split == fit_split]
     held = [ex for ex in examples if ex.split != fit_split and eval_split in (None, ex.split)]
     kwargs: dict[str, Any] = {"description": f"{type(source).__name__}, split={fit_split}"}

@@ -52,6 +52,7 @@ import itertools
 import json
 import logging
 import multiprocessing
+import os
 import weakref
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -117,7 +118,8 @@ class FreshSpec:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(spec: FreshSpec) -> None:
+def _init_worker(spec: FreshSpec, background: bool = False) -> None:
+    """Load the spec's tokenizers into this process; ``background``: at the lowest CPU priority."""
     import torch
 
     from tokenize_mm.data.tokenize_example import ExampleTokenizer
@@ -125,6 +127,8 @@ def _init_worker(spec: FreshSpec) -> None:
     from tokenize_mm.tokenizers.artifact import load_tokenizer
 
     torch.set_num_threads(1)  # the same numerics on every machine, and out of the trainer's way
+    if background:
+        lower_priority()
     layout = VocabLayout.from_artifacts(spec.tokenizer_dirs, audio_pattern=spec.audio_pattern)
     toks = {m: load_tokenizer(d) for m, d in spec.tokenizer_dirs.items()}
     _WORKER.update(
@@ -151,6 +155,20 @@ def _tokenize(
         except OSError as err:  # a full disk costs the next run the rendering, not this one
             log.warning("could not keep the fresh chunk %s (%s)", keep, err)
     return out
+
+
+def lower_priority() -> None:
+    """Run this process at the lowest CPU priority (niceness 19; as it is where the platform has
+    none or forbids it). The worker that renders beside the trainer then takes a core only when
+    the trainer's threads leave it: at equal priority it takes one of the trainer's cores for
+    as long as it renders, and the trainer's intra-op threads wait on each other at every
+    parallel region (a busy core slows a 2-thread step far more than it takes from it). At the
+    lowest priority the trainer waits for a chunk only when it is not ready, and the worker then
+    has the cores."""
+    try:
+        os.nice(19 - os.nice(0))
+    except (AttributeError, OSError):  # no nice() (Windows), or not permitted: as it is
+        pass
 
 
 # -- kept chunks ----------------------------------------------------------------------------------
@@ -280,7 +298,7 @@ class FreshExamples:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(self.spec,),
+                initializer=_init_worker, initargs=(self.spec, True),
             )  # fmt: skip
             weakref.finalize(self, self._executor.shutdown, wait=False, cancel_futures=True)
         return self._executor.submit(_tokenize, indices, None if keep is None else str(keep))

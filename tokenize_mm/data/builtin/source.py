@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +233,14 @@ class BuiltinSource:
     def __iter__(self) -> Iterator[Example]:
         for index in self._indices:
             yield self._example(index)
+
+    def rendering(self, modalities: Sequence[str]) -> Iterator[Example]:
+        """The examples in order, with only their items of ``modalities`` rendered (ids, splits,
+        concepts and metadata as always): a tokenizer's fit reads one modality, and drawing and
+        playing the others cost the image fit about a second."""
+        wanted = tuple(modalities)
+        for index in self._indices:
+            yield self._example(index, wanted)
 
     def texts(self) -> Iterator[str]:
         """The texts of the examples that have one, in order (images are not drawn)."""

@@ -223,18 +223,65 @@ class FastConvTranspose1d(nn.Module):
         channels and T · stride frames."""
         if x.dim() == 3:
             y = self.convtr(x)
+            length = y.shape[-1]
         else:
             inner = self.convtr.convtr
             _run_pre_hooks(inner, x)
-            y = self.convtr.norm(
-                F.conv_transpose2d(
-                    x, inner.weight[:, :, None], inner.bias, stride=(1, inner.stride[0]),
-                    output_padding=(0, inner.output_padding[0]), groups=inner.groups,
-                    dilation=(1, inner.dilation[0]),
+            if _plain_transpose(inner):
+                y = self.convtr.norm(
+                    phase_conv_transpose(x, inner.weight, inner.bias, inner.stride[0])
                 )
-            )  # fmt: skip
+            else:
+                y = self.convtr.norm(
+                    F.conv_transpose2d(
+                        x, inner.weight[:, :, None], inner.bias, stride=(1, inner.stride[0]),
+                        output_padding=(0, inner.output_padding[0]), groups=inner.groups,
+                        dilation=(1, inner.dilation[0]),
+                    )
+                )  # fmt: skip
+            # the transposed convolution's own length (the phases may run past it)
+            length = (x.shape[-1] - 1) * inner.stride[0] + inner.kernel_size[0]
         left, right = self.trim
-        return y[..., left : y.shape[-1] - right]
+        return y[..., left : length - right]
+
+
+def _plain_transpose(conv: nn.ConvTranspose1d) -> bool:
+    """No groups, dilation or output padding: what ``phase_conv_transpose`` computes (SEANet's)."""
+    return conv.groups == 1 and conv.dilation[0] == 1 and conv.output_padding[0] == 0
+
+
+def phase_weight(weight: torch.Tensor, stride: int) -> torch.Tensor:
+    """A transposed convolution's weight (C_in, C_out, k) → the weight of the stride-1 convolution
+    that ``phase_conv_transpose`` runs: (stride · C_out, C_in, 1, M), M = ceil(k / stride), entry
+    [(r, o), i, 0, M - 1 - m] = weight[i, o, m · stride + r] (0 past k). Differentiable."""
+    c_in, c_out, k = weight.shape
+    taps = -(-k // stride)
+    if taps * stride > k:
+        weight = F.pad(weight, (0, taps * stride - k))
+    w = weight.reshape(c_in, c_out, taps, stride).permute(3, 1, 0, 2).flip(-1)
+    return w.reshape(stride * c_out, c_in, 1, taps)
+
+
+def phase_conv_transpose(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int
+) -> torch.Tensor:
+    """A transposed convolution (no groups, dilation or output padding) of x (B, C_in, 1, T) in
+    channels-last memory → (B, C_out, 1, (T + M - 1) · stride), channels-last, whose first
+    (T - 1) · stride + k samples are ``conv_transpose2d``'s (the rest: bias only).
+
+    Output sample q · stride + r is the sum over m of weight[:, :, m · stride + r] applied to
+    input frame q - m: a stride-1 convolution of M taps with stride · C_out output channels, one
+    group of C_out per output phase r (the sub-pixel convolution of Shi et al. 2016,
+    arXiv:1609.05158). Its channels-last output (B, T + M - 1, stride, C_out) is already the
+    memory of the interleaved signal, so nothing is copied. oneDNN runs the transposed
+    convolution itself far below its speed on a few channels at a high rate (a codec decoder's
+    last upsampling, 16 → 8 channels at 24 kHz). The same products, summed in another order."""
+    taps = -(-weight.shape[-1] // stride)
+    y = F.conv2d(x, phase_weight(weight, stride), None if bias is None else bias.repeat(stride),
+                 padding=(0, taps - 1))  # fmt: skip
+    b, channels, _, frames = y.shape
+    y = to_channels_last(y).permute(0, 2, 3, 1)  # (B, 1, T + M - 1, stride · C_out)
+    return y.reshape(b, 1, frames * stride, channels // stride).permute(0, 3, 1, 2)
 
 
 def takes_channels_last(module: nn.Module) -> bool:

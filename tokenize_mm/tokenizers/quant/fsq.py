@@ -47,7 +47,6 @@ import math
 from collections.abc import Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokenize_mm.tokenizers.quant.whiten import Whiten
@@ -241,6 +240,15 @@ class ResidualFiniteScalarQuantizer(_FSQBase):
                 f"codes hold {given} stages, the quantizer decodes 1 to {self.num_codebooks}"
             )
         indices = codes.long().transpose(1, 2)  # (B, N, K')
-        # the library masks out stages given as -1 (its quantize-dropout path)
-        indices = F.pad(indices, (0, self.num_codebooks - given), value=-1)
-        return self.project_out(self.fsq.get_output_from_indices(indices).float())
+        return self.project_out(self._stage_sum(indices).float())
+
+    def _stage_sum(self, indices: Tensor) -> Tensor:
+        """(B, N, K') stage indices → (B, N, d'): the sum of each stage's grid point times the
+        stage's scale, through the library's output projection; what its
+        ``get_output_from_indices`` computes, the same ops in the same order, without its
+        ``einx`` lookup, which builds a graph for every new shape (85 ms each: a codec's
+        held-out evaluation decodes clips of many lengths)."""
+        books, scales = self.fsq.codebooks, self.fsq.scales  # (K, C, d), (K, d)
+        points = torch.stack([books[k][indices[..., k]] for k in range(indices.shape[-1])])
+        points = points * scales[: indices.shape[-1], None, None, :]  # (K', B, N, d)
+        return self.fsq.project_out(points.sum(0))
