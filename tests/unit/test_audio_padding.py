@@ -22,6 +22,7 @@ from tokenize_mm.tokenizers.audio.padding import (
     polyphase_conv,
     polyphase_weight,
     reflect_pad,
+    rows_linear,
     swap_padded_convs,
     takes_channels_last,
     to_channels_last,
@@ -153,6 +154,24 @@ def test_fast_conv_transpose_matches_sconvtranspose(causal, trim, kernel, stride
         sconvtr.convtr.convtr.weight_g.mul_(2)
     x = torch.randn(2, 3, 10)
     torch.testing.assert_close(fast(to_channels_last(x[:, :, None]))[:, :, 0], sconvtr(x))
+
+
+@pytest.mark.parametrize("c_in,c_out,n", [(8, 8, 10), (4, 8, 7), (8, 16, 6), (3, 2, 0)])
+def test_rows_linear_is_the_matrix_product(c_in, c_out, n):
+    """A 1x1 convolution's rows on pairs of frames (narrow outputs, N even) or as they are:
+    the plain product's values and gradients up to rounding."""
+    torch.manual_seed(0)
+    rows = torch.randn(n, c_in, requires_grad=True)
+    weight, bias = torch.randn(c_out, c_in, requires_grad=True), torch.randn(c_out)
+    got, ref = rows_linear(rows, weight, bias), torch.addmm(bias, rows, weight.t())
+    assert got.shape == (n, c_out)
+    torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(rows_linear(rows, weight, None), rows @ weight.t())
+    if n:
+        grads = torch.autograd.grad(got.square().sum(), (rows, weight))
+        expected = torch.autograd.grad(ref.square().sum(), (rows, weight))
+        for g, e in zip(grads, expected, strict=True):
+            torch.testing.assert_close(g, e)
 
 
 @pytest.mark.parametrize("kernel,stride", [(6, 3), (16, 8), (7, 3), (3, 1), (4, 4), (2, 5)])

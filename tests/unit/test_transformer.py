@@ -258,7 +258,7 @@ def test_preset_parameter_counts():
     # one tower of the small model's depth per modality id (4), no shared stack
     assert count("towers_small", 10_000) == 5_479_040  # the figure in conf/model/towers_small.yaml
     assert preset("tiny") == DecoderConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64,
-                                           max_positions=128)  # fmt: skip
+                                           max_positions=128, attention="documents")  # fmt: skip
     # Untied head: one more vocab × d_model matrix.
     with torch.device("meta"):
         untied = DecoderLM(preset("tiny", tie_embeddings=False), 100).num_parameters()

@@ -32,9 +32,12 @@ from collections.abc import Callable
 import torch
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
-AttentionMask = torch.Tensor | BlockMask | None
-"""What a block's attention reads: a dense bool (B, 1, L, L) mask, a flex ``BlockMask``, or
-``None`` for plain causal attention (the fast path)."""
+from tokenize_mm.models.document_attention import DocumentRuns, attend_documents
+
+AttentionMask = torch.Tensor | BlockMask | DocumentRuns | None
+"""What a block's attention reads: a dense bool (B, 1, L, L) mask, a flex ``BlockMask``, the
+runs of causal attention per document (``document_attention.py``), or ``None`` for plain causal
+attention (the fast path)."""
 
 _compiled_flex: Callable[..., torch.Tensor] | None = None
 
@@ -112,6 +115,8 @@ def attend(
         )
     if isinstance(mask, BlockMask):
         return _flex(q.device)(q, k, v, block_mask=mask)
+    if isinstance(mask, DocumentRuns):
+        return attend_documents(q, k, v, mask, dropout_p)
     return torch.nn.functional.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, dropout_p=dropout_p
     )

@@ -47,6 +47,7 @@ from torch import nn
 from tokenize_mm.core.errors import TokenizeMMError
 from tokenize_mm.core.modalities import MODALITY_IDS
 from tokenize_mm.models.attention import Block, block_mask, rotary_table
+from tokenize_mm.models.document_attention import DocumentRuns
 from tokenize_mm.models.grid import GridEmbedding
 from tokenize_mm.models.sparse_attention import (
     AttentionMask,
@@ -57,7 +58,7 @@ from tokenize_mm.models.sparse_attention import (
 from tokenize_mm.sequence.vocab import VocabLayout
 
 FUSIONS = ("early", "late")
-ATTENTIONS = ("dense", "flex")
+ATTENTIONS = ("dense", "documents", "flex")
 
 
 class ModelConfigError(TokenizeMMError, ValueError):
@@ -93,7 +94,10 @@ class DecoderConfig:
         image_grid: > 0: learnt row and column embeddings for the image codes of a raster of
             this many codes per row (``models/grid.py``, as DALL-E); 0: none.
         attention: ``"dense"``: ``scaled_dot_product_attention`` with a (B, 1, L, L) mask, or
-            with none (causal) when every row is one document; ``"flex"``: block-sparse
+            with none (causal) when every row is one document; ``"documents"``: as dense, but
+            packed rows under the plain causal rule run causal attention per document, the
+            documents gathered and batched by length (``document_attention.py``; their layout
+            read on the host: free on a CPU, one device read on a GPU); ``"flex"``: block-sparse
             ``flex_attention`` from the segment ids, compiled, on a GPU (``sparse_attention.py``;
             no dropout; on a CPU the dense mask, as flex has no CPU backward).
 
@@ -385,7 +389,8 @@ class DecoderLM(nn.Module):
     ) -> AttentionMask:
         """The blocks' attention mask (``block_mask``'s rule) in the form the config asks for: a
         flex ``BlockMask`` (on a GPU); else None (plain causal) when rows are single documents
-        and only the causal rule applies; else the dense (B, 1, L, L) mask."""
+        and only the causal rule applies; else, with ``attention="documents"`` and only the
+        causal rule, the rows' ``DocumentRuns``; else the dense (B, 1, L, L) mask."""
         if self.config.attention == "flex" and flex_runs(segment_ids.device):
             return flex_block_mask(segment_ids, modality, branches, bidirectional)
         if modality is None and branches is None:
@@ -393,6 +398,10 @@ class DecoderLM(nn.Module):
                 single_document_rows = causal_rows(segment_ids)  # one read of the device
             if single_document_rows:
                 return None
+            if self.config.attention == "documents":
+                runs = DocumentRuns.from_segment_ids(segment_ids)
+                if runs is not None:
+                    return runs
         return block_mask(segment_ids, modality, branches, bidirectional=bidirectional)
 
     def _rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -101,12 +101,7 @@ class FastPadConv1d(nn.Module):
         if self.kernel_size == 1 and self.stride == 1:  # (B·T, C_in) @ (C_in, C_out) in place
             b, _, _, t = x.shape
             rows = x.permute(0, 2, 3, 1).reshape(b * t, -1)  # a view of channels-last memory
-            weight = inner.weight[:, :, 0]
-            out = (
-                rows @ weight.t()
-                if inner.bias is None
-                else torch.addmm(inner.bias, rows, weight.t())
-            )
+            out = rows_linear(rows, inner.weight[:, :, 0], inner.bias)
             return self.conv.norm(out.view(b, 1, t, -1).permute(0, 3, 1, 2))
         # the waveform (one channel), stride 1: as POLYPHASE phases (polyphase_conv)
         phases = inner.in_channels == 1 and self.stride == 1 and inner.dilation[0] == 1
@@ -127,6 +122,27 @@ class FastPadConv1d(nn.Module):
             y = F.conv2d(x, weight, inner.bias, stride=(1, self.stride),
                          dilation=(1, inner.dilation[0]))  # fmt: skip
         return self.conv.norm(y)
+
+
+#: A 1x1 convolution with fewer output channels than this runs on pairs of frames (``rows_linear``).
+PAIRS_BELOW = 16
+
+
+def rows_linear(
+    rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """rows (N, C_in) → rows @ weight.t() + bias, (N, C_out): a 1x1 convolution over
+    channels-last frames. With fewer than ``PAIRS_BELOW`` output channels and N even, on pairs of
+    frames: (N / 2, 2 · C_in) @ blockdiag(weight.t(), weight.t()), whose output is the same memory.
+    The CPU's matrix product runs N x 8 by 8 x 8 far below its speed (the full-rate 1x1
+    convolutions of a codec 8 filters wide; ``benchmarks/audio_encode.py``), 16 columns at it. The
+    same products plus zeros: values equal up to the order of the sums. Differentiable."""
+    n, c_out = rows.shape[0], weight.shape[0]
+    if c_out < PAIRS_BELOW and n % 2 == 0 and n > 0:
+        rows, weight = rows.view(n // 2, -1), torch.block_diag(weight, weight)
+        bias = None if bias is None else bias.repeat(2)
+    out = rows @ weight.t() if bias is None else torch.addmm(bias, rows, weight.t())
+    return out.view(n, c_out)
 
 
 #: Samples per block when a one-channel convolution runs on blocks (``polyphase_conv``).
