@@ -47,6 +47,7 @@ colour and background alone. The held-out examples are drawn as always.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -165,10 +166,9 @@ def lower_priority() -> None:
     parallel region (a busy core slows a 2-thread step far more than it takes from it). At the
     lowest priority the trainer waits for a chunk only when it is not ready, and the worker then
     has the cores."""
-    try:
+    # no nice() (Windows), or not permitted: as it is
+    with contextlib.suppress(AttributeError, OSError):
         os.nice(19 - os.nice(0))
-    except (AttributeError, OSError):  # no nice() (Windows), or not permitted: as it is
-        pass
 
 
 # -- kept chunks ----------------------------------------------------------------------------------
