@@ -75,6 +75,13 @@ def test_the_stream_starts_with_the_store_train_examples_and_never_repeats_or_le
         owner.close()
 
 
+@pytest.mark.parametrize("bad", [{"chunk": 0}, {"ahead": -1}, {"workers": 0}])
+def test_fresh_examples_settings_are_checked(builtin_store, bad):
+    store_dir, spec = builtin_store
+    with pytest.raises(DataError, match=next(iter(bad))):
+        FreshExamples(spec, TokenStore(store_dir, split="train").modality_table, **bad)
+
+
 def test_a_store_of_other_source_settings_is_refused(builtin_store):
     store_dir, spec = builtin_store
     store = TokenStore(store_dir, split="train")

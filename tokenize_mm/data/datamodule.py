@@ -82,8 +82,9 @@ class StoreDataModule(L.LightningDataModule):
         fresh_ahead: with ``fresh`` and a ``cache_dir`` in it, render the documents the fit is
             expected to read (``trainer.max_steps`` batches at the sampler's first probabilities,
             at most ``AHEAD_MAX_DOCUMENTS`` in all) in this many processes before training
-            starts (``FreshExamples.render_ahead``); the worker renders the rest as the stream
-            reaches it. 0: off; DDP runs skip it.
+            starts (``FreshExamples.render_ahead``); the stream's workers (as many, at the
+            lowest CPU priority) render the rest as the stream reaches it. 0: off (one stream
+            worker); DDP runs skip it.
     """
 
     def __init__(
@@ -120,7 +121,10 @@ class StoreDataModule(L.LightningDataModule):
         self.pad_id = self.layout.special("pad")
         docs: dict[str, Any] = store_sources(self.train_store)
         if self.fresh is not None:
-            self.fresh_examples = FreshExamples(self.fresh, self.train_store.modality_table)
+            # as many stream workers as render ahead: one renders while the trainer waits on
+            # another's chunk (both at the lowest priority, out of the trainer's way otherwise)
+            self.fresh_examples = FreshExamples(self.fresh, self.train_store.modality_table,
+                                                workers=max(1, self.fresh_ahead))  # fmt: skip
             docs = fresh_sources(self.train_store, self.fresh_examples)
         self.sampler = self.sampler_factory(
             source_sizes(docs), source_modalities=source_modalities(docs)

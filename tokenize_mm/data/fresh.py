@@ -7,11 +7,12 @@ function of (seed, index), so there is no need for a pool: ``FreshDocuments`` is
 sequence of one sub-source's train examples (``BuiltinSource.indices_of``), each rendered and
 tokenized when the stream first reaches it.
 
-**Where the work happens.** One spawned worker process (``FreshExamples``) loads the run's
-tokenizers and renders and tokenizes chunks of examples ahead of the stream, so that the training
-step rarely waits: the stream reads a sub-source's documents in order (``sequential``; no
+**Where the work happens.** Spawned worker processes (``FreshExamples``, one by default) load the
+run's tokenizers and render and tokenize chunks of examples ahead of the stream, so that the
+training step rarely waits: the stream reads a sub-source's documents in order (``sequential``; no
 permutation, no epochs), so the next chunks are known before they are asked for. Only a few chunks
-per sub-source are kept in memory.
+per sub-source are kept in memory. The workers run at the lowest CPU priority
+(``lower_priority``), out of the trainer's way.
 
 **Same documents everywhere.** Document j of a sub-source depends only on the source settings, j
 and the tokenizers, and is always computed in the worker with one torch thread (as the store's
@@ -231,17 +232,20 @@ class FreshExamples:
         modality_table: (vocab_size,) modality id of every global token id (the layout's).
         chunk: examples per worker task.
         ahead: chunks of each sub-source prepared ahead of the one being read.
+        workers: worker processes (each at the lowest CPU priority, ``lower_priority``): while
+            the trainer waits for a chunk, another can render the next.
 
     The worker starts on the first document asked for; ``close()`` (or garbage collection) stops
     it. Not picklable once started: build it where it is read (``StoreDataModule.setup``).
     """
 
     def __init__(self, spec: FreshSpec, modality_table: np.ndarray, chunk: int = 16,
-                 ahead: int = 2):  # fmt: skip
-        if chunk < 1 or ahead < 0:
-            raise DataError(f"chunk must be >= 1 and ahead >= 0, got chunk={chunk}, ahead={ahead}.")
+                 ahead: int = 2, workers: int = 1):  # fmt: skip
+        if chunk < 1 or ahead < 0 or workers < 1:
+            raise DataError(f"chunk and workers must be >= 1 and ahead >= 0, got chunk={chunk}, "
+                            f"ahead={ahead}, workers={workers}.")  # fmt: skip
         self.spec, self.modality_table = spec, np.asarray(modality_table)
-        self.chunk, self.ahead = chunk, ahead
+        self.chunk, self.ahead, self.workers = chunk, ahead, workers
         self.source = BuiltinSource(**spec.source)
         self.source.check_group_size(spec.group_size)  # here, not in the worker
         self._executor: ProcessPoolExecutor | None = None
@@ -297,7 +301,7 @@ class FreshExamples:
         the worker also writes the finished chunk there."""
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker, initargs=(self.spec, True),
             )  # fmt: skip
             weakref.finalize(self, self._executor.shutdown, wait=False, cancel_futures=True)
