@@ -28,10 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -42,8 +39,8 @@ from unittest import mock
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scratch import scratch
-from vq_assign import cpu_name, load_average
+from scratch import scratch, write_record
+from vq_assign import load_average, machine_facts
 
 from tokenize_mm.models import DecoderLM, preset
 
@@ -163,10 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         "speedup_documents_over_dense": ratio_documents,
         "same_hidden_states_documents": same_documents,
         "main_job_documents_per_row": [len(r.unique_consecutive()) for r in main_job["segment_ids"]],
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "python": platform.python_version(),
-                    "load_start": load_start, "load_end": load_average(),
-                    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")},
+        "machine": machine_facts(load_start),
     }  # fmt: skip
     lines = [
         "# Attention paths: the causal fast path and per-document attention against the dense "
@@ -188,11 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         f"a row), causal attention per document over the dense mask: **{ratio_documents:.2f}x** "
         f"the speed; hidden states at every position equal to 1e-5: {same_documents}.",
     ]  # fmt: skip
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "attention_paths.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out / "attention_paths.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_record(args.out_dir, "attention_paths", record, lines)
 
 
 if __name__ == "__main__":

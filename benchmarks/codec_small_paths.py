@@ -23,10 +23,7 @@ Writes ``codec_small_paths.md`` and ``.json`` into ``--out-dir`` (a scratch fold
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -37,8 +34,8 @@ from unittest import mock
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scratch import scratch
-from vq_assign import cpu_name, load_average
+from scratch import scratch, write_record
+from vq_assign import load_average, machine_facts
 
 from tokenize_mm.tokenizers.arch import arch_dict
 from tokenize_mm.tokenizers.audio import padding
@@ -118,10 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         "rounds": args.rounds, "median_s": median, "times_s": times,
         "encode_speedup_pairs": encode_ratio, "decode_speedup_phases": decode_ratio,
         "codes_differing": differing, "codes_total": total, "max_waveform_difference": wave_diff,
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "python": platform.python_version(),
-                    "load_start": load_start, "load_end": load_average(),
-                    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")},
+        "machine": machine_facts(load_start),
     }  # fmt: skip
     lines = [
         "# The narrow codec's shortcuts: 1x1 convolutions on pairs of frames, transposed "
@@ -141,11 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         f"**{decode_ratio:.2f}x** conv_transpose2d's speed; largest waveform difference "
         f"{wave_diff:.1e}.",
     ]  # fmt: skip
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "codec_small_paths.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out / "codec_small_paths.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_record(args.out_dir, "codec_small_paths", record, lines)
 
 
 if __name__ == "__main__":

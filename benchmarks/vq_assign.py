@@ -66,6 +66,17 @@ def load_average() -> float | None:
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
+def machine_facts(load_start: float | None) -> dict[str, object]:
+    """What a record says of the machine: CPU, cores, torch threads and version, Python, the load
+    average at the start (``load_start``, taken before measuring) and now, the date (UTC)."""
+    import datetime
+
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "load_start": load_start, "load_end": load_average(),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}  # fmt: skip
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
