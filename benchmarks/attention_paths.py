@@ -105,7 +105,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=5, help="timed steps per variant per round")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--out-dir", default=scratch("attention_paths"))
+    p.add_argument(
+        "--out-dir",
+        default=scratch("attention_paths"),
+        help=f"where the .md and .json go; default: {scratch('attention_paths')}",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

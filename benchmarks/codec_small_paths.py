@@ -64,7 +64,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--clips", type=int, default=16)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--out-dir", default=scratch("codec_small_paths"))
+    p.add_argument(
+        "--out-dir",
+        default=scratch("codec_small_paths"),
+        help=f"where the .md and .json go; default: {scratch('codec_small_paths')}",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     tok = small_codec()

@@ -434,6 +434,7 @@ def test_benchmarks_write_to_a_scratch_folder_unless_told():
 
 
 @pytest.mark.parametrize("script", ["audio_encode.py", "audio_long.py", "codec_fit_speed.py",
+                                    "codec_small_paths.py", "attention_paths.py",
                                     "hostile_inputs.py", "packing.py", "tokenizers.py"])  # fmt: skip
 def test_result_writing_scripts_default_to_the_scratch_folder(script):
     """Rerunning a documented command to check it leaves docs/results as committed: every script
@@ -565,15 +566,40 @@ def test_reproduce_runs_an_entry_into_scratch_and_fails_on_a_difference(tmp_path
 
 
 def test_attention_paths_times_the_fast_path_against_the_dense_mask(tmp_path):
-    """Both paths run the same rows to the same hidden states; every variant is timed."""
+    """Each pair of paths runs the same rows to the same hidden states (the causal fast path and
+    the dense mask; per-document attention and the dense mask on main-job rows); every variant
+    is timed."""
     cmd = [sys.executable, str(ROOT / "benchmarks" / "attention_paths.py"), "--batch", "2",
            "--length", "64", "--rounds", "2", "--steps", "1", "--threads", "1", "--out-dir",
            str(tmp_path)]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     record = json.loads((tmp_path / "attention_paths.json").read_text())
-    assert record["same_hidden_states"] is True
-    assert record["median_s"].keys() == {"fast path", "dense mask", "packed rows"}
+    assert record["same_hidden_states"] is True and record["same_hidden_states_documents"] is True
+    assert record["median_s"].keys() == {
+        "fast path",
+        "dense mask",
+        "packed rows",
+        "main-job rows, dense mask",
+        "main-job rows, documents",
+    }
     assert all(len(v) == 2 for v in record["per_round_median_s"].values())
-    assert record["speedup_fast_over_dense"] > 0 and record["machine"]["threads"] == 1
-    assert "| fast path |" in (tmp_path / "attention_paths.md").read_text()
+    assert record["speedup_fast_over_dense"] > 0 and record["speedup_documents_over_dense"] > 0
+    assert record["machine"]["threads"] == 1
+    assert all(n >= 1 for n in record["main_job_documents_per_row"])
+    assert "| main-job rows, documents |" in (tmp_path / "attention_paths.md").read_text()
+
+
+def test_codec_small_paths_times_both_shortcuts_against_what_they_replaced(tmp_path):
+    """audio_small's encoding with and without pairs of frames gives the same codes, its decoding
+    over phases the transposed convolution's waveform; every variant is timed."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "codec_small_paths.py"), "--clips", "2",
+           "--rounds", "2", "--out-dir", str(tmp_path)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = json.loads((tmp_path / "codec_small_paths.json").read_text())
+    assert record["codes_differing"] == 0 and record["codes_total"] > 0
+    assert record["max_waveform_difference"] < 1e-4
+    assert all(len(v) == 2 for v in record["times_s"].values()) and len(record["times_s"]) == 4
+    assert record["encode_speedup_pairs"] > 0 and record["machine"]["threads"] == 1
+    assert "| decode, phase convolutions |" in (tmp_path / "codec_small_paths.md").read_text()
