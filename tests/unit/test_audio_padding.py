@@ -156,6 +156,19 @@ def test_fast_conv_transpose_matches_sconvtranspose(causal, trim, kernel, stride
     torch.testing.assert_close(fast(to_channels_last(x[:, :, None]))[:, :, 0], sconvtr(x))
 
 
+@pytest.mark.parametrize("kernel,stride", [(6, 3), (7, 3), (4, 4)])
+def test_fast_conv_transpose_normalises_over_its_own_length(kernel, stride):
+    """A norm that pools over time (time_group_norm) sees the transposed convolution's samples
+    only, not the phases' bias-only tail: the 3-D values on channels-last input."""
+    torch.manual_seed(0)
+    sconvtr = SConvTranspose1d(3, 4, kernel, stride=stride, causal=False, norm="time_group_norm")
+    fast = FastConvTranspose1d(sconvtr)
+    for length in (1, 5):
+        x = torch.randn(2, 3, length)
+        y = fast(to_channels_last(x[:, :, None]))[:, :, 0]
+        torch.testing.assert_close(y, sconvtr(x), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("c_in,c_out,n", [(8, 8, 10), (4, 8, 7), (8, 16, 6), (3, 2, 0)])
 def test_rows_linear_is_the_matrix_product(c_in, c_out, n):
     """A 1x1 convolution's rows on pairs of frames (narrow outputs, N even) or as they are:

@@ -245,19 +245,19 @@ class FastConvTranspose1d(nn.Module):
             inner = self.convtr.convtr
             _run_pre_hooks(inner, x)
             if _plain_transpose(inner):
-                y = self.convtr.norm(
-                    phase_conv_transpose(x, inner.weight, inner.bias, inner.stride[0])
-                )
+                # cut to the transposed convolution's own length (the phases run past it)
+                # before the norm, which may pool over time (time_group_norm)
+                length = (x.shape[-1] - 1) * inner.stride[0] + inner.kernel_size[0]
+                y = phase_conv_transpose(x, inner.weight, inner.bias, inner.stride[0])
+                y = y[..., :length]
             else:
-                y = self.convtr.norm(
-                    F.conv_transpose2d(
-                        x, inner.weight[:, :, None], inner.bias, stride=(1, inner.stride[0]),
-                        output_padding=(0, inner.output_padding[0]), groups=inner.groups,
-                        dilation=(1, inner.dilation[0]),
-                    )
+                y = F.conv_transpose2d(
+                    x, inner.weight[:, :, None], inner.bias, stride=(1, inner.stride[0]),
+                    output_padding=(0, inner.output_padding[0]), groups=inner.groups,
+                    dilation=(1, inner.dilation[0]),
                 )  # fmt: skip
-            # the transposed convolution's own length (the phases may run past it)
-            length = (x.shape[-1] - 1) * inner.stride[0] + inner.kernel_size[0]
+            y = self.convtr.norm(y)
+            length = y.shape[-1]
         left, right = self.trim
         return y[..., left : length - right]
 
