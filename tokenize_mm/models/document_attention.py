@@ -13,8 +13,9 @@ reads each row's runs of equal segment id, pads each run's length up to a multip
 queries, keys and values into (n, H, P, D), runs ``scaled_dot_product_attention(is_causal=True)``
 on it without a mask, and puts every position's output back where it came from. A run's pad
 slots come after all of its real positions, so causal attention never lets a real query see one.
-Only the pairs of each document's own square are scored (on the main job's rows, one long
-document and a fragment or two, about three quarters of the row's square, with no mask to read).
+Only the pairs of each document's own square are scored, with no mask to read (on the main
+job's rows, one long document and a fragment or two, that is most of the row's square still:
+docs/training.md, "Attention").
 
 The same outputs as the dense mask at every document position, summed in another order. The one
 difference: padding (segment 0) sees only its own run, where the dense mask joins a row's
@@ -31,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 #: Run lengths are padded up to a multiple of this: fewer, larger groups (one kernel call each)
-#: against more padded slots scored. 64 was the fastest of 16, 32, 64 and 128 on the main job's
-#: rows (benchmarks/attention_paths.py).
+#: against more padded slots scored. 64 came out ahead of 16, 32 and 128 on rows of the main
+#: job's stream in a sweep during development (not recorded).
 QUANTUM = 64
 
 

@@ -246,8 +246,8 @@ class ResidualFiniteScalarQuantizer(_FSQBase):
         """(B, N, K') stage indices → (B, N, d'): the sum of each stage's grid point times the
         stage's scale, through the library's output projection; what its
         ``get_output_from_indices`` computes, the same ops in the same order, without its
-        ``einx`` lookup, which builds a graph for every new shape (85 ms each: a codec's
-        held-out evaluation decodes clips of many lengths)."""
+        ``einx`` lookup, which builds a graph (solving its shapes with sympy) for every new shape:
+        a codec's held-out evaluation decodes clips of many lengths."""
         books, scales = self.fsq.codebooks, self.fsq.scales  # (K, C, d), (K, d)
         points = torch.stack([books[k][indices[..., k]] for k in range(indices.shape[-1])])
         points = points * scales[: indices.shape[-1], None, None, :]  # (K', B, N, d)
