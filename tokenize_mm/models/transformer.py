@@ -401,7 +401,7 @@ class DecoderLM(nn.Module):
             if self.config.attention == "documents":
                 runs = DocumentRuns.from_segment_ids(segment_ids)
                 if runs is not None:
-                    return runs
+                    return runs.to(segment_ids.device)  # once, not in every block
         return block_mask(segment_ids, modality, branches, bidirectional=bidirectional)
 
     def _rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -236,8 +236,8 @@ class BuiltinSource:
 
     def rendering(self, modalities: Sequence[str]) -> Iterator[Example]:
         """The examples in order, with only their items of ``modalities`` rendered (ids, splits,
-        concepts and metadata as always): a tokenizer's fit reads one modality, and drawing and
-        playing the others cost the image fit about a second."""
+        concepts and metadata as always): a tokenizer's fit reads one modality and need not draw
+        or play the others."""
         wanted = tuple(modalities)
         for index in self._indices:
             yield self._example(index, wanted)

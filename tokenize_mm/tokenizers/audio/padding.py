@@ -240,7 +240,6 @@ class FastConvTranspose1d(nn.Module):
         channels and T · stride frames."""
         if x.dim() == 3:
             y = self.convtr(x)
-            length = y.shape[-1]
         else:
             inner = self.convtr.convtr
             _run_pre_hooks(inner, x)
@@ -257,9 +256,8 @@ class FastConvTranspose1d(nn.Module):
                     dilation=(1, inner.dilation[0]),
                 )  # fmt: skip
             y = self.convtr.norm(y)
-            length = y.shape[-1]
         left, right = self.trim
-        return y[..., left : length - right]
+        return y[..., left : y.shape[-1] - right]
 
 
 def _plain_transpose(conv: nn.ConvTranspose1d) -> bool:
