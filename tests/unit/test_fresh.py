@@ -295,20 +295,21 @@ def test_rendering_ahead_keeps_what_the_stream_then_reads(builtin_store, tmp_pat
     store_dir, spec = builtin_store
     store = TokenStore(store_dir, split="train")
     kept = dataclasses.replace(spec, cache_dir=str(tmp_path / "kept"))
-    owner = FreshExamples(kept, store.modality_table, chunk=4, ahead=0)
-    assert owner.render_ahead({"trimodal": 6, "text_only": 3}, workers=2) == 3
-    assert owner.render_ahead({"trimodal": 8, "text_only": 4}, workers=2) == 0  # all kept
-    assert owner._executor is None
+    owner = FreshExamples(kept, store.modality_table, chunk=4, ahead=0, workers=2)
     plain_owner = FreshExamples(spec, store.modality_table, chunk=4, ahead=0)
     try:
+        assert owner.render_ahead({"trimodal": 6, "text_only": 3}) == 3
+        # rendered by the stream's own workers, which stay for the stream (at the lowest priority)
+        assert owner._executor is not None and owner._executor.submit(os.nice, 0).result() == 19
+        assert owner.render_ahead({"trimodal": 8, "text_only": 4}) == 0  # all kept
         plain, read = fresh_sources(store, plain_owner), fresh_sources(store, owner)
         for name, n in (("trimodal", 8), ("text_only", 4)):
             for j in range(n):
                 assert read[name][j].tokens.tolist() == plain[name][j].tokens.tolist()
-        assert owner._executor is None  # every one of them was kept ahead
+        assert owner.streamed == 0 and plain_owner.streamed == 3  # every one was kept ahead
     finally:
         plain_owner.close(), owner.close()
-    assert FreshExamples(spec, store.modality_table).render_ahead({"trimodal": 4}, 2) == 0
+    assert FreshExamples(spec, store.modality_table).render_ahead({"trimodal": 4}) == 0
 
     sources = fresh_sources(store, FreshExamples(spec, store.modality_table))
     sizes = {n: d.num_tokens for n, d in sources.items()}

@@ -150,13 +150,16 @@ class StoreDataModule(L.LightningDataModule):
         if total > AHEAD_MAX_DOCUMENTS:  # a long run: its first documents, the worker the rest
             wanted = {n: -(-k * AHEAD_MAX_DOCUMENTS // total) for n, k in wanted.items()}
         start = time.perf_counter()
-        rendered = self.fresh_examples.render_ahead(wanted, self.fresh_ahead)
+        rendered = self.fresh_examples.render_ahead(wanted)
         if rendered:
             log.info("rendered %d chunks of fresh examples ahead in %d processes (%.0f s)",
                      rendered, self.fresh_ahead, time.perf_counter() - start)  # fmt: skip
 
     def teardown(self, stage: str | None = None) -> None:
         if self.fresh_examples is not None:  # stop the worker; a later read starts another
+            if self.fresh_examples.streamed:
+                log.info("the fresh-example workers rendered %d chunks beside the trainer",
+                         self.fresh_examples.streamed)  # fmt: skip
             self.fresh_examples.close()
 
     def _rank_world(self) -> tuple[int, int]:

@@ -36,9 +36,11 @@ source settings, the tokenizers' manifests, pattern, order, group size); a folde
 is refused, and a chunk that does not load or names other examples is rendered again. The caller
 keys the folder by the code too (``tmm-train``: ``<cache_dir>/fresh/<key>``), so a change to the
 renderer or a tokenizer's code starts a new one. ``render_ahead`` fills the folder before training
-starts, in as many processes as there are cores (``StoreDataModule``'s ``fresh_ahead``: the
-documents the run is expected to read at the sampler's first probabilities,
-``expected_documents``), so that the worker then has little left to render beside the trainer.
+starts, in the stream's own worker processes, as many as there are cores (``StoreDataModule``'s
+``fresh_ahead``: the documents the run is expected to read at the sampler's first probabilities,
+``expected_documents``), so that the workers then have little left to render beside the trainer
+and have loaded the tokenizers before they are first needed: a worker started late, at the
+lowest priority beside the trainer, made the first chunk that was not kept the slowest.
 
 **Hard negatives** (``FreshSpec.group_size``, ``data.hard_negatives``): the stream can draw each
 sub-source's examples in groups that share colour and background and differ in shape
@@ -249,6 +251,7 @@ class FreshExamples:
         self.source = BuiltinSource(**spec.source)
         self.source.check_group_size(spec.group_size)  # here, not in the worker
         self._executor: ProcessPoolExecutor | None = None
+        self.streamed = 0  # chunks the stream asked the workers for (not rendered ahead)
         self.cache_dir = None if spec.cache_dir is None else Path(spec.cache_dir)
         if self.cache_dir is not None:
             self._claim_cache(self.cache_dir)
@@ -307,17 +310,19 @@ class FreshExamples:
             weakref.finalize(self, self._executor.shutdown, wait=False, cancel_futures=True)
         return self._executor.submit(_tokenize, indices, None if keep is None else str(keep))
 
-    def render_ahead(self, wanted: Mapping[str, int], workers: int) -> int:
-        """Render and keep, in ``workers`` processes at once, the chunks that hold the first
-        ``wanted[name]`` documents of each sub-source and are not kept yet: before training
-        starts, so that the worker does not contend with the trainer's threads for them (needs
-        ``cache_dir``). A chunk with a failed example is not kept: the stream renders it again
-        and names the example when it reaches it. Returns the number of chunks rendered.
+    def render_ahead(self, wanted: Mapping[str, int]) -> int:
+        """Render and keep the chunks that hold the first ``wanted[name]`` documents of each
+        sub-source and are not kept yet, in the stream's own worker processes (all ``workers``
+        of them, started here): before training starts, so that they do not contend with the
+        trainer's threads for them, and so that the workers have loaded the tokenizers before
+        the stream first needs a chunk that is not kept (needs ``cache_dir``). A chunk with a
+        failed example is not kept: the stream renders it again and names the example when it
+        reaches it. Returns the number of chunks rendered.
 
         Raises:
             DataError: a rendering process died.
         """
-        if self.cache_dir is None or workers < 1:
+        if self.cache_dir is None:
             return 0
         jobs: list[tuple[list[int], Path]] = []
         for name, n in wanted.items():
@@ -327,19 +332,15 @@ class FreshExamples:
                 path = self.chunk_path(name, c)
                 if path is not None and not path.is_file():
                     jobs.append((indices, path))
-        if not jobs:
-            return 0
-        pool = ProcessPoolExecutor(
-            max_workers=min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker, initargs=(self.spec,),
-        )  # fmt: skip
+        futures = [self.submit(indices, keep=path) for indices, path in jobs]
         try:
-            for future in [pool.submit(_tokenize, indices, str(path)) for indices, path in jobs]:
+            for future in futures:
                 future.result()
         except BrokenProcessPool as err:
             raise DataError(f"a fresh-example process died ({err}); see its error above.") from err
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            for future in futures:  # interrupted: nothing left queued ahead of the stream's
+                future.cancel()
         return len(jobs)
 
     def close(self) -> None:
@@ -404,6 +405,7 @@ class FreshDocuments(Sequence[Document]):
                 self._chunks[c] = path
             else:
                 self._chunks[c] = self.owner.submit(self._indices_of_chunk(c), keep=path)
+                self.owner.streamed += 1
 
     def _read_kept(self, path: Path, c: int) -> list[Document] | None:
         """Chunk ``c`` from its kept file, or ``None`` when the file is not a sound chunk."""
