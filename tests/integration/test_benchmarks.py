@@ -434,7 +434,7 @@ def test_benchmarks_write_to_a_scratch_folder_unless_told():
 
 
 @pytest.mark.parametrize("script", ["audio_encode.py", "audio_long.py", "codec_fit_speed.py",
-                                    "codec_small_paths.py", "attention_paths.py",
+                                    "codec_small_paths.py", "attention_paths.py", "image_fit_speed.py",
                                     "hostile_inputs.py", "packing.py", "tokenizers.py"])  # fmt: skip
 def test_result_writing_scripts_default_to_the_scratch_folder(script):
     """Rerunning a documented command to check it leaves docs/results as committed: every script
@@ -603,3 +603,17 @@ def test_codec_small_paths_times_both_shortcuts_against_what_they_replaced(tmp_p
     assert all(len(v) == 2 for v in record["times_s"].values()) and len(record["times_s"]) == 4
     assert record["encode_speedup_pairs"] > 0 and record["machine"]["threads"] == 1
     assert "| decode, phase convolutions |" in (tmp_path / "codec_small_paths.md").read_text()
+
+
+def test_image_fit_speed_times_both_layouts_with_the_same_codes(tmp_path):
+    """image_small's fit step and encoding, channels-last and NCHW: every variant timed, the
+    codes of both layouts identical."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "image_fit_speed.py"), "--batch", "4",
+           "--steps", "1", "--rounds", "2", "--out-dir", str(tmp_path)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = json.loads((tmp_path / "image_fit_speed.json").read_text())
+    assert record["codes_differing"] == 0 and record["codes_total"] == 4 * 256
+    assert all(len(v) == 2 for v in record["times_s"].values()) and len(record["times_s"]) == 4
+    assert record["fit_speedup_channels_last"] > 0 and record["encode_speedup_channels_last"] > 0
+    assert "| fit step, NCHW |" in (tmp_path / "image_fit_speed.md").read_text()

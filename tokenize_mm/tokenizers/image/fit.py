@@ -58,7 +58,8 @@ class VQImageFitModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> torch.Tensor:
         (pixels_u8,) = batch  # (B, 3, S, S) uint8: kept compact in memory, converted per batch
-        pixels = pixels_u8.float() / 255.0
+        # channels-last, as the model computes (VQImageModel._latents): the loss's target too
+        pixels = (pixels_u8.float() / 255.0).contiguous(memory_format=torch.channels_last)
         recon, codes, commit = self.model(pixels, quantize=len(self.history) >= self.warmup_steps)
         if codes is not None:
             self.usage.update(codes)
