@@ -1,7 +1,7 @@
 """Training the 50 Hz codec with Lightning (imported only by ``AudioTokenizer.fit``).
 
 Losses (EnCodec: Défossez et al. 2022, "High Fidelity Neural Audio Compression"): L1 on the
-waveform, L1 on log-mel spectrograms at several resolutions (torchaudio), and the residual
+waveform, L1 on log-mel spectrograms at several resolutions (``spectrum.MelPower``), and the residual
 quantizer's commitment loss. Training reads random fixed-length segments of the clips. AdamW with
 linear warm-up and cosine decay (``core/schedules.py``), as for the image tokenizer.
 
@@ -22,11 +22,11 @@ import warnings
 import lightning as L
 import torch
 import torch.nn.functional as F
-import torchaudio
 from encodec.msstftd import MultiScaleSTFTDiscriminator
 
 from tokenize_mm.core.schedules import warmup_cosine
 from tokenize_mm.tokenizers.audio.model import CodecModel
+from tokenize_mm.tokenizers.audio.spectrum import MelPower
 from tokenize_mm.tokenizers.fit_loop import FitRecord, run_fit
 from tokenize_mm.tokenizers.quant.usage import UsageTracker
 
@@ -34,14 +34,14 @@ DISC_MAX_N_FFT = 2048  # the largest STFT of MultiScaleSTFTDiscriminator's defau
 
 
 class MultiScaleMelLoss(torch.nn.Module):
-    """Mean L1 distance of log-mel spectrograms at FFT sizes ``n_ffts`` (hop = n_fft / 4)."""
+    """Mean L1 distance of log-mel spectrograms at FFT sizes ``n_ffts`` (hop = n_fft / 4):
+    torchaudio's ``MelSpectrogram`` computed by ``spectrum.MelPower``, whose backward through
+    the FFT is a half-length inverse real FFT (``benchmarks/codec_fit_speed.py``)."""
 
     def __init__(self, sample_rate: int, n_ffts: tuple[int, ...] = (256, 512, 1024, 2048)):
         super().__init__()
         self.mels = torch.nn.ModuleList(
-            torchaudio.transforms.MelSpectrogram(
-                sample_rate=sample_rate, n_fft=n, hop_length=n // 4, n_mels=min(64, n // 8)
-            )
+            MelPower(sample_rate, n_fft=n, hop_length=n // 4, n_mels=min(64, n // 8))
             for n in n_ffts
         )
 
