@@ -39,7 +39,7 @@ from unittest import mock
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scratch import scratch, write_record
+from scratch import rotated, scratch, write_record
 from vq_assign import load_average, machine_facts
 
 from tokenize_mm.models import DecoderLM, preset
@@ -142,9 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     times: dict[str, list[float]] = {name: [] for name in variants}
     per_round: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(args.rounds):
-        names = list(variants)
-        names = names[r % len(names) :] + names[: r % len(names)]  # rotate the order
-        for name in names:
+        for name in rotated(list(variants), r):
             variants[name]()  # warm-up
             got = []
             for _ in range(args.steps):

@@ -27,14 +27,13 @@ import os
 import shlex
 import statistics
 import sys
-import time
 from pathlib import Path
 from unittest import mock
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scratch import scratch, write_record
+from scratch import interleaved, out_dir_option, write_record
 from vq_assign import load_average, machine_facts
 
 from tokenize_mm.tokenizers.arch import arch_dict
@@ -54,21 +53,11 @@ def small_codec(seed: int = 0) -> AudioTokenizer:
                           {"arch": arch_dict(config)}, {})  # fmt: skip
 
 
-def timed(fn) -> tuple[float, object]:
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--clips", type=int, default=16)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument(
-        "--out-dir",
-        default=scratch("codec_small_paths"),
-        help=f"where the .md and .json go; default: {scratch('codec_small_paths')}",
-    )
+    out_dir_option(p, "codec_small_paths")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     tok = small_codec()
@@ -96,14 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     for fn in variants.values():
         fn()  # warm-up
     load_start = load_average()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    outputs: dict[str, object] = {}
-    for r in range(args.rounds):
-        names = list(variants)
-        names = names[r % len(names) :] + names[: r % len(names)]  # rotate the order
-        for name in names:
-            seconds, outputs[name] = timed(variants[name])
-            times[name].append(seconds)
+    times, outputs = interleaved(variants, args.rounds)
     median = {name: statistics.median(v) for name, v in times.items()}
     pairs_codes = outputs["encode, 1x1 on pairs of frames"]
     plain_codes = outputs["encode, plain 1x1 product"]

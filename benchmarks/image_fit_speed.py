@@ -25,14 +25,13 @@ import os
 import shlex
 import statistics
 import sys
-import time
 from pathlib import Path
 from unittest import mock
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scratch import scratch, write_record
+from scratch import interleaved, out_dir_option, write_record
 from vq_assign import load_average, machine_facts
 
 from tokenize_mm.tokenizers.image.fit import chroma, l1_mse
@@ -51,12 +50,11 @@ def nchw_latents(self: VQImageModel, pixels: torch.Tensor) -> torch.Tensor:
     return z.flatten(2).transpose(1, 2)
 
 
-def fit_steps(model: VQImageModel, pixels: torch.Tensor, steps: int, channels_last: bool) -> float:
-    """Seconds for ``steps`` fit steps of ``model`` on ``pixels`` in the given layout."""
+def fit_steps(model: VQImageModel, pixels: torch.Tensor, steps: int, channels_last: bool) -> None:
+    """``steps`` fit steps of ``model`` on ``pixels`` in the given layout."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99))
     if channels_last:
         pixels = pixels.contiguous(memory_format=torch.channels_last)
-    start = time.perf_counter()
     with mock.patch.object(VQImageModel, "_latents", VQImageModel._latents if channels_last
                            else nchw_latents):  # fmt: skip
         for _ in range(steps):
@@ -66,7 +64,6 @@ def fit_steps(model: VQImageModel, pixels: torch.Tensor, steps: int, channels_la
             opt.zero_grad(set_to_none=True)
             (rec + commit).backward()
             opt.step()
-    return time.perf_counter() - start
 
 
 def encode(model: VQImageModel, pixels: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -80,11 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=5, help="fit steps a round")
     p.add_argument("--rounds", type=int, default=6)
-    p.add_argument(
-        "--out-dir",
-        default=scratch("image_fit_speed"),
-        help=f"where the .md and .json go; default: {scratch('image_fit_speed')}",
-    )
+    out_dir_option(p, "image_fit_speed")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     pixels = torch.rand(args.batch, 3, ARCH["image_size"], ARCH["image_size"])
@@ -94,37 +87,28 @@ def main(argv: list[str] | None = None) -> None:
     models = {layout: copy.deepcopy(base) for layout in ("channels-last", "NCHW")}
     encoder = copy.deepcopy(base).eval()
 
-    def timed_encode(channels_last: bool) -> tuple[float, torch.Tensor]:
+    def encode_one_thread(channels_last: bool) -> torch.Tensor:
         torch.set_num_threads(1)
         try:
-            start = time.perf_counter()
-            codes = encode(encoder, pixels, channels_last)
-            return time.perf_counter() - start, codes
+            return encode(encoder, pixels, channels_last)
         finally:
             torch.set_num_threads(fit_threads)
 
     variants = {
-        "fit step, channels-last": lambda: (fit_steps(models["channels-last"], pixels, args.steps,
-                                                      True) / args.steps, None),
-        "fit step, NCHW": lambda: (fit_steps(models["NCHW"], pixels, args.steps, False)
-                                   / args.steps, None),
-        "encode (1 thread), channels-last": lambda: timed_encode(True),
-        "encode (1 thread), NCHW": lambda: timed_encode(False),
+        "fit step, channels-last": lambda: fit_steps(models["channels-last"], pixels, args.steps,
+                                                     True),
+        "fit step, NCHW": lambda: fit_steps(models["NCHW"], pixels, args.steps, False),
+        "encode (1 thread), channels-last": lambda: encode_one_thread(True),
+        "encode (1 thread), NCHW": lambda: encode_one_thread(False),
     }  # fmt: skip
     for fn in variants.values():
         fn()  # warm-up
     load_start = load_average()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    outputs: dict[str, torch.Tensor | None] = {}
-    for r in range(args.rounds):
-        names = list(variants)
-        names = names[r % len(names) :] + names[: r % len(names)]  # rotate the order
-        for name in names:
-            seconds, outputs[name] = variants[name]()
-            times[name].append(seconds)
+    times, outputs = interleaved(variants, args.rounds)
+    for name in ("fit step, channels-last", "fit step, NCHW"):  # seconds a step
+        times[name] = [t / args.steps for t in times[name]]
     median = {name: statistics.median(v) for name, v in times.items()}
     a, b = outputs["encode (1 thread), channels-last"], outputs["encode (1 thread), NCHW"]
-    assert a is not None and b is not None
     differing, total = int((a != b).sum()), a.numel()
     fit_ratio = median["fit step, NCHW"] / median["fit step, channels-last"]
     encode_ratio = median["encode (1 thread), NCHW"] / median["encode (1 thread), channels-last"]
