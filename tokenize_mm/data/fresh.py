@@ -39,8 +39,8 @@ renderer or a tokenizer's code starts a new one. ``render_ahead`` fills the fold
 starts, in the stream's own worker processes, as many as there are cores (``StoreDataModule``'s
 ``fresh_ahead``: the documents the run is expected to read at the sampler's first probabilities,
 ``expected_documents``), so that the workers then have little left to render beside the trainer
-and have loaded the tokenizers before they are first needed: a worker started late, at the
-lowest priority beside the trainer, made the first chunk that was not kept the slowest.
+and have loaded the tokenizers before they are first needed (a worker started only then would
+load them at the lowest priority beside the trainer while the stream waits for its chunk).
 
 **Hard negatives** (``FreshSpec.group_size``, ``data.hard_negatives``): the stream can draw each
 sub-source's examples in groups that share colour and background and differ in shape
