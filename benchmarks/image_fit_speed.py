@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     pixels = torch.rand(args.batch, 3, ARCH["image_size"], ARCH["image_size"])
     base = VQImageModel(VQImageConfig(**ARCH))
-    base(pixels)  # the VQ codebook's k-means start, once, so that both variants start alike
+    base(pixels)  # one forward first: both copies start from the same (lazily initialised) state
     fit_threads = torch.get_num_threads()
     models = {layout: copy.deepcopy(base) for layout in ("channels-last", "NCHW")}
     encoder = copy.deepcopy(base).eval()
