@@ -1,9 +1,9 @@
 """Training the 50 Hz codec with Lightning (imported only by ``AudioTokenizer.fit``).
 
 Losses (EnCodec: Défossez et al. 2022, "High Fidelity Neural Audio Compression"): L1 on the
-waveform, L1 on log-mel spectrograms at several resolutions (``spectrum.MelPower``), and the residual
-quantizer's commitment loss. Training reads random fixed-length segments of the clips. AdamW with
-linear warm-up and cosine decay (``core/schedules.py``), as for the image tokenizer.
+waveform, L1 on log-mel spectrograms at several resolutions (``spectrum.MelPower``), and the
+residual quantizer's commitment loss. Training reads random fixed-length segments of the clips.
+AdamW with linear warm-up and cosine decay (``core/schedules.py``), as for the image tokenizer.
 
 The adversarial terms of EnCodec (section 3.4) are optional (``adversarial_weight > 0``; off by
 default): a multi-scale STFT discriminator (``encodec.msstftd.MultiScaleSTFTDiscriminator``, K
