@@ -39,7 +39,7 @@ from unittest import mock
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scratch import rotated, scratch, write_record
+from scratch import out_dir_option, rotated, write_record
 from vq_assign import load_average, machine_facts
 
 from tokenize_mm.models import DecoderLM, preset
@@ -105,11 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=5, help="timed steps per variant per round")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
-    p.add_argument(
-        "--out-dir",
-        default=scratch("attention_paths"),
-        help=f"where the .md and .json go; default: {scratch('attention_paths')}",
-    )
+    out_dir_option(p, "attention_paths")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

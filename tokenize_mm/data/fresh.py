@@ -251,7 +251,7 @@ class FreshExamples:
         self.source = BuiltinSource(**spec.source)
         self.source.check_group_size(spec.group_size)  # here, not in the worker
         self._executor: ProcessPoolExecutor | None = None
-        self.streamed = 0  # chunks the stream asked the workers for (not rendered ahead)
+        self.streamed = 0  # chunks the stream had rendered beside the trainer (FreshDocuments)
         self.cache_dir = None if spec.cache_dir is None else Path(spec.cache_dir)
         if self.cache_dir is not None:
             self._claim_cache(self.cache_dir)
@@ -404,8 +404,12 @@ class FreshDocuments(Sequence[Document]):
             if path is not None and path.is_file():  # kept by an earlier run: read when reached
                 self._chunks[c] = path
             else:
-                self._chunks[c] = self.owner.submit(self._indices_of_chunk(c), keep=path)
-                self.owner.streamed += 1
+                self._chunks[c] = self._render(c, path)
+
+    def _render(self, c: int, keep: Path | None) -> Future:
+        """Chunk ``c`` rendered by the workers beside the trainer (counted in ``streamed``)."""
+        self.owner.streamed += 1
+        return self.owner.submit(self._indices_of_chunk(c), keep=keep)
 
     def _read_kept(self, path: Path, c: int) -> list[Document] | None:
         """Chunk ``c`` from its kept file, or ``None`` when the file is not a sound chunk."""
@@ -426,9 +430,7 @@ class FreshDocuments(Sequence[Document]):
         got = self._chunks[c]
         if isinstance(got, Path):  # damaged or foreign: rendered (and kept) again
             docs = self._read_kept(got, c)
-            self._chunks[c] = got = (
-                docs if docs is not None else self.owner.submit(self._indices_of_chunk(c), got)
-            )
+            self._chunks[c] = got = docs if docs is not None else self._render(c, got)
         if isinstance(got, Future):
             try:
                 results = got.result()

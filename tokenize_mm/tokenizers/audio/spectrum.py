@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 
+from tokenize_mm.tokenizers.audio.padding import reflect_pad
+
 
 class _RealFFT(torch.autograd.Function):
     """One-sided FFT of real frames (..., N) → (..., N // 2 + 1), unnormalised; the backward is
@@ -75,7 +77,11 @@ class MelPower(torch.nn.Module):
         """wav (..., S) float → (..., n_mels, 1 + S // hop_length)."""
         lead, length = wav.shape[:-1], wav.shape[-1]
         half = self.n_fft // 2
-        flat = F.pad(wav.reshape(-1, 1, length), (half, half), mode="reflect")[:, 0]
+        flat = wav.reshape(-1, length)
+        if length > half:  # as slices (audio/padding.py); shorter: F.pad's own error
+            flat = reflect_pad(flat, half, half)
+        else:
+            flat = F.pad(flat[:, None], (half, half), mode="reflect")[:, 0]
         frames = flat.unfold(-1, self.n_fft, self.hop_length) * self.window  # (M, T, n_fft)
         spec = real_fft(frames)  # (M, T, n_fft // 2 + 1)
         power = spec.real.square() + spec.imag.square()
