@@ -18,6 +18,8 @@ from tokenize_mm.tokenizers.audio.model import CodecConfig, CodecModel
 from tokenize_mm.tokenizers.audio.padding import (
     FastConvTranspose1d,
     FastPadConv1d,
+    ReflectPadChannelsLast,
+    TrimChannelsLast,
     phase_conv_transpose,
     polyphase_conv,
     polyphase_weight,
@@ -26,6 +28,7 @@ from tokenize_mm.tokenizers.audio.padding import (
     swap_padded_convs,
     takes_channels_last,
     to_channels_last,
+    trim_channels_last,
 )
 
 ARCH = CodecConfig(
@@ -41,6 +44,52 @@ def test_reflect_pad_equals_torch(left, right):
     assert torch.equal(
         reflect_pad(x, left, right), torch.nn.functional.pad(x, (left, right), mode="reflect")
     )
+
+
+def _channels_last_leaf(*shape: int) -> torch.Tensor:
+    x = torch.randn(*shape, dtype=torch.float64)
+    return to_channels_last(x).requires_grad_()
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last)
+
+
+# (T, left, right): causal (left only), split, right only, and short inputs whose two reflected
+# ends read the same samples (their gradients add on those samples)
+@pytest.mark.parametrize("t,left,right", [(20, 6, 0), (20, 3, 4), (9, 0, 5), (4, 3, 3), (2, 1, 1)])
+def test_reflect_pad_channels_last_gradient_is_autograds_in_channels_last(t, left, right):
+    """``ReflectPadChannelsLast``: reflect_pad's values, and the gradient autograd computes
+    through the slice assignments, exactly (float64), in channels-last memory."""
+    torch.manual_seed(0)
+    x = _channels_last_leaf(3, 5, 1, t)
+    y = ReflectPadChannelsLast.apply(x, left, right)
+    assert torch.equal(y[:, :, 0], reflect_pad(x.detach()[:, :, 0], left, right))
+    g = torch.randn(y.shape, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(y, x, g)
+    ref = torch.nn.functional.pad(x[:, :, 0], (left, right), mode="reflect")
+    (ref_grad,) = torch.autograd.grad(ref, x, g[:, :, 0])
+    torch.testing.assert_close(grad, ref_grad, rtol=0, atol=1e-12)
+    assert _is_channels_last(grad)
+    assert torch.autograd.gradcheck(lambda v: ReflectPadChannelsLast.apply(v, left, right), (x,))
+
+
+@pytest.mark.parametrize("left,right", [(0, 3), (2, 2), (4, 0), (0, 0)])
+def test_trim_channels_last_is_the_slice_dense_with_its_gradient(left, right):
+    """``trim_channels_last``: the slice's values in dense channels-last memory (a slice of
+    several examples is not dense), and the slice's gradient, channels-last."""
+    torch.manual_seed(0)
+    y = _channels_last_leaf(3, 4, 1, 11)
+    out = trim_channels_last(y, left, right)
+    assert torch.equal(out, y[..., left : 11 - right]) and _is_channels_last(out)
+    g = to_channels_last(torch.randn(out.shape, dtype=torch.float64))
+    (grad,) = torch.autograd.grad(out, y, g)
+    (ref,) = torch.autograd.grad(y[..., left : 11 - right], y, g)
+    assert torch.equal(grad, ref) and _is_channels_last(grad)
+    if left or right:
+        assert torch.autograd.gradcheck(lambda v: TrimChannelsLast.apply(v, left, right), (y,))
+    with torch.no_grad():  # inference: the same dense values, no graph
+        assert torch.equal(trim_channels_last(y, left, right), out.detach())
 
 
 @pytest.mark.parametrize("causal", [True, False])

@@ -23,6 +23,14 @@ slices, and it copies the input even when a 1x1 convolution pads nothing
   quantizer boundary can take the other code; ``benchmarks/audio_encode.py`` counts the codes
   that differ from the ``encodec`` package's.
 
+Under autograd the channels-last padding and the transposed convolutions' trim are autograd
+functions of their own (``ReflectPadChannelsLast``, ``TrimChannelsLast``) whose gradients stay in
+channels-last memory: autograd's backward of a slice writes the gradient into zeros in the default
+layout, and every channels-last kernel before it then copied it across element by element (a
+profile of audio_small's fit step: layout copies a third of its time). The trim's output is dense,
+so the native ELU after it takes it (a slice of several examples is not dense, and it fell back
+to torch's). ``benchmarks/codec_fit_speed.py`` times the fit with and without them.
+
 Inputs no longer than their padding, which SEANet pads with zeros before reflecting, and other
 padding modes go through EnCodec's own ``pad1d``.
 """
@@ -188,9 +196,81 @@ def polyphase_conv(
 
 
 def _reflect_pad_channels_last(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
-    """``reflect_pad`` of x (B, C, 1, T), written straight into channels-last memory."""
+    """``reflect_pad`` of x (B, C, 1, T), written straight into channels-last memory; under
+    autograd through ``ReflectPadChannelsLast``, whose gradient stays channels-last."""
     if left == 0 and right == 0:
         return to_channels_last(x)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return ReflectPadChannelsLast.apply(x, left, right)
+    return _write_reflect_pad(x, left, right)
+
+
+class ReflectPadChannelsLast(torch.autograd.Function):
+    """``_write_reflect_pad`` with its gradient in channels-last memory: (B, C, 1, T) → (B, C, 1,
+    left + T + right) and back.
+
+    Autograd's own backward of the slice assignments starts each part from a zero tensor in the
+    default (B, C, T)-major layout, so the gradient leaves the padding in that layout and every
+    channels-last kernel before it (the ELU's, oneDNN's convolution) first copies it across,
+    element by element (a profile of audio_small's fit step: copies a third of its time). Here
+    the gradient is the padded gradient's middle, copied once (each example's frames are one
+    block), plus the reflected ends added onto the samples they came from."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, left: int,
+                right: int) -> torch.Tensor:  # fmt: skip
+        ctx.pads = (left, right)
+        return _write_reflect_pad(x, left, right)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor):
+        left, right = ctx.pads
+        t = grad.shape[-1] - left - right
+        out = to_channels_last(grad[..., left : left + t])
+        if left:  # out[..., :left] held x[..., 1 : left + 1] reversed
+            out[..., 1 : left + 1] += grad[..., :left].flip(-1)
+        if right:  # out[..., left + t :] held x[..., t - right - 1 : t - 1] reversed
+            out[..., t - right - 1 : t - 1] += grad[..., left + t :].flip(-1)
+        return out, None, None
+
+
+def trim_channels_last(y: torch.Tensor, left: int, right: int) -> torch.Tensor:
+    """y (B, C, 1, W)[..., left : W - right] as a new channels-last tensor, dense (a slice of
+    several examples is not: the native ELU after it would fall back to torch's); under autograd
+    through ``TrimChannelsLast``, whose gradient stays channels-last."""
+    if (left or right) and torch.is_grad_enabled() and y.requires_grad:
+        return TrimChannelsLast.apply(y, left, right)
+    return to_channels_last(y[..., left : y.shape[-1] - right])
+
+
+class TrimChannelsLast(torch.autograd.Function):
+    """``trim_channels_last`` with its gradient in channels-last memory: (B, C, 1, W) → (B, C, 1,
+    W - left - right) and back. Autograd's backward of a slice writes the gradient into zeros in
+    the default layout (``ReflectPadChannelsLast`` says what that costs); here the zeros are
+    channels-last."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, y: torch.Tensor, left: int,
+                right: int) -> torch.Tensor:  # fmt: skip
+        ctx.pads = (left, right)
+        return to_channels_last(y[..., left : y.shape[-1] - right])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor):
+        left, right = ctx.pads
+        b, c, h, t = grad.shape
+        out = torch.empty((b, c, h, left + t + right), dtype=grad.dtype, device=grad.device,
+                          memory_format=torch.channels_last)  # fmt: skip
+        out[..., :left] = 0
+        out[..., left : left + t] = grad
+        out[..., left + t :] = 0
+        return out, None, None
+
+
+def _write_reflect_pad(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
+    """``reflect_pad`` of x (B, C, 1, T) into a new channels-last tensor (left, right not both 0)."""
     b, c, _, t = x.shape
     out = torch.empty(
         (b, c, 1, left + t + right), dtype=x.dtype, device=x.device,
@@ -256,6 +336,7 @@ class FastConvTranspose1d(nn.Module):
                     dilation=(1, inner.dilation[0]),
                 )  # fmt: skip
             y = self.convtr.norm(y)
+            return trim_channels_last(y, *self.trim)
         left, right = self.trim
         return y[..., left : y.shape[-1] - right]
 
