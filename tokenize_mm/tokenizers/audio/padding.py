@@ -26,8 +26,8 @@ slices, and it copies the input even when a 1x1 convolution pads nothing
 Under autograd the channels-last padding and the transposed convolutions' trim are autograd
 functions of their own (``ReflectPadChannelsLast``, ``TrimChannelsLast``) whose gradients stay in
 channels-last memory: autograd's backward of a slice writes the gradient into zeros in the default
-layout, and every channels-last kernel before it then copied it across element by element (a
-profile of audio_small's fit step: layout copies a third of its time). The trim's output is dense,
+layout, and every channels-last kernel before it then copied it across element by element (in a
+profile of audio_small's fit step, the op with the most CPU time). The trim's output is dense,
 so the native ELU after it takes it (a slice of several examples is not dense, and it fell back
 to torch's). ``benchmarks/codec_fit_speed.py`` times the fit with and without them.
 
@@ -212,7 +212,7 @@ class ReflectPadChannelsLast(torch.autograd.Function):
     Autograd's own backward of the slice assignments starts each part from a zero tensor in the
     default (B, C, T)-major layout, so the gradient leaves the padding in that layout and every
     channels-last kernel before it (the ELU's, oneDNN's convolution) first copies it across,
-    element by element (a profile of audio_small's fit step: copies a third of its time). Here
+    element by element (the module docstring). Here
     the gradient is the padded gradient's middle, copied once (each example's frames are one
     block), plus the reflected ends added onto the samples they came from."""
 
