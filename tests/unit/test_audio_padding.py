@@ -76,8 +76,9 @@ def test_reflect_pad_channels_last_gradient_is_autograds_in_channels_last(t, lef
 
 @pytest.mark.parametrize("left,right", [(0, 3), (2, 2), (4, 0), (0, 0)])
 def test_trim_channels_last_is_the_slice_dense_with_its_gradient(left, right):
-    """``trim_channels_last``: the slice's values in dense channels-last memory (a slice of
-    several examples is not dense), and the slice's gradient, channels-last."""
+    """``trim_channels_last`` under autograd: the slice's values in dense channels-last memory (a
+    slice of several examples is not dense), and the slice's gradient, channels-last; without
+    a gradient to record, the slice itself."""
     torch.manual_seed(0)
     y = _channels_last_leaf(3, 4, 1, 11)
     out = trim_channels_last(y, left, right)
@@ -88,8 +89,9 @@ def test_trim_channels_last_is_the_slice_dense_with_its_gradient(left, right):
     assert torch.equal(grad, ref) and _is_channels_last(grad)
     if left or right:
         assert torch.autograd.gradcheck(lambda v: TrimChannelsLast.apply(v, left, right), (y,))
-    with torch.no_grad():  # inference: the same dense values, no graph
-        assert torch.equal(trim_channels_last(y, left, right), out.detach())
+    with torch.no_grad():  # inference: the slice itself, a view
+        view = trim_channels_last(y, left, right)
+        assert torch.equal(view, out.detach()) and view.data_ptr() == y[..., left:].data_ptr()
 
 
 @pytest.mark.parametrize("causal", [True, False])

@@ -27,9 +27,9 @@ Under autograd the channels-last padding and the transposed convolutions' trim a
 functions of their own (``ReflectPadChannelsLast``, ``TrimChannelsLast``) whose gradients stay in
 channels-last memory: autograd's backward of a slice writes the gradient into zeros in the default
 layout, and every channels-last kernel before it then copied it across element by element (in a
-profile of audio_small's fit step, the op with the most CPU time). The trim's output is dense,
-so the native ELU after it takes it (a slice of several examples is not dense, and it fell back
-to torch's). ``benchmarks/codec_fit_speed.py`` times the fit with and without them.
+profile of audio_small's fit step, the op with the most CPU time). Under autograd the trim's
+output is dense too, so the native ELU after it takes it (a slice of several examples is not
+dense, and it fell back to torch's); without a gradient to record it stays the slice. ``benchmarks/codec_fit_speed.py`` times the fit with and without them.
 
 Inputs no longer than their padding, which SEANet pads with zeros before reflecting, and other
 padding modes go through EnCodec's own ``pad1d``.
@@ -236,12 +236,12 @@ class ReflectPadChannelsLast(torch.autograd.Function):
 
 
 def trim_channels_last(y: torch.Tensor, left: int, right: int) -> torch.Tensor:
-    """y (B, C, 1, W)[..., left : W - right] as a new channels-last tensor, dense (a slice of
-    several examples is not: the native ELU after it would fall back to torch's); under autograd
-    through ``TrimChannelsLast``, whose gradient stays channels-last."""
+    """y (B, C, 1, W)[..., left : W - right]: under autograd a new dense channels-last tensor
+    (``TrimChannelsLast``, whose gradient stays channels-last), else the slice itself (a view,
+    as decoding always took it)."""
     if (left or right) and torch.is_grad_enabled() and y.requires_grad:
         return TrimChannelsLast.apply(y, left, right)
-    return to_channels_last(y[..., left : y.shape[-1] - right])
+    return y[..., left : y.shape[-1] - right]
 
 
 class TrimChannelsLast(torch.autograd.Function):
