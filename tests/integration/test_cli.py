@@ -267,11 +267,15 @@ def test_train_debug_run_writes_report_and_resumes(tmp_path):
     report = (tmp_path / "a" / "report.md").read_text()
     assert "| audio |" in report and (tmp_path / "a" / "report.png").stat().st_size > 0
     assert "steps 1–6 (6 trained here)" in report and "metrics.csv" in report
+    assert "Where those seconds went: fitting text_tiny" in report and "pretokenizing" in report
+    assert "training (validation included)" in report and "saving the model" in report
     assert train_steps(tmp_path / "a") == [1, 2, 3, 4, 5, 6]
     assert not (tmp_path / "a" / "history.json").exists()
     second = run("train", *common, f"out_dir={tmp_path}/b", "trainer.max_steps=9",
                  f"ckpt_path={tmp_path}/a/checkpoints/last.ckpt", cwd=tmp_path)  # fmt: skip
     assert "reusing text_tiny" in second.stdout and "reusing the store" in second.stdout
+    stages = (tmp_path / "b" / "report.md").read_text().split("Where those seconds went: ")[1]
+    assert stages.startswith("training") and "fitting" not in stages.split("\n")[0]
     assert train_steps(tmp_path / "b") == [7, 8, 9]
     # Resuming a finished run says so and writes no empty report.
     done = run("train", *common, f"out_dir={tmp_path}/c", "trainer.max_steps=9",

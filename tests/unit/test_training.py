@@ -373,6 +373,21 @@ def test_run_report_from_memory_rows_keeps_equal_lines_visible(tmp_path):
     assert _equal_groups(_series(metrics.train, "train/weight/")) == ["image = text"]
 
 
+def test_run_report_says_where_the_time_went(tmp_path):
+    """report.md names each stage that ran with its seconds, in order, and what lay between
+    them; without stages (a cache-served run's are still there) no such line."""
+    logger = MemoryLogger()
+    logger.log_metrics({"train/loss/text": 2.0, "epoch": 0}, step=0)
+    stages = {"fitting image_small": 22.4, "pretokenizing": 8.1,
+              "training (validation included)": 146.6}  # fmt: skip
+    settings = {"command": "x", "seconds": 180.0, "stages": stages}
+    report = write_run_report(run_metrics([logger]), tmp_path, settings).read_text()
+    assert ("Where those seconds went: fitting image_small 22 s, pretokenizing 8 s, training "
+            "(validation included) 147 s; 3 s between them") in report  # fmt: skip
+    plain = write_run_report(run_metrics([logger]), tmp_path, {"command": "x", "seconds": 1.0})
+    assert "Where those seconds went" not in plain.read_text()
+
+
 def test_run_report_carries_tokenizer_health(tmp_path):
     """report.md has the rates table and a warning line per collapsed codebook
     (cli.common.tokenizer_health over the tokenizers' held-out metrics)."""

@@ -155,6 +155,9 @@ def write_run_report(
         f"non-finite steps: {int(last.get('train/skipped_steps', 0))}; mean dominance index "
         + ("– (fewer than two modalities had a gradient)" if math.isnan(dominance)
            else f"{dominance:.2f}") + ".", "",
+    ]  # fmt: skip
+    lines += _stage_lines(settings)
+    lines += [
         "| modality | train loss | val loss | val acc | token share | grad share | weight |",
         "|---|---|---|---|---|---|---|",
     ]  # fmt: skip
@@ -184,6 +187,18 @@ def write_run_report(
     lines += ["![per-modality loss, gradient share, weight and sampling probability over "
               "steps](report.png)", ""]  # fmt: skip
     return write_text_atomic(out / "report.md", "\n".join(lines))
+
+
+def _stage_lines(settings: dict[str, Any]) -> list[str]:
+    """Where the command's time went, from ``settings["stages"]`` (stage: wall seconds, in the
+    order they ran; stages served from the cache are absent); nothing without stages."""
+    stages = settings.get("stages") or {}
+    if not stages:
+        return []
+    rest = settings.get("seconds", 0.0) - sum(stages.values())
+    parts = [f"{name} {s:.0f} s" for name, s in stages.items()]
+    return [f"Where those seconds went: {', '.join(parts)}; {max(rest, 0):.0f} s between them "
+            "(reading the cache, building the model and the trainer).", ""]  # fmt: skip
 
 
 def throughput_means(rows: list[dict[str, float]]) -> dict[str, float] | None:

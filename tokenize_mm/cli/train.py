@@ -71,8 +71,10 @@ def source_identity(source_cfg: DictConfig) -> str:
     return text
 
 
-def fit_or_reuse(tcfg: DictConfig, source: Any, source_id: str, cache: Path, split: str) -> Path:
-    """A tokenizer artifact for ``tcfg`` on ``source``: the cached one, else fitted and cached."""
+def fit_or_reuse(tcfg: DictConfig, source: Any, source_id: str, cache: Path, split: str,
+                 seconds: dict[str, float] | None = None) -> Path:  # fmt: skip
+    """A tokenizer artifact for ``tcfg`` on ``source``: the cached one, else fitted and cached
+    (the fit's wall seconds then in ``seconds["fitting <name>"]``)."""
     from tokenize_mm.tokenizers.artifact import load_tokenizer
     from tokenize_mm.tokenizers.errors import ArtifactError
 
@@ -91,13 +93,18 @@ def fit_or_reuse(tcfg: DictConfig, source: Any, source_id: str, cache: Path, spl
             log.warning("cached %s unusable (%s); fitting again", path, err)
     check_fit_device(tcfg, config_dir())  # a GPU-sized config on a CPU: refused, naming the CPU one
     log.info("fitting %s on %s ...", tcfg.name, type(source).__name__)
+    start = time.perf_counter()
     fit_from_source(instantiate(tcfg.fit), tcfg.modality, source, split).save(path)
+    if seconds is not None:
+        seconds[f"fitting {tcfg.name}"] = time.perf_counter() - start
     return path
 
 
 def store_or_reuse(source: Any, artifacts: dict[str, Path], layout: Any, data: DictConfig,
-                   source_id: str, cache: Path) -> Path:  # fmt: skip
-    """The pretokenized store of ``source`` under these tokenizers: cached, else written."""
+                   source_id: str, cache: Path, seconds: dict[str, float] | None = None
+                   ) -> Path:  # fmt: skip
+    """The pretokenized store of ``source`` under these tokenizers: cached, else written (its
+    wall seconds then in ``seconds["pretokenizing"]``)."""
     from tokenize_mm.data.accounting import write_report
     from tokenize_mm.data.store import StoreResumeError, TokenStore, merge_store, pretokenize
     from tokenize_mm.sequence import SpanOrder
@@ -110,6 +117,7 @@ def store_or_reuse(source: Any, artifacts: dict[str, Path], layout: Any, data: D
         log.info("reusing the store %s", path)
         return path
     log.info("pretokenizing into %s ...", path)
+    start = time.perf_counter()
     order = SpanOrder(data.span_order, seed=data.seed)
     try:
         pretokenize(source, artifacts, path, audio_pattern=data.audio_pattern, order=order,
@@ -123,6 +131,8 @@ def store_or_reuse(source: Any, artifacts: dict[str, Path], layout: Any, data: D
                     workers=data.workers)  # fmt: skip
     merge_store(path)
     write_report(TokenStore(path), path / "accounting", "tmm-train (store of the main job)")
+    if seconds is not None:
+        seconds["pretokenizing"] = time.perf_counter() - start
     return path
 
 
@@ -136,6 +146,8 @@ class Prepared:
         artifacts: modality → the fitted tokenizer's artifact folder.
         layout: the global vocabulary over those tokenizers.
         store: the merged pretokenized store of ``source``.
+        seconds: wall seconds of each stage that ran (``fitting <name>``, ``pretokenizing``);
+            stages served from the cache are left out.
     """
 
     source: Any
@@ -143,6 +155,7 @@ class Prepared:
     artifacts: dict[str, Path]
     layout: Any
     store: Path
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def prepare(cfg: DictConfig) -> Prepared:
@@ -155,15 +168,17 @@ def prepare(cfg: DictConfig) -> Prepared:
     check_train_config(cfg)
     cache = Path(cfg.cache_dir)
     source, source_id = instantiate(cfg.data.source), source_identity(cfg.data.source)
-    artifacts = {m: fit_or_reuse(cfg.tokenizers[m], source, source_id, cache, cfg.fit_split)
+    seconds: dict[str, float] = {}
+    artifacts = {m: fit_or_reuse(cfg.tokenizers[m], source, source_id, cache, cfg.fit_split,
+                                 seconds=seconds)
                  for m in MODALITIES}  # fmt: skip
     layout = VocabLayout.from_artifacts(artifacts, audio_pattern=cfg.data.audio_pattern)
     infos = {cfg.tokenizers[m].name: info for m, info in layout.infos.items()}
     log.info("tokenizers:\n%s", rates_table(infos))
     for message in tokenizer_health(infos):  # also for tokenizers reused from the cache
         log.warning("%s", message)
-    store = store_or_reuse(source, artifacts, layout, cfg.data, source_id, cache)
-    return Prepared(source, source_id, artifacts, layout, store)
+    store = store_or_reuse(source, artifacts, layout, cfg.data, source_id, cache, seconds=seconds)
+    return Prepared(source, source_id, artifacts, layout, store, seconds)
 
 
 def build_module(cfg: DictConfig, layout: Any) -> Any:
@@ -239,6 +254,7 @@ class Run:
     data: Any
     trainer: Any
     metrics: Any  # cli.report.RunMetrics: the rows the run's logger holds
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # stage: wall seconds
 
 
 def _refuse_mixed_checkpoints(callbacks: list[Any]) -> None:
@@ -309,6 +325,7 @@ def train(cfg: DictConfig, prepared: Prepared) -> Run:
     checkpoints = any(isinstance(c, Checkpoint) for c in callbacks)
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
                           enable_checkpointing=checkpoints, **options)  # fmt: skip
+    start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
@@ -316,7 +333,11 @@ def train(cfg: DictConfig, prepared: Prepared) -> Run:
         # finished; InterruptCheckpoint has saved by now. Exit as a process killed by it would.
         log.warning("stopped by SIGTERM at step %d", trainer.global_step)
         raise SystemExit(128 + signal.SIGTERM) from None
-    return Run(module, data, trainer, run_metrics(trainer.loggers))
+    # the fresh examples rendered before the first step run inside fit (the datamodule's setup)
+    ahead = data.ahead_seconds
+    seconds = {"rendering fresh examples ahead": ahead} if ahead else {}
+    seconds["training (validation included)"] = time.perf_counter() - start - ahead
+    return Run(module, data, trainer, run_metrics(trainer.loggers), seconds)
 
 
 def checkpoint_folders(trainer: Any) -> list[Path]:
@@ -355,13 +376,16 @@ def hydra_main(cfg: DictConfig) -> None:
             else f"no metrics in {run.metrics.source}",
         )  # fmt: skip
         return
+    saving = time.perf_counter()
     model_dir = save_trained_model(
         out / "model", run.module.model, run.module.contrastive, prepared.artifacts,
         prepared.layout, step=run.trainer.global_step,
     )  # fmt: skip
+    stages = {**prepared.seconds, **run.seconds, "saving the model": time.perf_counter() - saving}
     infos = {cfg.tokenizers[m].name: info for m, info in prepared.layout.infos.items()}
     settings = {
         "command": shlex.join(sys.orig_argv), "seconds": time.perf_counter() - start,
+        "stages": stages,
         "weighting": cfg.balance.weighting._target_.rsplit(".", 1)[-1],
         "sampling": run.data.sampler.name, "store": str(prepared.store),
         "tokenizers": rates_table(infos), "health": tokenizer_health(infos),

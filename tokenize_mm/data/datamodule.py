@@ -106,6 +106,7 @@ class StoreDataModule(L.LightningDataModule):
         self.split_spans, self.seed = split_spans, seed
         self.expected_fingerprint, self.fresh = expected_fingerprint, fresh
         self.fresh_ahead = fresh_ahead
+        self.ahead_seconds = 0.0  # wall seconds of the render-ahead (0: none rendered)
         self.fresh_examples: FreshExamples | None = None
         self.stream: MixtureStream | None = None
         self.iterable: StreamIterable | None = None
@@ -152,8 +153,9 @@ class StoreDataModule(L.LightningDataModule):
         start = time.perf_counter()
         rendered = self.fresh_examples.render_ahead(wanted)
         if rendered:
+            self.ahead_seconds = time.perf_counter() - start
             log.info("rendered %d chunks of fresh examples ahead in %d processes (%.0f s)",
-                     rendered, self.fresh_ahead, time.perf_counter() - start)  # fmt: skip
+                     rendered, self.fresh_ahead, self.ahead_seconds)  # fmt: skip
 
     def teardown(self, stage: str | None = None) -> None:
         if self.fresh_examples is not None:  # stop the worker; a later read starts another
