@@ -58,15 +58,19 @@ def _is_channels_last(x: torch.Tensor) -> bool:
 # (T, left, right): causal (left only), split, right only, and short inputs whose two reflected
 # ends read the same samples (their gradients add on those samples)
 @pytest.mark.parametrize("t,left,right", [(20, 6, 0), (20, 3, 4), (9, 0, 5), (4, 3, 3), (2, 1, 1)])
-def test_reflect_pad_channels_last_gradient_is_autograds_in_channels_last(t, left, right):
+@pytest.mark.parametrize("batch", [1, 3])  # one example: its slices are dense, still copied
+def test_reflect_pad_channels_last_gradient_is_autograds_in_channels_last(t, left, right, batch):
     """``ReflectPadChannelsLast``: reflect_pad's values, and the gradient autograd computes
-    through the slice assignments, exactly (float64), in channels-last memory."""
+    through the slice assignments, exactly (float64), in channels-last memory; the incoming
+    gradient is left as it was."""
     torch.manual_seed(0)
-    x = _channels_last_leaf(3, 5, 1, t)
+    x = _channels_last_leaf(batch, 5, 1, t)
     y = ReflectPadChannelsLast.apply(x, left, right)
     assert torch.equal(y[:, :, 0], reflect_pad(x.detach()[:, :, 0], left, right))
-    g = torch.randn(y.shape, dtype=torch.float64)
+    g = to_channels_last(torch.randn(y.shape, dtype=torch.float64))
+    g_before = g.clone()
     (grad,) = torch.autograd.grad(y, x, g)
+    assert torch.equal(g, g_before)
     ref = torch.nn.functional.pad(x[:, :, 0], (left, right), mode="reflect")
     (ref_grad,) = torch.autograd.grad(ref, x, g[:, :, 0])
     torch.testing.assert_close(grad, ref_grad, rtol=0, atol=1e-12)
@@ -75,14 +79,17 @@ def test_reflect_pad_channels_last_gradient_is_autograds_in_channels_last(t, lef
 
 
 @pytest.mark.parametrize("left,right", [(0, 3), (2, 2), (4, 0), (0, 0)])
-def test_trim_channels_last_is_the_slice_dense_with_its_gradient(left, right):
+@pytest.mark.parametrize("batch", [1, 3])
+def test_trim_channels_last_is_the_slice_dense_with_its_gradient(left, right, batch):
     """``trim_channels_last`` under autograd: the slice's values in dense channels-last memory (a
     slice of several examples is not dense), and the slice's gradient, channels-last; without
     a gradient to record, the slice itself."""
     torch.manual_seed(0)
-    y = _channels_last_leaf(3, 4, 1, 11)
+    y = _channels_last_leaf(batch, 4, 1, 11)
     out = trim_channels_last(y, left, right)
     assert torch.equal(out, y[..., left : 11 - right]) and _is_channels_last(out)
+    if left or right:  # a new tensor, not a view of y
+        assert out.data_ptr() != y[..., left:].data_ptr()
     g = to_channels_last(torch.randn(out.shape, dtype=torch.float64))
     (grad,) = torch.autograd.grad(out, y, g)
     (ref,) = torch.autograd.grad(y[..., left : 11 - right], y, g)

@@ -27,9 +27,10 @@ Under autograd the channels-last padding and the transposed convolutions' trim a
 functions of their own (``ReflectPadChannelsLast``, ``TrimChannelsLast``) whose gradients stay in
 channels-last memory: autograd's backward of a slice writes the gradient into zeros in the default
 layout, and every channels-last kernel before it then copied it across element by element (in a
-profile of audio_small's fit step, the op with the most CPU time). Under autograd the trim's
-output is dense too, so the native ELU after it takes it (a slice of several examples is not
-dense, and it fell back to torch's); without a gradient to record it stays the slice. ``benchmarks/codec_fit_speed.py`` times the fit with and without them.
+profile of audio_small's fit step, the op with the most CPU time). The trim's output is then dense
+too, so the native ELU after it takes it (a slice of several examples is not dense, and it fell
+back to torch's); without a gradient to record it stays the slice.
+``benchmarks/codec_fit_speed.py`` times the fit with and without them.
 
 Inputs no longer than their padding, which SEANet pads with zeros before reflecting, and other
 padding modes go through EnCodec's own ``pad1d``.
@@ -212,9 +213,9 @@ class ReflectPadChannelsLast(torch.autograd.Function):
     Autograd's own backward of the slice assignments starts each part from a zero tensor in the
     default (B, C, T)-major layout, so the gradient leaves the padding in that layout and every
     channels-last kernel before it (the ELU's, oneDNN's convolution) first copies it across,
-    element by element (the module docstring). Here
-    the gradient is the padded gradient's middle, copied once (each example's frames are one
-    block), plus the reflected ends added onto the samples they came from."""
+    element by element (the module docstring). Here the gradient is the padded gradient's middle,
+    copied once (each example's frames are one block), plus the reflected ends added onto the
+    samples they came from."""
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, left: int,
@@ -227,7 +228,8 @@ class ReflectPadChannelsLast(torch.autograd.Function):
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor):
         left, right = ctx.pads
         t = grad.shape[-1] - left - right
-        out = to_channels_last(grad[..., left : left + t])
+        # a copy even where the slice is dense already (one example): the ends are added onto it
+        out = grad[..., left : left + t].clone(memory_format=torch.channels_last)
         if left:  # out[..., :left] held x[..., 1 : left + 1] reversed
             out[..., 1 : left + 1] += grad[..., :left].flip(-1)
         if right:  # out[..., left + t :] held x[..., t - right - 1 : t - 1] reversed
@@ -254,7 +256,7 @@ class TrimChannelsLast(torch.autograd.Function):
     def forward(ctx: torch.autograd.function.FunctionCtx, y: torch.Tensor, left: int,
                 right: int) -> torch.Tensor:  # fmt: skip
         ctx.pads = (left, right)
-        return to_channels_last(y[..., left : y.shape[-1] - right])
+        return y[..., left : y.shape[-1] - right].clone(memory_format=torch.channels_last)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
