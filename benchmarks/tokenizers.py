@@ -180,8 +180,10 @@ def image_arch(config: str) -> dict:
 
 
 def build_image_tokenizer(arch: dict, init_images: list) -> ImageTokenizer:
-    """An untrained model whose codebook is set by one train-mode quantizer pass (k-means init on
-    the latents of ``init_images``, then one EMA step): fast, and assignment is not degenerate."""
+    """An untrained model after one train-mode quantizer pass on the latents of ``init_images``:
+    for VQ that sets the codebook (k-means init, then one EMA step), so assignment is not
+    degenerate; FSQ (the configs' default) has no codebook to set, and its rounding of an
+    untrained encoder's near-zero latents gives nearly one code. Neither changes the timings."""
     torch.manual_seed(0)
     config = VQImageConfig(**arch)
     model = VQImageModel(config)
@@ -345,10 +347,13 @@ def md_images(images: dict) -> list[str]:
         "", "## Image: images/s", "",
         "Untrained weights (speed does not depend on training); inputs are built-in PIL images "
         "already at the model size, so preprocess does no resize. Model = encoder + quantizer on "
-        "stacked pixels; quantizer = projection + nearest code on precomputed latents.",
-        "", "| config | image | f | tokens | K | images | encode (end to end) | preprocess | model "
-        "| quantizer | decode | codes used |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "stacked pixels; quantizer = projection + the configured quantizer (FSQ: rounding; VQ: "
+        "nearest code) on precomputed latents. *Codes used* is the untrained model's, a check "
+        "that encoding ran, not the tokenizer's health: an untrained encoder's latents round to "
+        "nearly one FSQ code (a fitted tokenizer's usage: codebook_health.md).",
+        "", "| config | quantizer | image | f | tokens | K | images | encode (end to end) "
+        "| preprocess | model | quantizer | decode | codes used (untrained) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
     for r in images.values():
         a, t = r["arch"], r["timings"]
@@ -357,9 +362,11 @@ def md_images(images: dict) -> list[str]:
             for k in ("encode", "preprocess", "model", "quantizer", "decode")
         )
         lines.append(
-            f"| {r['config']} | {a['image_size']} | {a['downsample']} | {r['tokens_per_image']} | "
+            f"| {r['config']} | {a['quantizer']} | {a['image_size']} | {a['downsample']} | "
+            f"{r['tokens_per_image']} | "
             f"{a['codebook_size']} | {r['num_images']} | {cells} | "
-            f"{r['codebook_usage']['used_fraction']:.0%} |"
+            f"{round(r['codebook_usage']['used_fraction'] * a['codebook_size'])} of "
+            f"{a['codebook_size']} |"
         )
     return lines
 
