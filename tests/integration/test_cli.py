@@ -75,6 +75,44 @@ def test_fit_encode_decode_text_exactly(tmp_path):
         cwd=tmp_path)  # fmt: skip
     for name, text in texts.items():
         assert (tmp_path / "dec" / name).read_bytes().decode("utf-8") == text
+    # decoded files carry their sources' names: decoding into the sources' folder is refused
+    # before anything is written, unless overwrite=true
+    (docs / "a.txt").write_text("my edited original", encoding="utf-8")
+    refused = run("decode", f"tokenizer_dir={art}", f"inputs=[{tmp_path}/tok]",
+                  f"out_dir={docs}", cwd=tmp_path, check=False)  # fmt: skip
+    assert refused.returncode == 1 and "decoded 0 of 2" in refused.stdout
+    assert "2 output file(s) exist already" in refused.stderr and "overwrite=true" in refused.stderr
+    assert (docs / "a.txt").read_text(encoding="utf-8") == "my edited original"
+    run("decode", f"tokenizer_dir={art}", f"inputs=[{tmp_path}/tok]", f"out_dir={docs}",
+        "overwrite=true", cwd=tmp_path)  # fmt: skip
+    assert (docs / "a.txt").read_bytes().decode("utf-8") == texts["a.txt"]
+
+
+def test_user_errors_are_one_line_and_folders_of_the_user_are_never_replaced(tmp_path):
+    """A missing artifact, a required key left out, a source folder that does not exist: one
+    line on stderr, exit 1, no traceback. An output folder that holds the user's files is refused
+    before any fit, and left as it was."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.png").write_bytes(b"mine")
+    cases = [
+        (("encode", f"tokenizer_dir={tmp_path}/missing", f"inputs=[{photos}]"),
+         "tmm-encode: ", "missing: no such folder"),
+        (("decode", f"inputs=[{photos}]"), "tmm-decode: ", "tokenizer_dir is required"),
+        (("fit_tokenizer", "tokenizer=text_tiny", "source=folder", f"source.root={tmp_path}/no",
+          f"out_dir={tmp_path}/art"), "tmm-fit-tokenizer: ", "no"),
+        (("fit_tokenizer", "tokenizer=text_tiny", *TINY_SOURCE, f"out_dir={photos}"),
+         "tmm-fit-tokenizer: ", "is a folder that is not a tokenizer artifact"),
+    ]  # fmt: skip
+    for args, prefix, message in cases:
+        res = run(*args, cwd=tmp_path, check=False)
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert "Traceback" not in res.stderr and "HYDRA_FULL_ERROR" not in res.stderr, res.stderr
+        line = [ln for ln in res.stderr.splitlines() if ln.startswith(prefix)]
+        assert len(line) == 1 and message in line[0], res.stderr
+    assert [p.name for p in photos.iterdir()] == ["a.png"] and (
+        photos / "a.png"
+    ).read_bytes() == b"mine"
 
 
 def test_decode_refuses_tokens_of_another_tokenizer(tmp_path):

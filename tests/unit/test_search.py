@@ -189,3 +189,22 @@ def test_the_command_refuses_bad_options_before_loading_anything(tmp_path, bad, 
             "sheet": None}  # fmt: skip
     with pytest.raises(SearchError, match=message):
         run(OmegaConf.create({**base, **bad}))
+
+
+def test_the_command_never_indexes_into_a_folder_of_the_users(tmp_path):
+    """index_dir naming a folder of photos (or the very folder being indexed) is refused before the
+    model is even loaded; the folder is left as it was."""
+    from omegaconf import OmegaConf
+
+    from tokenize_mm.cli.search import run
+    from tokenize_mm.core.errors import ForeignFolderError
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.png").write_bytes(b"mine")
+    cfg = {"model_dir": str(tmp_path / "missing"), "index_dir": str(photos),
+           "inputs": str(photos), "query": None, "file": None, "modality": None, "k": 5,
+           "backend": "exact", "sheet": None}  # fmt: skip
+    with pytest.raises(ForeignFolderError, match="not an embedding index"):
+        run(OmegaConf.create(cfg))
+    assert [p.name for p in photos.iterdir()] == ["a.png"]

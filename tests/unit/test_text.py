@@ -259,8 +259,11 @@ def test_fit_needs_text():
         TextTokenizer.fit([])
     with pytest.raises(NotFittedError):
         TextTokenizer.fit(["", MARK * 2, "\u2585", ""])
-    with pytest.raises(NotFittedError, match="vocab"):  # fewer pieces than required characters
+    # fewer pieces than required characters: the advice names our arguments, not the trainer's
+    with pytest.raises(NotFittedError, match="vocab") as err:
         TextTokenizer.fit(["".join(map(chr, range(0x4E00, 0x4E80)))], vocab_size=300)
+    assert "vocab_size, asked 300" in str(err.value)
+    assert "tokenizer.fit.vocab_size=" in str(err.value)
 
 
 @pytest.mark.parametrize(

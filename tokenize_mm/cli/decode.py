@@ -11,6 +11,10 @@ Each token file must have been written by this tokenizer: the same ``kind`` and 
 ``tokenizer_sha256`` (the sha256 of the artifact's ``manifest.json``, recorded by ``tmm-encode``).
 A file without that hash (not written by ``tmm-encode``) is refused unless ``allow_unverified=true``,
 and then decoded with a note.
+
+A decoded file has its source's name, so decoding into a folder that holds the sources would
+replace them: outputs that exist already refuse the run before anything is written, unless
+``overwrite=true``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import hydra
 from omegaconf import DictConfig
 
 from tokenize_mm.cli.common import config_dir
+from tokenize_mm.cli.errors import exits_cleanly
 from tokenize_mm.cli.files import process_files
 from tokenize_mm.cli.help import run_or_help
 from tokenize_mm.core.atomic import write_atomic, write_bytes_atomic
@@ -60,6 +65,7 @@ def write_decoded(decoded, info: TokenizerInfo, target: Path) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="decode")
+@exits_cleanly("tmm-decode")
 def hydra_main(cfg: DictConfig) -> None:
     tokenizer = load_tokenizer(cfg.tokenizer_dir)
     sha256 = tokenizer_sha256(cfg.tokenizer_dir)
@@ -78,7 +84,9 @@ def hydra_main(cfg: DictConfig) -> None:
         return decoded_name(rel, modality)
 
     out_dir = Path(cfg.out_dir)
-    process_files(cfg.inputs, (".safetensors",), rename, work, "decode", out_dir)
+    process_files(
+        cfg.inputs, (".safetensors",), rename, work, "decode", out_dir, overwrite=cfg.overwrite
+    )
 
 
 def main() -> None:

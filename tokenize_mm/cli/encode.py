@@ -23,6 +23,7 @@ import hydra
 from omegaconf import DictConfig
 
 from tokenize_mm.cli.common import config_dir
+from tokenize_mm.cli.errors import exits_cleanly
 from tokenize_mm.cli.files import encodable_suffixes, process_files
 from tokenize_mm.cli.help import run_or_help
 from tokenize_mm.tokenizers import InvalidInputError, load_tokenizer
@@ -49,6 +50,7 @@ def token_file_name(rel: Path) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="encode")
+@exits_cleanly("tmm-encode")
 def hydra_main(cfg: DictConfig) -> None:
     tokenizer = load_tokenizer(cfg.tokenizer_dir)
     modality = tokenizer.info.modality

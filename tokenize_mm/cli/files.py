@@ -6,7 +6,10 @@ always attempted, whatever its suffix. An output keeps the source's relative nam
 maps it, e.g. ``x.png`` -> ``x.png.tokens.safetensors``). When separate inputs yield the same
 output name, each of those outputs goes under a folder named after its input's position in
 ``inputs`` (``0/x.png.tokens.safetensors``, ``1/x.png.tokens.safetensors``). Any collision left
-after that refuses the whole run before anything is written. Every failure is listed at the end.
+after that refuses the whole run before anything is written, and so do outputs that exist
+already when the command does not replace files (``tmm-decode`` without ``overwrite=true``: its
+outputs carry the names of the sources, so an ``out_dir`` that holds the originals would lose
+them). Every failure is listed at the end.
 """
 
 from __future__ import annotations
@@ -29,6 +32,13 @@ from tokenize_mm.tokenizers.suffixes import (  # noqa: F401 (re-exported)
 
 class OutputCollisionError(TokenizeMMError, ValueError):
     """Two sources would be written to the same output file; nothing was written."""
+
+
+class OutputExistsError(TokenizeMMError, FileExistsError):
+    """Output files exist already and the command does not replace them; nothing was written."""
+
+
+SHOWN = 10  # files named in a refusal; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -148,6 +158,20 @@ def plan_jobs(sources: list[Source], out_dir: Path, rename: Callable[[Path], Pat
     return [Job(src.path, out_dir / name) for src, name in named]
 
 
+def check_not_existing(jobs: list[Job], what: str) -> None:
+    """Raise ``OutputExistsError`` naming the jobs' targets that exist already (the first
+    ``SHOWN``, the rest counted) and the ways out."""
+    existing = [str(job.target) for job in jobs if job.target.exists() or job.target.is_symlink()]
+    if existing:
+        more = f"\n    and {len(existing) - SHOWN} more" if len(existing) > SHOWN else ""
+        raise OutputExistsError(
+            f"{len(existing)} output file(s) exist already and would be overwritten; choose "
+            f"another out_dir, remove them, or pass overwrite=true to replace {what}:\n    "
+            + "\n    ".join(existing[:SHOWN])
+            + more
+        )
+
+
 def run_jobs(jobs: list[Job], work: Callable[[Path, Path], str | None], verb: str) -> Outcome:
     """Run ``work(source, target)`` on each job with a progress bar (none when stderr is not a
     terminal). ``work`` writes ``target`` and may return a note. A job that raises an error of the
@@ -190,13 +214,17 @@ def process_files(
     work: Callable[[Path, Path], str | None],
     verb: str,
     out_dir: Path,
+    overwrite: bool = True,
 ) -> None:
     """Expand ``inputs``, plan one output per file, run ``work`` on each and report; exits with
-    status 1 if any input or file failed, or (before writing anything) if outputs collide."""
+    status 1 if any input or file failed, or (before writing anything) if outputs collide or,
+    unless ``overwrite``, exist already."""
     found = expand_inputs(inputs, suffixes)
     try:
         jobs = plan_jobs(found.sources, out_dir, rename)
-    except OutputCollisionError as err:
+        if not overwrite:
+            check_not_existing(jobs, "them")
+    except (OutputCollisionError, OutputExistsError) as err:
         found.problems.append(str(err))
         report(Outcome(total=len(found.sources)), found, verb, out_dir)
         sys.exit(1)

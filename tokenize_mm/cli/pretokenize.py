@@ -19,10 +19,12 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from tokenize_mm.cli.common import config_dir
+from tokenize_mm.cli.errors import exits_cleanly
 from tokenize_mm.cli.help import run_or_help
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="pretokenize")
+@exits_cleanly("tmm-pretokenize")
 def hydra_main(cfg: DictConfig) -> None:
     from tokenize_mm.data.accounting import markdown, write_report
     from tokenize_mm.data.store import TokenStore, merge_store, pretokenize

@@ -11,15 +11,15 @@ exit status 1 and one line on stderr, no traceback.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from tokenize_mm.cli.common import config_dir
+from tokenize_mm.cli.errors import exits_cleanly
 from tokenize_mm.cli.help import run_or_help
-from tokenize_mm.core.errors import TokenizeMMError
+from tokenize_mm.core.atomic import check_replaceable
 from tokenize_mm.core.modalities import MODALITIES
 
 
@@ -29,6 +29,7 @@ def run(cfg: DictConfig) -> list:
     from tokenize_mm.search import EmbeddingIndex, ItemEmbedder, build_index, collect_items
     from tokenize_mm.search.embed import Item, file_item
     from tokenize_mm.search.errors import SearchError
+    from tokenize_mm.search.index import is_index_dir
     from tokenize_mm.search.sheet import contact_sheet
 
     if cfg.inputs is None and cfg.query is None and cfg.file is None:
@@ -42,6 +43,8 @@ def run(cfg: DictConfig) -> list:
         )
     if isinstance(cfg.k, bool) or not isinstance(cfg.k, int) or cfg.k < 1:
         raise SearchError(f"k={cfg.k!r}: must be a whole number of hits, at least 1")
+    if cfg.inputs is not None:  # before any work: never replace a folder that is not an index
+        check_replaceable(cfg.index_dir, is_index_dir, "an embedding index")
     trained = load_trained_model(cfg.model_dir)
     if cfg.inputs is not None:
         items, skipped = collect_items(cfg.inputs)
@@ -80,12 +83,9 @@ def run(cfg: DictConfig) -> list:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="search")
+@exits_cleanly("tmm-search")
 def hydra_main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except TokenizeMMError as err:
-        print(f"tmm-search: {err}", file=sys.stderr)
-        sys.exit(1)
+    run(cfg)
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tokenize_mm.cli.checkpoint import resolve_checkpoint
 from tokenize_mm.cli.common import config_dir, fit_from_source, rates_table, tokenizer_health
+from tokenize_mm.cli.errors import exits_cleanly
 from tokenize_mm.cli.help import run_or_help
 from tokenize_mm.cli.validate import (
     check_compile,
@@ -39,6 +40,7 @@ from tokenize_mm.cli.validate import (
     check_image_grid,
     check_train_config,
 )
+from tokenize_mm.core.atomic import check_replaceable
 from tokenize_mm.core.modalities import MODALITIES
 
 log = logging.getLogger("tokenize_mm.cli.train")  # __name__, also when run with python -m
@@ -350,12 +352,15 @@ def checkpoint_folders(trainer: Any) -> list[Path]:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+@exits_cleanly("tmm-train")
 def hydra_main(cfg: DictConfig) -> None:
     from tokenize_mm.cli.alignment import alignment_lines
     from tokenize_mm.cli.report import write_run_report
-    from tokenize_mm.models.bundle import save_trained_model
+    from tokenize_mm.models.bundle import MODEL_WHAT, is_model_dir, save_trained_model
 
     start = time.perf_counter()
+    # before any work: the model folder written at the end must not replace a user's folder
+    check_replaceable(Path(cfg.out_dir) / "model", is_model_dir, MODEL_WHAT)
     step = checkpoint_step(resolve_checkpoint(cfg.ckpt_path))
     if step is not None and step >= cfg.trainer.max_steps:
         log.warning(

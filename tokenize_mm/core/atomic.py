@@ -5,17 +5,28 @@ mid-write leaves at most a hidden ``.<name>.*.tmp`` file behind. After the renam
 is flushed (``fsync_dir``), so the new name survives a power loss too. Files get the permissions
 that the user's umask gives a new file (``mkstemp`` alone would make them 0600: unreadable to the
 colleagues a shared artifact or store is for). Used by every layer (token files, layouts, store
-shards and indexes, artifacts), so it lives in ``core/`` and imports nothing from the package.
+shards and indexes, artifacts), so it lives in ``core/`` and imports nothing from the package but
+``core.errors``.
+
+A folder written whole (an artifact, a model, an embedding index) replaces what is at its path
+only when that is nothing, an empty folder, or a folder of the same kind that this library wrote
+(``is_ours``): a user's folder of photos given as the output by mistake is refused
+(``ForeignFolderError``), never deleted.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+from tokenize_mm.core.errors import ForeignFolderError
+
+MAX_MARKER_BYTES = 1 << 20  # a format-marker JSON file larger than this is not one of ours
 
 
 def current_umask() -> int:
@@ -87,11 +98,51 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return write_atomic(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
-def replace_dir(src: Path, target: Path) -> None:
-    """Move folder ``src`` to ``target``. An existing target is first renamed aside, then
-    deleted, so that at every moment one complete folder exists under ``target`` or the aside
-    name."""
-    if target.exists():
+def has_json_format(folder: Path, name: str, fmt: str) -> bool:
+    """Whether ``folder / name`` is a small JSON object whose ``"format"`` is ``fmt``: how a
+    folder's kind is recognised (an artifact's ``manifest.json``, a model's ``model.json``)."""
+    path = Path(folder) / name
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_MARKER_BYTES:
+            return False
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == fmt
+
+
+def check_replaceable(
+    target: str | os.PathLike, is_ours: Callable[[Path], bool], what: str
+) -> None:
+    """Raise ``ForeignFolderError`` unless a folder of ``what`` may take ``target``'s place:
+    nothing is there, an empty folder, or a folder ``is_ours`` recognises (an earlier one).
+
+    Args:
+        target: the folder's path.
+        is_ours: recognises a folder of this kind written by this library.
+        what: the kind, for the message (e.g. ``"a tokenizer artifact"``).
+    """
+    target = Path(target)
+    if not os.path.lexists(target):
+        return
+    if target.is_dir() and not target.is_symlink():
+        if is_ours(target) or not any(target.iterdir()):
+            return
+        raise ForeignFolderError(
+            f"{target} is a folder that is not {what} and not empty; writing {what} there would "
+            "delete what it holds. Choose another (new or empty) folder, or remove this one first"
+        )
+    raise ForeignFolderError(
+        f"{target} exists and is not a folder; choose another path for {what}, or remove it first"
+    )
+
+
+def replace_dir(src: Path, target: Path, is_ours: Callable[[Path], bool], what: str) -> None:
+    """Move folder ``src`` to ``target``. An existing target (which ``check_replaceable`` must
+    accept, else ``ForeignFolderError`` and nothing moves) is first renamed aside, then deleted,
+    so that at every moment one complete folder exists under ``target`` or the aside name."""
+    check_replaceable(target, is_ours, what)
+    if os.path.lexists(target):
         aside = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(target, aside)
         os.replace(src, target)
@@ -100,11 +151,23 @@ def replace_dir(src: Path, target: Path) -> None:
         os.replace(src, target)
 
 
-def write_dir_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+def write_dir_atomic(
+    path: str | os.PathLike,
+    write: Callable[[Path], None],
+    *,
+    is_ours: Callable[[Path], bool],
+    what: str,
+) -> Path:
     """Call ``write(tmp_dir)`` to fill a fresh temporary folder beside ``path``, fsync its files,
     give them the umask's modes and put the folder in ``path``'s place (``replace_dir``). On any
-    error the temporary folder is removed and ``path`` is as it was."""
+    error the temporary folder is removed and ``path`` is as it was.
+
+    Raises:
+        ForeignFolderError: ``path`` holds something else than an earlier folder of ``what``
+            (checked before ``write`` runs, and again before the swap).
+    """
     target = Path(path).absolute()
+    check_replaceable(target, is_ours, what)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
@@ -118,7 +181,7 @@ def write_dir_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> 
             fsync_dir(folder)
         os.chmod(tmp, new_dir_mode())
         fsync_dir(tmp)
-        replace_dir(tmp, target)
+        replace_dir(tmp, target, is_ours, what)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

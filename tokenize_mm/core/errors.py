@@ -20,3 +20,9 @@ class ConfigError(TokenizeMMError, ValueError):
 
 class CheckpointError(TokenizeMMError, ValueError):
     """A training checkpoint cannot be resumed from safely (remote, missing, or holding code)."""
+
+
+class ForeignFolderError(TokenizeMMError, FileExistsError):
+    """A folder this library would replace whole (an artifact, a model, an index) exists and
+    holds something it did not write, or the path is a file: nothing was replaced or deleted;
+    the message names the path and the way out."""

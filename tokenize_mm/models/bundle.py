@@ -31,7 +31,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
-from tokenize_mm.core.atomic import write_dir_atomic
+from tokenize_mm.core.atomic import has_json_format, write_dir_atomic
 from tokenize_mm.core.errors import TokenizeMMError
 from tokenize_mm.core.modalities import MODALITIES
 from tokenize_mm.models.contrastive import ContrastiveHead
@@ -40,6 +40,7 @@ from tokenize_mm.sequence.vocab import VocabLayout
 
 FORMAT, VERSION = "tokenize_mm.model", 1
 MODEL_JSON, WEIGHTS, TOKENIZERS = "model.json", "weights.safetensors", "tokenizers"
+MODEL_WHAT = "a trained-model folder"
 
 
 class ModelFolderError(TokenizeMMError, ValueError):
@@ -78,7 +79,8 @@ def save_trained_model(
     step: int = 0,
 ) -> Path:
     """Write ``model`` (and ``head``) with copies of the tokenizer ``artifacts`` into ``folder``
-    (replaced atomically if it exists). Returns the folder."""
+    (replaced atomically if it is an earlier model folder or empty; ``ForeignFolderError`` if it
+    holds anything else). Returns the folder."""
     from tokenize_mm.tokenizers.artifact import sha256_file
 
     contrastive = None
@@ -101,7 +103,12 @@ def save_trained_model(
         }  # fmt: skip
         (tmp / MODEL_JSON).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
-    return write_dir_atomic(folder, write)
+    return write_dir_atomic(folder, write, is_ours=is_model_dir, what=MODEL_WHAT)
+
+
+def is_model_dir(path: Path) -> bool:
+    """Whether ``path`` is a trained-model folder (its ``model.json`` says so)."""
+    return has_json_format(path, MODEL_JSON, FORMAT)
 
 
 def read_model_json(folder: str | Path) -> dict[str, Any]:

@@ -69,7 +69,8 @@ class EmbeddingIndex:
         return str(self.path) if self.path else "the index"
 
     def save(self, folder: str | Path) -> Path:
-        """Write the index into ``folder`` (replaced atomically)."""
+        """Write the index into ``folder``: replaced atomically if it is an earlier index or
+        empty; ``ForeignFolderError`` if it holds anything else (nothing is deleted)."""
         rows = self.embeddings.detach().float().cpu().contiguous()
         meta = {"format": FORMAT, "version": VERSION, "model_fingerprint": self.model_fingerprint}
 
@@ -78,7 +79,7 @@ class EmbeddingIndex:
             text = json.dumps({"items": self.items, "skipped": self.skipped}, indent=1)
             (tmp / ITEMS).write_text(text + "\n", encoding="utf-8")
 
-        self.path = write_dir_atomic(folder, write)
+        self.path = write_dir_atomic(folder, write, is_ours=is_index_dir, what="an embedding index")
         return self.path
 
     @classmethod
@@ -180,6 +181,12 @@ def build_index(
         if progress:
             progress(done, len(items))
     if not rows:
-        reasons = "; ".join(skipped[:3]) or "nothing to index"
+        more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        reasons = ("; ".join(skipped[:3]) + more) or "nothing to index"
         raise EmptyIndexError(f"no item could be indexed ({reasons})")
     return EmbeddingIndex(torch.stack(rows), records, trained.fingerprint, skipped)
+
+
+def is_index_dir(path: Path) -> bool:
+    """Whether ``path`` is an index folder written by ``EmbeddingIndex.save``."""
+    return (path / EMBEDDINGS).is_file() and (path / ITEMS).is_file()

@@ -29,7 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokenize_mm.core.atomic import fsync_dir, new_dir_mode, new_file_mode, replace_dir
+from tokenize_mm.core.atomic import (
+    check_replaceable,
+    fsync_dir,
+    has_json_format,
+    new_dir_mode,
+    new_file_mode,
+    replace_dir,
+)
 from tokenize_mm.tokenizers.base import TokenizerInfo
 from tokenize_mm.tokenizers.errors import (
     ArtifactError,
@@ -42,6 +49,7 @@ from tokenize_mm.tokenizers.registry import tokenizer_class
 FORMAT = "tokenize_mm.tokenizer"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+ARTIFACT_WHAT = "a tokenizer artifact"
 #: Payload suffixes we know how to read without executing code.
 SAFE_SUFFIXES = (".model", ".safetensors", ".json", ".txt")
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".th")
@@ -90,6 +98,11 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def is_artifact_dir(path: Path) -> bool:
+    """Whether ``path`` is a tokenizer artifact folder (its ``manifest.json`` says so)."""
+    return has_json_format(path, MANIFEST, FORMAT)
+
+
 def write_artifact(
     directory: str | Path,
     *,
@@ -102,7 +115,8 @@ def write_artifact(
     """Write an artifact atomically.
 
     Args:
-        directory: target directory; replaced if it exists.
+        directory: target directory; replaced if it is an earlier artifact or an empty folder
+            (anything else there: ``ForeignFolderError``, before the payload is written).
         kind: the registry key of the tokenizer.
         info: the tokenizer's info.
         hparams: the hyper-parameters needed to rebuild the tokenizer (JSON-serialisable).
@@ -113,6 +127,7 @@ def write_artifact(
         The artifact directory.
     """
     target = Path(directory).absolute()
+    check_replaceable(target, is_artifact_dir, ARTIFACT_WHAT)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
@@ -146,7 +161,7 @@ def write_artifact(
             _fsync(p)
         os.chmod(tmp, new_dir_mode())
         _fsync(tmp)
-        replace_dir(tmp, target)
+        replace_dir(tmp, target, is_artifact_dir, ARTIFACT_WHAT)
         fsync_dir(target.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -166,6 +181,16 @@ def read_artifact(directory: str | Path) -> Artifact:
     """Read and verify an artifact directory (see module docstring). Never unpickles."""
     directory = Path(directory)
     manifest_path = directory / MANIFEST
+    if not directory.exists():
+        raise ArtifactError(
+            f"{directory}: no such folder; give the folder a tokenizer was saved into "
+            "(tmm-fit-tokenizer's out_dir, or tokenizer.save(directory))"
+        )
+    if not directory.is_dir():
+        raise ArtifactError(
+            f"{directory}: a file, not a folder; give the artifact's folder (the one that holds "
+            f"{MANIFEST}), not a file in it"
+        )
     if not manifest_path.is_file():
         raise ArtifactError(
             f"{directory}: no {MANIFEST}; this is not a tokenize_mm tokenizer artifact "

@@ -99,5 +99,14 @@ def train_model(
         )
     except RuntimeError as err:  # drop "INTERNAL: src/x.cc(638) [check] " before a message
         reason = str(err).rpartition("] ")[2].strip() or str(err)
+        if "vocab_size" in reason.lower() or "vocabulary size" in reason.lower():
+            # its advice names its own flags; these are TextTokenizer.fit's arguments (and
+            # tmm-fit-tokenizer's tokenizer.fit.<name>=... overrides)
+            reason += (
+                " (that is TextTokenizer.fit's vocab_size, asked "
+                f"{hparams.get('vocab_size')}, or its character_coverage, "
+                f"{hparams.get('character_coverage')}; on the command line "
+                "tokenizer.fit.vocab_size=... or tokenizer.fit.character_coverage=...)"
+            )
         raise NotFittedError(f"SentencePiece could not train on this data: {reason}") from err
     return model.getvalue()
