@@ -104,3 +104,28 @@ def test_saving_an_index_over_a_users_folder_is_refused(tmp_path):
         index.save(tmp_path / "photos")
     assert _unchanged(tmp_path / "photos", files)
     assert index.save(index.save(tmp_path / "idx")) == (tmp_path / "idx").absolute()
+
+
+@pytest.mark.parametrize("damage", ["manifest", "stray"])
+def test_a_damaged_cache_entry_is_fitted_again(tmp_path, damage):
+    """The cache's own entry, unreadable (a corrupt manifest.json, or a folder without one), is
+    cleared and fitted again: the guard refuses only folders outside the cache's say."""
+    from hydra import compose, initialize_config_dir
+
+    from tokenize_mm.cli.common import config_dir
+    from tokenize_mm.cli.train import fit_or_reuse
+    from tokenize_mm.data import BuiltinSource
+    from tokenize_mm.tokenizers import load_tokenizer
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        tcfg = compose("fit_tokenizer", overrides=["tokenizer=text_tiny"]).tokenizer
+    source = BuiltinSource(num_examples=24, image_size=32)
+    path = fit_or_reuse(tcfg, source, "builtin-24", tmp_path, "train")
+    first = load_tokenizer(path).model_proto
+    if damage == "manifest":
+        (path / "manifest.json").write_text("{not json")
+    else:
+        (path / "manifest.json").unlink()
+        (path / "stray.txt").write_text("left by a crash")
+    again = fit_or_reuse(tcfg, source, "builtin-24", tmp_path, "train")
+    assert again == path and load_tokenizer(again).model_proto == first

@@ -93,6 +93,8 @@ def fit_or_reuse(tcfg: DictConfig, source: Any, source_id: str, cache: Path, spl
             return path
         except ArtifactError as err:  # damaged cache: fit again
             log.warning("cached %s unusable (%s); fitting again", path, err)
+    if path.is_dir():  # the cache's own entry, damaged or partial: cleared, as save would not
+        shutil.rmtree(path)  # replace a folder it cannot recognise as an artifact
     check_fit_device(tcfg, config_dir())  # a GPU-sized config on a CPU: refused, naming the CPU one
     log.info("fitting %s on %s ...", tcfg.name, type(source).__name__)
     start = time.perf_counter()
