@@ -16,8 +16,10 @@ from tokenize_mm.cli.files import (
     Inputs,
     Job,
     OutputCollisionError,
+    OutputExistsError,
     Source,
     audio_suffixes,
+    check_not_existing,
     encodable_suffixes,
     expand_inputs,
     plan_jobs,
@@ -341,3 +343,15 @@ def test_token_file_without_hash_needs_allow_unverified():
         )
         is False
     )
+
+
+def test_existing_outputs_are_named_up_to_ten_and_counted_beyond(tmp_path):
+    jobs = [Job(tmp_path / f"s{i}", tmp_path / f"out{i:02d}.png") for i in range(13)]
+    check_not_existing(jobs)  # nothing there yet
+    for job in jobs[:12]:
+        job.target.write_bytes(b"original")
+    with pytest.raises(OutputExistsError, match="12 output file") as err:
+        check_not_existing(jobs)
+    message = str(err.value)
+    assert "out09.png" in message and "out10.png" not in message and "and 2 more" in message
+    assert "overwrite=true" in message and "another out_dir" in message

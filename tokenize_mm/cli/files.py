@@ -158,7 +158,7 @@ def plan_jobs(sources: list[Source], out_dir: Path, rename: Callable[[Path], Pat
     return [Job(src.path, out_dir / name) for src, name in named]
 
 
-def check_not_existing(jobs: list[Job], what: str) -> None:
+def check_not_existing(jobs: list[Job]) -> None:
     """Raise ``OutputExistsError`` naming the jobs' targets that exist already (the first
     ``SHOWN``, the rest counted) and the ways out."""
     existing = [str(job.target) for job in jobs if job.target.exists() or job.target.is_symlink()]
@@ -166,7 +166,7 @@ def check_not_existing(jobs: list[Job], what: str) -> None:
         more = f"\n    and {len(existing) - SHOWN} more" if len(existing) > SHOWN else ""
         raise OutputExistsError(
             f"{len(existing)} output file(s) exist already and would be overwritten; choose "
-            f"another out_dir, remove them, or pass overwrite=true to replace {what}:\n    "
+            "another out_dir, remove them, or pass overwrite=true to replace them:\n    "
             + "\n    ".join(existing[:SHOWN])
             + more
         )
@@ -223,7 +223,7 @@ def process_files(
     try:
         jobs = plan_jobs(found.sources, out_dir, rename)
         if not overwrite:
-            check_not_existing(jobs, "them")
+            check_not_existing(jobs)
     except (OutputCollisionError, OutputExistsError) as err:
         found.problems.append(str(err))
         report(Outcome(total=len(found.sources)), found, verb, out_dir)
