@@ -115,6 +115,19 @@ def test_user_errors_are_one_line_and_folders_of_the_user_are_never_replaced(tmp
     ).read_bytes() == b"mine"
 
 
+def test_fit_names_the_manifest_records_it_left_out(tmp_path):
+    lines = [
+        {"id": f"t{i}", "text": f"a red circle number {i} on a blue square"} for i in range(40)
+    ]
+    lines.insert(3, {"id": "gone", "text": "x", "image": str(tmp_path / "missing.png")})
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+    res = run("fit_tokenizer", "tokenizer=text_tiny", "source=manifest",
+              f"source.path={manifest}", f"out_dir={tmp_path}/art", cwd=tmp_path)  # fmt: skip
+    assert "skipped records by reason: {'missing_file': 1}" in res.stdout
+    assert "line 4 (id 'gone'): missing_file" in res.stdout
+
+
 def test_decode_refuses_tokens_of_another_tokenizer(tmp_path):
     text_art, image_art = tmp_path / "t", tmp_path / "i"
     run("fit_tokenizer", "tokenizer=text_tiny", *TINY_SOURCE, f"out_dir={text_art}", cwd=tmp_path)

@@ -355,3 +355,15 @@ def test_existing_outputs_are_named_up_to_ten_and_counted_beyond(tmp_path):
     message = str(err.value)
     assert "out09.png" in message and "out10.png" not in message and "and 2 more" in message
     assert "overwrite=true" in message and "another out_dir" in message
+
+
+def test_an_out_dir_that_is_a_file_refuses_the_run_once(tmp_path, capsys):
+    src = touch(tmp_path / "in" / "a.txt")
+    touch(tmp_path / "in" / "b.txt")
+    (tmp_path / "out").write_text("mine")
+    with pytest.raises(SystemExit) as exit_:
+        process_files([str(src.parent)], (".txt",), lambda rel: rel, lambda s, t: None, "decode",
+                      tmp_path / "out")  # fmt: skip
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.count("out_dir is a file") == 1
+    assert (tmp_path / "out").read_text() == "mine"

@@ -174,6 +174,10 @@ def test_bad_queries_and_indexes_are_named(trained, folder, tmp_path, tokenizers
         EmbeddingIndex.load(tmp_path)
     with pytest.raises(SearchError, match="does not exist"):
         collect_items(tmp_path / "missing")
+    with pytest.raises(
+        SearchError, match=r"not a single file; to search with this file, give file="
+    ):
+        collect_items(folder / "a.txt")
 
 
 @pytest.mark.parametrize(("bad", "message"), [({"k": 0}, "k=0"), ({"k": "abc"}, "k='abc'"),

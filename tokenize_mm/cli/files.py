@@ -221,6 +221,11 @@ def process_files(
     unless ``overwrite``, exist already."""
     found = expand_inputs(inputs, suffixes)
     try:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise OutputExistsError(
+                f"{out_dir}: out_dir is a file, not a folder; give a folder (new or existing) "
+                "for the outputs"
+            )
         jobs = plan_jobs(found.sources, out_dir, rename)
         if not overwrite:
             check_not_existing(jobs)

@@ -42,11 +42,21 @@ def hydra_main(cfg: DictConfig) -> None:
     print(f"saved {path}")
 
 
+SHOWN_SKIPS = 5  # records named after the counts; the manifest source keeps them all
+
+
 def _print_skipped(source, stream: TextIO) -> None:
-    """The counts of the records a manifest source left out, by reason (nothing for others)."""
-    skipped = getattr(source, "skip_counts", lambda: {})()
-    if skipped:
-        print(f"skipped records by reason: {dict(skipped)}", file=stream)
+    """The records a manifest source left out: counts by reason, then the first few by line, id
+    and detail (nothing for sources that skip nothing)."""
+    counts = getattr(source, "skip_counts", lambda: {})()
+    if not counts:
+        return
+    print(f"skipped records by reason: {dict(counts)}", file=stream)
+    records = list(getattr(source, "skipped", []))
+    for record in records[:SHOWN_SKIPS]:
+        print(f"  {record}", file=stream)
+    if len(records) > SHOWN_SKIPS:
+        print(f"  and {len(records) - SHOWN_SKIPS} more", file=stream)
 
 
 def main() -> None:

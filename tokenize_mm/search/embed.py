@@ -82,13 +82,16 @@ def file_item(path: Path, name: str | None = None) -> Item:
     return Item(name or str(path), modality, value, path)
 
 
+MANIFEST_SUFFIXES = (".jsonl", ".json", ".ndjson")  # a file given as inputs is read as a manifest
+
+
 def collect_items(data: str | Path) -> tuple[list[Item], list[str]]:
     """Items of a folder (every file, recursively, dot-files left out) or of a JSONL manifest
     (its records' items). Returns ``(items, skipped)``: ``skipped`` names each file or record not
     taken, with the reason.
 
     Raises:
-        SearchError: ``data`` does not exist.
+        SearchError: ``data`` does not exist, or is a file not named as a manifest.
     """
     data = Path(data)
     if data.is_dir() and not (data / "manifest.jsonl").is_file():
@@ -101,6 +104,11 @@ def collect_items(data: str | Path) -> tuple[list[Item], list[str]]:
             except InvalidInputError as err:
                 skipped.append(str(err))
         return items, skipped
+    if data.is_file() and data.suffix.lower() not in MANIFEST_SUFFIXES:
+        raise SearchError(
+            f"{data}: inputs must be a folder or a JSONL manifest ({', '.join(MANIFEST_SUFFIXES)}"
+            f"), not a single file; to search with this file, give file={data}"
+        )
     if data.exists():
         from tokenize_mm.data import ManifestSource
 

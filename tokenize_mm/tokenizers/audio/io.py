@@ -147,7 +147,8 @@ def _read_errors(name: str) -> Iterator[None]:
     except (sf.SoundFileError, RuntimeError) as err:
         raise InvalidInputError(
             f"not an audio file soundfile can read (unknown format or corrupt: {err}); "
-            f"use one of {', '.join(AUDIO_SUFFIXES)}",
+            f"convert it to a format soundfile reads here (e.g. {', '.join(AUDIO_SUFFIXES)}; "
+            "all of them: soundfile.available_formats())",
             item=name,
         ) from err
     except OSError as err:
