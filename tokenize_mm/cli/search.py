@@ -29,7 +29,7 @@ def run(cfg: DictConfig) -> list:
     from tokenize_mm.search import EmbeddingIndex, ItemEmbedder, build_index, collect_items
     from tokenize_mm.search.embed import Item, file_item
     from tokenize_mm.search.errors import SearchError
-    from tokenize_mm.search.index import is_index_dir
+    from tokenize_mm.search.index import INDEX_WHAT, is_index_dir
     from tokenize_mm.search.sheet import contact_sheet
 
     if cfg.inputs is None and cfg.query is None and cfg.file is None:
@@ -44,7 +44,7 @@ def run(cfg: DictConfig) -> list:
     if isinstance(cfg.k, bool) or not isinstance(cfg.k, int) or cfg.k < 1:
         raise SearchError(f"k={cfg.k!r}: must be a whole number of hits, at least 1")
     if cfg.inputs is not None:  # before any work: never replace a folder that is not an index
-        check_replaceable(cfg.index_dir, is_index_dir, "an embedding index")
+        check_replaceable(cfg.index_dir, is_index_dir, INDEX_WHAT)
     trained = load_trained_model(cfg.model_dir)
     if cfg.inputs is not None:
         items, skipped = collect_items(cfg.inputs)

@@ -33,6 +33,7 @@ from tokenize_mm.tokenizers.errors import InvalidInputError
 
 FORMAT, VERSION = "tokenize_mm.index", "1"
 EMBEDDINGS, ITEMS = "embeddings.safetensors", "items.json"
+INDEX_WHAT = "an embedding index"  # for the folder guard's messages (core/atomic.py)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class EmbeddingIndex:
             text = json.dumps({"items": self.items, "skipped": self.skipped}, indent=1)
             (tmp / ITEMS).write_text(text + "\n", encoding="utf-8")
 
-        self.path = write_dir_atomic(folder, write, is_ours=is_index_dir, what="an embedding index")
+        self.path = write_dir_atomic(folder, write, is_ours=is_index_dir, what=INDEX_WHAT)
         return self.path
 
     @classmethod
